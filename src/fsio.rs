@@ -1,0 +1,136 @@
+//! Power-safe file replacement. Every file the agent persists goes through here.
+//!
+//! `write_atomic` writes a temp file in the target's directory, fsyncs it, renames it over
+//! the target and fsyncs the directory. A power cut at any point leaves the old content or
+//! the new one under the target's name, never a mix: the rename is atomic within a
+//! filesystem, and both the data (first fsync) and the name (directory fsync) are on the
+//! media before we return.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Suffix of temp files; a crash can leave one behind, `clean_temp` removes them.
+pub const TEMP_SUFFIX: &str = ".gwe-tmp";
+
+/// Replaces `path` with `data` atomically and durably, with file mode `mode`.
+pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let dir = parent_dir(path);
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        // Best effort: the temp file is garbage whether or not this succeeds.
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Replaces `path` with `data` atomically and durably (mode 0644).
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_atomic_mode(path, data, 0o644)
+}
+
+/// Makes a directory entry change (create, rename, unlink) in `dir` durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and its parents, and makes the new entries durable.
+pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_all_durable(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => sync_dir(parent_dir(dir)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes temp files a crash left in `dir`.
+pub fn clean_temp(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().ends_with(TEMP_SUFFIX) {
+            fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name: OsString = path.file_name().map(OsString::from).unwrap_or_default();
+    name.push(TEMP_SUFFIX);
+    path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn replaces_content_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state");
+        write_atomic(&p, b"old").unwrap();
+        write_atomic(&p, b"new content").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"new content");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn mode_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("token");
+        write_atomic_mode(&p, b"secret", 0o600).unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn stale_temp_files_are_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(format!("ack{TEMP_SUFFIX}")), b"torn").unwrap();
+        fs::write(dir.path().join("keep"), b"x").unwrap();
+        assert_eq!(clean_temp(dir.path()).unwrap(), 1);
+        assert!(dir.path().join("keep").exists());
+    }
+
+    #[test]
+    fn durable_dirs_are_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b/c");
+        create_dir_all_durable(&deep).unwrap();
+        assert!(deep.is_dir());
+        create_dir_all_durable(&deep).unwrap();
+    }
+}
