@@ -354,8 +354,14 @@ mod tests {
         };
         for cut in last_start + 1..bytes.len() {
             let mut r = SegmentReader::new(Cursor::new(&bytes[..cut]), 0, 10, 1024);
-            assert!(matches!(r.next_item().unwrap(), Item::Record { seq: 10, .. }));
-            assert!(matches!(r.next_item().unwrap(), Item::Record { seq: 11, .. }));
+            assert!(matches!(
+                r.next_item().unwrap(),
+                Item::Record { seq: 10, .. }
+            ));
+            assert!(matches!(
+                r.next_item().unwrap(),
+                Item::Record { seq: 11, .. }
+            ));
             assert_eq!(
                 r.next_item().unwrap(),
                 Item::End {
