@@ -1,4 +1,10 @@
 //! Gateway Engine agent library. `main.rs` is a thin command-line front end.
 
+pub mod agent;
+pub mod cli;
+pub mod config;
 pub mod fsio;
+pub mod identity;
+pub mod ingest;
+pub mod logging;
 pub mod queue;

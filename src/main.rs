@@ -1,1 +1,155 @@
-fn main() {}
+//! `gwe`: the Gateway Engine agent. Thin front end over the library.
+
+use std::process::ExitCode;
+
+use gwe::cli::{self, Command};
+use gwe::config::{self, Config};
+use gwe::logging::{self, Target};
+use gwe::queue;
+
+/// Exit statuses, for init scripts and operators.
+#[repr(u8)]
+enum Exit {
+    Ok = 0,
+    Failure = 1,
+    Usage = 2,
+    Config = 3,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(e as u8)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gwe: {e}\n\n{}", cli::USAGE);
+            return Exit::Usage.into();
+        }
+    };
+    match cli.command {
+        Command::Help => {
+            print!("{}", cli::USAGE);
+            return Exit::Ok.into();
+        }
+        Command::Version => {
+            println!("gwe {}", env!("CARGO_PKG_VERSION"));
+            return Exit::Ok.into();
+        }
+        _ => {}
+    }
+    let cfg = match Config::from_file(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gwe: {e}");
+            return Exit::Config.into();
+        }
+    };
+    let result = match cli.command {
+        Command::Run { daemon } => {
+            let level = config::log_level(&cfg.log.level).unwrap_or(log::LevelFilter::Info);
+            logging::init(
+                if daemon {
+                    Target::Syslog
+                } else {
+                    Target::Stderr
+                },
+                level,
+            );
+            gwe::agent::run(&cfg).map_err(|e| e.to_string())
+        }
+        Command::QueueStats { json } => queue_stats(&cfg, json),
+        Command::QueueDump { limit } => queue_dump(&cfg, limit),
+        Command::CheckConfig => {
+            println!("{}: ok", cli.config.display());
+            Ok(())
+        }
+        Command::Help | Command::Version => Ok(()),
+    };
+    match result {
+        Ok(()) => Exit::Ok.into(),
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("gwe: {e}");
+            Exit::Failure.into()
+        }
+    }
+}
+
+fn queue_stats(cfg: &Config, json: bool) -> Result<(), String> {
+    let dir = cfg.paths.queue_dir();
+    let i = queue::inspect(&dir, cfg.queue.max_record, |_, _| {})
+        .map_err(|e| format!("reading {}: {e}", dir.display()))?;
+    let disk: u64 = i.segments.iter().map(|s| s.1).sum();
+    let slowest = i.acks.iter().map(|a| a.1).min().unwrap_or(0);
+    let backlog = i.last_seq.map_or(0, |l| {
+        l.saturating_sub(slowest.max(i.first_seq.unwrap_or(1) - 1))
+    });
+    if json {
+        let v = serde_json::json!({
+            "dir": dir,
+            "segments": i.segments.len(),
+            "disk_bytes": disk,
+            "records": i.records,
+            "first_seq": i.first_seq,
+            "last_seq": i.last_seq,
+            "backlog": backlog,
+            "acks": i.acks.iter().map(|(n, s)| (n.clone(), *s)).collect::<std::collections::BTreeMap<_, _>>(),
+            "lost_records": i.counters.lost_records,
+            "corrupt_segments": i.counters.corrupt_segments,
+            "torn_bytes": i.counters.torn_bytes,
+            "problems": i.problems,
+        });
+        println!("{v}");
+    } else {
+        println!("queue {}", dir.display());
+        println!("  segments        {} ({} bytes)", i.segments.len(), disk);
+        println!(
+            "  records         {} (seq {:?}..{:?})",
+            i.records, i.first_seq, i.last_seq
+        );
+        println!("  backlog         {backlog}");
+        for (n, s) in &i.acks {
+            println!("  acked by {n:<7} {s}");
+        }
+        println!("  lost records    {}", i.counters.lost_records);
+        println!("  corrupt segs    {}", i.counters.corrupt_segments);
+        println!("  torn bytes cut  {}", i.counters.torn_bytes);
+        for p in &i.problems {
+            println!("  problem: {p}");
+        }
+    }
+    Ok(())
+}
+
+fn queue_dump(cfg: &Config, limit: Option<u64>) -> Result<(), String> {
+    use std::io::Write;
+    let dir = cfg.paths.queue_dir();
+    let mut out = std::io::stdout().lock();
+    let mut n = 0u64;
+    queue::inspect(&dir, cfg.queue.max_record, |seq, payload| {
+        if limit.is_some_and(|l| n >= l) {
+            return;
+        }
+        n += 1;
+        let _ = match gwe_wire::point::decode(payload) {
+            Ok(p) => writeln!(
+                out,
+                "{seq}\t{}\t{}\t{}",
+                p.ts,
+                p.alias,
+                String::from_utf8_lossy(p.value).escape_default()
+            ),
+            Err(_) => writeln!(
+                out,
+                "{seq}\t-\t-\t{}",
+                String::from_utf8_lossy(payload).escape_default()
+            ),
+        };
+    })
+    .map_err(|e| format!("reading {}: {e}", dir.display()))?;
+    Ok(())
+}

@@ -394,3 +394,33 @@ fn stale_leftovers_of_a_crash_are_cleaned() {
     assert!(!dir.path().join("ack-fwd.gwe-tmp").exists());
     assert_eq!(q.append(b"b").unwrap(), 2);
 }
+
+#[test]
+fn many_records_of_one_call_are_contiguous_and_acknowledged_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), opts()).unwrap();
+    q.append(b"before").unwrap();
+    let parts: [&[u8]; 3] = [b"a", b"bb", b"ccc"];
+    let first = q
+        .append_many(
+            3,
+            |i| parts[i].len(),
+            |i, buf| buf.copy_from_slice(parts[i]),
+        )
+        .unwrap();
+    assert_eq!(first, 2);
+    let got = drain(&q);
+    assert_eq!(
+        got[1..],
+        [
+            (2, b"a".to_vec()),
+            (3, b"bb".to_vec()),
+            (4, b"ccc".to_vec())
+        ]
+    );
+    let too_big = q.options().batch_bytes;
+    assert!(matches!(
+        q.append_many(2, |_| too_big / 2 + 1, |_, _| {}),
+        Err(QueueError::TooLarge { .. })
+    ));
+}

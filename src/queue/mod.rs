@@ -387,23 +387,54 @@ impl Queue {
     /// Appends one record of `len` bytes that `fill` writes in place (no intermediate copy);
     /// returns its seq once it is durable.
     pub fn append_with(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<u64, QueueError> {
+        let mut fill = Some(fill);
+        self.append_many(
+            1,
+            |_| len,
+            |_, buf| {
+                if let Some(f) = fill.take() {
+                    f(buf);
+                }
+            },
+        )
+    }
+
+    /// Appends `n` records together: record `i` is `len(i)` bytes written in place by
+    /// `fill(i, buf)`. They land in one batch, so they become durable (and are acknowledged)
+    /// all together or not at all. Returns the seq of the first; the others follow it.
+    pub fn append_many(
+        &self,
+        n: usize,
+        len: impl Fn(usize) -> usize,
+        mut fill: impl FnMut(usize, &mut [u8]),
+    ) -> Result<u64, QueueError> {
         let inner = &*self.inner;
         let max = inner.opts.max_record;
-        if len > max {
-            return Err(QueueError::TooLarge { len, max });
+        let mut total = 0;
+        for i in 0..n {
+            let l = len(i);
+            if l > max {
+                return Err(QueueError::TooLarge { len: l, max });
+            }
+            total += REC_HEADER_LEN + l;
         }
-        let rec_len = REC_HEADER_LEN + len;
+        if n == 0 || total > inner.opts.batch_bytes {
+            return Err(QueueError::TooLarge {
+                len: total,
+                max: inner.opts.batch_bytes,
+            });
+        }
         let mut st = lock(&inner.state);
         loop {
             if inner.opts.full_policy == FullPolicy::Reject
-                && st.disk_bytes + st.inflight + (st.pending.len() + rec_len) as u64
+                && st.disk_bytes + st.inflight + (st.pending.len() + total) as u64
                     > inner.opts.max_bytes
             {
                 return Err(QueueError::Full {
                     max: inner.opts.max_bytes,
                 });
             }
-            if st.pending.len() + rec_len > st.pending.capacity() {
+            if st.pending.len() + total > st.pending.capacity() {
                 st = if st.flushing {
                     wait(&inner.flushed, st)
                 } else {
@@ -431,13 +462,16 @@ impl Queue {
         }
         let gen = st.pending_gen;
         let idx = st.pending_count;
-        let start = st.pending.len();
-        // Within capacity (checked above): no allocation.
-        st.pending.resize(start + rec_len, 0);
-        // len <= max_record <= MAX_RECORD_CEILING, which fits a u32.
-        format::put_record_header(&mut st.pending[start..], len as u32);
-        fill(&mut st.pending[start + REC_HEADER_LEN..]);
-        st.pending_count += 1;
+        for i in 0..n {
+            let l = len(i);
+            let start = st.pending.len();
+            // Within capacity (checked above): no allocation.
+            st.pending.resize(start + REC_HEADER_LEN + l, 0);
+            // l <= max_record <= MAX_RECORD_CEILING, which fits a u32.
+            format::put_record_header(&mut st.pending[start..], l as u32);
+            fill(i, &mut st.pending[start + REC_HEADER_LEN..]);
+        }
+        st.pending_count += n as u64;
         let si = (gen % RING as u64) as usize;
         st.slots[si].waiters += 1;
         loop {

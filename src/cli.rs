@@ -1,0 +1,112 @@
+//! Command line: `gwe [--config PATH] COMMAND`. Parsing only; the work lives in the modules.
+
+use std::path::PathBuf;
+
+use lexopt::prelude::*;
+
+use crate::config::DEFAULT_PATH;
+
+pub const USAGE: &str = "\
+usage: gwe [--config PATH] COMMAND
+
+commands:
+  run [--foreground|--daemon]   run the agent (foreground logs to stderr, daemon to syslog)
+  queue stats [--json]          figures of the queue (read-only, safe while the agent runs)
+  queue dump [--limit N]        print the queued records
+  check-config                  read the config file and report problems
+
+options:
+  --config PATH   config file (default /etc/gwe/gwe.toml)
+  --version       print the version
+";
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Run { daemon: bool },
+    QueueStats { json: bool },
+    QueueDump { limit: Option<u64> },
+    CheckConfig,
+    Version,
+    Help,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Cli {
+    pub config: PathBuf,
+    pub command: Command,
+}
+
+pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli, lexopt::Error> {
+    let mut p = lexopt::Parser::from_args(args);
+    let mut config = PathBuf::from(DEFAULT_PATH);
+    let mut words: Vec<String> = Vec::new();
+    let (mut daemon, mut json, mut limit) = (false, false, None);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("config") | Short('c') => config = p.value()?.into(),
+            Long("daemon") => daemon = true,
+            Long("foreground") => daemon = false,
+            Long("json") => json = true,
+            Long("limit") => limit = Some(p.value()?.parse()?),
+            Long("version") | Short('V') => {
+                return Ok(Cli {
+                    config,
+                    command: Command::Version,
+                })
+            }
+            Long("help") | Short('h') => {
+                return Ok(Cli {
+                    config,
+                    command: Command::Help,
+                })
+            }
+            Value(v) => words.push(v.string()?),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let command = match words.as_slice() {
+        ["run"] => Command::Run { daemon },
+        ["queue", "stats"] => Command::QueueStats { json },
+        ["queue", "dump"] => Command::QueueDump { limit },
+        ["check-config"] => Command::CheckConfig,
+        ["help"] | [] => Command::Help,
+        other => {
+            return Err(lexopt::Error::Custom(
+                format!("unknown command: {}", other.join(" ")).into(),
+            ))
+        }
+    };
+    Ok(Cli { config, command })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Cli, lexopt::Error> {
+        parse(s.split_whitespace().map(Into::into))
+    }
+
+    #[test]
+    fn commands() {
+        assert_eq!(
+            p("run --daemon").unwrap().command,
+            Command::Run { daemon: true }
+        );
+        let c = p("--config /tmp/x.toml queue stats --json").unwrap();
+        assert_eq!(
+            (c.config, c.command),
+            (
+                PathBuf::from("/tmp/x.toml"),
+                Command::QueueStats { json: true }
+            )
+        );
+        assert_eq!(
+            p("queue dump --limit 5").unwrap().command,
+            Command::QueueDump { limit: Some(5) }
+        );
+        assert!(p("queue explode").is_err());
+        assert!(p("run --bogus").is_err());
+    }
+}

@@ -1,0 +1,331 @@
+//! The agent's configuration: one TOML file (`/etc/gwe/gwe.toml` by default). Every path the
+//! agent touches comes from here, so tests and boards point it at their own directories.
+//! A broken file gets an error naming the file, the line and the key; never a panic.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::queue::{self, FullPolicy};
+
+pub const DEFAULT_PATH: &str = "/etc/gwe/gwe.toml";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub device: Device,
+    pub paths: Paths,
+    pub queue: QueueConfig,
+    pub ingest: Ingest,
+    pub log: Log,
+}
+
+/// Who this gateway is. The serial comes from `serial`, else the first line of
+/// `serial_file`, else the MAC address of `iface` (upper case, colon separated).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Device {
+    pub vendor: String,
+    pub model: String,
+    pub serial: Option<String>,
+    pub serial_file: Option<PathBuf>,
+    pub iface: String,
+}
+
+impl Default for Device {
+    fn default() -> Self {
+        Self {
+            vendor: "gwe".into(),
+            model: "gateway".into(),
+            serial: None,
+            serial_file: None,
+            iface: "eth0".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Paths {
+    /// Persistent state: queue, tokens, counters (`/var/lib/gwe`).
+    pub state_dir: PathBuf,
+    /// App logs (`/var/log/gwe`).
+    pub log_dir: PathBuf,
+    /// Runtime files: control socket (`/run/gwe`).
+    pub run_dir: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Self {
+            state_dir: "/var/lib/gwe".into(),
+            log_dir: "/var/log/gwe".into(),
+            run_dir: "/run/gwe".into(),
+        }
+    }
+}
+
+impl Paths {
+    pub fn queue_dir(&self) -> PathBuf {
+        self.state_dir.join("queue")
+    }
+
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.state_dir.join("state")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    pub max_bytes: u64,
+    pub segment_bytes: u64,
+    pub max_record: usize,
+    pub batch_bytes: usize,
+    pub full_policy: FullPolicy,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        let o = queue::Options::default();
+        Self {
+            max_bytes: o.max_bytes,
+            segment_bytes: o.segment_bytes,
+            max_record: o.max_record,
+            batch_bytes: o.batch_bytes,
+            full_policy: o.full_policy,
+        }
+    }
+}
+
+impl QueueConfig {
+    pub fn options(&self) -> queue::Options {
+        queue::Options {
+            max_bytes: self.max_bytes,
+            segment_bytes: self.segment_bytes,
+            max_record: self.max_record,
+            batch_bytes: self.batch_bytes,
+            full_policy: self.full_policy,
+            ..queue::Options::default()
+        }
+    }
+}
+
+/// The local GMQ ingest API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ingest {
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub max_body: usize,
+    /// Threads answering requests.
+    pub threads: usize,
+}
+
+impl Default for Ingest {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            max_body: 64 << 10,
+            threads: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// error, warn, info, debug or trace.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config {}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ", line {line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ", key {key}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            line: None,
+            key: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::from_str_at(&text, path)
+    }
+
+    /// Parses `text` as if read from `path` (for error messages).
+    pub fn from_str_at(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let de = toml::de::Deserializer::new(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner.span().map(|s| {
+                text.as_bytes()[..s.start.min(text.len())]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1
+            });
+            ConfigError {
+                path: path.to_path_buf(),
+                line,
+                key: (key != ".").then_some(key),
+                message: inner.message().trim().to_string(),
+            }
+        })?;
+        cfg.validate().map_err(|(key, message)| ConfigError {
+            path: path.to_path_buf(),
+            line: find_key_line(text, key),
+            key: Some(key.to_string()),
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.queue.max_bytes < 256 << 10 {
+            return Err((
+                "queue.max_bytes",
+                "must be at least 262144 (256 KiB)".into(),
+            ));
+        }
+        if self.queue.max_record == 0 || self.queue.max_record > queue::format::MAX_RECORD_CEILING {
+            return Err((
+                "queue.max_record",
+                format!("must be 1 to {}", queue::format::MAX_RECORD_CEILING),
+            ));
+        }
+        if self.ingest.threads == 0 || self.ingest.threads > 64 {
+            return Err(("ingest.threads", "must be 1 to 64".into()));
+        }
+        if log_level(&self.log.level).is_none() {
+            return Err((
+                "log.level",
+                format!(
+                    "{:?} is not one of error, warn, info, debug, trace",
+                    self.log.level
+                ),
+            ));
+        }
+        if self.device.vendor.is_empty() || self.device.model.is_empty() {
+            return Err(("device.vendor", "vendor and model must not be empty".into()));
+        }
+        Ok(())
+    }
+}
+
+pub fn log_level(s: &str) -> Option<log::LevelFilter> {
+    s.parse().ok()
+}
+
+/// Line of the first assignment to the last part of a dotted key, for validation errors.
+fn find_key_line(text: &str, key: &str) -> Option<usize> {
+    let (table, leaf) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut in_table = table.is_empty();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            in_table = t.trim_matches(|c| c == '[' || c == ']').trim() == table;
+        } else if in_table && t.split('=').next().is_some_and(|k| k.trim() == leaf) {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_str_at(text, Path::new("/etc/gwe/gwe.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.ingest.listen.port(), 8090);
+        assert_eq!(c.paths.queue_dir(), Path::new("/var/lib/gwe/queue"));
+    }
+
+    #[test]
+    fn wrong_type_names_file_line_and_key() {
+        let e = parse("[device]\nvendor = \"a\"\n\n[queue]\nmax_bytes = \"lots\"\n").unwrap_err();
+        let msg = e.to_string();
+        assert_eq!(e.line, Some(5), "{msg}");
+        assert_eq!(e.key.as_deref(), Some("queue.max_bytes"), "{msg}");
+        assert!(
+            msg.starts_with("config /etc/gwe/gwe.toml, line 5, key queue.max_bytes: "),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse("[queue]\nmax_bytse = 5\n").unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(e.to_string().contains("max_bytse"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let e = parse("[ingest]\nlisten = \n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn bad_policy_and_bad_value_are_refused() {
+        let e = parse("[queue]\nfull_policy = \"maybe\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("queue.full_policy"), "{e}");
+        let e = parse("[log]\nlevel = \"loud\"\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(2), Some("log.level")),
+            "{e}"
+        );
+        let e = parse("[ingest]\nlisten = \"nowhere\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("ingest.listen"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_file_is_named() {
+        let e = Config::from_file(Path::new("/nonexistent/gwe.toml")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("config /nonexistent/gwe.toml: cannot read"),
+            "{e}"
+        );
+    }
+}
