@@ -424,3 +424,30 @@ fn many_records_of_one_call_are_contiguous_and_acknowledged_together() {
         Err(QueueError::TooLarge { .. })
     ));
 }
+
+#[test]
+fn pipelined_appends_share_one_flush_and_keep_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), opts()).unwrap();
+    let tickets: Vec<_> = (0..100)
+        .map(|i| q.append_async(&payload(i)).unwrap())
+        .collect();
+    assert_eq!(
+        q.stats().flushes,
+        0,
+        "nothing is written before someone waits"
+    );
+    let seqs: Vec<u64> = tickets.into_iter().map(|t| t.wait().unwrap()).collect();
+    assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
+    assert_eq!(
+        q.stats().flushes,
+        1,
+        "one write and one fdatasync for all 100"
+    );
+    // A dropped ticket still settles its batch.
+    drop(q.append_async(b"dropped").unwrap());
+    assert_eq!(q.append(b"after").unwrap(), 102);
+    let got = drain(&q);
+    assert_eq!(got.len(), 102);
+    assert_eq!(got[100], (101, b"dropped".to_vec()));
+}

@@ -406,7 +406,7 @@ impl Queue {
         &self,
         n: usize,
         len: impl Fn(usize) -> usize,
-        mut fill: impl FnMut(usize, &mut [u8]),
+        fill: impl FnMut(usize, &mut [u8]),
     ) -> Result<u64, QueueError> {
         let inner = &*self.inner;
         let max = inner.opts.max_record;
@@ -424,73 +424,38 @@ impl Queue {
                 max: inner.opts.batch_bytes,
             });
         }
-        let mut st = lock(&inner.state);
-        loop {
-            if inner.opts.full_policy == FullPolicy::Reject
-                && st.disk_bytes + st.inflight + (st.pending.len() + total) as u64
-                    > inner.opts.max_bytes
-            {
-                return Err(QueueError::Full {
-                    max: inner.opts.max_bytes,
-                });
-            }
-            if st.pending.len() + total > st.pending.capacity() {
-                st = if st.flushing {
-                    wait(&inner.flushed, st)
-                } else {
-                    inner.flush(st)
-                };
-                continue;
-            }
-            let gen = st.pending_gen;
-            let slot = &mut st.slots[(gen % RING as u64) as usize];
-            if slot.gen != gen {
-                if slot.waiters > 0 {
-                    // A producer of the batch RING generations ago has not collected yet.
-                    st.slot_wanted = true;
-                    st = wait(&inner.flushed, st);
-                    continue;
-                }
-                *slot = Slot {
-                    gen,
-                    waiters: 0,
-                    done: false,
-                    result: Ok(0),
-                };
-            }
-            break;
+        let st = lock(&inner.state);
+        let (st, gen, idx) = inner.reserve(st, n, total, len, fill)?;
+        inner.collect(st, gen, idx)
+    }
+
+    /// Appends one record without waiting for it to become durable. The [`Ticket`] tells the
+    /// seq once it is; a pipelining producer keeps many tickets in flight, so its records share
+    /// one write and one fdatasync. Nothing is acknowledged until a ticket is waited on.
+    pub fn append_async(&self, payload: &[u8]) -> Result<Ticket, QueueError> {
+        let inner = &*self.inner;
+        let max = inner.opts.max_record;
+        if payload.len() > max {
+            return Err(QueueError::TooLarge {
+                len: payload.len(),
+                max,
+            });
         }
-        let gen = st.pending_gen;
-        let idx = st.pending_count;
-        for i in 0..n {
-            let l = len(i);
-            let start = st.pending.len();
-            // Within capacity (checked above): no allocation.
-            st.pending.resize(start + REC_HEADER_LEN + l, 0);
-            // l <= max_record <= MAX_RECORD_CEILING, which fits a u32.
-            format::put_record_header(&mut st.pending[start..], l as u32);
-            fill(i, &mut st.pending[start + REC_HEADER_LEN..]);
-        }
-        st.pending_count += n as u64;
-        let si = (gen % RING as u64) as usize;
-        st.slots[si].waiters += 1;
-        loop {
-            let slot = &mut st.slots[si];
-            if slot.done {
-                let result = slot.result;
-                slot.waiters -= 1;
-                if slot.waiters == 0 && st.slot_wanted {
-                    st.slot_wanted = false;
-                    inner.flushed.notify_all();
-                }
-                return result.map(|first| first + idx).map_err(QueueError::from);
-            }
-            st = if !st.flushing && st.pending_gen == gen {
-                inner.flush(st)
-            } else {
-                wait(&inner.flushed, st)
-            };
-        }
+        let st = lock(&inner.state);
+        let (st, gen, idx) = inner.reserve(
+            st,
+            1,
+            REC_HEADER_LEN + payload.len(),
+            |_| payload.len(),
+            |_, buf| buf.copy_from_slice(payload),
+        )?;
+        drop(st);
+        Ok(Ticket {
+            inner: self.inner.clone(),
+            gen,
+            idx,
+            collected: false,
+        })
     }
 
     /// Opens the consumer `name` (one of `Options::consumers`), positioned after its last
@@ -568,6 +533,96 @@ fn is_disk_full(e: &io::Error) -> bool {
 }
 
 impl Inner {
+    /// Copies `n` records (`total` bytes framed) into the pending batch and registers the
+    /// caller as a waiter of that batch. Returns the batch generation and the index of the
+    /// first record in it.
+    fn reserve<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        n: usize,
+        total: usize,
+        len: impl Fn(usize) -> usize,
+        mut fill: impl FnMut(usize, &mut [u8]),
+    ) -> Result<(MutexGuard<'a, State>, u64, u64), QueueError> {
+        loop {
+            if self.opts.full_policy == FullPolicy::Reject
+                && st.disk_bytes + st.inflight + (st.pending.len() + total) as u64
+                    > self.opts.max_bytes
+            {
+                return Err(QueueError::Full {
+                    max: self.opts.max_bytes,
+                });
+            }
+            if st.pending.len() + total > st.pending.capacity() {
+                st = if st.flushing {
+                    wait(&self.flushed, st)
+                } else {
+                    self.flush(st)
+                };
+                continue;
+            }
+            let gen = st.pending_gen;
+            let slot = &mut st.slots[(gen % RING as u64) as usize];
+            if slot.gen != gen {
+                if slot.waiters > 0 {
+                    // A producer of the batch RING generations ago has not collected yet.
+                    st.slot_wanted = true;
+                    st = wait(&self.flushed, st);
+                    continue;
+                }
+                *slot = Slot {
+                    gen,
+                    waiters: 0,
+                    done: false,
+                    result: Ok(0),
+                };
+            }
+            break;
+        }
+        let gen = st.pending_gen;
+        let idx = st.pending_count;
+        for i in 0..n {
+            let l = len(i);
+            let start = st.pending.len();
+            // Within capacity (checked above): no allocation.
+            st.pending.resize(start + REC_HEADER_LEN + l, 0);
+            // l <= max_record <= MAX_RECORD_CEILING, which fits a u32.
+            format::put_record_header(&mut st.pending[start..], l as u32);
+            fill(i, &mut st.pending[start + REC_HEADER_LEN..]);
+        }
+        st.pending_count += n as u64;
+        st.slots[(gen % RING as u64) as usize].waiters += 1;
+        Ok((st, gen, idx))
+    }
+
+    /// Waits until batch `gen` is written, flushing it as leader if nobody is; returns the
+    /// seq of record `idx` of that batch.
+    fn collect<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        gen: u64,
+        idx: u64,
+    ) -> Result<u64, QueueError> {
+        let si = (gen % RING as u64) as usize;
+        loop {
+            let slot = &mut st.slots[si];
+            if slot.done {
+                let result = slot.result;
+                slot.waiters -= 1;
+                if slot.waiters == 0 && st.slot_wanted {
+                    st.slot_wanted = false;
+                    self.flushed.notify_all();
+                }
+                return result.map(|first| first + idx).map_err(QueueError::from);
+            }
+            st = if !st.flushing && st.pending_gen == gen {
+                self.flush(st)
+            } else {
+                wait(&self.flushed, st)
+            };
+        }
+    }
+
     /// Flushes the pending batch as leader. Called and returns with `state` locked.
     fn flush<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
         if st.pending_count == 0 {
@@ -683,6 +738,35 @@ struct Written {
     disk_bytes: u64,
     first_seq: u64,
     lost: u64,
+}
+
+/// A record appended with [`Queue::append_async`], not yet known to be durable.
+#[must_use = "a record is acknowledged only by waiting on its ticket"]
+pub struct Ticket {
+    inner: Arc<Inner>,
+    gen: u64,
+    idx: u64,
+    collected: bool,
+}
+
+impl Ticket {
+    /// Waits until the record is durable (flushing its batch if nobody is); returns its seq.
+    pub fn wait(mut self) -> Result<u64, QueueError> {
+        self.collected = true;
+        self.inner
+            .collect(lock(&self.inner.state), self.gen, self.idx)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.collected {
+            // Keep the batch's waiter count right; the outcome is nobody's to hear.
+            let _ = self
+                .inner
+                .collect(lock(&self.inner.state), self.gen, self.idx);
+        }
+    }
 }
 
 /// Reads a queue in order for one named consumer. Delivery is at-least-once: after a crash
