@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run). Installs what the tests need, idempotently,
-# then runs formatting, lints (including the MSRV lint) and every test suite.
-# Sizes of the long campaigns are small here; see README for the full-size runs.
+# then runs formatting, lints (including the MSRV lint) and every test suite. The long
+# campaigns run at their small CI size here; README says how to run them at full size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n=== %s\n' "$*"; }
 
-step "tool check"
+step "setup"
+scripts/setup.sh
 cargo --version
 rustc --version
 
 step "format"
 cargo fmt --all -- --check
 
-step "clippy (warnings are errors; incompatible_msrv denied)"
+step "clippy (warnings are errors; incompatible_msrv denied against rust-version)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "tests"
+step "tests (includes the 20-cycle SIGKILL crash harness)"
 cargo test --workspace --locked
+
+step "benchmark smoke run: queue vs SQLite (full size: cargo bench --bench queue_vs_sqlite)"
+cargo bench --locked --bench queue_vs_sqlite -- --messages 4000 --reopen-mb 64
+
+step "fuzz the segment decoder (30 s)"
+scripts/fuzz.sh --seconds 30
