@@ -56,12 +56,12 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
         .map_err(StartError::Ingest)?;
     let s = queue.stats();
     log::info!(
-        "gwe {} up as {}/{}/{}; queue holds seq {}..{} ({} bytes)",
+        "gwe {} up as {}/{}/{}; queue: {} records not yet acknowledged, next seq {}, {} bytes",
         env!("CARGO_PKG_VERSION"),
         identity.vendor,
         identity.model,
         identity.serial,
-        s.first_seq,
+        s.backlog(),
         s.next_seq,
         s.disk_bytes
     );
