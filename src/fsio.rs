@@ -64,6 +64,32 @@ pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Reserves `len` bytes for `file` and sets its length to at least `len` (new space reads as
+/// zeros). Appending into reserved space does not change the file's size, so `fdatasync`
+/// has no size to journal: each sync is cheaper and writes less metadata to flash.
+/// Filesystems without `fallocate` answer `Unsupported`; callers go on without it.
+pub fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let len = i64::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    #[cfg(target_env = "musl")]
+    // SAFETY: fallocate on a descriptor we own; no memory is passed.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    #[cfg(not(target_env = "musl"))]
+    // SAFETY: fallocate64 on a descriptor we own; no memory is passed.
+    let rc = unsafe { libc::fallocate64(file.as_raw_fd(), 0, 0, len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => {
+                Err(io::Error::new(io::ErrorKind::Unsupported, e))
+            }
+            _ => Err(e),
+        }
+    }
+}
+
 /// Removes temp files a crash left in `dir`.
 pub fn clean_temp(dir: &Path) -> io::Result<usize> {
     let mut removed = 0;
@@ -123,6 +149,24 @@ mod tests {
         fs::write(dir.path().join("keep"), b"x").unwrap();
         assert_eq!(clean_temp(dir.path()).unwrap(), 1);
         assert!(dir.path().join("keep").exists());
+    }
+
+    #[test]
+    fn preallocation_sets_the_length_and_reads_as_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("p"))
+            .unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, b"head", 0).unwrap();
+        preallocate(&f, 8192).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 8192);
+        let bytes = fs::read(dir.path().join("p")).unwrap();
+        assert_eq!(&bytes[..4], b"head");
+        assert!(bytes[4..].iter().all(|&b| b == 0));
     }
 
     #[test]

@@ -118,27 +118,44 @@ fn group_commit_shares_fsyncs_between_producers() {
 fn torn_tail_at_every_byte_of_the_last_record() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let q = Queue::open(dir.path(), opts()).unwrap();
+        let q = Queue::open(dir.path(), small_segments()).unwrap();
         for i in 0..3 {
             q.append(&payload(i)).unwrap();
         }
     }
     let seg = segment_files(dir.path()).pop().unwrap();
     let whole = fs::read(&seg).unwrap();
-    let last_len = format::REC_HEADER_LEN + payload(2).len();
-    let last_start = whole.len() - last_len;
-    for cut in last_start..whole.len() {
+    let end = format::SEG_HEADER_LEN
+        + (0..3)
+            .map(|i| format::REC_HEADER_LEN + payload(i).len())
+            .sum::<usize>();
+    let last_start = end - (format::REC_HEADER_LEN + payload(2).len());
+    // A cut leaves either a shorter file, or (in preallocated space) zeros after the cut.
+    let cases = (last_start..end).flat_map(|cut| [(cut, false), (cut, true)]);
+    for (cut, zeroed) in cases {
         let d = tempfile::tempdir().unwrap();
-        fs::write(d.path().join(seg.file_name().unwrap()), &whole[..cut]).unwrap();
-        let q = Queue::open(d.path(), opts()).unwrap();
+        let mut bytes = whole[..cut].to_vec();
+        if zeroed {
+            bytes.resize(whole.len(), 0);
+        }
+        fs::write(d.path().join(seg.file_name().unwrap()), &bytes).unwrap();
+        let q = Queue::open(d.path(), small_segments()).unwrap();
         let got = drain(&q);
         assert_eq!(got.len(), 2, "cut at {cut}");
         assert_eq!(got[1], (2, payload(1)));
-        assert_eq!(q.stats().counters.torn_bytes, (cut - last_start) as u64);
+        let nonzero = bytes[last_start..cut]
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(0, |i| i + 1);
+        assert_eq!(
+            q.stats().counters.torn_bytes,
+            nonzero as u64,
+            "cut at {cut}"
+        );
         // The queue goes on where the torn record would have been.
         assert_eq!(q.append(b"next").unwrap(), 3, "cut at {cut}");
         drop(q);
-        let q = Queue::open(d.path(), opts()).unwrap();
+        let q = Queue::open(d.path(), small_segments()).unwrap();
         assert_eq!(drain(&q).last().unwrap(), &(3, b"next".to_vec()));
     }
 }
@@ -450,4 +467,73 @@ fn pipelined_appends_share_one_flush_and_keep_order() {
     let got = drain(&q);
     assert_eq!(got.len(), 102);
     assert_eq!(got[100], (101, b"dropped".to_vec()));
+}
+
+#[test]
+fn torn_batch_with_a_hole_in_reserved_space_is_cut_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let q = Queue::open(dir.path(), small_segments()).unwrap();
+        for i in 0..3 {
+            q.append(&payload(i)).unwrap();
+        }
+    }
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let mut bytes = fs::read(&seg).unwrap();
+    assert_eq!(bytes.len(), 64 << 10, "the active segment is preallocated");
+    let end = format::SEG_HEADER_LEN
+        + (0..3)
+            .map(|i| format::REC_HEADER_LEN + payload(i).len())
+            .sum::<usize>();
+    // A batch of two records whose first page never landed but whose second did.
+    let mut batch = Vec::new();
+    format::encode_record(4, &payload(3), &mut batch);
+    format::encode_record(5, &payload(4), &mut batch);
+    let hole = 40;
+    bytes[end + hole..end + batch.len()].copy_from_slice(&batch[hole..]);
+    fs::write(&seg, &bytes).unwrap();
+
+    let q = Queue::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(
+        q.stats().counters.torn_bytes,
+        batch.len() as u64,
+        "hole included"
+    );
+    assert_eq!(drain(&q).len(), 3);
+    // Reserved again after the cut, and the new records are not confused with the old bytes.
+    assert_eq!(fs::metadata(&seg).unwrap().len(), 64 << 10);
+    assert_eq!(q.append(b"short").unwrap(), 4);
+    drop(q);
+    let q = Queue::open(dir.path(), small_segments()).unwrap();
+    let got = drain(&q);
+    assert_eq!(got.last().unwrap(), &(4, b"short".to_vec()));
+    assert_eq!(
+        q.stats().counters.torn_bytes,
+        batch.len() as u64,
+        "nothing more was torn"
+    );
+}
+
+#[test]
+fn sealed_segments_end_at_their_last_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), small_segments()).unwrap();
+    for i in 0..3000 {
+        q.append(&payload(i)).unwrap();
+    }
+    let segs = segment_files(dir.path());
+    assert!(segs.len() >= 2);
+    for s in &segs[..segs.len() - 1] {
+        let bytes = fs::read(s).unwrap();
+        assert!(
+            bytes.len() < 64 << 10,
+            "sealed segment keeps no reserved tail"
+        );
+        assert_ne!(
+            &bytes[bytes.len() - 4..],
+            &[0, 0, 0, 0],
+            "ends in a record's payload"
+        );
+    }
+    assert_eq!(fs::metadata(segs.last().unwrap()).unwrap().len(), 64 << 10);
 }

@@ -153,6 +153,9 @@ pub enum EndKind {
     Incomplete,
     /// A whole record's worth of bytes that is not a valid record.
     Corrupt(Corruption),
+    /// Zeros where the next record header would be: preallocated space never written.
+    /// (No valid header is all zeros: seqs start at 1.)
+    Unwritten,
 }
 
 /// Reads records from a segment's bytes in order through one reusable buffer.
@@ -252,6 +255,17 @@ impl<R: Read> SegmentReader<R> {
     /// reader stays there (a later call may find more data once the file grew).
     pub fn next_item(&mut self) -> io::Result<Item<'_>> {
         let have = self.fill(REC_HEADER_LEN)?;
+        if have > 0
+            && self.buf[self.start..self.start + have.min(REC_HEADER_LEN)]
+                .iter()
+                .all(|&b| b == 0)
+        {
+            self.eof = false;
+            return Ok(Item::End {
+                offset: self.offset,
+                end: EndKind::Unwritten,
+            });
+        }
         if have < REC_HEADER_LEN {
             // More bytes may arrive later (a live segment); try the source again next time.
             self.eof = false;
@@ -387,13 +401,29 @@ mod tests {
     }
 
     #[test]
-    fn zeroes_are_not_records() {
-        let zeros = vec![0u8; 64];
-        let mut r = SegmentReader::new(Cursor::new(&zeros), 0, 1, 1024);
+    fn zeroes_are_unwritten_space_not_records() {
+        let mut bytes = records(2);
+        let end = bytes.len() as u64;
+        bytes.resize(bytes.len() + 100, 0);
+        let mut r = SegmentReader::new(Cursor::new(&bytes), 0, 10, 1024);
+        r.next_item().unwrap();
+        r.next_item().unwrap();
+        assert_eq!(
+            r.next_item().unwrap(),
+            Item::End {
+                offset: end,
+                end: EndKind::Unwritten
+            }
+        );
+        // Even a few zero bytes at the very end are unwritten space, not a torn record.
+        let mut short = records(1);
+        short.extend_from_slice(&[0; 5]);
+        let mut r = SegmentReader::new(Cursor::new(&short), 0, 10, 1024);
+        r.next_item().unwrap();
         assert!(matches!(
             r.next_item().unwrap(),
             Item::End {
-                end: EndKind::Corrupt(_),
+                end: EndKind::Unwritten,
                 ..
             }
         ));

@@ -81,7 +81,7 @@ pub fn inspect(
                 }
                 Item::End { offset, end } => {
                     match end {
-                        EndKind::Clean => {}
+                        EndKind::Clean | EndKind::Unwritten => {}
                         EndKind::Incomplete => out
                             .problems
                             .push(format!("segment {base}: torn record at offset {offset}")),

@@ -866,12 +866,12 @@ impl Consumer {
                 }
             }
         }
-        // At the live end, forget bytes read past the durable end: a failed batch may be
-        // cut off and rewritten there.
-        if self.cursor >= durable_next {
-            if let Some((_, r)) = self.reader.as_mut() {
-                r.discard_buffered().map_err(io_err("seeking a segment"))?;
-            }
+        // Forget bytes buffered past the last delivered record: beyond the durable end they
+        // may be reserved zeros, or a failed batch that is cut off and rewritten. Within one
+        // poll only records below `durable_next` (fixed at its start) are parsed, and those
+        // were whole before it began.
+        if let Some((_, r)) = self.reader.as_mut() {
+            r.discard_buffered().map_err(io_err("seeking a segment"))?;
         }
         Ok(n)
     }

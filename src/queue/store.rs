@@ -88,14 +88,14 @@ impl Store {
                 }
             };
             next_seq = r.next_seq();
-            let rest = active.bytes - offset;
-            if end != EndKind::Clean || rest > 0 {
+            // Bytes after the last valid record that are not preallocated zeros.
+            let rest = nonzero_end(&path, offset)?.saturating_sub(offset);
+            if rest > 0 {
                 if rest <= max_torn {
                     let f = OpenOptions::new().write(true).open(&path)?;
                     f.set_len(offset)?;
                     f.sync_all()?;
                     rec.torn_bytes = rest;
-                    active.bytes = offset;
                 } else {
                     // More bad bytes than one cut-short batch can leave: real corruption.
                     // Keep the evidence and continue past every seq the bytes could hold.
@@ -111,14 +111,21 @@ impl Store {
                     fresh_active = true;
                 }
             }
+            if let Some(active) = segs.back_mut().filter(|_| !fresh_active) {
+                active.bytes = offset;
+            }
         }
         let active = match segs.back() {
-            Some(s) if !fresh_active => OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(dir.join(format::segment_file_name(s.base)))?,
+            Some(s) if !fresh_active => {
+                let f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(dir.join(format::segment_file_name(s.base)))?;
+                reserve(&f, seg_bytes);
+                f
+            }
             _ => {
-                let (f, seg) = create_segment(dir, next_seq)?;
+                let (f, seg) = create_segment(dir, next_seq, seg_bytes)?;
                 segs.push_back(seg);
                 f
             }
@@ -167,8 +174,10 @@ impl Store {
                 Ok(())
             }
             Err(e) => {
-                // Undo what part of the batch landed; its producers hear of the failure.
+                // Undo what part of the batch landed (its producers hear of the failure), and
+                // reserve the space again if there is room.
                 let _ = self.active.set_len(off);
+                reserve(&self.active, self.seg_bytes);
                 let _ = self.active.sync_data();
                 Err(e)
             }
@@ -177,7 +186,12 @@ impl Store {
 
     /// Seals the active segment and starts a new one at `base`.
     pub fn roll(&mut self, base: u64) -> io::Result<()> {
-        let (f, seg) = create_segment(&self.dir, base)?;
+        // Give back the sealed segment's unused reserved space first: a sealed segment ends
+        // at its last record.
+        let len = self.active_mut().bytes;
+        self.active.set_len(len)?;
+        self.active.sync_all()?;
+        let (f, seg) = create_segment(&self.dir, base, self.seg_bytes)?;
         self.active = f;
         self.segs.push_back(seg);
         Ok(())
@@ -240,7 +254,36 @@ impl Store {
     }
 }
 
-fn create_segment(dir: &Path, base: u64) -> io::Result<(File, Seg)> {
+/// Reserves a segment's full size ahead of the writes (see `fsio::preallocate`); without
+/// room or support the segment simply grows as it is written.
+fn reserve(f: &File, seg_bytes: u64) {
+    if f.metadata().is_ok_and(|m| m.len() < seg_bytes) {
+        if let Err(e) = fsio::preallocate(f, seg_bytes) {
+            log::debug!("queue: segment not preallocated: {e}");
+        }
+    }
+}
+
+/// End of the last non-zero byte at or after `from` (or `from`): what lies beyond the last
+/// valid record that is not reserved, never-written space.
+fn nonzero_end(path: &Path, from: u64) -> io::Result<u64> {
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(from))?;
+    let mut buf = vec![0u8; 64 << 10];
+    let (mut pos, mut end) = (from, from);
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(end);
+        }
+        if let Some(i) = buf[..n].iter().rposition(|&b| b != 0) {
+            end = pos + i as u64 + 1;
+        }
+        pos += n as u64;
+    }
+}
+
+fn create_segment(dir: &Path, base: u64, seg_bytes: u64) -> io::Result<(File, Seg)> {
     let path = dir.join(format::segment_file_name(base));
     let res = (|| {
         let f = OpenOptions::new()
@@ -250,6 +293,7 @@ fn create_segment(dir: &Path, base: u64) -> io::Result<(File, Seg)> {
             .truncate(true)
             .open(&path)?;
         f.write_all_at(&format::segment_header(base), 0)?;
+        reserve(&f, seg_bytes);
         f.sync_all()?;
         fsio::sync_dir(dir)?;
         Ok(f)
