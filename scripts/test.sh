@@ -18,6 +18,9 @@ cargo fmt --all -- --check
 step "clippy (warnings are errors; incompatible_msrv denied against rust-version)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "dependencies fit rust-version"
+python3 scripts/check-msrv-deps.py
+
 step "tests (includes the 20-cycle SIGKILL crash harness)"
 cargo test --workspace --locked
 
