@@ -8,3 +8,4 @@ pub mod identity;
 pub mod ingest;
 pub mod logging;
 pub mod queue;
+pub mod supervisor;

@@ -1,0 +1,4 @@
+//! App hosting: supervisord's job inside the agent.
+
+pub mod ini;
+pub mod program;
