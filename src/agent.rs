@@ -7,9 +7,12 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::config::Config;
+use crate::ctl;
+use crate::fsio;
 use crate::identity::{self, Identity};
 use crate::ingest::{Ingest, IngestServer};
 use crate::queue::{Queue, QueueError};
+use crate::supervisor::{self, program, Supervisor};
 
 /// Why the agent could not start.
 #[derive(Debug)]
@@ -24,6 +27,8 @@ pub enum StartError {
     Ingest(std::io::Error),
     /// Signal handlers could not be installed.
     Signals(std::io::Error),
+    /// The supervisor or its control socket could not start.
+    Supervisor(std::io::Error),
 }
 
 impl fmt::Display for StartError {
@@ -34,6 +39,7 @@ impl fmt::Display for StartError {
             Self::Token(e) => write!(f, "local token: {e}"),
             Self::Ingest(e) => write!(f, "{e}"),
             Self::Signals(e) => write!(f, "installing signal handlers: {e}"),
+            Self::Supervisor(e) => write!(f, "app supervisor: {e}"),
         }
     }
 }
@@ -54,6 +60,9 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
     });
     let server = IngestServer::start(cfg.ingest.listen, cfg.ingest.threads, ingest)
         .map_err(StartError::Ingest)?;
+    let sup = start_supervisor(cfg)?;
+    let socket = ctl::serve(&cfg.paths.run_dir, sup.clone()).map_err(StartError::Supervisor)?;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let s = queue.stats();
     log::info!(
         "gwe {} up as {}/{}/{}; queue: {} records not yet acknowledged, next seq {}, {} bytes",
@@ -68,6 +77,31 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
     if let Some(sig) = signals.forever().next() {
         log::info!("signal {sig}: stopping");
     }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    sup.shutdown();
     server.shutdown();
+    let _ = std::fs::remove_file(socket);
     Ok(())
+}
+
+/// Loads the program definitions (a broken file costs only its programs) and starts them.
+fn start_supervisor(cfg: &Config) -> Result<Supervisor, StartError> {
+    let loaded = program::load_dir(&cfg.supervisor.programs_dir, &cfg.paths.log_dir);
+    for e in &loaded.errors {
+        log::error!("{e}");
+    }
+    for w in &loaded.warnings {
+        log::warn!("{w}");
+    }
+    fsio::create_dir_all_durable(&cfg.paths.secrets_dir()).map_err(StartError::Supervisor)?;
+    let mut usec = 0;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut usec)
+        .then(|| std::time::Duration::from_micros(usec / 2));
+    let opts = supervisor::Options {
+        state_file: cfg.paths.app_pids(),
+        watchdog,
+    };
+    let (sup, _thread) =
+        Supervisor::start(loaded.programs, opts).map_err(StartError::Supervisor)?;
+    Ok(sup)
 }

@@ -13,6 +13,9 @@ commands:
   run [--foreground|--daemon]   run the agent (foreground logs to stderr, daemon to syslog)
   queue stats [--json]          figures of the queue (read-only, safe while the agent runs)
   queue dump [--limit N]        print the queued records
+  ctl status [NAME] [--json]    state of the apps (talks to the running agent)
+  ctl start|stop|restart NAME   control one app; waits until it is RUNNING or STOPPED
+  ctl tail NAME [BYTES]         the end of an app's log
   check-config                  read the config file and report problems
 
 options:
@@ -22,10 +25,21 @@ options:
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
-    Run { daemon: bool },
-    QueueStats { json: bool },
-    QueueDump { limit: Option<u64> },
+    Run {
+        daemon: bool,
+    },
+    QueueStats {
+        json: bool,
+    },
+    QueueDump {
+        limit: Option<u64>,
+    },
     CheckConfig,
+    /// A request for the running agent's control socket.
+    Ctl {
+        request: String,
+        json: bool,
+    },
     Version,
     Help,
 }
@@ -70,6 +84,18 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli, 
         ["queue", "stats"] => Command::QueueStats { json },
         ["queue", "dump"] => Command::QueueDump { limit },
         ["check-config"] => Command::CheckConfig,
+        ["ctl", "status", rest @ ..] if rest.len() <= 1 => Command::Ctl {
+            request: words[1..].join(" "),
+            json,
+        },
+        ["ctl", "start" | "stop" | "restart", _name] => Command::Ctl {
+            request: words[1..].join(" "),
+            json,
+        },
+        ["ctl", "tail", _name] | ["ctl", "tail", _name, _] => Command::Ctl {
+            request: words[1..].join(" "),
+            json,
+        },
         ["help"] | [] => Command::Help,
         other => {
             return Err(lexopt::Error::Custom(
@@ -107,6 +133,14 @@ mod tests {
             Command::QueueDump { limit: Some(5) }
         );
         assert!(p("queue explode").is_err());
+        assert_eq!(
+            p("ctl restart modbus --json").unwrap().command,
+            Command::Ctl {
+                request: "restart modbus".into(),
+                json: true
+            }
+        );
+        assert!(p("ctl start").is_err());
         assert!(p("run --bogus").is_err());
     }
 }

@@ -19,7 +19,24 @@ pub struct Config {
     pub paths: Paths,
     pub queue: QueueConfig,
     pub ingest: Ingest,
+    pub supervisor: SupervisorConfig,
     pub log: Log,
+}
+
+/// App hosting.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisorConfig {
+    /// `[program:NAME]` files baked into the image (`*.conf`).
+    pub programs_dir: PathBuf,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        Self {
+            programs_dir: "/etc/gwe/programs.d".into(),
+        }
+    }
 }
 
 /// Who this gateway is. The serial comes from `serial`, else the first line of
@@ -74,6 +91,11 @@ impl Paths {
 
     pub fn secrets_dir(&self) -> PathBuf {
         self.state_dir.join("state")
+    }
+
+    /// Pids of running apps, for the next agent after a crash.
+    pub fn app_pids(&self) -> PathBuf {
+        self.secrets_dir().join("apps.pids")
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod ctl;
 pub mod fsio;
 pub mod identity;
 pub mod ingest;

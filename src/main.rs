@@ -14,6 +14,8 @@ enum Exit {
     Failure = 1,
     Usage = 2,
     Config = 3,
+    /// `gwe ctl` could not reach the agent.
+    Unreachable = 4,
 }
 
 impl From<Exit> for ExitCode {
@@ -63,6 +65,14 @@ fn main() -> ExitCode {
         }
         Command::QueueStats { json } => queue_stats(&cfg, json),
         Command::QueueDump { limit } => queue_dump(&cfg, limit),
+        Command::Ctl { request, json } => {
+            return match gwe::ctl::client(&cfg.paths.run_dir, &request, json) {
+                gwe::ctl::Outcome::Ok => Exit::Ok,
+                gwe::ctl::Outcome::Refused => Exit::Failure,
+                gwe::ctl::Outcome::Unreachable => Exit::Unreachable,
+            }
+            .into();
+        }
         Command::CheckConfig => {
             println!("{}: ok", cli.config.display());
             Ok(())

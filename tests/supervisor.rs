@@ -319,3 +319,48 @@ fn running_apps_are_recorded_for_the_next_agent() {
     assert_eq!((rec.apps[0].name.as_str(), rec.apps[0].pid), ("rec", pid));
     assert_eq!(Some(rec.apps[0].start_ticks), leftovers::start_ticks(pid));
 }
+
+#[test]
+fn apps_run_as_the_user_in_their_config() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: switching users needs root");
+        return;
+    }
+    let f = start(
+        "[program:unpriv]\ncommand=sh -c 'id -u; id -g; sleep 300'\nuser=nobody\nstartsecs=0\n",
+    );
+    wait_for(&f.sup, "unpriv", 5, "RUNNING", |a| {
+        a.state == State::Running
+    });
+    let log = f.dir.path().join("log/unpriv.log");
+    let until = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < until, "no output");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let ids: Vec<u32> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(ids, vec![nobody.uid.as_raw(), nobody.gid.as_raw()]);
+    let f2 = start_after(
+        f,
+        "[program:who]\ncommand=sleep 1\nuser=no-such-user-here\nstartretries=0\n",
+    );
+    let a = wait_for(&f2.sup, "who", 5, "FATAL", |a| a.state == State::Fatal);
+    assert!(a.description.contains("no such user"), "{}", a.description);
+}
+
+/// Ends one fixture before starting the next (one supervisor per process at a time).
+fn start_after(prev: Fixture, conf: &str) -> Fixture {
+    drop(prev);
+    start(conf)
+}

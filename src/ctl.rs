@@ -1,0 +1,154 @@
+//! The control socket (`/run/gwe/ctl.sock`, mode 0600 in a 0700 directory: root only) and
+//! the `gwe ctl` client. One request line, one JSON answer, then the connection closes.
+//!
+//! Requests: `status`, `start NAME`, `stop NAME`, `restart NAME`, `tail NAME [BYTES]`.
+//! Answers: `{"ok":true,"apps":[...]}`, `{"ok":true,"log":"..."}` or `{"ok":false,"error":"..."}`.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::fsio;
+use crate::supervisor::{logs, AppStatus, Supervisor};
+
+pub const SOCKET_NAME: &str = "ctl.sock";
+/// Longest request line accepted.
+const MAX_REQUEST: u64 = 512;
+
+/// Listens on `run_dir/ctl.sock` and answers on a thread of its own.
+pub fn serve(run_dir: &Path, sup: Supervisor) -> io::Result<PathBuf> {
+    fsio::create_dir_all_durable(run_dir)?;
+    std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o700))?;
+    let path = run_dir.join(SOCKET_NAME);
+    // A socket left by a killed agent; the queue lock already ensured we are the only agent.
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    std::thread::Builder::new()
+        .name("ctl".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let sup = sup.clone();
+                // Start and stop wait for the app to settle; other clients need not wait for that.
+                let _ = std::thread::Builder::new()
+                    .name("ctl-conn".into())
+                    .spawn(move || handle(conn, &sup));
+            }
+        })?;
+    Ok(path)
+}
+
+fn handle(conn: UnixStream, sup: &Supervisor) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut line = String::new();
+    let answer = match BufReader::new((&conn).take(MAX_REQUEST)).read_line(&mut line) {
+        Ok(_) => answer(line.trim(), sup),
+        Err(e) => json!({"ok": false, "error": format!("reading the request: {e}")}),
+    };
+    let _ = (&conn).write_all(format!("{answer}\n").as_bytes());
+}
+
+fn answer(req: &str, sup: &Supervisor) -> Value {
+    let words: Vec<&str> = req.split_whitespace().collect();
+    let one = |r: Result<AppStatus, String>| match r {
+        Ok(a) => json!({"ok": true, "apps": [a]}),
+        Err(e) => json!({"ok": false, "error": e}),
+    };
+    match words.as_slice() {
+        ["status"] => json!({"ok": true, "apps": sup.status()}),
+        ["status", name] => match sup.status().into_iter().find(|a| a.name == *name) {
+            Some(a) => json!({"ok": true, "apps": [a]}),
+            None => json!({"ok": false, "error": format!("no such app: {name}")}),
+        },
+        ["start", name] => one(sup.start_app(name)),
+        ["stop", name] => one(sup.stop_app(name)),
+        ["restart", name] => one(sup.restart_app(name)),
+        ["tail", name, rest @ ..] => {
+            let bytes = rest.first().and_then(|b| b.parse().ok()).unwrap_or(1600u64);
+            match sup.status().into_iter().find(|a| a.name == *name) {
+                None => json!({"ok": false, "error": format!("no such app: {name}")}),
+                Some(AppStatus { log: None, .. }) => {
+                    json!({"ok": false, "error": format!("{name} has no log file")})
+                }
+                Some(AppStatus { log: Some(p), .. }) => match logs::tail(&p, bytes) {
+                    Ok(b) => json!({"ok": true, "log": String::from_utf8_lossy(&b)}),
+                    Err(e) => {
+                        json!({"ok": false, "error": format!("reading {}: {e}", p.display())})
+                    }
+                },
+            }
+        }
+        _ => {
+            json!({"ok": false, "error": format!("unknown request {req:?}; use status, start, stop, restart or tail")})
+        }
+    }
+}
+
+/// How `gwe ctl` ended, for its exit status.
+pub enum Outcome {
+    Ok,
+    /// The agent answered with an error (unknown app, app failed to start, ...).
+    Refused,
+    /// The agent could not be reached.
+    Unreachable,
+}
+
+/// `gwe ctl ...`: sends `request`, prints the answer for a person (or as JSON).
+pub fn client(run_dir: &Path, request: &str, json_out: bool) -> Outcome {
+    let path = run_dir.join(SOCKET_NAME);
+    let reply = (|| -> io::Result<Value> {
+        let mut s = UnixStream::connect(&path)?;
+        s.write_all(format!("{request}\n").as_bytes())?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        serde_json::from_str(&text).map_err(io::Error::other)
+    })();
+    let v = match reply {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("gwe ctl: cannot reach the agent at {}: {e}", path.display());
+            return Outcome::Unreachable;
+        }
+    };
+    if json_out {
+        println!("{v}");
+    } else if let Some(log) = v.get("log").and_then(Value::as_str) {
+        print!("{log}");
+    } else if let Some(apps) = v.get("apps").and_then(Value::as_array) {
+        for a in apps {
+            println!("{}", status_line(a));
+        }
+    }
+    if v.get("ok").and_then(Value::as_bool) == Some(true) {
+        Outcome::Ok
+    } else {
+        if !json_out {
+            eprintln!(
+                "gwe ctl: {}",
+                v.get("error").and_then(Value::as_str).unwrap_or("failed")
+            );
+        }
+        Outcome::Refused
+    }
+}
+
+/// `name  RUNNING  pid 42, uptime 0:01:05` as supervisorctl prints it.
+fn status_line(a: &Value) -> String {
+    let name = a["name"].as_str().unwrap_or("?");
+    let state = a["state"].as_str().unwrap_or("?");
+    let detail = match (a["pid"].as_i64(), a["uptime"].as_u64()) {
+        (Some(pid), Some(up)) => format!(
+            "pid {pid}, uptime {}:{:02}:{:02}",
+            up / 3600,
+            up / 60 % 60,
+            up % 60
+        ),
+        _ => a["description"].as_str().unwrap_or("").to_string(),
+    };
+    format!("{name:<24} {state:<10} {detail}")
+}

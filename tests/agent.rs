@@ -1,0 +1,215 @@
+//! The agent as a process: apps come back after it is SIGKILLed, exactly once; a broken
+//! program file costs only its program; the control socket is root-only.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Agent {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Agent {
+    fn new(programs: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("programs.d")).unwrap();
+        for (file, text) in programs {
+            std::fs::write(d.join("programs.d").join(file), text).unwrap();
+        }
+        let cfg = format!(
+            "[device]\nserial = \"T1\"\n[paths]\nstate_dir = \"{0}/state\"\nlog_dir = \"{0}/log\"\nrun_dir = \"{0}/run\"\n\
+             [ingest]\nlisten = \"127.0.0.1:0\"\n[supervisor]\nprograms_dir = \"{0}/programs.d\"\n",
+            d.display()
+        );
+        std::fs::write(d.join("gwe.toml"), cfg).unwrap();
+        Self { dir, child: None }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn start(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_gwe"))
+            .args(["--config"])
+            .arg(self.path().join("gwe.toml"))
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.path().join("agent.err")).unwrap())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        let mut c = self.child.take().unwrap();
+        c.kill().unwrap(); // SIGKILL, as a crash or the OOM killer would
+        c.wait().unwrap();
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_gwe"))
+            .arg("--config")
+            .arg(self.path().join("gwe.toml"))
+            .arg("ctl")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn wait_running(&self, name: &str) -> serde_json::Value {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self.ctl(&["status", name, "--json"]);
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+                if v["apps"][0]["state"] == "RUNNING" {
+                    return v["apps"][0].clone();
+                }
+            }
+            assert!(
+                Instant::now() < until,
+                "{name} not RUNNING: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SIGTERM: the agent stops its apps before it exits.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Live processes whose environment carries `GWE_TEST_MARK=mark`: (pid, pgid).
+fn marked(mark: &str) -> Vec<(i32, i32)> {
+    let needle = format!("GWE_TEST_MARK={mark}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            if !env.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
+                return None;
+            }
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let f: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+            (f[0] != "Z").then(|| (pid, f[2].parse().unwrap()))
+        })
+        .collect()
+}
+
+fn wait_count(mark: &str, n: usize) -> Vec<(i32, i32)> {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = marked(mark);
+        if m.len() == n {
+            return m;
+        }
+        assert!(
+            Instant::now() < until,
+            "expected {n} marked processes, found {m:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigkilled_agent_comes_back_with_exactly_one_instance_of_each_app() {
+    let mark = format!("m{}", std::process::id());
+    let prog = format!(
+        "[program:forker]\ncommand=sh -c 'sleep 300 & sleep 300 & wait'\nstartsecs=0\nenvironment=GWE_TEST_MARK=\"{mark}\"\n"
+    );
+    let mut agent = Agent::new(&[("forker.conf", &prog)]);
+    agent.start();
+    let first = agent.wait_running("forker");
+    let old = wait_count(&mark, 3); // sh and its two sleeps
+    agent.kill();
+    // The main process died with the agent (parent-death signal); its children did not.
+    let survivors = wait_count(&mark, 2);
+    assert!(survivors
+        .iter()
+        .all(|(_, pgid)| *pgid == first["pid"].as_i64().unwrap() as i32));
+
+    agent.start();
+    let second = agent.wait_running("forker");
+    assert_ne!(first["pid"], second["pid"]);
+    let now = wait_count(&mark, 3);
+    let new_pgid = second["pid"].as_i64().unwrap() as i32;
+    assert!(
+        now.iter().all(|(_, pgid)| *pgid == new_pgid),
+        "only the new instance runs: {now:?}"
+    );
+    assert!(now.iter().all(|p| !old.contains(p)));
+    let err = std::fs::read_to_string(agent.path().join("agent.err")).unwrap();
+    assert!(
+        err.contains("ended forker, left running by a previous agent"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_broken_program_file_leaves_the_others_running() {
+    let mut agent = Agent::new(&[
+        (
+            "good.conf",
+            "[program:good]\ncommand=sleep 300\nstartsecs=0\n",
+        ),
+        (
+            "bad.conf",
+            "[program:bad]\ncommand=sleep 300\nautorestart=sometimes\n",
+        ),
+        ("worse.conf", "this is not ini\n"),
+    ]);
+    agent.start();
+    agent.wait_running("good");
+    let all: serde_json::Value =
+        serde_json::from_slice(&agent.ctl(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(all["apps"].as_array().unwrap().len(), 1);
+    let err = std::fs::read_to_string(agent.path().join("agent.err")).unwrap();
+    assert!(err.contains("bad.conf, line 3, key autorestart"), "{err}");
+    assert!(err.contains("worse.conf, line 1"), "{err}");
+}
+
+#[test]
+fn ctl_is_root_only_and_exit_codes_are_clear() {
+    let mut agent = Agent::new(&[("a.conf", "[program:a]\ncommand=sleep 300\nstartsecs=0\n")]);
+    assert_eq!(
+        agent.ctl(&["status"]).status.code(),
+        Some(4),
+        "no agent: unreachable"
+    );
+    agent.start();
+    agent.wait_running("a");
+    let sock: PathBuf = agent.path().join("run/ctl.sock");
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(agent.path().join("run"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    let out = agent.ctl(&["stop", "a"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("STOPPED"));
+    let out = agent.ctl(&["start", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such app: nope"));
+    assert_eq!(agent.ctl(&["start", "a"]).status.code(), Some(0));
+}
