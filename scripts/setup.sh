@@ -7,6 +7,8 @@ need_apt=()
 command -v cc >/dev/null || need_apt+=(gcc)
 command -v mount >/dev/null || need_apt+=(mount)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v shellcheck >/dev/null || need_apt+=(shellcheck)
+command -v start-stop-daemon >/dev/null || need_apt+=(dpkg)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

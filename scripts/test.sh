@@ -15,6 +15,9 @@ rustc --version
 step "format"
 cargo fmt --all -- --check
 
+step "shellcheck (init scripts and project scripts)"
+shellcheck init/sysv/gwe scripts/*.sh .ci/run
+
 step "clippy (warnings are errors; incompatible_msrv denied against rust-version)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
