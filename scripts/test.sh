@@ -30,5 +30,8 @@ cargo test --workspace --locked
 step "benchmark smoke run: queue vs SQLite (full size: cargo bench --bench queue_vs_sqlite)"
 cargo bench --locked --bench queue_vs_sqlite -- --messages 4000 --reopen-mb 64
 
+step "benchmark smoke run: gwe vs supervisord, 20 programs (full size: --idle-seconds 60)"
+scripts/bench-supervisor.sh --idle-seconds 10
+
 step "fuzz the segment decoder (30 s)"
 scripts/fuzz.sh --seconds 30
