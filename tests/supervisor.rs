@@ -174,6 +174,30 @@ fn stopping_a_forking_app_stops_its_whole_group() {
     }
     f.sup.stop_app("forker").unwrap();
     assert!(group(pid).is_empty(), "left behind: {:?}", group(pid));
+    // Every process of the group was reaped by us (subreaper): no zombie children remain.
+    let until = Instant::now() + Duration::from_secs(2);
+    while !zombie_children().is_empty() {
+        assert!(Instant::now() < until, "zombies: {:?}", zombie_children());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Zombie processes whose parent is this (test) process.
+fn zombie_children() -> Vec<i32> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+                .split_whitespace()
+                .collect();
+            f[0] == "Z" && f[1].parse::<i32>().ok() == Some(me)
+        })
+        .collect()
 }
 
 #[test]
