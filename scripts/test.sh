@@ -16,7 +16,8 @@ step "format"
 cargo fmt --all -- --check
 
 step "shellcheck (init scripts and project scripts)"
-shellcheck init/sysv/gwe scripts/*.sh .ci/run
+shellcheck -x init/sysv/gwe scripts/*.sh .ci/run
+shellcheck -s sh board-configs/*/rootfs/etc/init.d/*
 
 step "clippy (warnings are errors; incompatible_msrv denied against rust-version)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -32,6 +33,10 @@ cargo bench --locked --bench queue_vs_sqlite -- --messages 4000 --reopen-mb 64
 
 step "benchmark smoke run: gwe vs supervisord, 20 programs (full size: --idle-seconds 60)"
 scripts/bench-supervisor.sh --idle-seconds 10
+
+step "cross toolchain, aarch64 build, and the emulated board: boot, clean reboot, power cut"
+scripts/setup-cross.sh
+scripts/boot-test.sh qemu-aarch64-virt
 
 step "fuzz the segment decoder (30 s)"
 scripts/fuzz.sh --seconds 30

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Assembles a bootable image for a QEMU board from Debian's ARM kernel and BusyBox:
+#   target/boards/BOARD/vmlinuz      the kernel
+#   target/boards/BOARD/initrd.gz    the root filesystem (read-only at run time: the agent
+#                                    writes only to the data partition, /run and /tmp)
+# The data partition is made by the boot test (a blank ext4 image).
+#   scripts/build-image.sh qemu-aarch64-virt
+set -euo pipefail
+cd "$(dirname "$0")/.."
+board=${1:?usage: $0 BOARD}
+cfg=board-configs/$board
+# shellcheck source=/dev/null
+. "$cfg/board.env"
+
+case "$RUST_TARGET" in
+  aarch64-*) arch=aarch64; readelf=aarch64-linux-gnu-readelf; qemu_user=qemu-aarch64-static ;;
+  armv7-*) arch=armv7; readelf=arm-linux-gnueabihf-readelf; qemu_user=qemu-arm-static ;;
+  *) echo "unknown target $RUST_TARGET" >&2; exit 1 ;;
+esac
+scripts/cross-build.sh "$arch" >/dev/null
+bin=target/$RUST_TARGET/release/gwe
+
+cache=target/boards/cache/$DEB_ARCH
+mkdir -p "$cache"
+kpkg=$(apt-cache search --names-only "$KERNEL_PACKAGE_GLOB" | awk '{print $1}' | sort -V | tail -1)
+[ -n "$kpkg" ] || { echo "no kernel package matches $KERNEL_PACKAGE_GLOB" >&2; exit 1; }
+for pkg in "$kpkg" busybox-static; do
+  if ! ls "$cache/${pkg}_"*.deb >/dev/null 2>&1; then
+    (cd "$cache" && apt-get download "$pkg:$DEB_ARCH" 2>/dev/null)
+  fi
+done
+x=$cache/x
+if [ ! -d "$x/bin" ]; then
+  for deb in "$cache"/*.deb; do dpkg-deb -x "$deb" "$x"; done
+fi
+
+out=target/boards/$board
+root=$out/rootfs
+rm -rf "$root"
+mkdir -p "$out" "$root"/{bin,sbin,usr/bin,usr/sbin,lib/modules,proc,sys,dev,run,tmp,var/lib/gwe,var/log/gwe,var/run,etc/init.d}
+cp -a "$cfg/rootfs/." "$root/"
+
+# BusyBox and its applets; busybox as /init runs its init applet.
+cp "$x/bin/busybox" "$root/bin/busybox"
+for applet in $("$qemu_user" "$x/bin/busybox" --list); do
+  [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
+done
+ln -sf ../bin/busybox "$root/sbin/init"
+ln -sf bin/busybox "$root/init"
+
+# The agent, its init script, and the C libraries it links.
+install -m 0755 "$bin" "$root/usr/bin/gwe"
+install -m 0755 init/sysv/gwe "$root/etc/init.d/gwe"
+for lib in $("$readelf" -d "$bin" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p') "$LOADER"; do
+  cp -L "$SYSROOT/lib/$lib" "$root/lib/$lib"
+done
+
+# Kernel modules the board needs, in load order.
+kdir=$(find "$x/lib/modules" -mindepth 2 -maxdepth 2 -name kernel -type d | head -1)
+: > "$root/etc/modules"
+for m in $KERNEL_MODULES; do
+  f=$(find "$kdir" -name "$m.ko*" | head -1)
+  [ -n "$f" ] || { echo "module $m not found in $kpkg" >&2; exit 1; }
+  case "$f" in
+    *.xz) xz -dc "$f" > "$root/lib/modules/$m.ko" ;;
+    *) cp "$f" "$root/lib/modules/$m.ko" ;;
+  esac
+  echo "$m" >> "$root/etc/modules"
+done
+
+cp "$(find "$x/boot" -name 'vmlinuz-*' | head -1)" "$out/vmlinuz"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/initrd.gz"
+echo "$out: kernel $kpkg, initrd $(stat -c %s "$out/initrd.gz") bytes, agent $(stat -c %s "$bin") bytes"

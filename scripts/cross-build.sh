@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Cross-builds the agent with Debian's rustc (scripts/setup-cross.sh) and rustup's cargo.
+#   scripts/cross-build.sh aarch64|armv7 [cargo build args...]
+# Prints the path of the stripped release binary and its size.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+case "${1:-}" in
+  aarch64) target=aarch64-unknown-linux-gnu; strip=aarch64-linux-gnu-strip ;;
+  armv7) target=armv7-unknown-linux-gnueabihf; strip=arm-linux-gnueabihf-strip ;;
+  *) echo "usage: $0 aarch64|armv7 [cargo args]" >&2; exit 2 ;;
+esac
+shift
+scripts/setup-cross.sh >/dev/null
+RUSTC=/usr/bin/rustc cargo build --locked --release --target "$target" --bin gwe "$@"
+bin="target/$target/release/gwe"
+"$strip" "$bin" 2>/dev/null || true
+echo "$bin $(stat -c %s "$bin") bytes"
