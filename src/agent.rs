@@ -94,9 +94,10 @@ fn start_supervisor(cfg: &Config) -> Result<Supervisor, StartError> {
         log::warn!("{w}");
     }
     fsio::create_dir_all_durable(&cfg.paths.secrets_dir()).map_err(StartError::Supervisor)?;
-    let mut usec = 0;
-    let watchdog = sd_notify::watchdog_enabled(false, &mut usec)
-        .then(|| std::time::Duration::from_micros(usec / 2));
+    let watchdog = watchdog_interval(
+        std::env::var("WATCHDOG_USEC").ok(),
+        std::env::var("WATCHDOG_PID").ok(),
+    );
     let opts = supervisor::Options {
         state_file: cfg.paths.app_pids(),
         watchdog,
@@ -104,4 +105,41 @@ fn start_supervisor(cfg: &Config) -> Result<Supervisor, StartError> {
     let (sup, _thread) =
         Supervisor::start(loaded.programs, opts).map_err(StartError::Supervisor)?;
     Ok(sup)
+}
+
+/// How often to ping systemd's watchdog: half of `WATCHDOG_USEC`, as sd_watchdog_enabled(3)
+/// says: enabled when `WATCHDOG_USEC` is set, unless `WATCHDOG_PID` names another process.
+fn watchdog_interval(usec: Option<String>, pid: Option<String>) -> Option<std::time::Duration> {
+    let usec: u64 = usec?.trim().parse().ok().filter(|&u| u > 0)?;
+    if let Some(pid) = pid {
+        if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
+            return None;
+        }
+    }
+    Some(std::time::Duration::from_micros(usec / 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::watchdog_interval;
+    use std::time::Duration;
+
+    #[test]
+    fn watchdog_follows_sd_watchdog_enabled() {
+        let me = std::process::id().to_string();
+        assert_eq!(
+            watchdog_interval(Some("30000000".into()), None),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(
+            watchdog_interval(Some("30000000".into()), Some(me)),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(
+            watchdog_interval(Some("30000000".into()), Some("1".into())),
+            None
+        );
+        assert_eq!(watchdog_interval(None, None), None);
+        assert_eq!(watchdog_interval(Some("0".into()), None), None);
+    }
 }

@@ -213,3 +213,44 @@ fn ctl_is_root_only_and_exit_codes_are_clear() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such app: nope"));
     assert_eq!(agent.ctl(&["start", "a"]).status.code(), Some(0));
 }
+
+#[test]
+fn the_agent_tells_systemd_it_is_ready_and_pings_the_watchdog() {
+    use std::os::unix::net::UnixDatagram;
+    let agent = Agent::new(&[("a.conf", "[program:a]\ncommand=sleep 300\nstartsecs=0\n")]);
+    let sock_path = agent.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gwe"))
+        .arg("--config")
+        .arg(agent.path().join("gwe.toml"))
+        .arg("run")
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000") // systemd's WatchdogSec=0.2: ping every 0.1 s
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let mut messages = Vec::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(3) {
+        match sock.recv(&mut buf) {
+            Ok(n) => messages.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(_) => break,
+        }
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    child.wait().unwrap();
+    assert!(
+        messages.iter().any(|m| m.contains("READY=1")),
+        "{messages:?}"
+    );
+    let pings = messages.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    // About 30 in 3 s at one per 0.1 s; a stalled loop would send one or none.
+    assert!(pings >= 15, "{pings} watchdog pings in 3 s: {messages:?}");
+}
