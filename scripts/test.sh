@@ -34,8 +34,11 @@ cargo bench --locked --bench queue_vs_sqlite -- --messages 4000 --reopen-mb 64
 step "benchmark smoke run: gwe vs supervisord, 20 programs (full size: --idle-seconds 60)"
 scripts/bench-supervisor.sh --idle-seconds 10
 
-step "cross toolchain, aarch64 build, and the emulated board: boot, clean reboot, power cut"
+step "cross toolchain; the whole test suite on aarch64 and armv7 (32-bit) under qemu-user"
 scripts/setup-cross.sh
+scripts/test-arm.sh aarch64 armv7
+
+step "the emulated aarch64 board: boot, clean reboot, power cut"
 scripts/boot-test.sh qemu-aarch64-virt
 
 step "fuzz the segment decoder (30 s)"
