@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use gwe::supervisor::procfs;
+
 struct Agent {
     dir: tempfile::TempDir,
     child: Option<Child>,
@@ -95,18 +97,13 @@ impl Drop for Agent {
 /// Live processes whose environment carries `GWE_TEST_MARK=mark`: (pid, pgid).
 fn marked(mark: &str) -> Vec<(i32, i32)> {
     let needle = format!("GWE_TEST_MARK={mark}");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|pid| {
-            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-            if !env.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
-                return None;
-            }
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let f: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
-            (f[0] != "Z").then(|| (pid, f[2].parse().unwrap()))
+    procfs::all()
+        .filter(|s| s.alive())
+        .filter(|s| {
+            std::fs::read(format!("/proc/{}/environ", s.pid))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == needle.as_bytes()))
         })
+        .map(|s| (s.pid, s.pgrp))
         .collect()
 }
 

@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use gwe::supervisor::program::{parse_file, Program};
-use gwe::supervisor::{leftovers, AppStatus, Options, State, Supervisor};
+use gwe::supervisor::{leftovers, procfs, AppStatus, Options, State, Supervisor};
 
 /// One supervisor per process at a time: it reaps with waitpid(-1) (see the module's
 /// INVARIANT), so tests in this binary take turns.
@@ -85,18 +85,9 @@ fn wait_for(
 
 /// Live (non-zombie) processes in process group `pgid`.
 fn group(pgid: i32) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
-                .split_whitespace()
-                .collect();
-            f[0] != "Z" && f[2].parse::<i32>().ok() == Some(pgid)
-        })
+    procfs::all()
+        .filter(|s| s.pgrp == pgid && s.alive())
+        .map(|s| s.pid)
         .collect()
 }
 
@@ -185,18 +176,9 @@ fn stopping_a_forking_app_stops_its_whole_group() {
 /// Zombie processes whose parent is this (test) process.
 fn zombie_children() -> Vec<i32> {
     let me = std::process::id() as i32;
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
-                .split_whitespace()
-                .collect();
-            f[0] == "Z" && f[1].parse::<i32>().ok() == Some(me)
-        })
+    procfs::all()
+        .filter(|s| s.ppid == me && !s.alive())
+        .map(|s| s.pid)
         .collect()
 }
 
@@ -341,7 +323,10 @@ fn running_apps_are_recorded_for_the_next_agent() {
         serde_json::from_slice(&std::fs::read(f.dir.path().join("pids")).unwrap()).unwrap();
     assert_eq!(rec.apps.len(), 1);
     assert_eq!((rec.apps[0].name.as_str(), rec.apps[0].pid), ("rec", pid));
-    assert_eq!(Some(rec.apps[0].start_ticks), leftovers::start_ticks(pid));
+    assert_eq!(
+        Some(rec.apps[0].start_ticks),
+        procfs::stat(pid).map(|s| s.start_ticks)
+    );
 }
 
 #[test]

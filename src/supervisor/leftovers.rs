@@ -13,6 +13,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use super::procfs;
 use crate::fsio;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,30 +35,9 @@ pub fn boot_id() -> String {
         .unwrap_or_default()
 }
 
-/// Field 22 of `/proc/PID/stat`: start time in clock ticks after boot.
-pub fn start_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_comm = &stat[stat.rfind(')')? + 2..];
-    after_comm.split_whitespace().nth(19)?.parse().ok()
-}
-
 /// Whether any process of group `pgid` is alive (a zombie is not).
 pub fn group_alive(pgid: i32) -> bool {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    dir.filter_map(Result::ok).any(|e| {
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            return false;
-        };
-        let Some(i) = stat.rfind(')') else {
-            return false;
-        };
-        let mut f = stat[i + 2..].split_whitespace();
-        let state = f.next();
-        let pgrp = f.nth(1).and_then(|v| v.parse::<i32>().ok());
-        pgrp == Some(pgid) && state != Some("Z") && state != Some("X")
-    })
+    procfs::all().any(|s| s.pgrp == pgid && s.alive())
 }
 
 pub fn save(path: &Path, rec: &Record) {
@@ -92,8 +72,8 @@ pub fn kill(path: &Path) -> Vec<String> {
     }
     let mut killed = Vec::new();
     for e in &rec.apps {
-        let ours = match start_ticks(e.pid) {
-            Some(t) => t == e.start_ticks,
+        let ours = match procfs::stat(e.pid) {
+            Some(st) => st.start_ticks == e.start_ticks,
             None => true, // leader gone; members, if any, still carry its group id
         };
         if ours && killpg(Pid::from_raw(e.pid), Signal::SIGKILL).is_ok() {

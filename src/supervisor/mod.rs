@@ -12,6 +12,7 @@
 pub mod ini;
 pub mod leftovers;
 pub mod logs;
+pub mod procfs;
 pub mod program;
 mod spawn;
 
@@ -479,7 +480,7 @@ impl Core {
                 let now = Instant::now();
                 p.pid = Some(s.pid);
                 p.started = Some((now, SystemTime::now()));
-                p.start_ticks = leftovers::start_ticks(s.pid.as_raw()).unwrap_or(0);
+                p.start_ticks = procfs::stat(s.pid.as_raw()).map_or(0, |st| st.start_ticks);
                 p.description.clear();
                 if let (Some(fd), Some(path)) = (s.stdout, &p.p.stdout_logfile) {
                     let l = p.out_log.get_or_insert_with(|| {

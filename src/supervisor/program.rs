@@ -54,6 +54,17 @@ pub struct ProgramError {
     pub message: String,
 }
 
+impl ProgramError {
+    fn at(file: &Path, line: Option<usize>, key: Option<&str>, message: String) -> Self {
+        Self {
+            file: file.into(),
+            line,
+            key: key.map(String::from),
+            message,
+        }
+    }
+}
+
 impl fmt::Display for ProgramError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file.display())?;
@@ -159,27 +170,15 @@ pub fn load_dir(dir: &Path, log_dir: &Path) -> Loaded {
 /// Reads the `[program:NAME]` sections of one file.
 pub fn parse_file(text: &str, file: &Path, log_dir: &Path) -> Loaded {
     let mut out = Loaded::default();
-    let sections = match ini::parse(text) {
-        Ok(s) => s,
-        Err(e) => {
-            out.errors.push(ProgramError {
-                file: file.into(),
-                line: Some(e.line),
-                key: None,
-                message: e.message,
-            });
-            return out;
-        }
-    };
-    for s in sections {
+    for s in sections(text, file, &mut out) {
         match s.name.strip_prefix("program:") {
             Some(name) => out.merge(program(name.trim(), &s, file, log_dir)),
-            None => out.warnings.push(ProgramError {
-                file: file.into(),
-                line: Some(s.line),
-                key: None,
-                message: format!("section [{}] is not [program:NAME]; ignored", s.name),
-            }),
+            None => out.warnings.push(ProgramError::at(
+                file,
+                Some(s.line),
+                None,
+                format!("section [{}] is not [program:NAME]; ignored", s.name),
+            )),
         }
     }
     out
@@ -188,35 +187,34 @@ pub fn parse_file(text: &str, file: &Path, log_dir: &Path) -> Loaded {
 /// Reads an app package's `supervisor.conf`: its `[supervisord]` section is program `name`.
 pub fn parse_package(text: &str, file: &Path, name: &str, log_dir: &Path) -> Loaded {
     let mut out = Loaded::default();
-    let sections = match ini::parse(text) {
-        Ok(s) => s,
-        Err(e) => {
-            out.errors.push(ProgramError {
-                file: file.into(),
-                line: Some(e.line),
-                key: None,
-                message: e.message,
-            });
-            return out;
-        }
-    };
+    let sections = sections(text, file, &mut out);
     let mut main = sections.iter().filter(|s| s.name == "supervisord");
     match (main.next(), main.next()) {
         (Some(s), None) => out.merge(program(name, s, file, log_dir)),
-        (None, _) => out.errors.push(ProgramError {
-            file: file.into(),
-            line: None,
-            key: None,
-            message: "no [supervisord] section".into(),
-        }),
-        (Some(_), Some(s)) => out.errors.push(ProgramError {
-            file: file.into(),
-            line: Some(s.line),
-            key: None,
-            message: "more than one [supervisord] section".into(),
-        }),
+        (None, _) if out.errors.is_empty() => out.errors.push(ProgramError::at(
+            file,
+            None,
+            None,
+            "no [supervisord] section".into(),
+        )),
+        (None, _) => {}
+        (Some(_), Some(s)) => out.errors.push(ProgramError::at(
+            file,
+            Some(s.line),
+            None,
+            "more than one [supervisord] section".into(),
+        )),
     }
     out
+}
+
+/// The file's sections; a syntax error is recorded in `out` and gives none.
+fn sections(text: &str, file: &Path, out: &mut Loaded) -> Vec<ini::Section> {
+    ini::parse(text).unwrap_or_else(|e| {
+        out.errors
+            .push(ProgramError::at(file, Some(e.line), None, e.message));
+        Vec::new()
+    })
 }
 
 fn valid_name(n: &str) -> bool {
