@@ -38,6 +38,8 @@ out=target/boards/$board
 root=$out/rootfs
 rm -rf "$root"
 mkdir -p "$out" "$root"/{bin,sbin,usr/bin,usr/sbin,lib/modules,proc,sys,dev,run,tmp,var/lib/gwe,var/log/gwe,var/run,etc/init.d}
+# Files the QEMU boards share, then the board's own.
+[ -n "${COMMON_ROOTFS:-}" ] && cp -a "board-configs/$COMMON_ROOTFS/rootfs/." "$root/"
 cp -a "$cfg/rootfs/." "$root/"
 
 # BusyBox and its applets; busybox as /init runs its init applet.
@@ -60,7 +62,12 @@ kdir=$(find "$x/lib/modules" -mindepth 2 -maxdepth 2 -name kernel -type d | head
 : > "$root/etc/modules"
 for m in $KERNEL_MODULES; do
   f=$(find "$kdir" -name "$m.ko*" | head -1)
-  [ -n "$f" ] || { echo "module $m not found in $kpkg" >&2; exit 1; }
+  if [ -z "$f" ]; then
+    # Built into this kernel: nothing to load.
+    grep -q "/$m.ko" "$kdir/../modules.builtin" && continue
+    echo "module $m is neither a module nor built into $kpkg" >&2
+    exit 1
+  fi
   case "$f" in
     *.xz) xz -dc "$f" > "$root/lib/modules/$m.ko" ;;
     *) cp "$f" "$root/lib/modules/$m.ko" ;;

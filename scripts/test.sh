@@ -17,10 +17,13 @@ cargo fmt --all -- --check
 
 step "shellcheck (init scripts and project scripts)"
 shellcheck -x init/sysv/gwe scripts/*.sh .ci/run
-shellcheck -s sh board-configs/*/rootfs/etc/init.d/*
+shellcheck -s sh board-configs/*/rootfs/etc/init.d/* board-configs/*/rootfs/usr/share/gwe-test/*.sh
 
 step "clippy (warnings are errors; incompatible_msrv denied against rust-version)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "firmware packaging: Yocto layer (oelint-adv, crates.inc in sync), Buildroot tree (kconfiglib, .mk)"
+scripts/check-packaging.sh
 
 step "dependencies fit rust-version"
 python3 scripts/check-msrv-deps.py
@@ -38,8 +41,9 @@ step "cross toolchain; the whole test suite on aarch64 and armv7 (32-bit) under 
 scripts/setup-cross.sh
 scripts/test-arm.sh aarch64 armv7
 
-step "the emulated aarch64 board: boot, clean reboot, power cut"
+step "the emulated aarch64 and armv7 boards: boot, clean reboot, power cut"
 scripts/boot-test.sh qemu-aarch64-virt
+scripts/boot-test.sh qemu-armv7-virt
 
 step "fuzz the segment decoder (30 s)"
 scripts/fuzz.sh --seconds 30
