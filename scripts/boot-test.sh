@@ -56,9 +56,13 @@ boot report "$out/boot2.log"
 wait_for "$out/boot2.log" "data partition mounted on /var/lib/gwe" 120
 wait_for "$out/boot2.log" "ticker RUNNING" 120
 wait_for "$out/boot2.log" "GWE-ACKED" 30
-sleep 8
-rss=$(grep -ao 'VmRSS:[^k]*kB' "$out/boot2.log" | tail -1)
-echo "agent and app back by themselves; agent $rss"
+# Resident memory of the agent after a minute with three apps running.
+wait_for "$out/boot2.log" "uptime=6[0-9]\." 120
+for app in ticker logger idler; do
+  grep -aq "$app RUNNING" "$out/boot2.log" || { echo "boot-test: $app is not RUNNING" >&2; exit 1; }
+done
+rss=$(grep -a 'uptime=6[0-9]\.' "$out/boot2.log" | grep -ao 'VmRSS:[^k]*kB' | head -1)
+echo "agent and its 3 apps back by themselves; agent after a minute: $rss"
 echo "--- power cut: the emulator is killed while the app writes"
 kill -KILL "$qemu_pid"
 wait "$qemu_pid" 2>/dev/null || true
