@@ -8,5 +8,6 @@ pub mod fsio;
 pub mod identity;
 pub mod ingest;
 pub mod logging;
+pub mod ota;
 pub mod queue;
 pub mod supervisor;

@@ -1,0 +1,7 @@
+//! Over-the-air updates of apps and of the agent (docs/ota-format.md).
+//!
+//! `package`: names, digests and signatures, checked before anything is unpacked.
+//! `extract`: unpacking that refuses any entry that could escape or harm the system.
+
+pub mod extract;
+pub mod package;
