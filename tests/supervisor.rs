@@ -373,3 +373,42 @@ fn start_after(prev: Fixture, conf: &str) -> Fixture {
     drop(prev);
     start(conf)
 }
+
+#[test]
+fn one_off_commands_run_to_their_end_or_their_timeout() {
+    use gwe::supervisor::{OneOff, OneOffResult};
+    let f = start("");
+    let dir = f.dir.path();
+    let job = |cmd: &str, timeout: u64| OneOff {
+        command: vec!["sh".into(), "-c".into(), cmd.into()],
+        dir: dir.to_path_buf(),
+        env: vec![("GREETING".into(), "hello".into())],
+        output: dir.join("out.log"),
+        timeout: Duration::from_secs(timeout),
+    };
+    assert_eq!(
+        f.sup
+            .run_once(job("echo $GREETING from $(pwd); echo oops >&2; exit 3", 10)),
+        OneOffResult::Exited(3)
+    );
+    let out = std::fs::read_to_string(dir.join("out.log")).unwrap();
+    assert_eq!(out, format!("hello from {}\noops\n", dir.display()));
+    let t0 = Instant::now();
+    assert_eq!(
+        f.sup.run_once(job("sleep 300 & sleep 300", 1)),
+        OneOffResult::TimedOut
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    let mut missing = job("true", 1);
+    missing.command = vec!["/nonexistent/install.sh".into()];
+    assert!(matches!(
+        f.sup.run_once(missing),
+        OneOffResult::SpawnFailed(_)
+    ));
+    // The timed-out script's background child was killed with it: nothing of it is left.
+    let until = Instant::now() + Duration::from_secs(2);
+    while procfs::all().any(|s| s.ppid == std::process::id() as i32 && s.alive()) {
+        assert!(Instant::now() < until, "a one-off child survived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -85,7 +85,35 @@ enum Cmd {
     Stop(String, Answer),
     Restart(String, Answer),
     Replace(Vec<Program>, Sender<()>),
+    RunOnce(OneOff, Sender<OneOffResult>),
     Shutdown(Sender<()>),
+}
+
+/// A one-off command run by the supervisor (the only spawner): an app's `install.sh`.
+#[derive(Debug, Clone)]
+pub struct OneOff {
+    pub command: Vec<String>,
+    pub dir: PathBuf,
+    pub env: Vec<(String, String)>,
+    /// Receives stdout and stderr.
+    pub output: PathBuf,
+    /// Killed (with its process group) after this long.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OneOffResult {
+    /// Exit code (128 + signal number when killed by a signal).
+    Exited(i32),
+    TimedOut,
+    SpawnFailed(String),
+}
+
+struct Job {
+    pid: Pid,
+    deadline: Instant,
+    timed_out: bool,
+    reply: Sender<OneOffResult>,
 }
 
 /// Handle to the supervisor thread; cheap to clone.
@@ -133,6 +161,7 @@ impl Supervisor {
             waiters: Vec::new(),
             shutdown: None,
             watchdog: opts.watchdog.map(|d| (d, Instant::now())),
+            jobs: Vec::new(),
         };
         core.replace(programs);
         let h = std::thread::Builder::new()
@@ -195,6 +224,16 @@ impl Supervisor {
         }
     }
 
+    /// Runs a one-off command to its end (or its timeout).
+    pub fn run_once(&self, job: OneOff) -> OneOffResult {
+        let (tx, rx) = mpsc::channel();
+        if !self.send(Cmd::RunOnce(job, tx)) {
+            return OneOffResult::SpawnFailed("the supervisor is not running".into());
+        }
+        rx.recv()
+            .unwrap_or_else(|_| OneOffResult::SpawnFailed("the supervisor stopped".into()))
+    }
+
     /// Stops every app (highest priority number first) and ends the thread.
     pub fn shutdown(&self) {
         let (tx, rx) = mpsc::channel();
@@ -240,6 +279,7 @@ struct Core {
     waiters: Vec<(String, Want, Answer)>,
     shutdown: Option<Sender<()>>,
     watchdog: Option<(Duration, Instant)>,
+    jobs: Vec<Job>,
 }
 
 fn exit_code(ws: WaitStatus) -> Option<(Pid, i32)> {
@@ -259,7 +299,7 @@ impl Core {
             let now = Instant::now();
             self.timers(now);
             if let Some(done) = self.shutdown.take() {
-                if self.procs.iter().all(|p| p.pid.is_none()) {
+                if self.procs.iter().all(|p| p.pid.is_none()) && self.jobs.is_empty() {
                     self.save_pids();
                     self.logs.stop();
                     let _ = done.send(());
@@ -304,7 +344,15 @@ impl Core {
 
     fn next_deadline(&self) -> Option<Instant> {
         let procs = self.procs.iter().filter_map(|p| p.deadline);
-        procs.chain(self.watchdog.map(|(d, last)| last + d)).min()
+        let jobs = self
+            .jobs
+            .iter()
+            .filter(|j| !j.timed_out)
+            .map(|j| j.deadline);
+        procs
+            .chain(jobs)
+            .chain(self.watchdog.map(|(d, last)| last + d))
+            .min()
     }
 
     fn command(&mut self, c: Cmd) {
@@ -362,7 +410,26 @@ impl Core {
                 self.replace(programs);
                 let _ = tx.send(());
             }
+            Cmd::RunOnce(job, tx) => {
+                match spawn::spawn_oneoff(&job.command, &job.dir, &job.env, &job.output) {
+                    Ok(pid) => {
+                        self.jobs.push(Job {
+                            pid,
+                            deadline: Instant::now() + job.timeout,
+                            timed_out: false,
+                            reply: tx,
+                        });
+                    }
+                    Err(e) => {
+                        let _ =
+                            tx.send(OneOffResult::SpawnFailed(format!("{:?}: {e}", job.command)));
+                    }
+                }
+            }
             Cmd::Shutdown(tx) => {
+                for j in &self.jobs {
+                    let _ = killpg(j.pid, Signal::SIGKILL);
+                }
                 let mut order: Vec<usize> = (0..self.procs.len()).collect();
                 order.sort_by_key(|&i| std::cmp::Reverse(self.procs[i].p.priority));
                 for i in order {
@@ -587,6 +654,15 @@ impl Core {
                 self.watchdog = Some((every, now));
             }
         }
+        for j in self
+            .jobs
+            .iter_mut()
+            .filter(|j| !j.timed_out && now >= j.deadline)
+        {
+            log::warn!("one-off command (pid {}) timed out; killing it", j.pid);
+            let _ = killpg(j.pid, Signal::SIGKILL);
+            j.timed_out = true;
+        }
         for i in 0..self.procs.len() {
             let Some(d) = self.procs[i].deadline else {
                 continue;
@@ -635,6 +711,16 @@ impl Core {
     }
 
     fn exited(&mut self, pid: Pid, code: i32) {
+        if let Some(j) = self.jobs.iter().position(|j| j.pid == pid) {
+            let job = self.jobs.swap_remove(j);
+            let _ = killpg(pid, Signal::SIGKILL);
+            let _ = job.reply.send(if job.timed_out {
+                OneOffResult::TimedOut
+            } else {
+                OneOffResult::Exited(code)
+            });
+            return;
+        }
         // Not an app's main process: an orphaned descendant we reaped as subreaper.
         let Some(i) = self.procs.iter().position(|p| p.pid == Some(pid)) else {
             return;

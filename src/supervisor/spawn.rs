@@ -5,6 +5,7 @@
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use nix::unistd::{pipe2, Pid, User};
@@ -71,6 +72,40 @@ pub fn spawn(p: &Program) -> io::Result<Spawned> {
             cmd.stderr(Stdio::null());
         }
     }
+    let pid = start(cmd)?;
+    Ok(Spawned {
+        pid,
+        stdout,
+        stderr,
+    })
+}
+
+/// Spawns a one-off command (an install script) in `dir`, with stdout and stderr into
+/// `output`, in its own session like an app.
+pub fn spawn_oneoff(
+    command: &[String],
+    dir: &Path,
+    env: &[(String, String)],
+    output: &Path,
+) -> io::Result<Pid> {
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| io::Error::other("empty command"))?;
+    let out = std::fs::File::create(output)?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stderr(Stdio::from(out.try_clone()?))
+        .stdout(Stdio::from(out));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    start(cmd)
+}
+
+/// Starts `cmd` in a session of its own with a parent-death signal; the supervisor reaps it.
+fn start(mut cmd: Command) -> io::Result<Pid> {
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe system calls (setsid, prctl, getppid).
@@ -88,7 +123,9 @@ pub fn spawn(p: &Program) -> io::Result<Spawned> {
                 return Err(io::Error::last_os_error());
             }
             if nix::unistd::getppid() != parent {
-                return Err(io::Error::other("the agent died while starting the app"));
+                return Err(io::Error::other(
+                    "the agent died while starting the process",
+                ));
             }
             Ok(())
         });
@@ -97,9 +134,5 @@ pub fn spawn(p: &Program) -> io::Result<Spawned> {
     // `child` is not waited on here: the supervisor reaps every child itself.
     let pid = Pid::from_raw(child.id() as i32);
     drop(cmd); // closes our copies of the pipes' write ends
-    Ok(Spawned {
-        pid,
-        stdout,
-        stderr,
-    })
+    Ok(pid)
 }
