@@ -47,11 +47,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_this_process() {
-        let me = stat(std::process::id() as i32).unwrap();
-        assert!(me.alive());
-        assert_eq!(me.ppid, nix::unistd::getppid().as_raw());
-        assert_eq!(me.pgrp, nix::unistd::getpgrp().as_raw());
-        assert!(all().any(|s| s.pid == me.pid));
+    fn reads_a_child_process() {
+        // A child, not this process: under qemu-user the emulator makes up its own
+        // /proc/self/stat, while other processes' come from the kernel as on a board.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let st = stat(pid).unwrap();
+        assert!(st.alive());
+        assert_eq!(st.pid, pid);
+        assert_eq!(st.ppid, std::process::id() as i32);
+        assert_eq!(
+            st.pgrp,
+            nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)))
+                .unwrap()
+                .as_raw()
+        );
+        assert!(st.start_ticks > 0);
+        assert!(all().any(|s| s.pid == pid));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(stat(pid).is_none_or(|s| !s.alive()));
     }
 }
