@@ -4,4 +4,6 @@
 //! `extract`: unpacking that refuses any entry that could escape or harm the system.
 
 pub mod extract;
+pub mod install;
 pub mod package;
+pub mod store;

@@ -1,0 +1,307 @@
+//! Installing, updating, rolling back and removing apps (docs/ota-format.md):
+//! verify the signature, check free space, unpack into a new version directory, run its
+//! `install.sh` (through the supervisor, with a timeout), switch `current` atomically,
+//! restart the app and watch it: if it does not reach RUNNING (it stays up `startsecs`),
+//! switch back to the previous version and restart that. A version stays "on trial" until
+//! it is seen healthy, so a power cut during the watch is resolved at the next start.
+
+use std::fmt;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+
+use super::extract::{ExtractError, Limits};
+use super::package::{self, PackageError, PackageName};
+use super::store::{AppStore, Installed};
+use crate::supervisor::program::{self, Program, ProgramError};
+use crate::supervisor::{OneOff, OneOffResult, Supervisor};
+
+pub struct Installer {
+    pub store: AppStore,
+    pub sup: Supervisor,
+    /// Program definitions baked into the image.
+    pub programs_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub trusted: Vec<VerifyingKey>,
+    pub allow_unsigned: bool,
+    pub limits: Limits,
+    pub install_timeout: Duration,
+}
+
+/// The outcome of an install that did not go through, for `fetch_status`.
+#[derive(Debug)]
+pub enum InstallError {
+    Package(PackageError),
+    Extract(ExtractError),
+    NoSpace {
+        need: u64,
+        free: u64,
+    },
+    /// `install.sh` failed; nothing was switched.
+    Script {
+        result: String,
+        output: String,
+    },
+    /// The new version did not stay up; the previous one runs again (or none, at a first install).
+    RolledBack {
+        version: String,
+        now: Option<String>,
+        why: String,
+    },
+    NotInstalled(String),
+    Io(String, io::Error),
+}
+
+impl fmt::Display for InstallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Package(e) => write!(f, "{e}"),
+            Self::Extract(e) => write!(f, "{e}"),
+            Self::NoSpace { need, free } => {
+                write!(f, "not enough free space: {need} bytes needed, {free} free")
+            }
+            Self::Script { result, output } => write!(
+                f,
+                "install.sh {result}; nothing was changed. Its output:\n{output}"
+            ),
+            Self::RolledBack { version, now, why } => match now {
+                Some(v) => write!(
+                    f,
+                    "version {version} did not stay up ({why}); rolled back to {v}"
+                ),
+                None => write!(
+                    f,
+                    "version {version} did not stay up ({why}); removed, nothing to roll back to"
+                ),
+            },
+            Self::NotInstalled(n) => write!(f, "{n} is not installed"),
+            Self::Io(what, e) => write!(f, "{what}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for InstallError {}
+
+/// A finished install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub name: String,
+    pub version: String,
+    /// The end of install.sh's output.
+    pub output: String,
+}
+
+/// Uncompressed size a gzip file declares (its last 4 bytes, modulo 4 GiB).
+fn gzip_isize(path: &Path) -> io::Result<u64> {
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::End(-4))?;
+    let mut b = [0u8; 4];
+    f.read_exact(&mut b)?;
+    Ok(u64::from(u32::from_le_bytes(b)))
+}
+
+fn tail(path: &Path, max: u64) -> String {
+    crate::supervisor::logs::tail(path, max)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+impl Installer {
+    /// Every program: the image's, and each installed app's `supervisor.conf` (an installed
+    /// app runs in its `current` directory; a relative command is taken from there).
+    pub fn programs(&self) -> (Vec<Program>, Vec<ProgramError>) {
+        let mut loaded = program::load_dir(&self.programs_dir, &self.log_dir);
+        for app in self.store.list() {
+            let dir = self.store.current_dir(&app.name);
+            let conf = dir.join("supervisor.conf");
+            let Ok(text) = std::fs::read_to_string(&conf) else {
+                continue;
+            };
+            let mut l = program::parse_package(&text, &conf, &app.name, &self.log_dir);
+            for p in &mut l.programs {
+                if p.directory.is_none() {
+                    p.directory = Some(dir.clone());
+                }
+                if let Some(cmd) = p.command.first_mut() {
+                    if cmd.contains('/') && !cmd.starts_with('/') {
+                        *cmd = dir.join(&cmd).to_string_lossy().into_owned();
+                    }
+                }
+            }
+            loaded.programs.retain(|p| p.name != app.name);
+            loaded.programs.extend(l.programs);
+            loaded.errors.extend(l.errors);
+        }
+        (loaded.programs, loaded.errors)
+    }
+
+    /// Gives the supervisor the current program table.
+    pub fn apply(&self) {
+        let (programs, errors) = self.programs();
+        for e in errors {
+            log::error!("{e}");
+        }
+        self.sup.replace(programs);
+    }
+
+    fn has_program(&self, name: &str) -> bool {
+        self.programs()
+            .0
+            .iter()
+            .any(|p| p.name == name && p.autostart)
+    }
+
+    /// Restarts `name` on its current version and waits until it is RUNNING.
+    fn watch(&self, name: &str) -> Result<(), String> {
+        self.apply();
+        if !self.has_program(name) {
+            return Ok(()); // a one-off app or a library: nothing to watch
+        }
+        self.sup.restart_app(name).map(|_| ())
+    }
+
+    /// Installs (or updates to) the package at `pkg`.
+    pub fn install(&self, pkg: &Path) -> Result<Report, InstallError> {
+        let file_name = pkg
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = PackageName::parse(&file_name).map_err(InstallError::Package)?;
+        package::verify(pkg, &self.trusted, self.allow_unsigned).map_err(InstallError::Package)?;
+        let app = self.store.get(&name.name);
+        if app.current.as_deref() == Some(name.version.as_str()) && app.trial.is_none() {
+            return Ok(Report {
+                name: name.name,
+                version: name.version,
+                output: "already installed".into(),
+            });
+        }
+        let need = gzip_isize(pkg)
+            .map_err(|e| InstallError::Io(format!("reading {file_name}"), e))?
+            + (1 << 20);
+        let st = nix::sys::statvfs::statvfs(&self.store.app_dir(""))
+            .map_err(|e| InstallError::Io("free space".into(), e.into()))?;
+        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        if free < need {
+            return Err(InstallError::NoSpace { need, free });
+        }
+        let dir = self
+            .store
+            .stage(pkg, &name, self.limits)
+            .map_err(InstallError::Extract)?;
+        let log = dir.join("install.log");
+        if dir.join("install.sh").exists() {
+            let job = OneOff {
+                command: vec!["/bin/sh".into(), "./install.sh".into()],
+                dir: dir.clone(),
+                env: vec![
+                    ("GWE_APP".into(), name.name.clone()),
+                    ("GWE_VERSION".into(), name.version.clone()),
+                ],
+                output: log.clone(),
+                timeout: self.install_timeout,
+            };
+            let result = match self.sup.run_once(job) {
+                OneOffResult::Exited(0) => None,
+                OneOffResult::Exited(c) => Some(format!("exited with {c}")),
+                OneOffResult::TimedOut => Some(format!(
+                    "ran longer than {} s",
+                    self.install_timeout.as_secs()
+                )),
+                OneOffResult::SpawnFailed(e) => Some(format!("could not run: {e}")),
+            };
+            if let Some(result) = result {
+                let output = tail(&log, 4096);
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(InstallError::Script { result, output });
+            }
+        }
+        let output = tail(&log, 4096);
+        self.store
+            .switch(&name.name, &name.version)
+            .map_err(|e| InstallError::Io("switching versions".into(), e))?;
+        self.settle(&name.name, &name.version)?;
+        Ok(Report {
+            name: name.name,
+            version: name.version,
+            output,
+        })
+    }
+
+    /// Watches a version under trial: confirms it, or rolls back and says why.
+    fn settle(&self, name: &str, version: &str) -> Result<(), InstallError> {
+        match self.watch(name) {
+            Ok(()) => self
+                .store
+                .confirm(name)
+                .map_err(|e| InstallError::Io("confirming the version".into(), e)),
+            Err(why) => {
+                log::error!("app {name} {version}: {why}; rolling back");
+                let now = self
+                    .store
+                    .roll_back(name, true)
+                    .map_err(|e| InstallError::Io("rolling back".into(), e))?;
+                if now.is_some() {
+                    if let Err(e) = self.watch(name) {
+                        log::error!("app {name}: the previous version does not start either: {e}");
+                    }
+                } else {
+                    self.apply();
+                }
+                Err(InstallError::RolledBack {
+                    version: version.to_string(),
+                    now,
+                    why,
+                })
+            }
+        }
+    }
+
+    /// At start: versions a power cut left on trial are watched now.
+    pub fn resume_trials(&self) {
+        for app in self.store.list() {
+            if let Some(v) = app.trial.clone() {
+                log::warn!(
+                    "app {}: version {v} was on trial when the agent stopped; watching it",
+                    app.name
+                );
+                if let Err(e) = self.settle(&app.name, &v) {
+                    log::error!("{e}");
+                }
+            }
+        }
+    }
+
+    /// `gwe app rollback NAME`: back to the previous version.
+    pub fn rollback(&self, name: &str) -> Result<Installed, InstallError> {
+        let app = self.store.get(name);
+        if app.current.is_none() || app.previous.is_none() {
+            return Err(InstallError::NotInstalled(format!(
+                "{name} (with a previous version)"
+            )));
+        }
+        self.store
+            .roll_back(name, false)
+            .map_err(|e| InstallError::Io("rolling back".into(), e))?;
+        self.watch(name).map_err(|why| InstallError::RolledBack {
+            version: app.current.clone().unwrap_or_default(),
+            now: app.previous.clone(),
+            why,
+        })?;
+        Ok(self.store.get(name))
+    }
+
+    /// `gwe app remove NAME`: stops it and deletes every version.
+    pub fn remove(&self, name: &str) -> Result<(), InstallError> {
+        if self.store.get(name).current.is_none() {
+            return Err(InstallError::NotInstalled(name.to_string()));
+        }
+        self.store
+            .remove(name)
+            .map_err(|e| InstallError::Io(format!("removing {name}"), e))?;
+        self.apply();
+        Ok(())
+    }
+}
