@@ -22,10 +22,7 @@ const WINDOW: usize = 1024;
 
 fn write_bytes() -> u64 {
     let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
-    io.lines()
-        .find_map(|l| l.strip_prefix("write_bytes: "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    io.lines().find_map(|l| l.strip_prefix("write_bytes: ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -69,7 +66,8 @@ fn sqlite_open(path: &Path) -> Connection {
     c.pragma_update(None, "journal_mode", "WAL").unwrap();
     c.pragma_update(None, "synchronous", "FULL").unwrap();
     c.busy_timeout(Duration::from_secs(60)).unwrap();
-    c.execute_batch("CREATE TABLE IF NOT EXISTS q (id INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL)").unwrap();
+    c.execute_batch("CREATE TABLE IF NOT EXISTS q (id INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL)")
+        .unwrap();
     c
 }
 
@@ -85,14 +83,12 @@ impl Sink for SqlitePerMessage {
     type T = ();
     fn append(&self, p: &[u8]) {
         let c = self.conns[PRODUCER.with(|x| x.get())].lock().unwrap();
-        c.execute("INSERT INTO q (payload) VALUES (?1)", [p])
-            .unwrap();
+        c.execute("INSERT INTO q (payload) VALUES (?1)", [p]).unwrap();
     }
     fn wait(&self, _: ()) {}
     fn settle(&self) {
         let c = sqlite_open(&self.path);
-        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .unwrap();
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
     }
 }
 
@@ -132,9 +128,7 @@ impl Sink for SqliteGroup {
                 let mut c = self.conn.lock().unwrap();
                 let tx = c.transaction().unwrap();
                 {
-                    let mut st = tx
-                        .prepare_cached("INSERT INTO q (payload) VALUES (?1)")
-                        .unwrap();
+                    let mut st = tx.prepare_cached("INSERT INTO q (payload) VALUES (?1)").unwrap();
                     for p in &batch {
                         st.execute([p]).unwrap();
                     }
@@ -152,18 +146,11 @@ impl Sink for SqliteGroup {
     }
     fn settle(&self) {
         let c = self.conn.lock().unwrap();
-        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .unwrap();
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
     }
 }
 
-fn run<S: Sink + 'static>(
-    name: &str,
-    sink: Arc<S>,
-    producers: usize,
-    mode: Mode,
-    messages: usize,
-) -> Outcome {
+fn run<S: Sink + 'static>(name: &str, sink: Arc<S>, producers: usize, mode: Mode, messages: usize) -> Outcome {
     let per = messages / producers;
     let barrier = Arc::new(Barrier::new(producers + 1));
     let handles: Vec<_> = (0..producers)
@@ -209,10 +196,7 @@ fn run<S: Sink + 'static>(
     let t0 = Instant::now();
     barrier.wait();
     let secs = t0.elapsed().as_secs_f64();
-    let mut lat: Vec<Duration> = handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
+    let mut lat: Vec<Duration> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
     sink.settle();
     let written = write_bytes() - w0;
     lat.sort_unstable();
@@ -236,11 +220,7 @@ fn fresh(base: &Path, name: &str) -> PathBuf {
 }
 
 fn queue_opts() -> Options {
-    Options {
-        max_bytes: 1 << 40,
-        consumers: vec!["bench".into()],
-        ..Options::default()
-    }
+    Options { max_bytes: 1 << 40, consumers: vec!["bench".into()], ..Options::default() }
 }
 
 fn reopen_time(base: &Path, mb: u64) -> (Duration, Option<Duration>, u64) {
@@ -291,40 +271,21 @@ fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--messages" => {
-                messages = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .expect("--messages N")
-            }
-            "--reopen-mb" => {
-                reopen_mb = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .expect("--reopen-mb M")
-            }
+            "--messages" => messages = args.next().and_then(|v| v.parse().ok()).expect("--messages N"),
+            "--reopen-mb" => reopen_mb = args.next().and_then(|v| v.parse().ok()).expect("--reopen-mb M"),
             "--dir" => dir = args.next().map(PathBuf::from),
             "--bench" => {}
             _ => {}
         }
     }
-    let tmp =
-        tempfile::tempdir_in(dir.unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR"))))
-            .unwrap();
+    let tmp = tempfile::tempdir_in(dir.unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")))).unwrap();
     let base = tmp.path();
-    println!(
-        "queue vs SQLite: {messages} messages of {MSG} bytes per run, dir {}",
-        base.display()
-    );
+    println!("queue vs SQLite: {messages} messages of {MSG} bytes per run, dir {}", base.display());
     let mut out = Vec::new();
     for &p in &[1usize, 4] {
         for &mode in &[Mode::Sync, Mode::Pipelined] {
             // Pipelined runs are ~100x faster; give them enough messages to measure.
-            let messages = if mode == Mode::Pipelined {
-                messages * 20
-            } else {
-                messages
-            };
+            let messages = if mode == Mode::Pipelined { messages * 20 } else { messages };
             let d = fresh(base, "gmq");
             let q = Arc::new(Gmq(Queue::open(&d, queue_opts()).unwrap()));
             out.push(run("gwe", q, p, mode, messages));
@@ -333,12 +294,7 @@ fn main() {
             let conn = Mutex::new(sqlite_open(&path));
             let g = Arc::new(SqliteGroup {
                 path: path.clone(),
-                state: Mutex::new(GroupState {
-                    pending: Vec::new(),
-                    gen: 0,
-                    done: 0,
-                    flushing: false,
-                }),
+                state: Mutex::new(GroupState { pending: Vec::new(), gen: 0, done: 0, flushing: false }),
                 cv: Condvar::new(),
                 conn,
             });
@@ -350,18 +306,9 @@ fn main() {
         let path = d.join("q.db");
         let conns = (0..p).map(|_| Mutex::new(sqlite_open(&path))).collect();
         let a = Arc::new(SqlitePerMessage { path, conns });
-        out.push(run(
-            "sqlite (a) txn/message",
-            a,
-            p,
-            Mode::Sync,
-            messages.min(20_000),
-        ));
+        out.push(run("sqlite (a) txn/message", a, p, Mode::Sync, messages.min(20_000)));
     }
-    println!(
-        "\n{:<26} {:>3} {:>10} {:>12} {:>10} {:>16}",
-        "store", "P", "mode", "msgs/s", "p99 us", "written/payload"
-    );
+    println!("\n{:<26} {:>3} {:>10} {:>12} {:>10} {:>16}", "store", "P", "mode", "msgs/s", "p99 us", "written/payload");
     for o in &out {
         println!(
             "{:<26} {:>3} {:>10} {:>12.0} {:>10.0} {:>16.2}",
@@ -374,8 +321,7 @@ fn main() {
         );
     }
     let find = |name: &str, p: usize, m: Mode| {
-        out.iter()
-            .find(|o| o.name.starts_with(name) && o.producers == p && o.mode == m)
+        out.iter().find(|o| o.name.starts_with(name) && o.producers == p && o.mode == m)
     };
     println!("\nratios (gwe / SQLite, messages/s):");
     for &p in &[1usize, 4] {
@@ -398,6 +344,9 @@ fn main() {
     println!(
         "\nreopen of a {reopen_mb} MB queue ({records} records): {:.1} ms warm, {} (target < 100 ms)",
         warm.as_secs_f64() * 1e3,
-        cold.map_or("cold: not measured (dropping caches needs root)".into(), |c| format!("{:.1} ms cold", c.as_secs_f64() * 1e3))
+        cold.map_or("cold: not measured (dropping caches needs root)".into(), |c| format!(
+            "{:.1} ms cold",
+            c.as_secs_f64() * 1e3
+        ))
     );
 }

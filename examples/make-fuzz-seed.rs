@@ -6,8 +6,7 @@ fn main() {
     bytes.clear();
     let mut buf = [0u8; 64];
     for (i, v) in ["21.5", "a&b=c", ""].iter().enumerate() {
-        let n = gwe_wire::point::encode(1_700_000_000 + i as i64, "temp", v.as_bytes(), &mut buf)
-            .expect("fits");
+        let n = gwe_wire::point::encode(1_700_000_000 + i as i64, "temp", v.as_bytes(), &mut buf).expect("fits");
         gwe::queue::format::encode_record(1 + i as u64, &buf[..n], &mut bytes);
     }
     std::fs::write(&path, bytes).expect("write seed");

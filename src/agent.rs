@@ -47,19 +47,13 @@ impl fmt::Display for StartError {
 /// Runs until SIGTERM or SIGINT.
 pub fn run(cfg: &Config) -> Result<(), StartError> {
     let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(StartError::Signals)?;
-    let identity = Identity::resolve(&cfg.device, std::path::Path::new("/sys/class/net"))
-        .map_err(StartError::Identity)?;
-    let queue =
-        Queue::open(&cfg.paths.queue_dir(), cfg.queue.options()).map_err(StartError::Queue)?;
+    let identity =
+        Identity::resolve(&cfg.device, std::path::Path::new("/sys/class/net")).map_err(StartError::Identity)?;
+    let queue = Queue::open(&cfg.paths.queue_dir(), cfg.queue.options()).map_err(StartError::Queue)?;
     let token = identity::local_token(&cfg.paths.secrets_dir()).map_err(StartError::Token)?;
-    let ingest = Arc::new(Ingest {
-        queue: queue.clone(),
-        identity: identity.clone(),
-        token,
-        max_body: cfg.ingest.max_body,
-    });
-    let server = IngestServer::start(cfg.ingest.listen, cfg.ingest.threads, ingest)
-        .map_err(StartError::Ingest)?;
+    let ingest =
+        Arc::new(Ingest { queue: queue.clone(), identity: identity.clone(), token, max_body: cfg.ingest.max_body });
+    let server = IngestServer::start(cfg.ingest.listen, cfg.ingest.threads, ingest).map_err(StartError::Ingest)?;
     let sup = start_supervisor(cfg)?;
     let socket = ctl::serve(&cfg.paths.run_dir, sup.clone()).map_err(StartError::Supervisor)?;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -94,16 +88,9 @@ fn start_supervisor(cfg: &Config) -> Result<Supervisor, StartError> {
         log::warn!("{w}");
     }
     fsio::create_dir_all_durable(&cfg.paths.secrets_dir()).map_err(StartError::Supervisor)?;
-    let watchdog = watchdog_interval(
-        std::env::var("WATCHDOG_USEC").ok(),
-        std::env::var("WATCHDOG_PID").ok(),
-    );
-    let opts = supervisor::Options {
-        state_file: cfg.paths.app_pids(),
-        watchdog,
-    };
-    let (sup, _thread) =
-        Supervisor::start(loaded.programs, opts).map_err(StartError::Supervisor)?;
+    let watchdog = watchdog_interval(std::env::var("WATCHDOG_USEC").ok(), std::env::var("WATCHDOG_PID").ok());
+    let opts = supervisor::Options { state_file: cfg.paths.app_pids(), watchdog };
+    let (sup, _thread) = Supervisor::start(loaded.programs, opts).map_err(StartError::Supervisor)?;
     Ok(sup)
 }
 
@@ -127,18 +114,9 @@ mod tests {
     #[test]
     fn watchdog_follows_sd_watchdog_enabled() {
         let me = std::process::id().to_string();
-        assert_eq!(
-            watchdog_interval(Some("30000000".into()), None),
-            Some(Duration::from_secs(15))
-        );
-        assert_eq!(
-            watchdog_interval(Some("30000000".into()), Some(me)),
-            Some(Duration::from_secs(15))
-        );
-        assert_eq!(
-            watchdog_interval(Some("30000000".into()), Some("1".into())),
-            None
-        );
+        assert_eq!(watchdog_interval(Some("30000000".into()), None), Some(Duration::from_secs(15)));
+        assert_eq!(watchdog_interval(Some("30000000".into()), Some(me)), Some(Duration::from_secs(15)));
+        assert_eq!(watchdog_interval(Some("30000000".into()), Some("1".into())), None);
         assert_eq!(watchdog_interval(None, None), None);
         assert_eq!(watchdog_interval(Some("0".into()), None), None);
     }

@@ -62,18 +62,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli, 
             Long("foreground") => daemon = false,
             Long("json") => json = true,
             Long("limit") => limit = Some(p.value()?.parse()?),
-            Long("version") | Short('V') => {
-                return Ok(Cli {
-                    config,
-                    command: Command::Version,
-                })
-            }
-            Long("help") | Short('h') => {
-                return Ok(Cli {
-                    config,
-                    command: Command::Help,
-                })
-            }
+            Long("version") | Short('V') => return Ok(Cli { config, command: Command::Version }),
+            Long("help") | Short('h') => return Ok(Cli { config, command: Command::Help }),
             Value(v) => words.push(v.string()?),
             _ => return Err(arg.unexpected()),
         }
@@ -84,24 +74,11 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli, 
         ["queue", "stats"] => Command::QueueStats { json },
         ["queue", "dump"] => Command::QueueDump { limit },
         ["check-config"] => Command::CheckConfig,
-        ["ctl", "status", rest @ ..] if rest.len() <= 1 => Command::Ctl {
-            request: words[1..].join(" "),
-            json,
-        },
-        ["ctl", "start" | "stop" | "restart", _name] => Command::Ctl {
-            request: words[1..].join(" "),
-            json,
-        },
-        ["ctl", "tail", _name] | ["ctl", "tail", _name, _] => Command::Ctl {
-            request: words[1..].join(" "),
-            json,
-        },
+        ["ctl", "status", rest @ ..] if rest.len() <= 1 => Command::Ctl { request: words[1..].join(" "), json },
+        ["ctl", "start" | "stop" | "restart", _name] => Command::Ctl { request: words[1..].join(" "), json },
+        ["ctl", "tail", _name] | ["ctl", "tail", _name, _] => Command::Ctl { request: words[1..].join(" "), json },
         ["help"] | [] => Command::Help,
-        other => {
-            return Err(lexopt::Error::Custom(
-                format!("unknown command: {}", other.join(" ")).into(),
-            ))
-        }
+        other => return Err(lexopt::Error::Custom(format!("unknown command: {}", other.join(" ")).into())),
     };
     Ok(Cli { config, command })
 }
@@ -116,29 +93,14 @@ mod tests {
 
     #[test]
     fn commands() {
-        assert_eq!(
-            p("run --daemon").unwrap().command,
-            Command::Run { daemon: true }
-        );
+        assert_eq!(p("run --daemon").unwrap().command, Command::Run { daemon: true });
         let c = p("--config /tmp/x.toml queue stats --json").unwrap();
-        assert_eq!(
-            (c.config, c.command),
-            (
-                PathBuf::from("/tmp/x.toml"),
-                Command::QueueStats { json: true }
-            )
-        );
-        assert_eq!(
-            p("queue dump --limit 5").unwrap().command,
-            Command::QueueDump { limit: Some(5) }
-        );
+        assert_eq!((c.config, c.command), (PathBuf::from("/tmp/x.toml"), Command::QueueStats { json: true }));
+        assert_eq!(p("queue dump --limit 5").unwrap().command, Command::QueueDump { limit: Some(5) });
         assert!(p("queue explode").is_err());
         assert_eq!(
             p("ctl restart modbus --json").unwrap().command,
-            Command::Ctl {
-                request: "restart modbus".into(),
-                json: true
-            }
+            Command::Ctl { request: "restart modbus".into(), json: true }
         );
         assert!(p("ctl start").is_err());
         assert!(p("run --bogus").is_err());

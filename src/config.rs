@@ -33,9 +33,7 @@ pub struct SupervisorConfig {
 
 impl Default for SupervisorConfig {
     fn default() -> Self {
-        Self {
-            programs_dir: "/etc/gwe/programs.d".into(),
-        }
+        Self { programs_dir: "/etc/gwe/programs.d".into() }
     }
 }
 
@@ -53,13 +51,7 @@ pub struct Device {
 
 impl Default for Device {
     fn default() -> Self {
-        Self {
-            vendor: "gwe".into(),
-            model: "gateway".into(),
-            serial: None,
-            serial_file: None,
-            iface: "eth0".into(),
-        }
+        Self { vendor: "gwe".into(), model: "gateway".into(), serial: None, serial_file: None, iface: "eth0".into() }
     }
 }
 
@@ -76,11 +68,7 @@ pub struct Paths {
 
 impl Default for Paths {
     fn default() -> Self {
-        Self {
-            state_dir: "/var/lib/gwe".into(),
-            log_dir: "/var/log/gwe".into(),
-            run_dir: "/run/gwe".into(),
-        }
+        Self { state_dir: "/var/lib/gwe".into(), log_dir: "/var/log/gwe".into(), run_dir: "/run/gwe".into() }
     }
 }
 
@@ -148,11 +136,7 @@ pub struct Ingest {
 
 impl Default for Ingest {
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
-            max_body: 64 << 10,
-            threads: 4,
-        }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8090)), max_body: 64 << 10, threads: 4 }
     }
 }
 
@@ -165,9 +149,7 @@ pub struct Log {
 
 impl Default for Log {
     fn default() -> Self {
-        Self {
-            level: "info".into(),
-        }
+        Self { level: "info".into() }
     }
 }
 
@@ -213,13 +195,9 @@ impl Config {
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner();
-            let line = inner.span().map(|s| {
-                text.as_bytes()[..s.start.min(text.len())]
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count()
-                    + 1
-            });
+            let line = inner
+                .span()
+                .map(|s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1);
             ConfigError {
                 path: path.to_path_buf(),
                 line,
@@ -238,28 +216,16 @@ impl Config {
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.queue.max_bytes < 256 << 10 {
-            return Err((
-                "queue.max_bytes",
-                "must be at least 262144 (256 KiB)".into(),
-            ));
+            return Err(("queue.max_bytes", "must be at least 262144 (256 KiB)".into()));
         }
         if self.queue.max_record == 0 || self.queue.max_record > queue::format::MAX_RECORD_CEILING {
-            return Err((
-                "queue.max_record",
-                format!("must be 1 to {}", queue::format::MAX_RECORD_CEILING),
-            ));
+            return Err(("queue.max_record", format!("must be 1 to {}", queue::format::MAX_RECORD_CEILING)));
         }
         if self.ingest.threads == 0 || self.ingest.threads > 64 {
             return Err(("ingest.threads", "must be 1 to 64".into()));
         }
         if log_level(&self.log.level).is_none() {
-            return Err((
-                "log.level",
-                format!(
-                    "{:?} is not one of error, warn, info, debug, trace",
-                    self.log.level
-                ),
-            ));
+            return Err(("log.level", format!("{:?} is not one of error, warn, info, debug, trace", self.log.level)));
         }
         if self.device.vendor.is_empty() || self.device.model.is_empty() {
             return Err(("device.vendor", "vendor and model must not be empty".into()));
@@ -308,10 +274,7 @@ mod tests {
         let msg = e.to_string();
         assert_eq!(e.line, Some(5), "{msg}");
         assert_eq!(e.key.as_deref(), Some("queue.max_bytes"), "{msg}");
-        assert!(
-            msg.starts_with("config /etc/gwe/gwe.toml, line 5, key queue.max_bytes: "),
-            "{msg}"
-        );
+        assert!(msg.starts_with("config /etc/gwe/gwe.toml, line 5, key queue.max_bytes: "), "{msg}");
     }
 
     #[test]
@@ -332,11 +295,7 @@ mod tests {
         let e = parse("[queue]\nfull_policy = \"maybe\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("queue.full_policy"), "{e}");
         let e = parse("[log]\nlevel = \"loud\"\n").unwrap_err();
-        assert_eq!(
-            (e.line, e.key.as_deref()),
-            (Some(2), Some("log.level")),
-            "{e}"
-        );
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("log.level")), "{e}");
         let e = parse("[ingest]\nlisten = \"nowhere\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("ingest.listen"), "{e}");
     }
@@ -344,10 +303,6 @@ mod tests {
     #[test]
     fn unreadable_file_is_named() {
         let e = Config::from_file(Path::new("/nonexistent/gwe.toml")).unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("config /nonexistent/gwe.toml: cannot read"),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("config /nonexistent/gwe.toml: cannot read"), "{e}");
     }
 }

@@ -28,18 +28,14 @@ pub fn serve(run_dir: &Path, sup: Supervisor) -> io::Result<PathBuf> {
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    std::thread::Builder::new()
-        .name("ctl".into())
-        .spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                let sup = sup.clone();
-                // Start and stop wait for the app to settle; other clients need not wait for that.
-                let _ = std::thread::Builder::new()
-                    .name("ctl-conn".into())
-                    .spawn(move || handle(conn, &sup));
-            }
-        })?;
+    std::thread::Builder::new().name("ctl".into()).spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let sup = sup.clone();
+            // Start and stop wait for the app to settle; other clients need not wait for that.
+            let _ = std::thread::Builder::new().name("ctl-conn".into()).spawn(move || handle(conn, &sup));
+        }
+    })?;
     Ok(path)
 }
 
@@ -128,10 +124,7 @@ pub fn client(run_dir: &Path, request: &str, json_out: bool) -> Outcome {
         Outcome::Ok
     } else {
         if !json_out {
-            eprintln!(
-                "gwe ctl: {}",
-                v.get("error").and_then(Value::as_str).unwrap_or("failed")
-            );
+            eprintln!("gwe ctl: {}", v.get("error").and_then(Value::as_str).unwrap_or("failed"));
         }
         Outcome::Refused
     }
@@ -142,12 +135,7 @@ fn status_line(a: &Value) -> String {
     let name = a["name"].as_str().unwrap_or("?");
     let state = a["state"].as_str().unwrap_or("?");
     let detail = match (a["pid"].as_i64(), a["uptime"].as_u64()) {
-        (Some(pid), Some(up)) => format!(
-            "pid {pid}, uptime {}:{:02}:{:02}",
-            up / 3600,
-            up / 60 % 60,
-            up % 60
-        ),
+        (Some(pid), Some(up)) => format!("pid {pid}, uptime {}:{:02}:{:02}", up / 3600, up / 60 % 60, up % 60),
         _ => a["description"].as_str().unwrap_or("").to_string(),
     };
     format!("{name:<24} {state:<10} {detail}")

@@ -20,12 +20,7 @@ pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<()> 
     let dir = parent_dir(path);
     let tmp = temp_path(path);
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         drop(f);
@@ -82,9 +77,7 @@ pub fn preallocate(file: &File, len: u64) -> io::Result<()> {
     } else {
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
-            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => {
-                Err(io::Error::new(io::ErrorKind::Unsupported, e))
-            }
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Err(io::Error::new(io::ErrorKind::Unsupported, e)),
             _ => Err(e),
         }
     }
@@ -136,10 +129,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("token");
         write_atomic_mode(&p, b"secret", 0o600).unwrap();
-        assert_eq!(
-            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]
@@ -154,13 +144,8 @@ mod tests {
     #[test]
     fn preallocation_sets_the_length_and_reads_as_zeros() {
         let dir = tempfile::tempdir().unwrap();
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(dir.path().join("p"))
-            .unwrap();
+        let f =
+            OpenOptions::new().read(true).write(true).create(true).truncate(true).open(dir.path().join("p")).unwrap();
         std::os::unix::fs::FileExt::write_all_at(&f, b"head", 0).unwrap();
         preallocate(&f, 8192).unwrap();
         assert_eq!(f.metadata().unwrap().len(), 8192);

@@ -20,31 +20,19 @@ impl Identity {
         let serial = if let Some(s) = &dev.serial {
             s.clone()
         } else if let Some(f) = &dev.serial_file {
-            let text = std::fs::read_to_string(f).map_err(|e| {
-                io::Error::new(e.kind(), format!("serial file {}: {e}", f.display()))
-            })?;
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| io::Error::new(e.kind(), format!("serial file {}: {e}", f.display())))?;
             text.lines().next().unwrap_or("").trim().to_string()
         } else {
             let p = sys_class_net.join(&dev.iface).join("address");
-            let mac = std::fs::read_to_string(&p).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("MAC of {} ({}): {e}", dev.iface, p.display()),
-                )
-            })?;
+            let mac = std::fs::read_to_string(&p)
+                .map_err(|e| io::Error::new(e.kind(), format!("MAC of {} ({}): {e}", dev.iface, p.display())))?;
             mac.trim().to_ascii_uppercase()
         };
         if serial.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "the device serial is empty",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "the device serial is empty"));
         }
-        Ok(Self {
-            vendor: dev.vendor.clone(),
-            model: dev.model.clone(),
-            serial,
-        })
+        Ok(Self { vendor: dev.vendor.clone(), model: dev.model.clone(), serial })
     }
 }
 
@@ -82,27 +70,12 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("net/eth0")).unwrap();
         std::fs::write(dir.path().join("net/eth0/address"), "02:ab:cd:00:11:22\n").unwrap();
         let mut dev = Device::default();
-        assert_eq!(
-            Identity::resolve(&dev, &dir.path().join("net"))
-                .unwrap()
-                .serial,
-            "02:AB:CD:00:11:22"
-        );
+        assert_eq!(Identity::resolve(&dev, &dir.path().join("net")).unwrap().serial, "02:AB:CD:00:11:22");
         std::fs::write(dir.path().join("serial"), "SN-42\nrest").unwrap();
         dev.serial_file = Some(dir.path().join("serial"));
-        assert_eq!(
-            Identity::resolve(&dev, &dir.path().join("net"))
-                .unwrap()
-                .serial,
-            "SN-42"
-        );
+        assert_eq!(Identity::resolve(&dev, &dir.path().join("net")).unwrap().serial, "SN-42");
         dev.serial = Some("fixed".into());
-        assert_eq!(
-            Identity::resolve(&dev, &dir.path().join("net"))
-                .unwrap()
-                .serial,
-            "fixed"
-        );
+        assert_eq!(Identity::resolve(&dev, &dir.path().join("net")).unwrap().serial, "fixed");
         dev.serial = None;
         dev.serial_file = Some(dir.path().join("missing"));
         let e = Identity::resolve(&dev, &dir.path().join("net")).unwrap_err();

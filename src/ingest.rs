@@ -34,35 +34,25 @@ pub struct IngestServer {
 impl IngestServer {
     /// Binds `addr` and answers requests on `threads` threads.
     pub fn start(addr: SocketAddr, threads: usize, ingest: Arc<Ingest>) -> io::Result<Self> {
-        let server = Server::http(addr).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("ingest API on {addr}: {e}"),
-            )
-        })?;
+        let server = Server::http(addr)
+            .map_err(|e| io::Error::new(io::ErrorKind::AddrInUse, format!("ingest API on {addr}: {e}")))?;
         let server = Arc::new(server);
         let addr = server.server_addr().to_ip().unwrap_or(addr);
         let mut handles = Vec::with_capacity(threads);
         for i in 0..threads {
             let (server, ingest) = (server.clone(), ingest.clone());
-            let h = std::thread::Builder::new()
-                .name(format!("ingest-{i}"))
-                .spawn(move || {
-                    while let Ok(mut rq) = server.recv() {
-                        let reply = ingest.handle(&mut rq);
-                        if let Err(e) = rq.respond(reply.into_response()) {
-                            log::debug!("ingest: answering a client failed: {e}");
-                        }
+            let h = std::thread::Builder::new().name(format!("ingest-{i}")).spawn(move || {
+                while let Ok(mut rq) = server.recv() {
+                    let reply = ingest.handle(&mut rq);
+                    if let Err(e) = rq.respond(reply.into_response()) {
+                        log::debug!("ingest: answering a client failed: {e}");
                     }
-                })?;
+                }
+            })?;
             handles.push(h);
         }
         log::info!("ingest API listening on {addr}");
-        Ok(Self {
-            server,
-            threads: handles,
-            addr,
-        })
+        Ok(Self { server, threads: handles, addr })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -98,10 +88,7 @@ pub struct Reply {
 
 impl Reply {
     fn new(status: u16, body: impl Into<String>) -> Self {
-        Self {
-            status,
-            body: body.into(),
-        }
+        Self { status, body: body.into() }
     }
 
     fn no_content() -> Self {
@@ -126,9 +113,7 @@ const RECORD_PATH: &str = "/onep:v1/stack/record";
 const ACTIVATE_PATH: &str = "/provision/activate";
 
 fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// One data point of a request, borrowed from the body where no decoding was needed.
@@ -146,28 +131,21 @@ impl Ingest {
         let is_post = *rq.method() == Method::Post;
         match path {
             "/timestamp" if *rq.method() == Method::Get => Reply::new(200, now().to_string()),
-            ACTIVATE_PATH | ALIAS_PATH | RECORD_PATH if !is_post => {
-                Reply::new(405, format!("{path} takes POST"))
-            }
+            ACTIVATE_PATH | ALIAS_PATH | RECORD_PATH if !is_post => Reply::new(405, format!("{path} takes POST")),
             ACTIVATE_PATH => self.body(rq).map_or_else(|r| r, |b| self.activate(&b)),
-            ALIAS_PATH if !query.is_empty() => Reply::new(
-                400,
-                "reads are not served by the local queue; ask the cloud",
-            ),
+            ALIAS_PATH if !query.is_empty() => {
+                Reply::new(400, "reads are not served by the local queue; ask the cloud")
+            }
             ALIAS_PATH => self.authed_body(rq).map_or_else(|r| r, |b| self.write(&b)),
-            RECORD_PATH => self
-                .authed_body(rq)
-                .map_or_else(|r| r, |b| self.record(None, &b)),
+            RECORD_PATH => self.authed_body(rq).map_or_else(|r| r, |b| self.record(None, &b)),
             p if p.starts_with(ALIAS_PATH) && p.as_bytes().get(ALIAS_PATH.len()) == Some(&b'/') => {
                 if !is_post {
                     return Reply::new(405, format!("{p} takes POST"));
                 }
                 let raw = &p[ALIAS_PATH.len() + 1..];
-                let alias: String = form_urlencoded::parse(format!("a={raw}").as_bytes())
-                    .map(|(_, v)| v.into_owned())
-                    .collect();
-                self.authed_body(rq)
-                    .map_or_else(|r| r, |b| self.record(Some(&alias), &b))
+                let alias: String =
+                    form_urlencoded::parse(format!("a={raw}").as_bytes()).map(|(_, v)| v.into_owned()).collect();
+                self.authed_body(rq).map_or_else(|r| r, |b| self.record(Some(&alias), &b))
             }
             _ => Reply::new(404, format!("no such path: {path}")),
         }
@@ -179,12 +157,8 @@ impl Ingest {
     }
 
     fn authorize(&self, rq: &Request) -> Result<(), Reply> {
-        let header = |name: &'static str| {
-            rq.headers()
-                .iter()
-                .find(|h| h.field.equiv(name))
-                .map(|h| h.value.as_str().trim())
-        };
+        let header =
+            |name: &'static str| rq.headers().iter().find(|h| h.field.equiv(name)).map(|h| h.value.as_str().trim());
         if let Some(cik) = header("X-Exosite-CIK") {
             return if cik == self.token {
                 Ok(())
@@ -196,52 +170,29 @@ impl Ingest {
             let id = &self.identity;
             let mut it = vms.split_whitespace();
             return if (it.next(), it.next(), it.next(), it.next())
-                == (
-                    Some(id.vendor.as_str()),
-                    Some(id.model.as_str()),
-                    Some(id.serial.as_str()),
-                    None,
-                ) {
+                == (Some(id.vendor.as_str()), Some(id.model.as_str()), Some(id.serial.as_str()), None)
+            {
                 Ok(())
             } else {
                 Err(Reply::new(401, "X-Exosite-VMS does not name this gateway"))
             };
         }
-        Err(Reply::new(
-            401,
-            "missing X-Exosite-CIK (or X-Exosite-VMS) header",
-        ))
+        Err(Reply::new(401, "missing X-Exosite-CIK (or X-Exosite-VMS) header"))
     }
 
     fn body(&self, rq: &mut Request) -> Result<Vec<u8>, Reply> {
         if let Some(ct) = rq.headers().iter().find(|h| h.field.equiv("Content-Type")) {
             let ct = ct.value.as_str();
-            if !ct
-                .trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-            {
-                return Err(Reply::new(
-                    415,
-                    format!("Content-Type {ct} is not application/x-www-form-urlencoded"),
-                ));
+            if !ct.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
+                return Err(Reply::new(415, format!("Content-Type {ct} is not application/x-www-form-urlencoded")));
             }
         }
-        let too_big = || {
-            Reply::new(
-                413,
-                format!("body is over the limit of {} bytes", self.max_body),
-            )
-        };
+        let too_big = || Reply::new(413, format!("body is over the limit of {} bytes", self.max_body));
         if rq.body_length().is_some_and(|n| n > self.max_body) {
             return Err(too_big());
         }
         let mut body = Vec::with_capacity(rq.body_length().unwrap_or(0));
-        if let Err(e) = rq
-            .as_reader()
-            .take(self.max_body as u64 + 1)
-            .read_to_end(&mut body)
-        {
+        if let Err(e) = rq.as_reader().take(self.max_body as u64 + 1).read_to_end(&mut body) {
             return Err(Reply::new(400, format!("reading the body failed: {e}")));
         }
         if body.len() > self.max_body {
@@ -301,19 +252,12 @@ impl Ingest {
                 continue;
             }
             let Ok(ts) = k.parse::<i64>() else {
-                return Reply::new(
-                    400,
-                    format!("timestamp {k:?} is not a whole number of seconds"),
-                );
+                return Reply::new(400, format!("timestamp {k:?} is not a whole number of seconds"));
             };
             let Some(a) = &alias else {
                 return Reply::new(400, "record needs alias=<alias> before its values");
             };
-            pts.push(Pt {
-                ts,
-                alias: a.clone(),
-                value,
-            });
+            pts.push(Pt { ts, alias: a.clone(), value });
         }
         self.enqueue(&pts)
     }
@@ -324,14 +268,7 @@ impl Ingest {
         }
         for p in pts {
             if p.alias.is_empty() || p.alias.len() > point::MAX_ALIAS {
-                return Reply::new(
-                    400,
-                    format!(
-                        "alias {:?} must be 1 to {} bytes",
-                        p.alias,
-                        point::MAX_ALIAS
-                    ),
-                );
+                return Reply::new(400, format!("alias {:?} must be 1 to {} bytes", p.alias, point::MAX_ALIAS));
             }
         }
         let res = self.queue.append_many(
@@ -361,36 +298,23 @@ type Pair<'a> = Result<(Cow<'a, str>, Cow<'a, str>), Reply>;
 /// Form pairs of a body, refusing pieces that are not `key=value`. Percent-encoded `&` and
 /// `=` inside values decode to themselves (the original GMQ broke on them).
 fn pairs(body: &[u8]) -> impl Iterator<Item = Pair<'_>> {
-    body.split(|&b| b == b'&')
-        .filter(|p| !p.is_empty())
-        .enumerate()
-        .map(|(i, piece)| {
-            if !piece.contains(&b'=') {
-                let shown = String::from_utf8_lossy(&piece[..piece.len().min(40)]).into_owned();
-                return Err(Reply::new(
-                    400,
-                    format!("pair {} ({shown:?}) has no '='", i + 1),
-                ));
-            }
-            if let Some(bad) = bad_escape(piece) {
-                return Err(Reply::new(
-                    400,
-                    format!("pair {} has a bad percent escape at byte {bad}", i + 1),
-                ));
-            }
-            form_urlencoded::parse(piece)
-                .next()
-                .ok_or_else(|| Reply::new(400, "empty pair"))
-        })
+    body.split(|&b| b == b'&').filter(|p| !p.is_empty()).enumerate().map(|(i, piece)| {
+        if !piece.contains(&b'=') {
+            let shown = String::from_utf8_lossy(&piece[..piece.len().min(40)]).into_owned();
+            return Err(Reply::new(400, format!("pair {} ({shown:?}) has no '='", i + 1)));
+        }
+        if let Some(bad) = bad_escape(piece) {
+            return Err(Reply::new(400, format!("pair {} has a bad percent escape at byte {bad}", i + 1)));
+        }
+        form_urlencoded::parse(piece).next().ok_or_else(|| Reply::new(400, "empty pair"))
+    })
 }
 
 fn bad_escape(piece: &[u8]) -> Option<usize> {
     let mut i = 0;
     while i < piece.len() {
         if piece[i] == b'%' {
-            let ok = piece.len() >= i + 3
-                && piece[i + 1].is_ascii_hexdigit()
-                && piece[i + 2].is_ascii_hexdigit();
+            let ok = piece.len() >= i + 3 && piece[i + 1].is_ascii_hexdigit() && piece[i + 2].is_ascii_hexdigit();
             if !ok {
                 return Some(i);
             }

@@ -53,14 +53,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { daemon } => {
             let level = config::log_level(&cfg.log.level).unwrap_or(log::LevelFilter::Info);
-            logging::init(
-                if daemon {
-                    Target::Syslog
-                } else {
-                    Target::Stderr
-                },
-                level,
-            );
+            logging::init(if daemon { Target::Syslog } else { Target::Stderr }, level);
             gwe::agent::run(&cfg).map_err(|e| e.to_string())
         }
         Command::QueueStats { json } => queue_stats(&cfg, json),
@@ -91,13 +84,11 @@ fn main() -> ExitCode {
 
 fn queue_stats(cfg: &Config, json: bool) -> Result<(), String> {
     let dir = cfg.paths.queue_dir();
-    let i = queue::inspect(&dir, cfg.queue.max_record, |_, _| {})
-        .map_err(|e| format!("reading {}: {e}", dir.display()))?;
+    let i =
+        queue::inspect(&dir, cfg.queue.max_record, |_, _| {}).map_err(|e| format!("reading {}: {e}", dir.display()))?;
     let disk: u64 = i.segments.iter().map(|s| s.1).sum();
     let slowest = i.acks.iter().map(|a| a.1).min().unwrap_or(0);
-    let backlog = i.last_seq.map_or(0, |l| {
-        l.saturating_sub(slowest.max(i.first_seq.unwrap_or(1) - 1))
-    });
+    let backlog = i.last_seq.map_or(0, |l| l.saturating_sub(slowest.max(i.first_seq.unwrap_or(1) - 1)));
     if json {
         let v = serde_json::json!({
             "dir": dir,
@@ -117,10 +108,7 @@ fn queue_stats(cfg: &Config, json: bool) -> Result<(), String> {
     } else {
         println!("queue {}", dir.display());
         println!("  segments        {} ({} bytes)", i.segments.len(), disk);
-        println!(
-            "  records         {} (seq {:?}..{:?})",
-            i.records, i.first_seq, i.last_seq
-        );
+        println!("  records         {} (seq {:?}..{:?})", i.records, i.first_seq, i.last_seq);
         println!("  backlog         {backlog}");
         for (n, s) in &i.acks {
             println!("  acked by {n:<7} {s}");
@@ -146,18 +134,10 @@ fn queue_dump(cfg: &Config, limit: Option<u64>) -> Result<(), String> {
         }
         n += 1;
         let _ = match gwe_wire::point::decode(payload) {
-            Ok(p) => writeln!(
-                out,
-                "{seq}\t{}\t{}\t{}",
-                p.ts,
-                p.alias,
-                String::from_utf8_lossy(p.value).escape_default()
-            ),
-            Err(_) => writeln!(
-                out,
-                "{seq}\t-\t-\t{}",
-                String::from_utf8_lossy(payload).escape_default()
-            ),
+            Ok(p) => {
+                writeln!(out, "{seq}\t{}\t{}\t{}", p.ts, p.alias, String::from_utf8_lossy(p.value).escape_default())
+            }
+            Err(_) => writeln!(out, "{seq}\t-\t-\t{}", String::from_utf8_lossy(payload).escape_default()),
         };
     })
     .map_err(|e| format!("reading {}: {e}", dir.display()))?;

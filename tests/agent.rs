@@ -71,11 +71,7 @@ impl Agent {
                     return v["apps"][0].clone();
                 }
             }
-            assert!(
-                Instant::now() < until,
-                "{name} not RUNNING: {}",
-                String::from_utf8_lossy(&out.stdout)
-            );
+            assert!(Instant::now() < until, "{name} not RUNNING: {}", String::from_utf8_lossy(&out.stdout));
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -85,10 +81,8 @@ impl Drop for Agent {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             // SIGTERM: the agent stops its apps before it exits.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
             let _ = c.wait();
         }
     }
@@ -114,10 +108,7 @@ fn wait_count(mark: &str, n: usize) -> Vec<(i32, i32)> {
         if m.len() == n {
             return m;
         }
-        assert!(
-            Instant::now() < until,
-            "expected {n} marked processes, found {m:?}"
-        );
+        assert!(Instant::now() < until, "expected {n} marked processes, found {m:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -135,44 +126,29 @@ fn sigkilled_agent_comes_back_with_exactly_one_instance_of_each_app() {
     agent.kill();
     // The main process died with the agent (parent-death signal); its children did not.
     let survivors = wait_count(&mark, 2);
-    assert!(survivors
-        .iter()
-        .all(|(_, pgid)| *pgid == first["pid"].as_i64().unwrap() as i32));
+    assert!(survivors.iter().all(|(_, pgid)| *pgid == first["pid"].as_i64().unwrap() as i32));
 
     agent.start();
     let second = agent.wait_running("forker");
     assert_ne!(first["pid"], second["pid"]);
     let now = wait_count(&mark, 3);
     let new_pgid = second["pid"].as_i64().unwrap() as i32;
-    assert!(
-        now.iter().all(|(_, pgid)| *pgid == new_pgid),
-        "only the new instance runs: {now:?}"
-    );
+    assert!(now.iter().all(|(_, pgid)| *pgid == new_pgid), "only the new instance runs: {now:?}");
     assert!(now.iter().all(|p| !old.contains(p)));
     let err = std::fs::read_to_string(agent.path().join("agent.err")).unwrap();
-    assert!(
-        err.contains("ended forker, left running by a previous agent"),
-        "{err}"
-    );
+    assert!(err.contains("ended forker, left running by a previous agent"), "{err}");
 }
 
 #[test]
 fn a_broken_program_file_leaves_the_others_running() {
     let mut agent = Agent::new(&[
-        (
-            "good.conf",
-            "[program:good]\ncommand=sleep 300\nstartsecs=0\n",
-        ),
-        (
-            "bad.conf",
-            "[program:bad]\ncommand=sleep 300\nautorestart=sometimes\n",
-        ),
+        ("good.conf", "[program:good]\ncommand=sleep 300\nstartsecs=0\n"),
+        ("bad.conf", "[program:bad]\ncommand=sleep 300\nautorestart=sometimes\n"),
         ("worse.conf", "this is not ini\n"),
     ]);
     agent.start();
     agent.wait_running("good");
-    let all: serde_json::Value =
-        serde_json::from_slice(&agent.ctl(&["status", "--json"]).stdout).unwrap();
+    let all: serde_json::Value = serde_json::from_slice(&agent.ctl(&["status", "--json"]).stdout).unwrap();
     assert_eq!(all["apps"].as_array().unwrap().len(), 1);
     let err = std::fs::read_to_string(agent.path().join("agent.err")).unwrap();
     assert!(err.contains("bad.conf, line 3, key autorestart"), "{err}");
@@ -182,26 +158,12 @@ fn a_broken_program_file_leaves_the_others_running() {
 #[test]
 fn ctl_is_root_only_and_exit_codes_are_clear() {
     let mut agent = Agent::new(&[("a.conf", "[program:a]\ncommand=sleep 300\nstartsecs=0\n")]);
-    assert_eq!(
-        agent.ctl(&["status"]).status.code(),
-        Some(4),
-        "no agent: unreachable"
-    );
+    assert_eq!(agent.ctl(&["status"]).status.code(), Some(4), "no agent: unreachable");
     agent.start();
     agent.wait_running("a");
     let sock: PathBuf = agent.path().join("run/ctl.sock");
-    assert_eq!(
-        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
-    assert_eq!(
-        std::fs::metadata(agent.path().join("run"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777,
-        0o700
-    );
+    assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(agent.path().join("run")).unwrap().permissions().mode() & 0o777, 0o700);
     let out = agent.ctl(&["stop", "a"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("STOPPED"));
@@ -217,8 +179,7 @@ fn the_agent_tells_systemd_it_is_ready_and_pings_the_watchdog() {
     let agent = Agent::new(&[("a.conf", "[program:a]\ncommand=sleep 300\nstartsecs=0\n")]);
     let sock_path = agent.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_gwe"))
         .arg("--config")
         .arg(agent.path().join("gwe.toml"))
@@ -238,15 +199,9 @@ fn the_agent_tells_systemd_it_is_ready_and_pings_the_watchdog() {
             Err(_) => break,
         }
     }
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
     child.wait().unwrap();
-    assert!(
-        messages.iter().any(|m| m.contains("READY=1")),
-        "{messages:?}"
-    );
+    assert!(messages.iter().any(|m| m.contains("READY=1")), "{messages:?}");
     let pings = messages.iter().filter(|m| m.contains("WATCHDOG=1")).count();
     // About 30 in 3 s at one per 0.1 s; a stalled loop would send one or none.
     assert!(pings >= 15, "{pings} watchdog pings in 3 s: {messages:?}");

@@ -21,31 +21,11 @@ struct Fixture {
 fn start(max_body: usize) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let qdir = dir.path().join("queue");
-    let queue = Queue::open(
-        &qdir,
-        Options {
-            consumers: vec!["fwd".into()],
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    let identity = Identity {
-        vendor: "acme".into(),
-        model: "gw1".into(),
-        serial: "SN-7".into(),
-    };
-    let ingest = Arc::new(Ingest {
-        queue,
-        identity,
-        token: TOKEN.into(),
-        max_body,
-    });
+    let queue = Queue::open(&qdir, Options { consumers: vec!["fwd".into()], ..Options::default() }).unwrap();
+    let identity = Identity { vendor: "acme".into(), model: "gw1".into(), serial: "SN-7".into() };
+    let ingest = Arc::new(Ingest { queue, identity, token: TOKEN.into(), max_body });
     let server = IngestServer::start("127.0.0.1:0".parse().unwrap(), 2, ingest).unwrap();
-    Fixture {
-        _dir: dir,
-        qdir,
-        server,
-    }
+    Fixture { _dir: dir, qdir, server }
 }
 
 /// Sends a raw HTTP/1.1 request; returns status and body.
@@ -59,10 +39,7 @@ fn send(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
     s.read_to_end(&mut resp).unwrap();
     let text = String::from_utf8_lossy(&resp).into_owned();
     let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
 
@@ -84,11 +61,7 @@ fn points(f: &Fixture) -> Vec<(i64, String, String)> {
     let mut v = Vec::new();
     queue::inspect(&f.qdir, 1 << 20, |_, p| {
         let p = point::decode(p).unwrap();
-        v.push((
-            p.ts,
-            p.alias.to_string(),
-            String::from_utf8(p.value.to_vec()).unwrap(),
-        ));
+        v.push((p.ts, p.alias.to_string(), String::from_utf8(p.value.to_vec()).unwrap()));
     })
     .unwrap();
     v
@@ -98,80 +71,29 @@ fn points(f: &Fixture) -> Vec<(i64, String, String)> {
 fn activation_gives_the_token_to_this_gateway_only() {
     let f = start(4096);
     let a = f.server.local_addr();
-    assert_eq!(
-        post(
-            a,
-            "/provision/activate",
-            None,
-            "vendor=acme&model=gw1&sn=SN-7"
-        ),
-        (200, TOKEN.into())
-    );
+    assert_eq!(post(a, "/provision/activate", None, "vendor=acme&model=gw1&sn=SN-7"), (200, TOKEN.into()));
     assert_eq!(post(a, "/provision/activate", None, "id=SN-7").0, 200);
-    assert_eq!(
-        post(
-            a,
-            "/provision/activate",
-            None,
-            "vendor=acme&model=gw1&sn=other"
-        )
-        .0,
-        404
-    );
+    assert_eq!(post(a, "/provision/activate", None, "vendor=acme&model=gw1&sn=other").0, 404);
     let (s, b) = post(a, "/provision/activate", None, "vendor=acme&model=gw1");
     assert_eq!(s, 400);
     assert!(b.contains("sn="), "{b}");
-    assert_eq!(
-        send(a, "GET /provision/activate HTTP/1.1\r\nHost: x\r\n", b"").0,
-        405
-    );
+    assert_eq!(send(a, "GET /provision/activate HTTP/1.1\r\nHost: x\r\n", b"").0, 405);
 }
 
 #[test]
 fn writes_and_records_are_durable_when_answered() {
     let f = start(4096);
     let a = f.server.local_addr();
-    assert_eq!(
-        post(
-            a,
-            "/onep:v1/stack/alias",
-            cik(),
-            "temp=21.5&note=a%26b%3Dc%20d"
-        )
-        .0,
-        204
-    );
+    assert_eq!(post(a, "/onep:v1/stack/alias", cik(), "temp=21.5&note=a%26b%3Dc%20d").0, 204);
     // Answered 204: already on disk, as a fresh reader of the files sees.
     let p = points(&f);
     assert_eq!(p.len(), 2);
     assert_eq!((p[0].1.as_str(), p[0].2.as_str()), ("temp", "21.5"));
-    assert_eq!(
-        (p[1].1.as_str(), p[1].2.as_str()),
-        ("note", "a&b=c d"),
-        "percent-encoded & and = survive"
-    );
+    assert_eq!((p[1].1.as_str(), p[1].2.as_str()), ("note", "a&b=c d"), "percent-encoded & and = survive");
 
-    assert_eq!(
-        post(
-            a,
-            "/onep:v1/stack/alias/hum",
-            cik(),
-            "1700000000=40&1700000001=41"
-        )
-        .0,
-        204
-    );
+    assert_eq!(post(a, "/onep:v1/stack/alias/hum", cik(), "1700000000=40&1700000001=41").0, 204);
     let vms = Some("X-Exosite-VMS: acme gw1 SN-7");
-    assert_eq!(
-        post(
-            a,
-            "/onep:v1/stack/record",
-            vms,
-            "alias=press&1700000002=1013"
-        )
-        .0,
-        204
-    );
+    assert_eq!(post(a, "/onep:v1/stack/record", vms, "alias=press&1700000002=1013").0, 204);
     let p = points(&f);
     assert_eq!(
         p[2..],
@@ -208,10 +130,7 @@ fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
     ];
     for (want, text, (status, body)) in cases {
         assert_eq!(status, want, "{body}");
-        assert!(
-            body.contains(text),
-            "{want}: {body:?} should mention {text:?}"
-        );
+        assert!(body.contains(text), "{want}: {body:?} should mention {text:?}");
     }
     // A chunked body over the limit is refused too, without a Content-Length to go by.
     let big = "x".repeat(400);
@@ -236,10 +155,7 @@ fn concurrent_apps_all_land() {
         .map(|t| {
             std::thread::spawn(move || {
                 for i in 0..30 {
-                    assert_eq!(
-                        post(a, "/onep:v1/stack/alias", cik(), &format!("app{t}={i}")).0,
-                        204
-                    );
+                    assert_eq!(post(a, "/onep:v1/stack/alias", cik(), &format!("app{t}={i}")).0, 204);
                 }
             })
         })
@@ -250,11 +166,7 @@ fn concurrent_apps_all_land() {
     let p = points(&f);
     assert_eq!(p.len(), 180);
     for t in 0..6 {
-        let vals: Vec<_> = p
-            .iter()
-            .filter(|x| x.1 == format!("app{t}"))
-            .map(|x| x.2.parse::<u32>().unwrap())
-            .collect();
+        let vals: Vec<_> = p.iter().filter(|x| x.1 == format!("app{t}")).map(|x| x.2.parse::<u32>().unwrap()).collect();
         assert_eq!(vals, (0..30).collect::<Vec<_>>(), "app{t} in order");
     }
 }

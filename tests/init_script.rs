@@ -28,33 +28,21 @@ fn app_state(dir: &std::path::Path) -> Option<String> {
 fn wait_state(dir: &std::path::Path, want: &str) {
     let until = Instant::now() + Duration::from_secs(10);
     while app_state(dir).as_deref() != Some(want) {
-        assert!(
-            Instant::now() < until,
-            "app never {want}: {:?}",
-            app_state(dir)
-        );
+        assert!(Instant::now() < until, "app never {want}: {:?}", app_state(dir));
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 #[test]
 fn init_script_starts_restarts_and_stops_the_agent_and_its_apps() {
-    if Command::new("start-stop-daemon")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    if Command::new("start-stop-daemon").arg("--version").output().is_err() {
         eprintln!("SKIPPED: start-stop-daemon is not installed (scripts/setup.sh installs it)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir_all(d.join("programs.d")).unwrap();
-    std::fs::write(
-        d.join("programs.d/app.conf"),
-        "[program:app]\ncommand=sleep 300\nstartsecs=0\n",
-    )
-    .unwrap();
+    std::fs::write(d.join("programs.d/app.conf"), "[program:app]\ncommand=sleep 300\nstartsecs=0\n").unwrap();
     std::fs::write(
         d.join("gwe.toml"),
         format!(
@@ -64,33 +52,17 @@ fn init_script_starts_restarts_and_stops_the_agent_and_its_apps() {
         ),
     )
     .unwrap();
-    assert_eq!(
-        script(d, "status").status.code(),
-        Some(3),
-        "not running yet"
-    );
+    assert_eq!(script(d, "status").status.code(), Some(3), "not running yet");
     let out = script(d, "start");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     wait_state(d, "RUNNING");
     assert_eq!(script(d, "status").status.code(), Some(0));
     let pid1 = std::fs::read_to_string(d.join("gwe.pid")).unwrap();
     assert!(script(d, "restart").status.success());
     wait_state(d, "RUNNING");
-    assert_ne!(
-        std::fs::read_to_string(d.join("gwe.pid")).unwrap(),
-        pid1,
-        "a new agent"
-    );
+    assert_ne!(std::fs::read_to_string(d.join("gwe.pid")).unwrap(), pid1, "a new agent");
     let out = script(d, "stop");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(script(d, "status").status.code(), Some(3));
     assert_eq!(app_state(d), None, "agent gone, control socket gone");
     assert_eq!(script(d, "bogus").status.code(), Some(2));

@@ -33,14 +33,8 @@ fn rig() -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let key = package::generate_key().unwrap();
     std::fs::create_dir_all(dir.path().join("programs.d")).unwrap();
-    let (sup, _) = Supervisor::start(
-        Vec::new(),
-        Options {
-            state_file: dir.path().join("pids"),
-            watchdog: None,
-        },
-    )
-    .unwrap();
+    let (sup, _) =
+        Supervisor::start(Vec::new(), Options { state_file: dir.path().join("pids"), watchdog: None }).unwrap();
     let inst = Installer {
         store: AppStore::open(&dir.path().join("apps")).unwrap(),
         sup,
@@ -55,13 +49,7 @@ fn rig() -> Rig {
 }
 
 /// Builds NAME.vVERSION.tar.gz from (path, mode, content) entries; signs it if asked.
-fn package(
-    rig: &Rig,
-    name: &str,
-    version: &str,
-    files: &[(&str, u32, &str)],
-    sign: bool,
-) -> PathBuf {
+fn package(rig: &Rig, name: &str, version: &str, files: &[(&str, u32, &str)], sign: bool) -> PathBuf {
     let mut b = tar::Builder::new(Vec::new());
     for (path, mode, content) in files {
         let mut h = tar::Header::new_gnu();
@@ -85,11 +73,7 @@ fn package(
 
 fn app(rig: &Rig, name: &str, version: &str, run: &str, install: &str) -> PathBuf {
     let conf = "[supervisord]\ncommand=./run.sh\nstartsecs=1\nstartretries=1\n";
-    let files = [
-        ("install.sh", 0o755, install),
-        ("run.sh", 0o755, run),
-        ("supervisor.conf", 0o644, conf),
-    ];
+    let files = [("install.sh", 0o755, install), ("run.sh", 0o755, run), ("supervisor.conf", 0o644, conf)];
     package(rig, name, version, &files, true)
 }
 
@@ -104,11 +88,7 @@ fn good(rig: &Rig, version: &str) -> PathBuf {
 }
 
 fn status(rig: &Rig) -> Option<AppStatus> {
-    rig.inst
-        .sup
-        .status()
-        .into_iter()
-        .find(|a| a.name == "sensor")
+    rig.inst.sup.status().into_iter().find(|a| a.name == "sensor")
 }
 
 fn running_pid(rig: &Rig) -> i32 {
@@ -124,9 +104,7 @@ fn current(rig: &Rig) -> (Option<String>, Option<String>) {
 
 #[test]
 fn install_upgrade_refuse_roll_back_and_remove() {
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let rig = rig();
 
     let r = rig.inst.install(&good(&rig, "1.0")).unwrap();
@@ -151,22 +129,13 @@ fn install_upgrade_refuse_roll_back_and_remove() {
     );
     let e = rig.inst.install(&bad).unwrap_err();
     assert!(matches!(e, InstallError::Script { .. }), "{e}");
-    assert!(
-        e.to_string().contains("exited with 4") && e.to_string().contains("cannot find the modem"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("exited with 4") && e.to_string().contains("cannot find the modem"), "{e}");
     assert_eq!(running_pid(&rig), pid2);
     assert_eq!(current(&rig), (Some("2.0".into()), Some("1.0".into())));
     assert!(!rig.dir.path().join("apps/sensor/3.0").exists());
 
     // The update crash-loops: rolled back, the old version runs again.
-    let crashing = app(
-        &rig,
-        "sensor",
-        "4.0",
-        "#!/bin/sh\necho broken build\nexit 1\n",
-        "#!/bin/sh\n",
-    );
+    let crashing = app(&rig, "sensor", "4.0", "#!/bin/sh\necho broken build\nexit 1\n", "#!/bin/sh\n");
     let e = rig.inst.install(&crashing).unwrap_err();
     match &e {
         InstallError::RolledBack { version, now, .. } => {
@@ -177,20 +146,11 @@ fn install_upgrade_refuse_roll_back_and_remove() {
     assert!(e.to_string().contains("rolled back to 2.0"), "{e}");
     running_pid(&rig);
     assert_eq!(current(&rig).0.as_deref(), Some("2.0"));
-    assert!(
-        !rig.dir.path().join("apps/sensor/4.0").exists(),
-        "the failed version is discarded"
-    );
+    assert!(!rig.dir.path().join("apps/sensor/4.0").exists(), "the failed version is discarded");
 
     // Hostile and unsigned packages are refused; the app keeps running untouched.
     let before = running_pid(&rig);
-    let hostile = package(
-        &rig,
-        "sensor",
-        "5.0",
-        &[("install.sh", 0o755, "#!/bin/sh\n")],
-        false,
-    );
+    let hostile = package(&rig, "sensor", "5.0", &[("install.sh", 0o755, "#!/bin/sh\n")], false);
     let e = rig.inst.install(&hostile).unwrap_err();
     assert!(e.to_string().contains("not signed"), "{e}");
     let mut b = tar::Builder::new(Vec::new());
@@ -207,10 +167,7 @@ fn install_upgrade_refuse_roll_back_and_remove() {
     std::fs::write(&evil, gz.finish().unwrap()).unwrap();
     package::sign(&evil, &rig.key).unwrap();
     let e = rig.inst.install(&evil).unwrap_err();
-    assert!(
-        e.to_string().contains("refused entry \"../../escape\""),
-        "{e}"
-    );
+    assert!(e.to_string().contains("refused entry \"../../escape\""), "{e}");
     assert!(!rig.dir.path().join("escape").exists());
     assert_eq!(running_pid(&rig), before);
 
@@ -218,42 +175,27 @@ fn install_upgrade_refuse_roll_back_and_remove() {
     rig.inst.install(&good(&rig, "7.0")).unwrap();
     assert_eq!(current(&rig), (Some("7.0".into()), Some("2.0".into())));
     let i = rig.inst.rollback("sensor").unwrap();
-    assert_eq!(
-        (i.current.as_deref(), i.previous.as_deref()),
-        (Some("2.0"), Some("7.0"))
-    );
+    assert_eq!((i.current.as_deref(), i.previous.as_deref()), (Some("2.0"), Some("7.0")));
     running_pid(&rig);
     rig.inst.remove("sensor").unwrap();
     let until = Instant::now() + Duration::from_secs(10);
     while status(&rig).is_some() {
-        assert!(
-            Instant::now() < until,
-            "sensor still known: {:?}",
-            status(&rig)
-        );
+        assert!(Instant::now() < until, "sensor still known: {:?}", status(&rig));
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!rig.dir.path().join("apps/sensor").exists());
-    assert!(matches!(
-        rig.inst.remove("sensor"),
-        Err(InstallError::NotInstalled(_))
-    ));
+    assert!(matches!(rig.inst.remove("sensor"), Err(InstallError::NotInstalled(_))));
 }
 
 #[test]
 fn a_trial_interrupted_by_a_power_cut_is_resolved_at_start() {
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let rig = rig();
     rig.inst.install(&good(&rig, "1.0")).unwrap();
     // As if the power went while 2.0 was being watched: 2.0 current and on trial. It crashes.
     let broken = app(&rig, "sensor", "2.0", "#!/bin/sh\nexit 1\n", "#!/bin/sh\n");
     let name = package::PackageName::parse("sensor.v2.0.tar.gz").unwrap();
-    rig.inst
-        .store
-        .stage(&broken, &name, Limits::default())
-        .unwrap();
+    rig.inst.store.stage(&broken, &name, Limits::default()).unwrap();
     rig.inst.store.switch("sensor", "2.0").unwrap();
     assert_eq!(rig.inst.store.get("sensor").trial.as_deref(), Some("2.0"));
     rig.inst.resume_trials();

@@ -40,15 +40,8 @@ static GLOBAL: Counting = Counting;
 fn no_allocation_per_record() {
     let dir = tempfile::tempdir().unwrap();
     let q = Arc::new(
-        Queue::open(
-            dir.path(),
-            Options {
-                segment_bytes: 64 << 20,
-                max_bytes: 512 << 20,
-                ..Options::default()
-            },
-        )
-        .unwrap(),
+        Queue::open(dir.path(), Options { segment_bytes: 64 << 20, max_bytes: 512 << 20, ..Options::default() })
+            .unwrap(),
     );
     let payload = [0x5au8; 100];
     q.append(&payload).unwrap(); // warm up

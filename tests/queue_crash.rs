@@ -14,12 +14,7 @@ use rand::Rng;
 
 fn opts() -> Options {
     // Small segments so rolls and deletions happen inside the campaign.
-    Options {
-        consumers: vec!["verify".into()],
-        segment_bytes: 64 << 10,
-        max_bytes: 256 << 20,
-        ..Options::default()
-    }
+    Options { consumers: vec!["verify".into()], segment_bytes: 64 << 10, max_bytes: 256 << 20, ..Options::default() }
 }
 
 fn payload(producer: u64, counter: u64) -> Vec<u8> {
@@ -37,10 +32,7 @@ fn crash_child() {
         return;
     };
     let q = Arc::new(Queue::open(dir.as_ref(), opts()).unwrap());
-    let start: u64 = std::env::var("GWE_CRASH_CHILD_START")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let start: u64 = std::env::var("GWE_CRASH_CHILD_START").unwrap().parse().unwrap();
     println!("READY");
     let threads: Vec<_> = (0..4u64)
         .map(|p| {
@@ -63,10 +55,7 @@ fn crash_child() {
 
 #[test]
 fn acknowledged_records_survive_sigkill() {
-    let cycles: u32 = std::env::var("GWE_CRASH_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let cycles: u32 = std::env::var("GWE_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut rng = rand::thread_rng();
@@ -74,18 +63,9 @@ fn acknowledged_records_survive_sigkill() {
     let started = Instant::now();
     for cycle in 0..cycles {
         let mut child = Command::new(&exe)
-            .args([
-                "crash_child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
             .env("GWE_CRASH_CHILD_DIR", dir.path())
-            .env(
-                "GWE_CRASH_CHILD_START",
-                (u64::from(cycle) * 10_000_000).to_string(),
-            )
+            .env("GWE_CRASH_CHILD_START", (u64::from(cycle) * 10_000_000).to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -97,11 +77,7 @@ fn acknowledged_records_survive_sigkill() {
                 let Ok(line) = line else { break };
                 let f: Vec<&str> = line.split_whitespace().collect();
                 if let ["ACK", s, p, c] = f[..] {
-                    acks.push((
-                        s.parse::<u64>().unwrap(),
-                        p.parse::<u64>().unwrap(),
-                        c.parse::<u64>().unwrap(),
-                    ));
+                    acks.push((s.parse::<u64>().unwrap(), p.parse::<u64>().unwrap(), c.parse::<u64>().unwrap()));
                 }
             }
             acks
@@ -119,10 +95,7 @@ fn acknowledged_records_survive_sigkill() {
         let mut last = 0;
         while c
             .poll(10_000, Duration::ZERO, |s, p| {
-                assert!(
-                    s > last,
-                    "cycle {cycle}: seq {s} after {last}: out of order"
-                );
+                assert!(s > last, "cycle {cycle}: seq {s} after {last}: out of order");
                 last = s;
                 found.insert(s, p.to_vec());
             })
@@ -130,9 +103,9 @@ fn acknowledged_records_survive_sigkill() {
             > 0
         {}
         for &(seq, p, ctr) in &acks {
-            let got = found.get(&seq).unwrap_or_else(|| {
-                panic!("cycle {cycle} (cut at {cut_ms} ms): acknowledged seq {seq} is lost")
-            });
+            let got = found
+                .get(&seq)
+                .unwrap_or_else(|| panic!("cycle {cycle} (cut at {cut_ms} ms): acknowledged seq {seq} is lost"));
             assert_eq!(got, &payload(p, ctr), "cycle {cycle}: seq {seq} corrupted");
         }
         let s = q.stats();

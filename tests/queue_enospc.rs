@@ -102,9 +102,5 @@ fn disk_full_with_drop_oldest_keeps_writing() {
     }
     let s = q.stats();
     assert!(s.counters.lost_records > 0);
-    assert_eq!(
-        s.counters.lost_records + s.backlog(),
-        total,
-        "every record is kept or counted as lost"
-    );
+    assert_eq!(s.counters.lost_records + s.backlog(), total, "every record is kept or counted as lost");
 }

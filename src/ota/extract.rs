@@ -25,10 +25,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_bytes: 256 << 20,
-            max_entries: 10_000,
-        }
+        Self { max_bytes: 256 << 20, max_entries: 10_000 }
     }
 }
 
@@ -66,10 +63,7 @@ impl fmt::Display for ExtractError {
 impl std::error::Error for ExtractError {}
 
 fn refuse(entry: &Path, why: impl Into<String>) -> ExtractError {
-    ExtractError::Refused {
-        entry: entry.display().to_string(),
-        why: why.into(),
-    }
+    ExtractError::Refused { entry: entry.display().to_string(), why: why.into() }
 }
 
 /// The entry's path as plain components below the root, or why it is not one.
@@ -94,10 +88,7 @@ fn symlink_inside(link: &Path, target: &Path) -> bool {
     if target.is_absolute() {
         return false;
     }
-    let mut depth: Vec<&std::ffi::OsStr> = link
-        .parent()
-        .map(|p| p.iter().collect())
-        .unwrap_or_default();
+    let mut depth: Vec<&std::ffi::OsStr> = link.parent().map(|p| p.iter().collect()).unwrap_or_default();
     for c in target.components() {
         match c {
             Component::Normal(n) => depth.push(n),
@@ -115,8 +106,7 @@ fn symlink_inside(link: &Path, target: &Path) -> bool {
 
 /// Unpacks `archive` into `dest`, which must be an empty directory.
 pub fn extract(archive: &Path, dest: &Path, limits: Limits) -> Result<Extracted, ExtractError> {
-    let file = fs::File::open(archive)
-        .map_err(|e| ExtractError::Io(format!("opening {}", archive.display()), e))?;
+    let file = fs::File::open(archive).map_err(|e| ExtractError::Io(format!("opening {}", archive.display()), e))?;
     let mut ar = Archive::new(GzDecoder::new(io::BufReader::new(file)));
     let corrupt = |e: io::Error| ExtractError::Corrupt(e.to_string());
     let mut out = Extracted::default();
@@ -127,10 +117,7 @@ pub fn extract(archive: &Path, dest: &Path, limits: Limits) -> Result<Extracted,
         let mut entry = entry.map_err(corrupt)?;
         out.entries += 1;
         if out.entries > limits.max_entries {
-            return Err(ExtractError::TooBig(format!(
-                "more than {} entries",
-                limits.max_entries
-            )));
+            return Err(ExtractError::TooBig(format!("more than {} entries", limits.max_entries)));
         }
         let raw = entry.path().map_err(corrupt)?.into_owned();
         let rel = clean_relative(&raw).map_err(|why| refuse(&raw, why))?;
@@ -139,10 +126,7 @@ pub fn extract(archive: &Path, dest: &Path, limits: Limits) -> Result<Extracted,
         for c in rel.parent().into_iter().flat_map(Path::components) {
             prefix.push(c);
             if symlinks.contains(&prefix) {
-                return Err(refuse(
-                    &raw,
-                    format!("goes through the symlink {}", prefix.display()),
-                ));
+                return Err(refuse(&raw, format!("goes through the symlink {}", prefix.display())));
             }
         }
         let kind = entry.header().entry_type();
@@ -160,57 +144,36 @@ pub fn extract(archive: &Path, dest: &Path, limits: Limits) -> Result<Extracted,
                 let size = entry.header().size().map_err(corrupt)?;
                 out.bytes += size;
                 if out.bytes > limits.max_bytes {
-                    return Err(ExtractError::TooBig(format!(
-                        "more than {} bytes unpacked",
-                        limits.max_bytes
-                    )));
+                    return Err(ExtractError::TooBig(format!("more than {} bytes unpacked", limits.max_bytes)));
                 }
                 // Keep the permission bits, drop setuid, setgid and sticky.
                 let mode = entry.header().mode().map_err(corrupt)? & 0o777;
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(mode | 0o600)
-                    .open(&target)
-                    .map_err(io_err)?;
+                let mut f =
+                    OpenOptions::new().write(true).create_new(true).mode(mode | 0o600).open(&target).map_err(io_err)?;
                 let copied = io::copy(&mut (&mut entry).take(size), &mut f).map_err(corrupt)?;
                 if copied != size {
-                    return Err(ExtractError::Corrupt(format!(
-                        "{} ends early",
-                        raw.display()
-                    )));
+                    return Err(ExtractError::Corrupt(format!("{} ends early", raw.display())));
                 }
                 f.sync_all().map_err(io_err)?;
                 files.insert(rel);
             }
             EntryType::Symlink => {
-                let link = entry
-                    .link_name()
-                    .map_err(corrupt)?
-                    .ok_or_else(|| refuse(&raw, "symlink without a target"))?;
+                let link =
+                    entry.link_name().map_err(corrupt)?.ok_or_else(|| refuse(&raw, "symlink without a target"))?;
                 if !symlink_inside(&rel, &link) {
-                    return Err(refuse(
-                        &raw,
-                        format!("symlink to {} points outside the package", link.display()),
-                    ));
+                    return Err(refuse(&raw, format!("symlink to {} points outside the package", link.display())));
                 }
                 std::os::unix::fs::symlink(&link, &target).map_err(io_err)?;
                 symlinks.insert(rel);
             }
             EntryType::Link => {
-                let link = entry
-                    .link_name()
-                    .map_err(corrupt)?
-                    .ok_or_else(|| refuse(&raw, "hard link without a target"))?;
-                let to = clean_relative(&link)
-                    .map_err(|why| refuse(&raw, format!("hard link target: {why}")))?;
+                let link =
+                    entry.link_name().map_err(corrupt)?.ok_or_else(|| refuse(&raw, "hard link without a target"))?;
+                let to = clean_relative(&link).map_err(|why| refuse(&raw, format!("hard link target: {why}")))?;
                 if !files.contains(&to) {
                     return Err(refuse(
                         &raw,
-                        format!(
-                            "hard link to {}, which is not a file of this package",
-                            link.display()
-                        ),
+                        format!("hard link to {}, which is not a file of this package", link.display()),
                     ));
                 }
                 fs::hard_link(dest.join(&to), &target).map_err(io_err)?;
@@ -258,21 +221,12 @@ mod tests {
         path
     }
 
-    fn run(
-        build: impl FnOnce(&mut Builder<Vec<u8>>),
-    ) -> (tempfile::TempDir, Result<Extracted, ExtractError>) {
+    fn run(build: impl FnOnce(&mut Builder<Vec<u8>>)) -> (tempfile::TempDir, Result<Extracted, ExtractError>) {
         let dir = tempfile::tempdir().unwrap();
         let pkg = archive(dir.path(), build);
         let dest = dir.path().join("out");
         fs::create_dir(&dest).unwrap();
-        let r = extract(
-            &pkg,
-            &dest,
-            Limits {
-                max_bytes: 1 << 20,
-                max_entries: 100,
-            },
-        );
+        let r = extract(&pkg, &dest, Limits { max_bytes: 1 << 20, max_entries: 100 });
         (dir, r)
     }
 
@@ -298,13 +252,7 @@ mod tests {
             raw(b, "supervisor.conf", EntryType::Regular, None, conf);
             raw(b, "lib/", EntryType::Directory, None, b"");
             raw(b, "lib/data.bin", EntryType::Regular, None, &[7; 1000]);
-            raw(
-                b,
-                "current-data",
-                EntryType::Symlink,
-                Some("lib/data.bin"),
-                b"",
-            );
+            raw(b, "current-data", EntryType::Symlink, Some("lib/data.bin"), b"");
             raw(b, "lib/same", EntryType::Link, Some("lib/data.bin"), b"");
         });
         let bytes = (1000 + install.len() + conf.len()) as u64;
@@ -312,43 +260,16 @@ mod tests {
         let out = dir.path().join("out");
         assert_eq!(fs::read(out.join("current-data")).unwrap(), vec![7; 1000]);
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            fs::metadata(out.join("install.sh"))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o7777,
-            0o755
-        );
+        assert_eq!(fs::metadata(out.join("install.sh")).unwrap().permissions().mode() & 0o7777, 0o755);
     }
 
     #[test]
     fn hostile_entries_are_refused_by_name() {
-        refused(
-            |b| raw(b, "/etc/escaped", EntryType::Regular, None, b"x"),
-            "/etc/escaped",
-            "absolute path",
-        );
-        refused(
-            |b| raw(b, "../escaped", EntryType::Regular, None, b"x"),
-            "../escaped",
-            "'..'",
-        );
-        refused(
-            |b| raw(b, "a/../../escaped", EntryType::Regular, None, b"x"),
-            "a/../../escaped",
-            "'..'",
-        );
-        refused(
-            |b| raw(b, "link", EntryType::Symlink, Some("/etc"), b""),
-            "link",
-            "points outside",
-        );
-        refused(
-            |b| raw(b, "d/link", EntryType::Symlink, Some("../../x"), b""),
-            "d/link",
-            "points outside",
-        );
+        refused(|b| raw(b, "/etc/escaped", EntryType::Regular, None, b"x"), "/etc/escaped", "absolute path");
+        refused(|b| raw(b, "../escaped", EntryType::Regular, None, b"x"), "../escaped", "'..'");
+        refused(|b| raw(b, "a/../../escaped", EntryType::Regular, None, b"x"), "a/../../escaped", "'..'");
+        refused(|b| raw(b, "link", EntryType::Symlink, Some("/etc"), b""), "link", "points outside");
+        refused(|b| raw(b, "d/link", EntryType::Symlink, Some("../../x"), b""), "d/link", "points outside");
         refused(
             |b| {
                 raw(b, "link", EntryType::Symlink, Some("."), b"");
@@ -357,36 +278,12 @@ mod tests {
             "link/escaped",
             "through the symlink link",
         );
-        refused(
-            |b| raw(b, "hard", EntryType::Link, Some("/etc/passwd"), b""),
-            "hard",
-            "absolute path",
-        );
-        refused(
-            |b| raw(b, "hard", EntryType::Link, Some("../x"), b""),
-            "hard",
-            "'..'",
-        );
-        refused(
-            |b| raw(b, "hard", EntryType::Link, Some("nothere"), b""),
-            "hard",
-            "not a file of this package",
-        );
-        refused(
-            |b| raw(b, "dev/sda", EntryType::Block, None, b""),
-            "dev/sda",
-            "device node",
-        );
-        refused(
-            |b| raw(b, "tty", EntryType::Char, None, b""),
-            "tty",
-            "device node",
-        );
-        refused(
-            |b| raw(b, "pipe", EntryType::Fifo, None, b""),
-            "pipe",
-            "FIFO",
-        );
+        refused(|b| raw(b, "hard", EntryType::Link, Some("/etc/passwd"), b""), "hard", "absolute path");
+        refused(|b| raw(b, "hard", EntryType::Link, Some("../x"), b""), "hard", "'..'");
+        refused(|b| raw(b, "hard", EntryType::Link, Some("nothere"), b""), "hard", "not a file of this package");
+        refused(|b| raw(b, "dev/sda", EntryType::Block, None, b""), "dev/sda", "device node");
+        refused(|b| raw(b, "tty", EntryType::Char, None, b""), "tty", "device node");
+        refused(|b| raw(b, "pipe", EntryType::Fifo, None, b""), "pipe", "FIFO");
         refused(
             |b| {
                 raw(b, "install.sh", EntryType::Regular, None, b"a");
@@ -404,23 +301,15 @@ mod tests {
                 raw(b, &format!("f{i}"), EntryType::Regular, None, b"");
             }
         });
-        assert!(
-            matches!(r, Err(ExtractError::TooBig(ref w)) if w.contains("100 entries")),
-            "{r:?}"
-        );
+        assert!(matches!(r, Err(ExtractError::TooBig(ref w)) if w.contains("100 entries")), "{r:?}");
         let (_d, r) = run(|b| {
             raw(b, "big1", EntryType::Regular, None, &vec![0; 600 << 10]);
             raw(b, "big2", EntryType::Regular, None, &vec![0; 600 << 10]);
         });
-        assert!(
-            matches!(r, Err(ExtractError::TooBig(ref w)) if w.contains("bytes")),
-            "{r:?}"
-        );
+        assert!(matches!(r, Err(ExtractError::TooBig(ref w)) if w.contains("bytes")), "{r:?}");
 
         let dir = tempfile::tempdir().unwrap();
-        let pkg = archive(dir.path(), |b| {
-            raw(b, "install.sh", EntryType::Regular, None, &[b'x'; 5000])
-        });
+        let pkg = archive(dir.path(), |b| raw(b, "install.sh", EntryType::Regular, None, &[b'x'; 5000]));
         let bytes = fs::read(&pkg).unwrap();
         fs::write(&pkg, &bytes[..bytes.len() / 2]).unwrap();
         let dest = dir.path().join("out");

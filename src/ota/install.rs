@@ -62,19 +62,12 @@ impl fmt::Display for InstallError {
             Self::NoSpace { need, free } => {
                 write!(f, "not enough free space: {need} bytes needed, {free} free")
             }
-            Self::Script { result, output } => write!(
-                f,
-                "install.sh {result}; nothing was changed. Its output:\n{output}"
-            ),
+            Self::Script { result, output } => {
+                write!(f, "install.sh {result}; nothing was changed. Its output:\n{output}")
+            }
             Self::RolledBack { version, now, why } => match now {
-                Some(v) => write!(
-                    f,
-                    "version {version} did not stay up ({why}); rolled back to {v}"
-                ),
-                None => write!(
-                    f,
-                    "version {version} did not stay up ({why}); removed, nothing to roll back to"
-                ),
+                Some(v) => write!(f, "version {version} did not stay up ({why}); rolled back to {v}"),
+                None => write!(f, "version {version} did not stay up ({why}); removed, nothing to roll back to"),
             },
             Self::NotInstalled(n) => write!(f, "{n} is not installed"),
             Self::Io(what, e) => write!(f, "{what}: {e}"),
@@ -103,9 +96,7 @@ fn gzip_isize(path: &Path) -> io::Result<u64> {
 }
 
 fn tail(path: &Path, max: u64) -> String {
-    crate::supervisor::logs::tail(path, max)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
+    crate::supervisor::logs::tail(path, max).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }
 
 impl Installer {
@@ -147,10 +138,7 @@ impl Installer {
     }
 
     fn has_program(&self, name: &str) -> bool {
-        self.programs()
-            .0
-            .iter()
-            .any(|p| p.name == name && p.autostart)
+        self.programs().0.iter().any(|p| p.name == name && p.autostart)
     }
 
     /// Restarts `name` on its current version and waits until it is RUNNING.
@@ -164,52 +152,34 @@ impl Installer {
 
     /// Installs (or updates to) the package at `pkg`.
     pub fn install(&self, pkg: &Path) -> Result<Report, InstallError> {
-        let file_name = pkg
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let file_name = pkg.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let name = PackageName::parse(&file_name).map_err(InstallError::Package)?;
         package::verify(pkg, &self.trusted, self.allow_unsigned).map_err(InstallError::Package)?;
         let app = self.store.get(&name.name);
         if app.current.as_deref() == Some(name.version.as_str()) && app.trial.is_none() {
-            return Ok(Report {
-                name: name.name,
-                version: name.version,
-                output: "already installed".into(),
-            });
+            return Ok(Report { name: name.name, version: name.version, output: "already installed".into() });
         }
-        let need = gzip_isize(pkg)
-            .map_err(|e| InstallError::Io(format!("reading {file_name}"), e))?
-            + (1 << 20);
+        let need = gzip_isize(pkg).map_err(|e| InstallError::Io(format!("reading {file_name}"), e))? + (1 << 20);
         let st = nix::sys::statvfs::statvfs(&self.store.app_dir(""))
             .map_err(|e| InstallError::Io("free space".into(), e.into()))?;
         let free = st.blocks_available() as u64 * st.fragment_size() as u64;
         if free < need {
             return Err(InstallError::NoSpace { need, free });
         }
-        let dir = self
-            .store
-            .stage(pkg, &name, self.limits)
-            .map_err(InstallError::Extract)?;
+        let dir = self.store.stage(pkg, &name, self.limits).map_err(InstallError::Extract)?;
         let log = dir.join("install.log");
         if dir.join("install.sh").exists() {
             let job = OneOff {
                 command: vec!["/bin/sh".into(), "./install.sh".into()],
                 dir: dir.clone(),
-                env: vec![
-                    ("GWE_APP".into(), name.name.clone()),
-                    ("GWE_VERSION".into(), name.version.clone()),
-                ],
+                env: vec![("GWE_APP".into(), name.name.clone()), ("GWE_VERSION".into(), name.version.clone())],
                 output: log.clone(),
                 timeout: self.install_timeout,
             };
             let result = match self.sup.run_once(job) {
                 OneOffResult::Exited(0) => None,
                 OneOffResult::Exited(c) => Some(format!("exited with {c}")),
-                OneOffResult::TimedOut => Some(format!(
-                    "ran longer than {} s",
-                    self.install_timeout.as_secs()
-                )),
+                OneOffResult::TimedOut => Some(format!("ran longer than {} s", self.install_timeout.as_secs())),
                 OneOffResult::SpawnFailed(e) => Some(format!("could not run: {e}")),
             };
             if let Some(result) = result {
@@ -219,30 +189,18 @@ impl Installer {
             }
         }
         let output = tail(&log, 4096);
-        self.store
-            .switch(&name.name, &name.version)
-            .map_err(|e| InstallError::Io("switching versions".into(), e))?;
+        self.store.switch(&name.name, &name.version).map_err(|e| InstallError::Io("switching versions".into(), e))?;
         self.settle(&name.name, &name.version)?;
-        Ok(Report {
-            name: name.name,
-            version: name.version,
-            output,
-        })
+        Ok(Report { name: name.name, version: name.version, output })
     }
 
     /// Watches a version under trial: confirms it, or rolls back and says why.
     fn settle(&self, name: &str, version: &str) -> Result<(), InstallError> {
         match self.watch(name) {
-            Ok(()) => self
-                .store
-                .confirm(name)
-                .map_err(|e| InstallError::Io("confirming the version".into(), e)),
+            Ok(()) => self.store.confirm(name).map_err(|e| InstallError::Io("confirming the version".into(), e)),
             Err(why) => {
                 log::error!("app {name} {version}: {why}; rolling back");
-                let now = self
-                    .store
-                    .roll_back(name, true)
-                    .map_err(|e| InstallError::Io("rolling back".into(), e))?;
+                let now = self.store.roll_back(name, true).map_err(|e| InstallError::Io("rolling back".into(), e))?;
                 if now.is_some() {
                     if let Err(e) = self.watch(name) {
                         log::error!("app {name}: the previous version does not start either: {e}");
@@ -250,11 +208,7 @@ impl Installer {
                 } else {
                     self.apply();
                 }
-                Err(InstallError::RolledBack {
-                    version: version.to_string(),
-                    now,
-                    why,
-                })
+                Err(InstallError::RolledBack { version: version.to_string(), now, why })
             }
         }
     }
@@ -263,10 +217,7 @@ impl Installer {
     pub fn resume_trials(&self) {
         for app in self.store.list() {
             if let Some(v) = app.trial.clone() {
-                log::warn!(
-                    "app {}: version {v} was on trial when the agent stopped; watching it",
-                    app.name
-                );
+                log::warn!("app {}: version {v} was on trial when the agent stopped; watching it", app.name);
                 if let Err(e) = self.settle(&app.name, &v) {
                     log::error!("{e}");
                 }
@@ -278,13 +229,9 @@ impl Installer {
     pub fn rollback(&self, name: &str) -> Result<Installed, InstallError> {
         let app = self.store.get(name);
         if app.current.is_none() || app.previous.is_none() {
-            return Err(InstallError::NotInstalled(format!(
-                "{name} (with a previous version)"
-            )));
+            return Err(InstallError::NotInstalled(format!("{name} (with a previous version)")));
         }
-        self.store
-            .roll_back(name, false)
-            .map_err(|e| InstallError::Io("rolling back".into(), e))?;
+        self.store.roll_back(name, false).map_err(|e| InstallError::Io("rolling back".into(), e))?;
         self.watch(name).map_err(|why| InstallError::RolledBack {
             version: app.current.clone().unwrap_or_default(),
             now: app.previous.clone(),
@@ -298,9 +245,7 @@ impl Installer {
         if self.store.get(name).current.is_none() {
             return Err(InstallError::NotInstalled(name.to_string()));
         }
-        self.store
-            .remove(name)
-            .map_err(|e| InstallError::Io(format!("removing {name}"), e))?;
+        self.store.remove(name).map_err(|e| InstallError::Io(format!("removing {name}"), e))?;
         self.apply();
         Ok(())
     }

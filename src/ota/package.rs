@@ -24,23 +24,16 @@ impl PackageName {
         let name_ok = !name.is_empty()
             && name.len() <= 64
             && !name.starts_with('.')
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
         let version_ok = !version.is_empty()
             && version.len() <= 64
-            && version
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.+~".contains(&b))
+            && version.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.+~".contains(&b))
             && !version.contains("..")
             && !version.starts_with('.');
         if !name_ok || !version_ok {
             return Err(bad());
         }
-        Ok(Self {
-            name: name.to_string(),
-            version: version.to_string(),
-        })
+        Ok(Self { name: name.to_string(), version: version.to_string() })
     }
 
     pub fn file_name(&self) -> String {
@@ -64,10 +57,7 @@ pub enum PackageError {
 impl fmt::Display for PackageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::BadName(n) => write!(
-                f,
-                "{n:?} is not a package name of the form NAME.vVERSION.tar.gz"
-            ),
+            Self::BadName(n) => write!(f, "{n:?} is not a package name of the form NAME.vVERSION.tar.gz"),
             Self::Unsigned(n) => {
                 write!(f, "{n} is not signed and unsigned packages are not allowed")
             }
@@ -110,39 +100,20 @@ pub fn parse_public_key(hex_key: &str) -> Option<VerifyingKey> {
 /// Signs `package` with `key`, writing `package.sig`.
 pub fn sign(package: &Path, key: &SigningKey) -> io::Result<()> {
     let sig = key.sign(&digest(package)?);
-    crate::fsio::write_atomic(
-        &signature_path(package),
-        format!("{}\n", hex::encode(sig.to_bytes())).as_bytes(),
-    )
+    crate::fsio::write_atomic(&signature_path(package), format!("{}\n", hex::encode(sig.to_bytes())).as_bytes())
 }
 
 /// Checks `package` before anything is unpacked: its signature against `trusted`, or that
 /// unsigned packages are allowed. Returns the digest.
-pub fn verify(
-    package: &Path,
-    trusted: &[VerifyingKey],
-    allow_unsigned: bool,
-) -> Result<[u8; 32], PackageError> {
-    let shown = package.file_name().map_or_else(
-        || package.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+pub fn verify(package: &Path, trusted: &[VerifyingKey], allow_unsigned: bool) -> Result<[u8; 32], PackageError> {
+    let shown = package.file_name().map_or_else(|| package.display().to_string(), |n| n.to_string_lossy().into_owned());
     let d = digest(package).map_err(|e| PackageError::Io(format!("reading {shown}"), e))?;
     let sig_text = match std::fs::read_to_string(signature_path(package)) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return if allow_unsigned {
-                Ok(d)
-            } else {
-                Err(PackageError::Unsigned(shown))
-            };
+            return if allow_unsigned { Ok(d) } else { Err(PackageError::Unsigned(shown)) };
         }
-        Err(e) => {
-            return Err(PackageError::Io(
-                format!("reading the signature of {shown}"),
-                e,
-            ))
-        }
+        Err(e) => return Err(PackageError::Io(format!("reading the signature of {shown}"), e)),
     };
     let bytes: [u8; 64] = hex::decode(sig_text.trim())
         .ok()
@@ -170,15 +141,9 @@ mod tests {
     #[test]
     fn names() {
         let p = PackageName::parse("modbus-bridge.v1.2.3.tar.gz").unwrap();
-        assert_eq!(
-            (p.name.as_str(), p.version.as_str()),
-            ("modbus-bridge", "1.2.3")
-        );
+        assert_eq!((p.name.as_str(), p.version.as_str()), ("modbus-bridge", "1.2.3"));
         assert_eq!(p.file_name(), "modbus-bridge.v1.2.3.tar.gz");
-        assert_eq!(
-            PackageName::parse("gwe.v0.2.0-rc1.tar.gz").unwrap().version,
-            "0.2.0-rc1"
-        );
+        assert_eq!(PackageName::parse("gwe.v0.2.0-rc1.tar.gz").unwrap().version, "0.2.0-rc1");
         for bad in [
             "app.tar.gz",
             "app.v.tar.gz",
@@ -200,34 +165,16 @@ mod tests {
         let key = generate_key().unwrap();
         let other = generate_key().unwrap().verifying_key();
         let trusted = [other, key.verifying_key()];
-        assert!(matches!(
-            verify(&pkg, &trusted, false),
-            Err(PackageError::Unsigned(_))
-        ));
+        assert!(matches!(verify(&pkg, &trusted, false), Err(PackageError::Unsigned(_))));
         assert!(verify(&pkg, &trusted, true).is_ok());
         sign(&pkg, &key).unwrap();
-        assert_eq!(
-            verify(&pkg, &trusted, false).unwrap(),
-            digest(&pkg).unwrap()
-        );
-        assert!(matches!(
-            verify(&pkg, &[other], false),
-            Err(PackageError::BadSignature(_))
-        ));
+        assert_eq!(verify(&pkg, &trusted, false).unwrap(), digest(&pkg).unwrap());
+        assert!(matches!(verify(&pkg, &[other], false), Err(PackageError::BadSignature(_))));
         std::fs::write(&pkg, b"package bytes, tampered").unwrap();
         let e = verify(&pkg, &trusted, true).unwrap_err();
-        assert!(
-            e.to_string().contains("does not match any trusted key"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("does not match any trusted key"), "{e}");
         std::fs::write(signature_path(&pkg), "zz").unwrap();
-        assert!(matches!(
-            verify(&pkg, &trusted, false),
-            Err(PackageError::BadSignatureFile(_))
-        ));
-        assert_eq!(
-            parse_public_key(&hex::encode(key.verifying_key().to_bytes())),
-            Some(key.verifying_key())
-        );
+        assert!(matches!(verify(&pkg, &trusted, false), Err(PackageError::BadSignatureFile(_))));
+        assert_eq!(parse_public_key(&hex::encode(key.verifying_key().to_bytes())), Some(key.verifying_key()));
     }
 }

@@ -68,9 +68,7 @@ impl AppStore {
     /// Opens `root`, removing what an interrupted install or removal left behind.
     pub fn open(root: &Path) -> io::Result<Self> {
         fsio::create_dir_all_durable(root)?;
-        let store = Self {
-            root: root.to_path_buf(),
-        };
+        let store = Self { root: root.to_path_buf() };
         for e in fs::read_dir(root)? {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
@@ -109,9 +107,7 @@ impl AppStore {
             name: name.to_string(),
             current: read_link_name(&d.join("current")),
             previous: read_link_name(&d.join("previous")),
-            trial: fs::read_to_string(d.join("trial"))
-                .ok()
-                .map(|s| s.trim().to_string()),
+            trial: fs::read_to_string(d.join("trial")).ok().map(|s| s.trim().to_string()),
         }
     }
 
@@ -126,21 +122,12 @@ impl AppStore {
             .filter(|n| !n.starts_with('.'))
             .collect();
         names.sort();
-        names
-            .into_iter()
-            .map(|n| self.get(&n))
-            .filter(|i| i.current.is_some())
-            .collect()
+        names.into_iter().map(|n| self.get(&n)).filter(|i| i.current.is_some()).collect()
     }
 
     /// Unpacks `pkg` as a new version of its app; returns the version's directory. The
     /// version gets its name only once it is whole and synced.
-    pub fn stage(
-        &self,
-        pkg: &Path,
-        name: &PackageName,
-        limits: Limits,
-    ) -> Result<PathBuf, ExtractError> {
+    pub fn stage(&self, pkg: &Path, name: &PackageName, limits: Limits) -> Result<PathBuf, ExtractError> {
         let io_err = |what: &str| {
             let what = what.to_string();
             move |e| ExtractError::Io(what, e)
@@ -155,8 +142,7 @@ impl AppStore {
             let dest = app.join(&name.version);
             if dest.exists() {
                 // Not current (the caller checked): an older copy of this version.
-                fs::remove_dir_all(&dest)
-                    .map_err(io_err("replacing an old copy of the version"))?;
+                fs::remove_dir_all(&dest).map_err(io_err("replacing an old copy of the version"))?;
             }
             fs::rename(&staging, &dest).map_err(io_err("naming the version"))?;
             fsio::sync_dir(&app).map_err(io_err("syncing the app directory"))?;
@@ -184,17 +170,11 @@ impl AppStore {
     pub fn confirm(&self, name: &str) -> io::Result<()> {
         let d = self.app_dir(name);
         remove_link(&d, "trial")?;
-        let keep = [
-            read_link_name(&d.join("current")),
-            read_link_name(&d.join("previous")),
-        ];
+        let keep = [read_link_name(&d.join("current")), read_link_name(&d.join("previous"))];
         for e in fs::read_dir(&d)? {
             let e = e?;
             let n = e.file_name().to_string_lossy().into_owned();
-            if e.file_type()?.is_dir()
-                && !n.starts_with('.')
-                && !keep.iter().any(|k| k.as_deref() == Some(&n))
-            {
+            if e.file_type()?.is_dir() && !n.starts_with('.') && !keep.iter().any(|k| k.as_deref() == Some(&n)) {
                 fs::remove_dir_all(e.path())?;
             }
         }

@@ -190,13 +190,7 @@ impl<R: Read> SegmentReader<R> {
     }
 
     /// Like `new`, reusing `buf`'s allocation.
-    pub fn with_buffer(
-        src: R,
-        offset: u64,
-        next_seq: u64,
-        max_record: usize,
-        mut buf: Vec<u8>,
-    ) -> Self {
+    pub fn with_buffer(src: R, offset: u64, next_seq: u64, max_record: usize, mut buf: Vec<u8>) -> Self {
         let cap = (64 << 10).max(buf.capacity());
         buf.clear();
         buf.resize(cap, 0);
@@ -255,29 +249,15 @@ impl<R: Read> SegmentReader<R> {
     /// reader stays there (a later call may find more data once the file grew).
     pub fn next_item(&mut self) -> io::Result<Item<'_>> {
         let have = self.fill(REC_HEADER_LEN)?;
-        if have > 0
-            && self.buf[self.start..self.start + have.min(REC_HEADER_LEN)]
-                .iter()
-                .all(|&b| b == 0)
-        {
+        if have > 0 && self.buf[self.start..self.start + have.min(REC_HEADER_LEN)].iter().all(|&b| b == 0) {
             self.eof = false;
-            return Ok(Item::End {
-                offset: self.offset,
-                end: EndKind::Unwritten,
-            });
+            return Ok(Item::End { offset: self.offset, end: EndKind::Unwritten });
         }
         if have < REC_HEADER_LEN {
             // More bytes may arrive later (a live segment); try the source again next time.
             self.eof = false;
-            let end = if have == 0 {
-                EndKind::Clean
-            } else {
-                EndKind::Incomplete
-            };
-            return Ok(Item::End {
-                offset: self.offset,
-                end,
-            });
+            let end = if have == 0 { EndKind::Clean } else { EndKind::Incomplete };
+            return Ok(Item::End { offset: self.offset, end });
         }
         let h = &self.buf[self.start..self.start + REC_HEADER_LEN];
         let len = read_u32(&h[REC_LEN_OFF..]);
@@ -289,36 +269,24 @@ impl<R: Read> SegmentReader<R> {
         let total = REC_HEADER_LEN + len as usize;
         if self.fill(total)? < total {
             self.eof = false;
-            return Ok(Item::End {
-                offset: self.offset,
-                end: EndKind::Incomplete,
-            });
+            return Ok(Item::End { offset: self.offset, end: EndKind::Incomplete });
         }
         let rec = &self.buf[self.start..self.start + total];
         if record_crc(&rec[..REC_CRC_OFF], &rec[REC_HEADER_LEN..]) != crc {
             return Ok(self.corrupt(Corruption::BadCrc));
         }
         if seq != self.next_seq {
-            return Ok(self.corrupt(Corruption::SeqMismatch {
-                seq,
-                expected: self.next_seq,
-            }));
+            return Ok(self.corrupt(Corruption::SeqMismatch { seq, expected: self.next_seq }));
         }
         let payload_start = self.start + REC_HEADER_LEN;
         self.start += total;
         self.offset += total as u64;
         self.next_seq = seq + 1;
-        Ok(Item::Record {
-            seq,
-            payload: &self.buf[payload_start..payload_start + len as usize],
-        })
+        Ok(Item::Record { seq, payload: &self.buf[payload_start..payload_start + len as usize] })
     }
 
     fn corrupt(&self, c: Corruption) -> Item<'static> {
-        Item::End {
-            offset: self.offset,
-            end: EndKind::Corrupt(c),
-        }
+        Item::End { offset: self.offset, end: EndKind::Corrupt(c) }
     }
 }
 
@@ -348,13 +316,7 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        assert_eq!(
-            r.next_item().unwrap(),
-            Item::End {
-                offset: 16 + bytes.len() as u64,
-                end: EndKind::Clean
-            }
-        );
+        assert_eq!(r.next_item().unwrap(), Item::End { offset: 16 + bytes.len() as u64, end: EndKind::Clean });
     }
 
     #[test]
@@ -368,21 +330,9 @@ mod tests {
         };
         for cut in last_start + 1..bytes.len() {
             let mut r = SegmentReader::new(Cursor::new(&bytes[..cut]), 0, 10, 1024);
-            assert!(matches!(
-                r.next_item().unwrap(),
-                Item::Record { seq: 10, .. }
-            ));
-            assert!(matches!(
-                r.next_item().unwrap(),
-                Item::Record { seq: 11, .. }
-            ));
-            assert_eq!(
-                r.next_item().unwrap(),
-                Item::End {
-                    offset: last_start as u64,
-                    end: EndKind::Incomplete
-                }
-            );
+            assert!(matches!(r.next_item().unwrap(), Item::Record { seq: 10, .. }));
+            assert!(matches!(r.next_item().unwrap(), Item::Record { seq: 11, .. }));
+            assert_eq!(r.next_item().unwrap(), Item::End { offset: last_start as u64, end: EndKind::Incomplete });
         }
     }
 
@@ -391,13 +341,7 @@ mod tests {
         let mut bytes = records(2);
         bytes[20] ^= 0x40;
         let mut r = SegmentReader::new(Cursor::new(&bytes), 0, 10, 1024);
-        assert_eq!(
-            r.next_item().unwrap(),
-            Item::End {
-                offset: 0,
-                end: EndKind::Corrupt(Corruption::BadCrc)
-            }
-        );
+        assert_eq!(r.next_item().unwrap(), Item::End { offset: 0, end: EndKind::Corrupt(Corruption::BadCrc) });
     }
 
     #[test]
@@ -408,34 +352,19 @@ mod tests {
         let mut r = SegmentReader::new(Cursor::new(&bytes), 0, 10, 1024);
         r.next_item().unwrap();
         r.next_item().unwrap();
-        assert_eq!(
-            r.next_item().unwrap(),
-            Item::End {
-                offset: end,
-                end: EndKind::Unwritten
-            }
-        );
+        assert_eq!(r.next_item().unwrap(), Item::End { offset: end, end: EndKind::Unwritten });
         // Even a few zero bytes at the very end are unwritten space, not a torn record.
         let mut short = records(1);
         short.extend_from_slice(&[0; 5]);
         let mut r = SegmentReader::new(Cursor::new(&short), 0, 10, 1024);
         r.next_item().unwrap();
-        assert!(matches!(
-            r.next_item().unwrap(),
-            Item::End {
-                end: EndKind::Unwritten,
-                ..
-            }
-        ));
+        assert!(matches!(r.next_item().unwrap(), Item::End { end: EndKind::Unwritten, .. }));
     }
 
     #[test]
     fn names_and_headers() {
         assert_eq!(segment_file_name(42), "seg-00000000000000000042.gmq");
-        assert_eq!(
-            parse_segment_file_name(&segment_file_name(u64::MAX)),
-            Some(u64::MAX)
-        );
+        assert_eq!(parse_segment_file_name(&segment_file_name(u64::MAX)), Some(u64::MAX));
         assert_eq!(parse_segment_file_name("seg-12.gmq"), None);
         assert_eq!(parse_segment_header(&segment_header(7)), Ok(7));
         assert_eq!(parse_segment_header(&[0; 16]), Err(Corruption::BadMagic));

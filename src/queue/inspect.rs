@@ -22,11 +22,7 @@ pub struct Inspection {
 }
 
 /// Reads every segment in `dir`, calling `each` for each valid record.
-pub fn inspect(
-    dir: &Path,
-    max_record: usize,
-    mut each: impl FnMut(u64, &[u8]),
-) -> io::Result<Inspection> {
+pub fn inspect(dir: &Path, max_record: usize, mut each: impl FnMut(u64, &[u8])) -> io::Result<Inspection> {
     let mut out = Inspection::default();
     let mut bases = Vec::new();
     let mut ack_names = Vec::new();
@@ -47,9 +43,7 @@ pub fn inspect(
         let v = read_ack(&dir.join(format!("ack-{c}"))).unwrap_or(0);
         out.acks.push((c, v));
     }
-    out.counters = fs::read_to_string(dir.join("counters"))
-        .map(|t| Counters::decode(&t))
-        .unwrap_or_default();
+    out.counters = fs::read_to_string(dir.join("counters")).map(|t| Counters::decode(&t)).unwrap_or_default();
     let mut buf = Vec::new();
     for base in bases {
         let path = dir.join(format::segment_file_name(base));
@@ -57,20 +51,12 @@ pub fn inspect(
         out.segments.push((base, len));
         let mut f = File::open(&path)?;
         let mut head = [0u8; SEG_HEADER_LEN];
-        if io::Read::read_exact(&mut f, &mut head).is_err()
-            || format::parse_segment_header(&head) != Ok(base)
-        {
+        if io::Read::read_exact(&mut f, &mut head).is_err() || format::parse_segment_header(&head) != Ok(base) {
             out.problems.push(format!("segment {base}: bad header"));
             continue;
         }
         f.seek(SeekFrom::Start(SEG_HEADER_LEN as u64))?;
-        let mut r = SegmentReader::with_buffer(
-            f,
-            SEG_HEADER_LEN as u64,
-            base,
-            max_record,
-            std::mem::take(&mut buf),
-        );
+        let mut r = SegmentReader::with_buffer(f, SEG_HEADER_LEN as u64, base, max_record, std::mem::take(&mut buf));
         loop {
             match r.next_item()? {
                 Item::Record { seq, payload } => {
@@ -82,12 +68,10 @@ pub fn inspect(
                 Item::End { offset, end } => {
                     match end {
                         EndKind::Clean | EndKind::Unwritten => {}
-                        EndKind::Incomplete => out
-                            .problems
-                            .push(format!("segment {base}: torn record at offset {offset}")),
-                        EndKind::Corrupt(c) => out
-                            .problems
-                            .push(format!("segment {base}: {c} at offset {offset}")),
+                        EndKind::Incomplete => {
+                            out.problems.push(format!("segment {base}: torn record at offset {offset}"))
+                        }
+                        EndKind::Corrupt(c) => out.problems.push(format!("segment {base}: {c} at offset {offset}")),
                     }
                     break;
                 }

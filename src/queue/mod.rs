@@ -86,24 +86,11 @@ pub enum QueueError {
 impl fmt::Display for QueueError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::TooLarge { len, max } => write!(
-                f,
-                "record of {len} bytes is over the queue's maximum of {max}"
-            ),
-            Self::Full { max } => write!(
-                f,
-                "queue is full ({max} bytes) and its policy is to reject new records"
-            ),
-            Self::DiskFull => write!(
-                f,
-                "the disk holding the queue is full and nothing could be dropped"
-            ),
+            Self::TooLarge { len, max } => write!(f, "record of {len} bytes is over the queue's maximum of {max}"),
+            Self::Full { max } => write!(f, "queue is full ({max} bytes) and its policy is to reject new records"),
+            Self::DiskFull => write!(f, "the disk holding the queue is full and nothing could be dropped"),
             Self::Io { what, source } => write!(f, "queue I/O error: {what}: {source}"),
-            Self::Locked(p) => write!(
-                f,
-                "queue directory {} is locked by another process",
-                p.display()
-            ),
+            Self::Locked(p) => write!(f, "queue directory {} is locked by another process", p.display()),
             Self::Consumer(name) => {
                 write!(f, "consumer {name:?} is not configured or already open")
             }
@@ -254,21 +241,13 @@ pub struct Stats {
 impl Stats {
     /// Records not yet acknowledged by the slowest consumer.
     pub fn backlog(&self) -> u64 {
-        let slowest = self
-            .consumers
-            .iter()
-            .map(|c| c.1)
-            .min()
-            .unwrap_or(self.next_seq - 1);
+        let slowest = self.consumers.iter().map(|c| c.1).min().unwrap_or(self.next_seq - 1);
         (self.next_seq - 1).saturating_sub(slowest.max(self.first_seq.saturating_sub(1)))
     }
 }
 
 fn valid_consumer_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 64
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !n.is_empty() && n.len() <= 64 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn ack_file(dir: &Path, name: &str) -> PathBuf {
@@ -296,50 +275,26 @@ impl Queue {
         let lock_file = lock_dir(dir)?;
         fsio::clean_temp(dir).map_err(io_err(format!("cleaning {d}")))?;
         let counters_path = dir.join("counters");
-        let mut counters = std::fs::read_to_string(&counters_path)
-            .map(|t| Counters::decode(&t))
-            .unwrap_or_default();
-        let (mut store, rec) = Store::open(
-            dir,
-            opts.segment_bytes,
-            opts.max_record,
-            opts.batch_bytes as u64,
-        )
-        .map_err(io_err(format!("recovering segments in {d}")))?;
+        let mut counters = std::fs::read_to_string(&counters_path).map(|t| Counters::decode(&t)).unwrap_or_default();
+        let (mut store, rec) = Store::open(dir, opts.segment_bytes, opts.max_record, opts.batch_bytes as u64)
+            .map_err(io_err(format!("recovering segments in {d}")))?;
         if rec.torn_bytes > 0 {
-            log::warn!(
-                "queue {d}: cut a torn tail of {} bytes left by a crash",
-                rec.torn_bytes
-            );
+            log::warn!("queue {d}: cut a torn tail of {} bytes left by a crash", rec.torn_bytes);
         }
         for (base, why) in &rec.quarantined {
             log::error!("queue {d}: segment at seq {base} is corrupt ({why}); moved to corrupt/");
         }
-        let acks: Vec<u64> = opts
-            .consumers
-            .iter()
-            .map(|c| {
-                read_ack(&ack_file(dir, c))
-                    .unwrap_or(0)
-                    .min(rec.next_seq - 1)
-            })
-            .collect();
+        let acks: Vec<u64> =
+            opts.consumers.iter().map(|c| read_ack(&ack_file(dir, c)).unwrap_or(0).min(rec.next_seq - 1)).collect();
         let min_ack = acks.iter().copied().min().unwrap_or(0);
-        store
-            .delete_acked(min_ack)
-            .map_err(io_err(format!("deleting acknowledged segments in {d}")))?;
+        store.delete_acked(min_ack).map_err(io_err(format!("deleting acknowledged segments in {d}")))?;
         if rec.torn_bytes > 0 || !rec.quarantined.is_empty() {
             counters.torn_bytes += rec.torn_bytes;
             counters.corrupt_segments += rec.quarantined.len() as u64;
             fsio::write_atomic(&counters_path, counters.encode().as_bytes())
                 .map_err(io_err(format!("writing {}", counters_path.display())))?;
         }
-        let empty = Slot {
-            gen: u64::MAX,
-            waiters: 0,
-            done: false,
-            result: Ok(0),
-        };
+        let empty = Slot { gen: u64::MAX, waiters: 0, done: false, result: Ok(0) };
         let n_consumers = opts.consumers.len();
         let state = State {
             pending: Vec::with_capacity(opts.batch_bytes),
@@ -419,10 +374,7 @@ impl Queue {
             total += REC_HEADER_LEN + l;
         }
         if n == 0 || total > inner.opts.batch_bytes {
-            return Err(QueueError::TooLarge {
-                len: total,
-                max: inner.opts.batch_bytes,
-            });
+            return Err(QueueError::TooLarge { len: total, max: inner.opts.batch_bytes });
         }
         let st = lock(&inner.state);
         let (st, gen, idx) = inner.reserve(st, n, total, len, fill)?;
@@ -436,10 +388,7 @@ impl Queue {
         let inner = &*self.inner;
         let max = inner.opts.max_record;
         if payload.len() > max {
-            return Err(QueueError::TooLarge {
-                len: payload.len(),
-                max,
-            });
+            return Err(QueueError::TooLarge { len: payload.len(), max });
         }
         let st = lock(&inner.state);
         let (st, gen, idx) = inner.reserve(
@@ -450,38 +399,22 @@ impl Queue {
             |_, buf| buf.copy_from_slice(payload),
         )?;
         drop(st);
-        Ok(Ticket {
-            inner: self.inner.clone(),
-            gen,
-            idx,
-            collected: false,
-        })
+        Ok(Ticket { inner: self.inner.clone(), gen, idx, collected: false })
     }
 
     /// Opens the consumer `name` (one of `Options::consumers`), positioned after its last
     /// acknowledged record.
     pub fn consumer(&self, name: &str) -> Result<Consumer, QueueError> {
         let inner = &self.inner;
-        let idx = inner
-            .opts
-            .consumers
-            .iter()
-            .position(|c| c == name)
-            .ok_or_else(|| QueueError::Consumer(name.into()))?;
+        let idx =
+            inner.opts.consumers.iter().position(|c| c == name).ok_or_else(|| QueueError::Consumer(name.into()))?;
         let mut st = lock(&inner.state);
         if st.open_consumers[idx] {
             return Err(QueueError::Consumer(name.into()));
         }
         st.open_consumers[idx] = true;
         let acked = st.acks[idx];
-        Ok(Consumer {
-            q: self.clone(),
-            idx,
-            acked,
-            cursor: acked + 1,
-            reader: None,
-            buf: Vec::new(),
-        })
+        Ok(Consumer { q: self.clone(), idx, acked, cursor: acked + 1, reader: None, buf: Vec::new() })
     }
 
     pub fn stats(&self) -> Stats {
@@ -494,13 +427,7 @@ impl Queue {
             segments,
             disk_bytes: st.disk_bytes,
             max_bytes: inner.opts.max_bytes,
-            consumers: inner
-                .opts
-                .consumers
-                .iter()
-                .cloned()
-                .zip(st.acks.iter().copied())
-                .collect(),
+            consumers: inner.opts.consumers.iter().cloned().zip(st.acks.iter().copied()).collect(),
             counters: st.counters,
             flushes: st.flushes,
         }
@@ -546,19 +473,12 @@ impl Inner {
     ) -> Result<(MutexGuard<'a, State>, u64, u64), QueueError> {
         loop {
             if self.opts.full_policy == FullPolicy::Reject
-                && st.disk_bytes + st.inflight + (st.pending.len() + total) as u64
-                    > self.opts.max_bytes
+                && st.disk_bytes + st.inflight + (st.pending.len() + total) as u64 > self.opts.max_bytes
             {
-                return Err(QueueError::Full {
-                    max: self.opts.max_bytes,
-                });
+                return Err(QueueError::Full { max: self.opts.max_bytes });
             }
             if st.pending.len() + total > st.pending.capacity() {
-                st = if st.flushing {
-                    wait(&self.flushed, st)
-                } else {
-                    self.flush(st)
-                };
+                st = if st.flushing { wait(&self.flushed, st) } else { self.flush(st) };
                 continue;
             }
             let gen = st.pending_gen;
@@ -570,12 +490,7 @@ impl Inner {
                     st = wait(&self.flushed, st);
                     continue;
                 }
-                *slot = Slot {
-                    gen,
-                    waiters: 0,
-                    done: false,
-                    result: Ok(0),
-                };
+                *slot = Slot { gen, waiters: 0, done: false, result: Ok(0) };
             }
             break;
         }
@@ -597,12 +512,7 @@ impl Inner {
 
     /// Waits until batch `gen` is written, flushing it as leader if nobody is; returns the
     /// seq of record `idx` of that batch.
-    fn collect<'a>(
-        &'a self,
-        mut st: MutexGuard<'a, State>,
-        gen: u64,
-        idx: u64,
-    ) -> Result<u64, QueueError> {
+    fn collect<'a>(&'a self, mut st: MutexGuard<'a, State>, gen: u64, idx: u64) -> Result<u64, QueueError> {
         let si = (gen % RING as u64) as usize;
         loop {
             let slot = &mut st.slots[si];
@@ -615,11 +525,7 @@ impl Inner {
                 }
                 return result.map(|first| first + idx).map_err(QueueError::from);
             }
-            st = if !st.flushing && st.pending_gen == gen {
-                self.flush(st)
-            } else {
-                wait(&self.flushed, st)
-            };
+            st = if !st.flushing && st.pending_gen == gen { self.flush(st) } else { wait(&self.flushed, st) };
         }
     }
 
@@ -685,18 +591,8 @@ impl Inner {
                 store.append(batch, first)
             };
             match res {
-                Ok(()) => {
-                    return Ok(Written {
-                        disk_bytes: store.disk_bytes(),
-                        first_seq: store.first_seq(),
-                        lost,
-                    })
-                }
-                Err(e)
-                    if is_disk_full(&e)
-                        && drop_oldest
-                        && store.disk_bytes() > SEG_HEADER_LEN as u64 =>
-                {
+                Ok(()) => return Ok(Written { disk_bytes: store.disk_bytes(), first_seq: store.first_seq(), lost }),
+                Err(e) if is_disk_full(&e) && drop_oldest && store.disk_bytes() > SEG_HEADER_LEN as u64 => {
                     let min_ack = lock(&self.state).acks.iter().copied().min().unwrap_or(0);
                     match store.drop_oldest(first) {
                         Ok((base, next)) => {
@@ -753,8 +649,7 @@ impl Ticket {
     /// Waits until the record is durable (flushing its batch if nobody is); returns its seq.
     pub fn wait(mut self) -> Result<u64, QueueError> {
         self.collected = true;
-        self.inner
-            .collect(lock(&self.inner.state), self.gen, self.idx)
+        self.inner.collect(lock(&self.inner.state), self.gen, self.idx)
     }
 }
 
@@ -762,9 +657,7 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         if !self.collected {
             // Keep the batch's waiter count right; the outcome is nobody's to hear.
-            let _ = self
-                .inner
-                .collect(lock(&self.inner.state), self.gen, self.idx);
+            let _ = self.inner.collect(lock(&self.inner.state), self.gen, self.idx);
         }
     }
 }
@@ -800,12 +693,7 @@ impl Consumer {
 
     /// Delivers up to `max` records in order to `f`, waiting up to `wait` for the first one.
     /// Returns how many were delivered.
-    pub fn poll(
-        &mut self,
-        max: usize,
-        wait: Duration,
-        mut f: impl FnMut(u64, &[u8]),
-    ) -> Result<usize, QueueError> {
+    pub fn poll(&mut self, max: usize, wait: Duration, mut f: impl FnMut(u64, &[u8])) -> Result<usize, QueueError> {
         let q = self.q.clone();
         let inner = &*q.inner;
         let deadline = Instant::now() + wait;
@@ -816,11 +704,7 @@ impl Consumer {
                 if now >= deadline {
                     return Ok(0);
                 }
-                st = inner
-                    .data
-                    .wait_timeout(st, deadline - now)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
+                st = inner.data.wait_timeout(st, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
             }
             if self.cursor < st.first_seq {
                 self.cursor = st.first_seq;
@@ -884,20 +768,10 @@ impl Consumer {
             (seg, store.segment_path(seg.base))
         };
         let mut file = File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
-        file.seek(SeekFrom::Start(SEG_HEADER_LEN as u64))
-            .map_err(io_err("seeking a segment"))?;
+        file.seek(SeekFrom::Start(SEG_HEADER_LEN as u64)).map_err(io_err("seeking a segment"))?;
         self.cursor = self.cursor.max(seg.base);
         let buf = std::mem::take(&mut self.buf);
-        Ok((
-            seg.base,
-            SegmentReader::with_buffer(
-                file,
-                SEG_HEADER_LEN as u64,
-                seg.base,
-                inner.opts.max_record,
-                buf,
-            ),
-        ))
+        Ok((seg.base, SegmentReader::with_buffer(file, SEG_HEADER_LEN as u64, seg.base, inner.opts.max_record, buf)))
     }
 
     fn quarantine(&mut self, base: u64, why: &str) -> Result<(), QueueError> {
@@ -907,9 +781,7 @@ impl Consumer {
         }
         let mut store = lock(&inner.store);
         let next_seq = lock(&inner.state).next_seq;
-        let next = store
-            .quarantine(base, next_seq)
-            .map_err(io_err("moving a corrupt segment aside"))?;
+        let next = store.quarantine(base, next_seq).map_err(io_err("moving a corrupt segment aside"))?;
         let disk_bytes = store.disk_bytes();
         let first_seq = store.first_seq();
         drop(store);
@@ -930,10 +802,7 @@ impl Consumer {
 
     fn count_lost(&self, lost: u64, base: u64) {
         let inner = &*self.q.inner;
-        log::error!(
-            "queue {}: segment at seq {base} ends {lost} records short",
-            inner.dir.display()
-        );
+        log::error!("queue {}: segment at seq {base} ends {lost} records short", inner.dir.display());
         let mut st = lock(&inner.state);
         st.counters.lost_records += lost;
         inner.save_counters(&st.counters);
@@ -966,11 +835,7 @@ impl Consumer {
             st.acks.iter().copied().min().unwrap_or(seq)
         };
         let mut store = lock(&inner.store);
-        if store
-            .delete_acked(min_ack)
-            .map_err(io_err("deleting acknowledged segments"))?
-            > 0
-        {
+        if store.delete_acked(min_ack).map_err(io_err("deleting acknowledged segments"))? > 0 {
             let (disk_bytes, first_seq) = (store.disk_bytes(), store.first_seq());
             drop(store);
             let mut st = lock(&inner.state);

@@ -35,21 +35,12 @@ impl Store {
     /// Opens the segments in `dir`, repairing what a crash left: a torn tail of the active
     /// segment is cut off, a segment that is corrupt beyond a torn tail is moved aside.
     /// Only the last segment is scanned; sealed segments were whole when sealed.
-    pub fn open(
-        dir: &Path,
-        seg_bytes: u64,
-        max_record: usize,
-        max_torn: u64,
-    ) -> io::Result<(Self, Recovery)> {
+    pub fn open(dir: &Path, seg_bytes: u64, max_record: usize, max_torn: u64) -> io::Result<(Self, Recovery)> {
         let mut rec = Recovery::default();
         let mut bases = Vec::new();
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
-            if let Some(base) = entry
-                .file_name()
-                .to_str()
-                .and_then(format::parse_segment_file_name)
-            {
+            if let Some(base) = entry.file_name().to_str().and_then(format::parse_segment_file_name) {
                 bases.push(base);
             }
         }
@@ -104,8 +95,7 @@ impl Store {
                         _ => "unreadable records".into(),
                     };
                     quarantine_file(dir, active.base)?;
-                    rec.quarantined
-                        .push((active.base, format!("{why} at offset {offset}")));
+                    rec.quarantined.push((active.base, format!("{why} at offset {offset}")));
                     next_seq += rest / format::REC_HEADER_LEN as u64 + 1;
                     segs.pop_back();
                     fresh_active = true;
@@ -117,10 +107,7 @@ impl Store {
         }
         let active = match segs.back() {
             Some(s) if !fresh_active => {
-                let f = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(dir.join(format::segment_file_name(s.base)))?;
+                let f = OpenOptions::new().read(true).write(true).open(dir.join(format::segment_file_name(s.base)))?;
                 reserve(&f, seg_bytes);
                 f
             }
@@ -131,15 +118,7 @@ impl Store {
             }
         };
         rec.next_seq = next_seq;
-        Ok((
-            Self {
-                dir: dir.to_path_buf(),
-                segs,
-                active,
-                seg_bytes,
-            },
-            rec,
-        ))
+        Ok((Self { dir: dir.to_path_buf(), segs, active, seg_bytes }, rec))
     }
 
     pub fn disk_bytes(&self) -> u64 {
@@ -164,10 +143,7 @@ impl Store {
             self.roll(first_seq)?;
         }
         let off = self.active_mut().bytes;
-        let res = self
-            .active
-            .write_all_at(batch, off)
-            .and_then(|()| self.active.sync_data());
+        let res = self.active.write_all_at(batch, off).and_then(|()| self.active.sync_data());
         match res {
             Ok(()) => {
                 self.active_mut().bytes += batch.len() as u64;
@@ -286,12 +262,7 @@ fn nonzero_end(path: &Path, from: u64) -> io::Result<u64> {
 fn create_segment(dir: &Path, base: u64, seg_bytes: u64) -> io::Result<(File, Seg)> {
     let path = dir.join(format::segment_file_name(base));
     let res = (|| {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)?;
+        let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
         f.write_all_at(&format::segment_header(base), 0)?;
         reserve(&f, seg_bytes);
         f.sync_all()?;
@@ -299,13 +270,7 @@ fn create_segment(dir: &Path, base: u64, seg_bytes: u64) -> io::Result<(File, Se
         Ok(f)
     })();
     match res {
-        Ok(f) => Ok((
-            f,
-            Seg {
-                base,
-                bytes: SEG_HEADER_LEN as u64,
-            },
-        )),
+        Ok(f) => Ok((f, Seg { base, bytes: SEG_HEADER_LEN as u64 })),
         Err(e) => {
             let _ = fs::remove_file(&path);
             Err(e)

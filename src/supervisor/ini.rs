@@ -42,35 +42,18 @@ pub fn parse(text: &str) -> Result<Vec<Section>, SyntaxError> {
         }
         if let Some(rest) = trimmed.strip_prefix('[') {
             let Some(name) = rest.strip_suffix(']') else {
-                return Err(SyntaxError {
-                    line,
-                    message: format!("section header {trimmed:?} has no closing ']'"),
-                });
+                return Err(SyntaxError { line, message: format!("section header {trimmed:?} has no closing ']'") });
             };
-            sections.push(Section {
-                name: name.trim().to_string(),
-                line,
-                entries: Vec::new(),
-            });
+            sections.push(Section { name: name.trim().to_string(), line, entries: Vec::new() });
             continue;
         }
         let Some((k, v)) = trimmed.split_once(['=', ':']) else {
-            return Err(SyntaxError {
-                line,
-                message: format!("{trimmed:?} is not `key = value`"),
-            });
+            return Err(SyntaxError { line, message: format!("{trimmed:?} is not `key = value`") });
         };
         let Some(section) = sections.last_mut() else {
-            return Err(SyntaxError {
-                line,
-                message: "key before any [section]".into(),
-            });
+            return Err(SyntaxError { line, message: "key before any [section]".into() });
         };
-        section.entries.push(Entry {
-            key: k.trim().to_string(),
-            value: strip_comment(v.trim()).to_string(),
-            line,
-        });
+        section.entries.push(Entry { key: k.trim().to_string(), value: strip_comment(v.trim()).to_string(), line });
     }
     Ok(sections)
 }
@@ -88,23 +71,11 @@ mod tests {
 
     #[test]
     fn sections_keys_lines_and_comments() {
-        let s =
-            parse("; top\n[program:a]\ncommand = /bin/a -x ; run a\n\n# c\n[supervisord]\nk:v\n")
-                .unwrap();
+        let s = parse("; top\n[program:a]\ncommand = /bin/a -x ; run a\n\n# c\n[supervisord]\nk:v\n").unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].name, "program:a");
-        assert_eq!(
-            s[0].entries[0],
-            Entry {
-                key: "command".into(),
-                value: "/bin/a -x".into(),
-                line: 3
-            }
-        );
-        assert_eq!(
-            (s[1].name.as_str(), s[1].entries[0].line),
-            ("supervisord", 7)
-        );
+        assert_eq!(s[0].entries[0], Entry { key: "command".into(), value: "/bin/a -x".into(), line: 3 });
+        assert_eq!((s[1].name.as_str(), s[1].entries[0].line), ("supervisord", 7));
     }
 
     #[test]

@@ -30,9 +30,7 @@ pub struct Record {
 }
 
 pub fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 /// Whether any process of group `pgid` is alive (a zombie is not).
@@ -41,14 +39,10 @@ pub fn group_alive(pgid: i32) -> bool {
 }
 
 pub fn save(path: &Path, rec: &Record) {
-    let res = serde_json::to_vec(rec)
-        .map_err(std::io::Error::other)
-        .and_then(|b| fsio::write_atomic_mode(path, &b, 0o600));
+    let res =
+        serde_json::to_vec(rec).map_err(std::io::Error::other).and_then(|b| fsio::write_atomic_mode(path, &b, 0o600));
     if let Err(e) = res {
-        log::error!(
-            "supervisor: cannot record app pids in {}: {e}",
-            path.display()
-        );
+        log::error!("supervisor: cannot record app pids in {}: {e}", path.display());
     }
 }
 
@@ -60,10 +54,7 @@ pub fn kill(path: &Path) -> Vec<String> {
     let rec: Record = match serde_json::from_slice(&text) {
         Ok(r) => r,
         Err(e) => {
-            log::warn!(
-                "supervisor: {} is unreadable ({e}); ignoring it",
-                path.display()
-            );
+            log::warn!("supervisor: {} is unreadable ({e}); ignoring it", path.display());
             return Vec::new();
         }
     };

@@ -24,13 +24,7 @@ pub struct LogFile {
 
 impl LogFile {
     pub fn new(path: PathBuf, max_bytes: u64, backups: u32) -> Self {
-        Self {
-            path,
-            file: None,
-            size: 0,
-            max_bytes,
-            backups,
-        }
+        Self { path, file: None, size: 0, max_bytes, backups }
     }
 
     fn open(&mut self) -> io::Result<&mut File> {
@@ -38,17 +32,12 @@ impl LogFile {
             if let Some(dir) = self.path.parent() {
                 fs::create_dir_all(dir)?;
             }
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
+            let f = OpenOptions::new().create(true).append(true).open(&self.path)?;
             self.size = f.metadata()?.len();
             self.file = Some(f);
         }
         // Just set above when it was None.
-        self.file
-            .as_mut()
-            .ok_or_else(|| io::Error::other("log file not open"))
+        self.file.as_mut().ok_or_else(|| io::Error::other("log file not open"))
     }
 
     /// Appends `chunk`, rotating whenever the file would pass `max_bytes`. Files end at a
@@ -63,15 +52,8 @@ impl LogFile {
             if chunk.len() <= room {
                 return self.append(chunk);
             }
-            let whole_lines = chunk[..room]
-                .iter()
-                .rposition(|&b| b == b'\n')
-                .map_or(0, |i| i + 1);
-            let cut = if whole_lines == 0 && self.size == 0 {
-                room.max(1)
-            } else {
-                whole_lines
-            };
+            let whole_lines = chunk[..room].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let cut = if whole_lines == 0 && self.size == 0 { room.max(1) } else { whole_lines };
             self.append(&chunk[..cut])?;
             chunk = &chunk[cut..];
             self.rotate()?;
@@ -95,8 +77,7 @@ impl LogFile {
             fs::remove_file(&self.path).or_else(ignore_missing)?;
         } else {
             for i in (1..self.backups).rev() {
-                fs::rename(backup(&self.path, i), backup(&self.path, i + 1))
-                    .or_else(ignore_missing)?;
+                fs::rename(backup(&self.path, i), backup(&self.path, i + 1)).or_else(ignore_missing)?;
             }
             fs::rename(&self.path, backup(&self.path, 1)).or_else(ignore_missing)?;
         }
@@ -156,16 +137,8 @@ impl LogPump {
         let (wake_tx, wake_rx) = UnixStream::pair()?;
         wake_rx.set_nonblocking(true)?;
         let (tx, rx) = mpsc::channel();
-        let h = std::thread::Builder::new()
-            .name("logs".into())
-            .spawn(move || run(rx, wake_rx))?;
-        Ok((
-            Self {
-                tx,
-                wake: Arc::new(wake_tx),
-            },
-            h,
-        ))
+        let h = std::thread::Builder::new().name("logs".into()).spawn(move || run(rx, wake_rx))?;
+        Ok((Self { tx, wake: Arc::new(wake_tx) }, h))
     }
 
     /// Copies everything read from `fd` into `log` until the write ends are all closed.
@@ -194,16 +167,9 @@ fn run(rx: Receiver<Msg>, wake: UnixStream) {
             for (fd, _) in &sources {
                 fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
             }
-            let timeout = if stopping {
-                PollTimeout::ZERO
-            } else {
-                PollTimeout::NONE
-            };
+            let timeout = if stopping { PollTimeout::ZERO } else { PollTimeout::NONE };
             match poll(&mut fds, timeout) {
-                Ok(_) => fds
-                    .iter()
-                    .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-                    .collect(),
+                Ok(_) => fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect(),
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
                     log::error!("log capture: poll failed: {e}");
@@ -237,9 +203,7 @@ fn run(rx: Receiver<Msg>, wake: UnixStream) {
                 Ok(0) => closed.push(i),
                 Ok(n) => {
                     any = true;
-                    let mut l = log
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut l = log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     if let Err(e) = l.write(&buf[..n]) {
                         log::warn!("log capture: writing {}: {e}", l.path.display());
                     }
@@ -267,26 +231,17 @@ mod tests {
         let p = dir.path().join("app.log");
         let mut l = LogFile::new(p.clone(), 100, 2);
         for i in 0..20 {
-            l.write(format!("line {i:03} of the app\n").as_bytes())
-                .unwrap();
+            l.write(format!("line {i:03} of the app\n").as_bytes()).unwrap();
         }
         // One big chunk, as a read of a busy pipe returns.
-        let big: String = (20..30)
-            .map(|i| format!("line {i:03} of the app\n"))
-            .collect();
+        let big: String = (20..30).map(|i| format!("line {i:03} of the app\n")).collect();
         l.write(big.as_bytes()).unwrap();
         assert!(p.exists() && backup(&p, 1).exists() && backup(&p, 2).exists());
         assert!(!backup(&p, 3).exists());
         for f in [p.clone(), backup(&p, 1), backup(&p, 2)] {
             let text = fs::read_to_string(&f).unwrap();
             assert!(text.len() <= 100, "{} is {} bytes", f.display(), text.len());
-            assert!(
-                text.ends_with('\n')
-                    && text
-                        .lines()
-                        .all(|l| l.starts_with("line ") && l.len() == 19),
-                "{text:?}"
-            );
+            assert!(text.ends_with('\n') && text.lines().all(|l| l.starts_with("line ") && l.len() == 19), "{text:?}");
         }
         let last = fs::read_to_string(&p).unwrap();
         assert!(last.ends_with("line 029 of the app\n"));

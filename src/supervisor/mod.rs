@@ -141,10 +141,7 @@ impl Supervisor {
         // Orphaned grandchildren of apps are re-parented to us and reaped here.
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-            log::warn!(
-                "supervisor: cannot become a subreaper: {}",
-                io::Error::last_os_error()
-            );
+            log::warn!("supervisor: cannot become a subreaper: {}", io::Error::last_os_error());
         }
         let (sig_w, sig_r) = UnixStream::pair()?;
         sig_r.set_nonblocking(true)?;
@@ -164,16 +161,8 @@ impl Supervisor {
             jobs: Vec::new(),
         };
         core.replace(programs);
-        let h = std::thread::Builder::new()
-            .name("supervisor".into())
-            .spawn(move || core.run(rx, sig_r, wake_r))?;
-        Ok((
-            Self {
-                tx,
-                wake: Arc::new(wake_w),
-            },
-            h,
-        ))
+        let h = std::thread::Builder::new().name("supervisor".into()).spawn(move || core.run(rx, sig_r, wake_r))?;
+        Ok((Self { tx, wake: Arc::new(wake_w) }, h))
     }
 
     fn send(&self, c: Cmd) -> bool {
@@ -189,8 +178,7 @@ impl Supervisor {
         if !self.send(make(tx)) {
             return Err("the supervisor is not running".into());
         }
-        rx.recv()
-            .unwrap_or_else(|_| Err("the supervisor stopped".into()))
+        rx.recv().unwrap_or_else(|_| Err("the supervisor stopped".into()))
     }
 
     pub fn status(&self) -> Vec<AppStatus> {
@@ -230,8 +218,7 @@ impl Supervisor {
         if !self.send(Cmd::RunOnce(job, tx)) {
             return OneOffResult::SpawnFailed("the supervisor is not running".into());
         }
-        rx.recv()
-            .unwrap_or_else(|_| OneOffResult::SpawnFailed("the supervisor stopped".into()))
+        rx.recv().unwrap_or_else(|_| OneOffResult::SpawnFailed("the supervisor stopped".into()))
     }
 
     /// Stops every app (highest priority number first) and ends the thread.
@@ -316,10 +303,8 @@ impl Core {
                 None => PollTimeout::NONE,
             };
             let (sig_ready, wake_ready) = {
-                let mut fds = [
-                    PollFd::new(sig.as_fd(), PollFlags::POLLIN),
-                    PollFd::new(wake.as_fd(), PollFlags::POLLIN),
-                ];
+                let mut fds =
+                    [PollFd::new(sig.as_fd(), PollFlags::POLLIN), PollFd::new(wake.as_fd(), PollFlags::POLLIN)];
                 match poll(&mut fds, timeout) {
                     Ok(_) => (fds[0].any().unwrap_or(false), fds[1].any().unwrap_or(false)),
                     Err(Errno::EINTR) => (true, true),
@@ -344,15 +329,8 @@ impl Core {
 
     fn next_deadline(&self) -> Option<Instant> {
         let procs = self.procs.iter().filter_map(|p| p.deadline);
-        let jobs = self
-            .jobs
-            .iter()
-            .filter(|j| !j.timed_out)
-            .map(|j| j.deadline);
-        procs
-            .chain(jobs)
-            .chain(self.watchdog.map(|(d, last)| last + d))
-            .min()
+        let jobs = self.jobs.iter().filter(|j| !j.timed_out).map(|j| j.deadline);
+        procs.chain(jobs).chain(self.watchdog.map(|(d, last)| last + d)).min()
     }
 
     fn command(&mut self, c: Cmd) {
@@ -410,22 +388,14 @@ impl Core {
                 self.replace(programs);
                 let _ = tx.send(());
             }
-            Cmd::RunOnce(job, tx) => {
-                match spawn::spawn_oneoff(&job.command, &job.dir, &job.env, &job.output) {
-                    Ok(pid) => {
-                        self.jobs.push(Job {
-                            pid,
-                            deadline: Instant::now() + job.timeout,
-                            timed_out: false,
-                            reply: tx,
-                        });
-                    }
-                    Err(e) => {
-                        let _ =
-                            tx.send(OneOffResult::SpawnFailed(format!("{:?}: {e}", job.command)));
-                    }
+            Cmd::RunOnce(job, tx) => match spawn::spawn_oneoff(&job.command, &job.dir, &job.env, &job.output) {
+                Ok(pid) => {
+                    self.jobs.push(Job { pid, deadline: Instant::now() + job.timeout, timed_out: false, reply: tx });
                 }
-            }
+                Err(e) => {
+                    let _ = tx.send(OneOffResult::SpawnFailed(format!("{:?}: {e}", job.command)));
+                }
+            },
             Cmd::Shutdown(tx) => {
                 for j in &self.jobs {
                     let _ = killpg(j.pid, Signal::SIGKILL);
@@ -447,10 +417,7 @@ impl Core {
 
     fn replace(&mut self, mut programs: Vec<Program>) {
         programs.sort_by_key(|p| p.priority);
-        let wanted: HashMap<String, Program> = programs
-            .iter()
-            .map(|p| (p.name.clone(), p.clone()))
-            .collect();
+        let wanted: HashMap<String, Program> = programs.iter().map(|p| (p.name.clone(), p.clone())).collect();
         // By name: stopping a program that is not running removes it from the table.
         let names: Vec<String> = self.procs.iter().map(|p| p.p.name.clone()).collect();
         for name in names {
@@ -466,11 +433,7 @@ impl Core {
                     p.out_log = None;
                     p.err_log = None;
                     if p.pid.is_some() {
-                        p.after_stop = if new.autostart {
-                            AfterStop::Start
-                        } else {
-                            AfterStop::Nothing
-                        };
+                        p.after_stop = if new.autostart { AfterStop::Start } else { AfterStop::Nothing };
                         self.stop(i);
                     }
                 }
@@ -522,11 +485,9 @@ impl Core {
             }
             let answer = match (want, p.state) {
                 (Want::Started, State::Running) => Ok(st.clone()),
-                (Want::Started, State::Fatal | State::Backoff | State::Exited) => Err(format!(
-                    "{name} did not start: {} ({})",
-                    st.description,
-                    p.state.as_str()
-                )),
+                (Want::Started, State::Fatal | State::Backoff | State::Exited) => {
+                    Err(format!("{name} did not start: {} ({})", st.description, p.state.as_str()))
+                }
                 (Want::Stopped, State::Stopped | State::Exited | State::Fatal) => Ok(st.clone()),
                 (Want::Started, State::Stopped) if p.after_stop != AfterStop::Start => {
                     Err(format!("{name} was stopped"))
@@ -594,12 +555,7 @@ impl Core {
         p.retries += 1;
         if p.retries > p.p.startretries {
             p.deadline = None;
-            log::error!(
-                "app {}: gave up after {} attempts: {}",
-                p.p.name,
-                p.retries,
-                p.description
-            );
+            log::error!("app {}: gave up after {} attempts: {}", p.p.name, p.retries, p.description);
             self.set_state(i, State::Fatal);
         } else {
             // supervisord's backoff: one second more for each failed attempt.
@@ -622,9 +578,7 @@ impl Core {
             }
             None => {
                 p.deadline = None;
-                if matches!(p.state, State::Backoff | State::Starting)
-                    || p.after_stop == AfterStop::Remove
-                {
+                if matches!(p.state, State::Backoff | State::Starting) || p.after_stop == AfterStop::Remove {
                     self.set_state(i, State::Stopped);
                 } else {
                     self.notify_waiters(i);
@@ -654,11 +608,7 @@ impl Core {
                 self.watchdog = Some((every, now));
             }
         }
-        for j in self
-            .jobs
-            .iter_mut()
-            .filter(|j| !j.timed_out && now >= j.deadline)
-        {
+        for j in self.jobs.iter_mut().filter(|j| !j.timed_out && now >= j.deadline) {
             log::warn!("one-off command (pid {}) timed out; killing it", j.pid);
             let _ = killpg(j.pid, Signal::SIGKILL);
             j.timed_out = true;
@@ -714,11 +664,7 @@ impl Core {
         if let Some(j) = self.jobs.iter().position(|j| j.pid == pid) {
             let job = self.jobs.swap_remove(j);
             let _ = killpg(pid, Signal::SIGKILL);
-            let _ = job.reply.send(if job.timed_out {
-                OneOffResult::TimedOut
-            } else {
-                OneOffResult::Exited(code)
-            });
+            let _ = job.reply.send(if job.timed_out { OneOffResult::TimedOut } else { OneOffResult::Exited(code) });
             return;
         }
         // Not an app's main process: an orphaned descendant we reaped as subreaper.
@@ -749,10 +695,7 @@ impl Core {
             }
             _ => {
                 let p = &mut self.procs[i];
-                p.description = format!(
-                    "exited with {code} ({})",
-                    if expected { "expected" } else { "unexpected" }
-                );
+                p.description = format!("exited with {code} ({})", if expected { "expected" } else { "unexpected" });
                 let restart = match p.p.autorestart {
                     AutoRestart::Always => true,
                     AutoRestart::Unexpected => !expected,
@@ -780,13 +723,7 @@ impl Core {
                 })
             })
             .collect();
-        leftovers::save(
-            &self.state_file,
-            &leftovers::Record {
-                boot_id: leftovers::boot_id(),
-                apps,
-            },
-        );
+        leftovers::save(&self.state_file, &leftovers::Record { boot_id: leftovers::boot_id(), apps });
     }
 }
 

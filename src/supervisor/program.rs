@@ -56,12 +56,7 @@ pub struct ProgramError {
 
 impl ProgramError {
     fn at(file: &Path, line: Option<usize>, key: Option<&str>, message: String) -> Self {
-        Self {
-            file: file.into(),
-            line,
-            key: key.map(String::from),
-            message,
-        }
+        Self { file: file.into(), line, key: key.map(String::from), message }
     }
 }
 
@@ -122,10 +117,9 @@ const KEYS: &[&str] = &[
 pub fn load_dir(dir: &Path, log_dir: &Path) -> Loaded {
     let mut out = Loaded::default();
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "conf"))
-            .collect(),
+        Ok(rd) => {
+            rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "conf")).collect()
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return out,
         Err(e) => {
             out.errors.push(ProgramError {
@@ -141,12 +135,9 @@ pub fn load_dir(dir: &Path, log_dir: &Path) -> Loaded {
     for f in files {
         match std::fs::read_to_string(&f) {
             Ok(text) => out.merge(parse_file(&text, &f, log_dir)),
-            Err(e) => out.errors.push(ProgramError {
-                file: f,
-                line: None,
-                key: None,
-                message: format!("cannot read: {e}"),
-            }),
+            Err(e) => {
+                out.errors.push(ProgramError { file: f, line: None, key: None, message: format!("cannot read: {e}") })
+            }
         }
     }
     let mut seen = std::collections::HashSet::new();
@@ -191,19 +182,13 @@ pub fn parse_package(text: &str, file: &Path, name: &str, log_dir: &Path) -> Loa
     let mut main = sections.iter().filter(|s| s.name == "supervisord");
     match (main.next(), main.next()) {
         (Some(s), None) => out.merge(program(name, s, file, log_dir)),
-        (None, _) if out.errors.is_empty() => out.errors.push(ProgramError::at(
-            file,
-            None,
-            None,
-            "no [supervisord] section".into(),
-        )),
+        (None, _) if out.errors.is_empty() => {
+            out.errors.push(ProgramError::at(file, None, None, "no [supervisord] section".into()))
+        }
         (None, _) => {}
-        (Some(_), Some(s)) => out.errors.push(ProgramError::at(
-            file,
-            Some(s.line),
-            None,
-            "more than one [supervisord] section".into(),
-        )),
+        (Some(_), Some(s)) => {
+            out.errors.push(ProgramError::at(file, Some(s.line), None, "more than one [supervisord] section".into()))
+        }
     }
     out
 }
@@ -211,8 +196,7 @@ pub fn parse_package(text: &str, file: &Path, name: &str, log_dir: &Path) -> Loa
 /// The file's sections; a syntax error is recorded in `out` and gives none.
 fn sections(text: &str, file: &Path, out: &mut Loaded) -> Vec<ini::Section> {
     ini::parse(text).unwrap_or_else(|e| {
-        out.errors
-            .push(ProgramError::at(file, Some(e.line), None, e.message));
+        out.errors.push(ProgramError::at(file, Some(e.line), None, e.message));
         Vec::new()
     })
 }
@@ -220,8 +204,7 @@ fn sections(text: &str, file: &Path, out: &mut Loaded) -> Vec<ini::Section> {
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         && !n.starts_with('.')
 }
 
@@ -278,9 +261,7 @@ fn program(name: &str, s: &ini::Section, file: &Path, log_dir: &Path) -> Loaded 
                         p.command = words;
                         Ok(())
                     }
-                    _ => Err(format!(
-                        "cannot split {v:?} into words (unbalanced quotes?)"
-                    )),
+                    _ => Err(format!("cannot split {v:?} into words (unbalanced quotes?)")),
                 }
             }
             "directory" => {
@@ -298,21 +279,13 @@ fn program(name: &str, s: &ini::Section, file: &Path, log_dir: &Path) -> Loaded 
                     p.autorestart = AutoRestart::Unexpected;
                     Ok(())
                 }
-                other => parse_bool(other).map(|b| {
-                    p.autorestart = if b {
-                        AutoRestart::Always
-                    } else {
-                        AutoRestart::Never
-                    }
-                }),
+                other => {
+                    parse_bool(other).map(|b| p.autorestart = if b { AutoRestart::Always } else { AutoRestart::Never })
+                }
             },
             "exitcodes" => v
                 .split(',')
-                .map(|c| {
-                    c.trim()
-                        .parse::<i32>()
-                        .map_err(|_| format!("{c:?} is not an exit code"))
-                })
+                .map(|c| c.trim().parse::<i32>().map_err(|_| format!("{c:?} is not an exit code")))
                 .collect::<Result<Vec<_>, _>>()
                 .map(|codes| p.exitcodes = codes),
             "startsecs" => parse_num(v).map(|n| p.startsecs = n),
@@ -332,23 +305,15 @@ fn program(name: &str, s: &ini::Section, file: &Path, log_dir: &Path) -> Loaded 
             "stderr_logfile_maxbytes" => parse_size(v).map(|n| p.stderr_logfile_maxbytes = n),
             "stderr_logfile_backups" => parse_num(v).map(|n| p.stderr_logfile_backups = n),
             "redirect_stderr" => parse_bool(v).map(|b| p.redirect_stderr = b),
-            "priority" => v
-                .parse()
-                .map(|n| p.priority = n)
-                .map_err(|_| format!("{v:?} is not a whole number")),
+            "priority" => v.parse().map(|n| p.priority = n).map_err(|_| format!("{v:?} is not a whole number")),
             other => {
                 debug_assert!(!KEYS.contains(&other));
-                out.warnings
-                    .push(err(e.line, other, "unknown key; ignored".into()));
+                out.warnings.push(err(e.line, other, "unknown key; ignored".into()));
                 Ok(())
             }
         };
         if let Err(message) = res {
-            out.errors.push(err(
-                e.line,
-                &e.key,
-                format!("{message}; program {name} is not loaded"),
-            ));
+            out.errors.push(err(e.line, &e.key, format!("{message}; program {name} is not loaded")));
             return out;
         }
     }
@@ -382,8 +347,7 @@ fn parse_bool(v: &str) -> Result<bool, String> {
 }
 
 fn parse_num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
-    v.parse()
-        .map_err(|_| format!("{v:?} is not a whole number"))
+    v.parse().map_err(|_| format!("{v:?} is not a whole number"))
 }
 
 /// `1024`, `200KB`, `50MB`, `1GB` (supervisord's units, powers of 1024).
@@ -407,13 +371,8 @@ pub fn parse_size(v: &str) -> Result<u64, String> {
 
 fn parse_signal(v: &str) -> Result<Signal, String> {
     let up = v.trim().to_ascii_uppercase();
-    let name = if up.starts_with("SIG") {
-        up
-    } else {
-        format!("SIG{up}")
-    };
-    name.parse::<Signal>()
-        .map_err(|_| format!("{v:?} is not a signal name (TERM, INT, HUP, QUIT, KILL, USR1, USR2)"))
+    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    name.parse::<Signal>().map_err(|_| format!("{v:?} is not a signal name (TERM, INT, HUP, QUIT, KILL, USR1, USR2)"))
 }
 
 /// `KEY="value",KEY2="v2"` (quotes optional, commas inside quotes kept).
@@ -465,11 +424,7 @@ mod tests {
     use super::*;
 
     fn one(text: &str) -> Loaded {
-        parse_file(
-            text,
-            Path::new("/etc/gwe/programs.d/x.conf"),
-            Path::new("/var/log/gwe"),
-        )
+        parse_file(text, Path::new("/etc/gwe/programs.d/x.conf"), Path::new("/var/log/gwe"))
     }
 
     #[test]
@@ -480,40 +435,14 @@ mod tests {
              stopsignal=INT\nstopwaitsecs=4\nstdout_logfile=/tmp/m.log\nstdout_logfile_maxbytes=1MB\n\
              stdout_logfile_backups=3\nredirect_stderr=false\nstderr_logfile=NONE\npriority=10\n",
         );
-        assert!(
-            l.errors.is_empty() && l.warnings.is_empty(),
-            "{:?} {:?}",
-            l.errors,
-            l.warnings
-        );
+        assert!(l.errors.is_empty() && l.warnings.is_empty(), "{:?} {:?}", l.errors, l.warnings);
         let p = &l.programs[0];
-        assert_eq!(
-            p.command,
-            ["/usr/bin/python3", "-u", "my app.py", "--port", "5020"]
-        );
-        assert_eq!(
-            p.environment,
-            [
-                ("A".to_string(), "1,2".to_string()),
-                ("B".into(), "x".into())
-            ]
-        );
-        assert_eq!(
-            (p.autostart, p.autorestart, p.exitcodes.clone()),
-            (false, AutoRestart::Always, vec![0, 2])
-        );
-        assert_eq!(
-            (p.startsecs, p.startretries, p.stopsignal, p.stopwaitsecs),
-            (3, 5, Signal::SIGINT, 4)
-        );
-        assert_eq!(
-            (p.stdout_logfile_maxbytes, p.stdout_logfile_backups),
-            (1 << 20, 3)
-        );
-        assert_eq!(
-            (p.redirect_stderr, p.stderr_logfile.clone(), p.priority),
-            (false, None, 10)
-        );
+        assert_eq!(p.command, ["/usr/bin/python3", "-u", "my app.py", "--port", "5020"]);
+        assert_eq!(p.environment, [("A".to_string(), "1,2".to_string()), ("B".into(), "x".into())]);
+        assert_eq!((p.autostart, p.autorestart, p.exitcodes.clone()), (false, AutoRestart::Always, vec![0, 2]));
+        assert_eq!((p.startsecs, p.startretries, p.stopsignal, p.stopwaitsecs), (3, 5, Signal::SIGINT, 4));
+        assert_eq!((p.stdout_logfile_maxbytes, p.stdout_logfile_backups), (1 << 20, 3));
+        assert_eq!((p.redirect_stderr, p.stderr_logfile.clone(), p.priority), (false, None, 10));
     }
 
     #[test]
@@ -529,29 +458,18 @@ mod tests {
         assert!(p.redirect_stderr);
         assert_eq!(p.stdout_logfile_maxbytes, 200 * 1024);
         assert_eq!(p.stdout_logfile_backups, 1);
-        assert_eq!(
-            p.stdout_logfile.as_deref(),
-            Some(Path::new("/var/log/gwe/sensor.log"))
-        );
+        assert_eq!(p.stdout_logfile.as_deref(), Some(Path::new("/var/log/gwe/sensor.log")));
         assert_eq!(p.autorestart, AutoRestart::Unexpected);
     }
 
     #[test]
     fn a_bad_value_costs_only_its_program() {
         let l = one("[program:good]\ncommand=/bin/true\n\n[program:bad]\ncommand=/bin/false\nstartsecs=soon\n\n[program:also]\ncommand=/bin/true\nfrobnicate=1\n");
-        assert_eq!(
-            l.programs
-                .iter()
-                .map(|p| p.name.as_str())
-                .collect::<Vec<_>>(),
-            ["good", "also"]
-        );
+        assert_eq!(l.programs.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["good", "also"]);
         assert_eq!(l.errors.len(), 1);
         let e = l.errors[0].to_string();
         assert!(
-            e.starts_with(
-                "/etc/gwe/programs.d/x.conf, line 6, key startsecs: \"soon\" is not a whole number"
-            ),
+            e.starts_with("/etc/gwe/programs.d/x.conf, line 6, key startsecs: \"soon\" is not a whole number"),
             "{e}"
         );
         assert_eq!(
@@ -564,9 +482,7 @@ mod tests {
     fn missing_command_and_bad_syntax() {
         let l = one("[program:x]\ndirectory=/\n");
         assert!(l.programs.is_empty());
-        assert!(l.errors[0]
-            .to_string()
-            .contains("key command: program x has no command"));
+        assert!(l.errors[0].to_string().contains("key command: program x has no command"));
         let l = one("[program:x]\ncommand=/bin/true\nthis is not ini\n");
         assert_eq!(l.errors[0].line, Some(3));
         let l = one("[program:x]\ncommand=\"unbalanced\n");
@@ -586,26 +502,13 @@ mod tests {
     #[test]
     fn directory_loading_skips_broken_files_and_duplicates() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("a.conf"),
-            "[program:a]\ncommand=/bin/true\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("a.conf"), "[program:a]\ncommand=/bin/true\n").unwrap();
         std::fs::write(dir.path().join("b.conf"), "[program:b\ncommand=/bin/true\n").unwrap();
-        std::fs::write(
-            dir.path().join("c.conf"),
-            "[program:a]\ncommand=/bin/false\n[program:c]\ncommand=/bin/true\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("c.conf"), "[program:a]\ncommand=/bin/false\n[program:c]\ncommand=/bin/true\n")
+            .unwrap();
         std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
         let l = load_dir(dir.path(), Path::new("/var/log/gwe"));
-        assert_eq!(
-            l.programs
-                .iter()
-                .map(|p| p.name.as_str())
-                .collect::<Vec<_>>(),
-            ["a", "c"]
-        );
+        assert_eq!(l.programs.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["a", "c"]);
         assert_eq!(l.programs[0].command, ["/bin/true"]);
         assert_eq!(l.errors.len(), 2, "{:?}", l.errors);
     }

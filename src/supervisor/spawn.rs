@@ -26,14 +26,9 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// Spawns `p`. The child calls `setsid` (so `pgid == pid`) and asks for SIGKILL when the
 /// agent dies; if the agent died before that, it does not run at all.
 pub fn spawn(p: &Program) -> io::Result<Spawned> {
-    let (program, args) = p
-        .command
-        .split_first()
-        .ok_or_else(|| io::Error::other("empty command"))?;
+    let (program, args) = p.command.split_first().ok_or_else(|| io::Error::other("empty command"))?;
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .env("SUPERVISOR_PROCESS_NAME", &p.name);
+    cmd.args(args).stdin(Stdio::null()).env("SUPERVISOR_PROCESS_NAME", &p.name);
     for (k, v) in &p.environment {
         cmd.env(k, v);
     }
@@ -43,9 +38,7 @@ pub fn spawn(p: &Program) -> io::Result<Spawned> {
     if let Some(u) = &p.user {
         let user = User::from_name(u)
             .map_err(io::Error::from)?
-            .ok_or_else(|| {
-                io::Error::new(io::ErrorKind::NotFound, format!("no such user {u:?}"))
-            })?;
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no such user {u:?}")))?;
         cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
     }
     let mut stdout = None;
@@ -73,31 +66,16 @@ pub fn spawn(p: &Program) -> io::Result<Spawned> {
         }
     }
     let pid = start(cmd)?;
-    Ok(Spawned {
-        pid,
-        stdout,
-        stderr,
-    })
+    Ok(Spawned { pid, stdout, stderr })
 }
 
 /// Spawns a one-off command (an install script) in `dir`, with stdout and stderr into
 /// `output`, in its own session like an app.
-pub fn spawn_oneoff(
-    command: &[String],
-    dir: &Path,
-    env: &[(String, String)],
-    output: &Path,
-) -> io::Result<Pid> {
-    let (program, args) = command
-        .split_first()
-        .ok_or_else(|| io::Error::other("empty command"))?;
+pub fn spawn_oneoff(command: &[String], dir: &Path, env: &[(String, String)], output: &Path) -> io::Result<Pid> {
+    let (program, args) = command.split_first().ok_or_else(|| io::Error::other("empty command"))?;
     let out = std::fs::File::create(output)?;
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stderr(Stdio::from(out.try_clone()?))
-        .stdout(Stdio::from(out));
+    cmd.args(args).current_dir(dir).stdin(Stdio::null()).stderr(Stdio::from(out.try_clone()?)).stdout(Stdio::from(out));
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -112,20 +90,11 @@ fn start(mut cmd: Command) -> io::Result<Pid> {
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(io::Error::from)?;
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
             if nix::unistd::getppid() != parent {
-                return Err(io::Error::other(
-                    "the agent died while starting the process",
-                ));
+                return Err(io::Error::other("the agent died while starting the process"));
             }
             Ok(())
         });

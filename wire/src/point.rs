@@ -92,10 +92,7 @@ pub fn decode(buf: &[u8]) -> Result<PointRef<'_>, PointError> {
     }
     let mut ts = [0u8; 8];
     ts.copy_from_slice(&buf[TS_OFF..ALIAS_LEN_OFF]);
-    let alias_len = usize::from(u16::from_le_bytes([
-        buf[ALIAS_LEN_OFF],
-        buf[ALIAS_LEN_OFF + 1],
-    ]));
+    let alias_len = usize::from(u16::from_le_bytes([buf[ALIAS_LEN_OFF], buf[ALIAS_LEN_OFF + 1]]));
     if alias_len == 0 || alias_len > MAX_ALIAS {
         return Err(PointError::BadAlias);
     }
@@ -103,13 +100,8 @@ pub fn decode(buf: &[u8]) -> Result<PointRef<'_>, PointError> {
     if buf.len() < alias_end {
         return Err(PointError::Truncated);
     }
-    let alias =
-        std::str::from_utf8(&buf[HEADER_LEN..alias_end]).map_err(|_| PointError::AliasNotUtf8)?;
-    Ok(PointRef {
-        ts: i64::from_le_bytes(ts),
-        alias,
-        value: &buf[alias_end..],
-    })
+    let alias = std::str::from_utf8(&buf[HEADER_LEN..alias_end]).map_err(|_| PointError::AliasNotUtf8)?;
+    Ok(PointRef { ts: i64::from_le_bytes(ts), alias, value: &buf[alias_end..] })
 }
 
 #[cfg(test)]
@@ -122,24 +114,14 @@ mod tests {
         let n = encode(-5, "temp", b"21.5&x=1", &mut buf).unwrap();
         assert_eq!(n, encoded_len("temp", b"21.5&x=1"));
         let p = decode(&buf[..n]).unwrap();
-        assert_eq!(
-            p,
-            PointRef {
-                ts: -5,
-                alias: "temp",
-                value: b"21.5&x=1"
-            }
-        );
+        assert_eq!(p, PointRef { ts: -5, alias: "temp", value: b"21.5&x=1" });
     }
 
     #[test]
     fn refuses_bad_input() {
         let mut buf = [0u8; 8];
         assert_eq!(encode(0, "", b"", &mut buf), Err(PointError::BadAlias));
-        assert_eq!(
-            encode(0, "abc", b"", &mut buf),
-            Err(PointError::BufferTooSmall { need: 14 })
-        );
+        assert_eq!(encode(0, "abc", b"", &mut buf), Err(PointError::BufferTooSmall { need: 14 }));
         assert_eq!(decode(&[1, 0, 0]), Err(PointError::Truncated));
         assert_eq!(decode(&[9; 20]), Err(PointError::UnknownVersion(9)));
         let mut ok = [0u8; 32];
