@@ -11,8 +11,12 @@ use crate::ctl;
 use crate::fsio;
 use crate::identity::{self, Identity};
 use crate::ingest::{Ingest, IngestServer};
+use crate::ota::extract::Limits;
+use crate::ota::install::Installer;
+use crate::ota::package;
+use crate::ota::store::AppStore;
 use crate::queue::{Queue, QueueError};
-use crate::supervisor::{self, program, Supervisor};
+use crate::supervisor::{self, Supervisor};
 
 /// Why the agent could not start.
 #[derive(Debug)]
@@ -54,8 +58,8 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
     let ingest =
         Arc::new(Ingest { queue: queue.clone(), identity: identity.clone(), token, max_body: cfg.ingest.max_body });
     let server = IngestServer::start(cfg.ingest.listen, cfg.ingest.threads, ingest).map_err(StartError::Ingest)?;
-    let sup = start_supervisor(cfg)?;
-    let socket = ctl::serve(&cfg.paths.run_dir, sup.clone()).map_err(StartError::Supervisor)?;
+    let apps = start_apps(cfg)?;
+    let socket = ctl::serve(&cfg.paths.run_dir, apps.clone()).map_err(StartError::Supervisor)?;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let s = queue.stats();
     log::info!(
@@ -72,26 +76,34 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
         log::info!("signal {sig}: stopping");
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    sup.shutdown();
+    apps.sup.shutdown();
     server.shutdown();
     let _ = std::fs::remove_file(socket);
     Ok(())
 }
 
-/// Loads the program definitions (a broken file costs only its programs) and starts them.
-fn start_supervisor(cfg: &Config) -> Result<Supervisor, StartError> {
-    let loaded = program::load_dir(&cfg.supervisor.programs_dir, &cfg.paths.log_dir);
-    for e in &loaded.errors {
-        log::error!("{e}");
-    }
-    for w in &loaded.warnings {
-        log::warn!("{w}");
-    }
+/// Starts the supervisor with every program (the image's and the installed apps'), settles
+/// installs a power cut interrupted, and installs the image's preinstalled packages.
+fn start_apps(cfg: &Config) -> Result<Arc<Installer>, StartError> {
     fsio::create_dir_all_durable(&cfg.paths.secrets_dir()).map_err(StartError::Supervisor)?;
     let watchdog = watchdog_interval(std::env::var("WATCHDOG_USEC").ok(), std::env::var("WATCHDOG_PID").ok());
     let opts = supervisor::Options { state_file: cfg.paths.app_pids(), watchdog };
-    let (sup, _thread) = Supervisor::start(loaded.programs, opts).map_err(StartError::Supervisor)?;
-    Ok(sup)
+    let (sup, _thread) = Supervisor::start(Vec::new(), opts).map_err(StartError::Supervisor)?;
+    let store = AppStore::open(&cfg.paths.apps_dir()).map_err(StartError::Supervisor)?;
+    let installer = Installer {
+        store,
+        sup,
+        programs_dir: cfg.supervisor.programs_dir.clone(),
+        log_dir: cfg.paths.log_dir.clone(),
+        trusted: cfg.ota.trusted_keys.iter().filter_map(|k| package::parse_public_key(k)).collect(),
+        allow_unsigned: cfg.ota.allow_unsigned,
+        limits: Limits { max_bytes: cfg.ota.max_unpacked_bytes, max_entries: cfg.ota.max_entries },
+        install_timeout: std::time::Duration::from_secs(cfg.ota.install_timeout_secs),
+    };
+    installer.apply();
+    installer.resume_trials();
+    installer.preinstall(&cfg.ota.preinstall_dir);
+    Ok(Arc::new(installer))
 }
 
 /// How often to ping systemd's watchdog: half of `WATCHDOG_USEC`, as sd_watchdog_enabled(3)

@@ -16,6 +16,11 @@ commands:
   ctl status [NAME] [--json]    state of the apps (talks to the running agent)
   ctl start|stop|restart NAME   control one app; waits until it is RUNNING or STOPPED
   ctl tail NAME [BYTES]         the end of an app's log
+  app list                      installed app versions (talks to the running agent)
+  app install FILE              install or update from NAME.vVERSION.tar.gz (+ .sig)
+  app remove|rollback NAME      remove an app, or go back to its previous version
+  pkg keygen PATH               make a signing key (PATH, 0600) and its public key (PATH.pub)
+  pkg sign FILE --key PATH      sign a package: writes FILE.sig
   check-config                  read the config file and report problems
 
 options:
@@ -40,6 +45,13 @@ pub enum Command {
         request: String,
         json: bool,
     },
+    PkgKeygen {
+        path: PathBuf,
+    },
+    PkgSign {
+        file: PathBuf,
+        key: PathBuf,
+    },
     Version,
     Help,
 }
@@ -54,7 +66,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli, 
     let mut p = lexopt::Parser::from_args(args);
     let mut config = PathBuf::from(DEFAULT_PATH);
     let mut words: Vec<String> = Vec::new();
-    let (mut daemon, mut json, mut limit) = (false, false, None);
+    let (mut daemon, mut json, mut limit, mut key) = (false, false, None, None);
     while let Some(arg) = p.next()? {
         match arg {
             Long("config") | Short('c') => config = p.value()?.into(),
@@ -62,6 +74,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli, 
             Long("foreground") => daemon = false,
             Long("json") => json = true,
             Long("limit") => limit = Some(p.value()?.parse()?),
+            Long("key") => key = Some(PathBuf::from(p.value()?)),
             Long("version") | Short('V') => return Ok(Cli { config, command: Command::Version }),
             Long("help") | Short('h') => return Ok(Cli { config, command: Command::Help }),
             Value(v) => words.push(v.string()?),
@@ -74,6 +87,18 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli, 
         ["queue", "stats"] => Command::QueueStats { json },
         ["queue", "dump"] => Command::QueueDump { limit },
         ["check-config"] => Command::CheckConfig,
+        ["app", "list"] => Command::Ctl { request: "app list".into(), json },
+        ["app", "install", file] => {
+            // The agent resolves the path, so send it absolute.
+            let file = std::path::absolute(file).map_err(|e| lexopt::Error::Custom(e.to_string().into()))?;
+            Command::Ctl { request: format!("app install {}", file.display()), json }
+        }
+        ["app", verb @ ("remove" | "rollback"), name] => Command::Ctl { request: format!("app {verb} {name}"), json },
+        ["pkg", "keygen", path] => Command::PkgKeygen { path: path.into() },
+        ["pkg", "sign", file] => match key {
+            Some(key) => Command::PkgSign { file: file.into(), key },
+            None => return Err(lexopt::Error::Custom("pkg sign needs --key PATH".into())),
+        },
         ["ctl", "status", rest @ ..] if rest.len() <= 1 => Command::Ctl { request: words[1..].join(" "), json },
         ["ctl", "start" | "stop" | "restart", _name] => Command::Ctl { request: words[1..].join(" "), json },
         ["ctl", "tail", _name] | ["ctl", "tail", _name, _] => Command::Ctl { request: words[1..].join(" "), json },

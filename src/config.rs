@@ -20,7 +20,38 @@ pub struct Config {
     pub queue: QueueConfig,
     pub ingest: Ingest,
     pub supervisor: SupervisorConfig,
+    pub ota: OtaConfig,
     pub log: Log,
+}
+
+/// Over-the-air installs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtaConfig {
+    /// ed25519 public keys (64 hex digits) whose signatures are accepted.
+    pub trusted_keys: Vec<String>,
+    /// Accept packages without a signature (development only).
+    pub allow_unsigned: bool,
+    /// install.sh is killed after this long.
+    pub install_timeout_secs: u64,
+    /// Caps on an unpacked package (tar bombs).
+    pub max_unpacked_bytes: u64,
+    pub max_entries: u64,
+    /// App packages baked into the image, installed at first start.
+    pub preinstall_dir: PathBuf,
+}
+
+impl Default for OtaConfig {
+    fn default() -> Self {
+        Self {
+            trusted_keys: Vec::new(),
+            allow_unsigned: false,
+            install_timeout_secs: 300,
+            max_unpacked_bytes: 256 << 20,
+            max_entries: 10_000,
+            preinstall_dir: "/usr/share/gwe/preinstall".into(),
+        }
+    }
 }
 
 /// App hosting.
@@ -79,6 +110,11 @@ impl Paths {
 
     pub fn secrets_dir(&self) -> PathBuf {
         self.state_dir.join("state")
+    }
+
+    /// Installed app versions.
+    pub fn apps_dir(&self) -> PathBuf {
+        self.state_dir.join("apps")
     }
 
     /// Pids of running apps, for the next agent after a crash.
@@ -226,6 +262,9 @@ impl Config {
         }
         if log_level(&self.log.level).is_none() {
             return Err(("log.level", format!("{:?} is not one of error, warn, info, debug, trace", self.log.level)));
+        }
+        if self.ota.trusted_keys.iter().any(|k| crate::ota::package::parse_public_key(k).is_none()) {
+            return Err(("ota.trusted_keys", "each key must be an ed25519 public key in 64 hex digits".into()));
         }
         if self.device.vendor.is_empty() || self.device.model.is_empty() {
             return Err(("device.vendor", "vendor and model must not be empty".into()));

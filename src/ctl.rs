@@ -1,26 +1,30 @@
 //! The control socket (`/run/gwe/ctl.sock`, mode 0600 in a 0700 directory: root only) and
 //! the `gwe ctl` client. One request line, one JSON answer, then the connection closes.
 //!
-//! Requests: `status`, `start NAME`, `stop NAME`, `restart NAME`, `tail NAME [BYTES]`.
-//! Answers: `{"ok":true,"apps":[...]}`, `{"ok":true,"log":"..."}` or `{"ok":false,"error":"..."}`.
+//! Requests: `status`, `start NAME`, `stop NAME`, `restart NAME`, `tail NAME [BYTES]`,
+//! `app list`, `app install PATH`, `app remove NAME`, `app rollback NAME`.
+//! Answers: `{"ok":true,"apps":[...]}`, `{"ok":true,"log":"..."}`, `{"ok":true,"installed":[...]}`
+//! or `{"ok":false,"error":"..."}`.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::fsio;
-use crate::supervisor::{logs, AppStatus, Supervisor};
+use crate::ota::install::{InstallError, Installer};
+use crate::supervisor::{logs, AppStatus};
 
 pub const SOCKET_NAME: &str = "ctl.sock";
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 512;
 
 /// Listens on `run_dir/ctl.sock` and answers on a thread of its own.
-pub fn serve(run_dir: &Path, sup: Supervisor) -> io::Result<PathBuf> {
+pub fn serve(run_dir: &Path, apps: Arc<Installer>) -> io::Result<PathBuf> {
     fsio::create_dir_all_durable(run_dir)?;
     std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o700))?;
     let path = run_dir.join(SOCKET_NAME);
@@ -31,25 +35,29 @@ pub fn serve(run_dir: &Path, sup: Supervisor) -> io::Result<PathBuf> {
     std::thread::Builder::new().name("ctl".into()).spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
-            let sup = sup.clone();
-            // Start and stop wait for the app to settle; other clients need not wait for that.
-            let _ = std::thread::Builder::new().name("ctl-conn".into()).spawn(move || handle(conn, &sup));
+            let apps = apps.clone();
+            // Start, stop and installs wait for the app to settle; other clients need not wait.
+            let _ = std::thread::Builder::new().name("ctl-conn".into()).spawn(move || handle(conn, &apps));
         }
     })?;
     Ok(path)
 }
 
-fn handle(conn: UnixStream, sup: &Supervisor) {
+fn handle(conn: UnixStream, apps: &Installer) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
     let mut line = String::new();
     let answer = match BufReader::new((&conn).take(MAX_REQUEST)).read_line(&mut line) {
-        Ok(_) => answer(line.trim(), sup),
+        Ok(_) => answer(line.trim(), apps),
         Err(e) => json!({"ok": false, "error": format!("reading the request: {e}")}),
     };
     let _ = (&conn).write_all(format!("{answer}\n").as_bytes());
 }
 
-fn answer(req: &str, sup: &Supervisor) -> Value {
+fn answer(req: &str, apps: &Installer) -> Value {
+    let sup = &apps.sup;
+    if let Some(rest) = req.strip_prefix("app ") {
+        return app_answer(rest.trim(), apps);
+    }
     let words: Vec<&str> = req.split_whitespace().collect();
     let one = |r: Result<AppStatus, String>| match r {
         Ok(a) => json!({"ok": true, "apps": [a]}),
@@ -85,6 +93,30 @@ fn answer(req: &str, sup: &Supervisor) -> Value {
     }
 }
 
+/// `app ...` requests: installed versions, installs, removal, rollback.
+fn app_answer(req: &str, apps: &Installer) -> Value {
+    let failed = |e: InstallError| json!({"ok": false, "error": e.to_string()});
+    match req.split_once(' ').unwrap_or((req, "")) {
+        ("list", "") => json!({"ok": true, "installed": apps.store.list()}),
+        // The path is the rest of the line, so it may hold spaces.
+        ("install", path) if !path.is_empty() => match apps.install(Path::new(path)) {
+            Ok(r) => json!({"ok": true, "report": r, "installed": [apps.store.get(&r.name)]}),
+            Err(e) => failed(e),
+        },
+        ("remove", name) if !name.is_empty() => match apps.remove(name) {
+            Ok(()) => json!({"ok": true, "installed": []}),
+            Err(e) => failed(e),
+        },
+        ("rollback", name) if !name.is_empty() => match apps.rollback(name) {
+            Ok(i) => json!({"ok": true, "installed": [i]}),
+            Err(e) => failed(e),
+        },
+        _ => {
+            json!({"ok": false, "error": format!("unknown request \"app {req}\"; use app list, install PATH, remove NAME or rollback NAME")})
+        }
+    }
+}
+
 /// How `gwe ctl` ended, for its exit status.
 pub enum Outcome {
     Ok,
@@ -115,6 +147,14 @@ pub fn client(run_dir: &Path, request: &str, json_out: bool) -> Outcome {
         println!("{v}");
     } else if let Some(log) = v.get("log").and_then(Value::as_str) {
         print!("{log}");
+    } else if let Some(list) = v.get("installed").and_then(Value::as_array) {
+        if let Some(out) = v["report"]["output"].as_str() {
+            print!("{out}");
+        }
+        for a in list {
+            let field = |k: &str| a[k].as_str().unwrap_or("-").to_string();
+            println!("{:<24} current {:<12} previous {}", field("name"), field("current"), field("previous"));
+        }
     } else if let Some(apps) = v.get("apps").and_then(Value::as_array) {
         for a in apps {
             println!("{}", status_line(a));

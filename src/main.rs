@@ -37,6 +37,8 @@ fn main() -> ExitCode {
             print!("{}", cli::USAGE);
             return Exit::Ok.into();
         }
+        Command::PkgKeygen { path } => return report(pkg_keygen(&path)),
+        Command::PkgSign { file, key } => return report(pkg_sign(&file, &key)),
         Command::Version => {
             println!("gwe {}", env!("CARGO_PKG_VERSION"));
             return Exit::Ok.into();
@@ -70,7 +72,7 @@ fn main() -> ExitCode {
             println!("{}: ok", cli.config.display());
             Ok(())
         }
-        Command::Help | Command::Version => Ok(()),
+        Command::Help | Command::Version | Command::PkgKeygen { .. } | Command::PkgSign { .. } => Ok(()),
     };
     match result {
         Ok(()) => Exit::Ok.into(),
@@ -80,6 +82,39 @@ fn main() -> ExitCode {
             Exit::Failure.into()
         }
     }
+}
+
+fn report(r: Result<(), String>) -> ExitCode {
+    match r {
+        Ok(()) => Exit::Ok.into(),
+        Err(e) => {
+            eprintln!("gwe: {e}");
+            Exit::Failure.into()
+        }
+    }
+}
+
+/// Writes a new signing key to `path` (0600) and its public key to `path.pub`.
+fn pkg_keygen(path: &std::path::Path) -> Result<(), String> {
+    let key = gwe::ota::package::generate_key().map_err(|e| e.to_string())?;
+    let public = hex::encode(key.verifying_key().to_bytes());
+    gwe::fsio::write_atomic_mode(path, format!("{}\n", hex::encode(key.to_bytes())).as_bytes(), 0o600)
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    let pub_path = format!("{}.pub", path.display());
+    gwe::fsio::write_atomic(std::path::Path::new(&pub_path), format!("{public}\n").as_bytes())
+        .map_err(|e| format!("writing {pub_path}: {e}"))?;
+    println!("{public}");
+    Ok(())
+}
+
+fn pkg_sign(file: &std::path::Path, key: &std::path::Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(key).map_err(|e| format!("reading {}: {e}", key.display()))?;
+    let bytes: [u8; 32] = hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("{} is not a signing key (64 hex digits)", key.display()))?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&bytes);
+    gwe::ota::package::sign(file, &key).map_err(|e| format!("signing {}: {e}", file.display()))
 }
 
 fn queue_stats(cfg: &Config, json: bool) -> Result<(), String> {

@@ -52,6 +52,25 @@ impl Agent {
         c.wait().unwrap();
     }
 
+    /// `gwe --config ... ARGS` (any subcommand).
+    fn ctl_raw(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_gwe"))
+            .arg("--config")
+            .arg(self.path().join("gwe.toml"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Waits until the agent answers on its control socket.
+    fn wait_running_agent(&self) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !self.ctl(&["status"]).status.success() {
+            assert!(Instant::now() < until, "the agent did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn ctl(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_gwe"))
             .arg("--config")
@@ -205,4 +224,46 @@ fn the_agent_tells_systemd_it_is_ready_and_pings_the_watchdog() {
     let pings = messages.iter().filter(|m| m.contains("WATCHDOG=1")).count();
     // About 30 in 3 s at one per 0.1 s; a stalled loop would send one or none.
     assert!(pings >= 15, "{pings} watchdog pings in 3 s: {messages:?}");
+}
+
+#[test]
+fn apps_installed_with_gwe_app_install_come_back_after_a_restart() {
+    let mut agent = Agent::new(&[]);
+    let d = agent.path().to_path_buf();
+    let gwe = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_gwe")).args(args).output().unwrap();
+    let key = d.join("signing.key");
+    let out = gwe(&["pkg", "keygen", key.to_str().unwrap()]);
+    assert!(out.status.success());
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let cfg = std::fs::read_to_string(d.join("gwe.toml")).unwrap();
+    std::fs::write(d.join("gwe.toml"), format!("{cfg}[ota]\ntrusted_keys = [\"{public}\"]\n")).unwrap();
+    // A package as a developer makes one: a directory, tar, then gwe pkg sign.
+    let src = d.join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("install.sh"), "#!/bin/sh\necho installed\n").unwrap();
+    std::fs::write(src.join("run.sh"), "#!/bin/sh\nexec sleep 300\n").unwrap();
+    std::fs::write(src.join("supervisor.conf"), "[supervisord]\ncommand=./run.sh\nstartsecs=0\n").unwrap();
+    for f in ["install.sh", "run.sh"] {
+        std::fs::set_permissions(src.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let pkg = d.join("meter.v1.2.tar.gz");
+    let tar = Command::new("tar").arg("-C").arg(&src).arg("-czf").arg(&pkg).arg(".").status().unwrap();
+    assert!(tar.success());
+    assert!(gwe(&["pkg", "sign", pkg.to_str().unwrap(), "--key", key.to_str().unwrap()]).status.success());
+
+    agent.start();
+    agent.wait_running_agent();
+    let out = agent.ctl_raw(&["app", "install", pkg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("current 1.2"));
+    let first = agent.wait_running("meter");
+    // A new agent (as after a reboot) brings the installed app back from its store.
+    let mut c = agent.child.take().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    c.wait().unwrap();
+    agent.start();
+    let again = agent.wait_running("meter");
+    assert_ne!(first["pid"], again["pid"]);
+    let list = agent.ctl_raw(&["app", "list"]);
+    assert!(String::from_utf8_lossy(&list.stdout).contains("meter"), "{}", String::from_utf8_lossy(&list.stdout));
 }

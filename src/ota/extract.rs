@@ -120,6 +120,11 @@ pub fn extract(archive: &Path, dest: &Path, limits: Limits) -> Result<Extracted,
             return Err(ExtractError::TooBig(format!("more than {} entries", limits.max_entries)));
         }
         let raw = entry.path().map_err(corrupt)?.into_owned();
+        let kind = entry.header().entry_type();
+        // `tar -C dir -czf pkg.tar.gz .` starts with an entry for the root itself: skip it.
+        if kind == EntryType::Directory && raw.components().all(|c| c == Component::CurDir) {
+            continue;
+        }
         let rel = clean_relative(&raw).map_err(|why| refuse(&raw, why))?;
         // Nothing may be reached through a symlink of this archive.
         let mut prefix = PathBuf::new();
@@ -129,7 +134,6 @@ pub fn extract(archive: &Path, dest: &Path, limits: Limits) -> Result<Extracted,
                 return Err(refuse(&raw, format!("goes through the symlink {}", prefix.display())));
             }
         }
-        let kind = entry.header().entry_type();
         if kind != EntryType::Directory && !seen.insert(rel.clone()) {
             return Err(refuse(&raw, "duplicate entry"));
         }
@@ -261,6 +265,20 @@ mod tests {
         assert_eq!(fs::read(out.join("current-data")).unwrap(), vec![7; 1000]);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(fs::metadata(out.join("install.sh")).unwrap().permissions().mode() & 0o7777, 0o755);
+    }
+
+    #[test]
+    fn archives_made_with_tar_dot_unpack() {
+        // What `tar -C dir -czf pkg.tar.gz .` writes.
+        let (dir, r) = run(|b| {
+            raw(b, "./", EntryType::Directory, None, b"");
+            raw(b, "./install.sh", EntryType::Regular, None, b"#!/bin/sh\n");
+            raw(b, "./lib/", EntryType::Directory, None, b"");
+            raw(b, "./lib/x", EntryType::Regular, None, b"x");
+        });
+        assert_eq!(r.unwrap().entries, 4);
+        assert!(dir.path().join("out/lib/x").exists());
+        refused(|b| raw(b, "./", EntryType::Regular, None, b"x"), "./", "empty path");
     }
 
     #[test]

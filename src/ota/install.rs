@@ -15,7 +15,7 @@ use ed25519_dalek::VerifyingKey;
 use super::extract::{ExtractError, Limits};
 use super::package::{self, PackageError, PackageName};
 use super::store::{AppStore, Installed};
-use crate::supervisor::program::{self, Program, ProgramError};
+use crate::supervisor::program;
 use crate::supervisor::{OneOff, OneOffResult, Supervisor};
 
 pub struct Installer {
@@ -78,7 +78,7 @@ impl fmt::Display for InstallError {
 impl std::error::Error for InstallError {}
 
 /// A finished install.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Report {
     pub name: String,
     pub version: String,
@@ -102,7 +102,7 @@ fn tail(path: &Path, max: u64) -> String {
 impl Installer {
     /// Every program: the image's, and each installed app's `supervisor.conf` (an installed
     /// app runs in its `current` directory; a relative command is taken from there).
-    pub fn programs(&self) -> (Vec<Program>, Vec<ProgramError>) {
+    pub fn programs(&self) -> program::Loaded {
         let mut loaded = program::load_dir(&self.programs_dir, &self.log_dir);
         for app in self.store.list() {
             let dir = self.store.current_dir(&app.name);
@@ -124,21 +124,25 @@ impl Installer {
             loaded.programs.retain(|p| p.name != app.name);
             loaded.programs.extend(l.programs);
             loaded.errors.extend(l.errors);
+            loaded.warnings.extend(l.warnings);
         }
-        (loaded.programs, loaded.errors)
+        loaded
     }
 
     /// Gives the supervisor the current program table.
     pub fn apply(&self) {
-        let (programs, errors) = self.programs();
-        for e in errors {
+        let loaded = self.programs();
+        for e in &loaded.errors {
             log::error!("{e}");
         }
-        self.sup.replace(programs);
+        for w in &loaded.warnings {
+            log::warn!("{w}");
+        }
+        self.sup.replace(loaded.programs);
     }
 
     fn has_program(&self, name: &str) -> bool {
-        self.programs().0.iter().any(|p| p.name == name && p.autostart)
+        self.programs().programs.iter().any(|p| p.name == name && p.autostart)
     }
 
     /// Restarts `name` on its current version and waits until it is RUNNING.
@@ -221,6 +225,29 @@ impl Installer {
                 if let Err(e) = self.settle(&app.name, &v) {
                     log::error!("{e}");
                 }
+            }
+        }
+    }
+
+    /// Installs the packages baked into the image (`preinstall_dir`) that are not installed
+    /// yet: a factory image's apps, through the normal install path.
+    pub fn preinstall(&self, dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let mut pkgs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.to_string_lossy().ends_with(".tar.gz"))
+            .collect();
+        pkgs.sort();
+        for p in pkgs {
+            let Some(name) = p.file_name().and_then(|n| PackageName::parse(&n.to_string_lossy()).ok()) else {
+                continue;
+            };
+            if self.store.get(&name.name).current.is_some() {
+                continue; // installed before (perhaps updated since): the image's copy is not news
+            }
+            match self.install(&p) {
+                Ok(r) => log::info!("preinstalled {} {}", r.name, r.version),
+                Err(e) => log::error!("preinstalling {}: {e}", p.display()),
             }
         }
     }

@@ -24,7 +24,7 @@ pub struct AppStore {
 }
 
 /// What is installed for one app.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Installed {
     pub name: String,
     pub current: Option<String>,
