@@ -1,7 +1,7 @@
 //! Crash campaign for installs: the agent is SIGKILLed at a random moment while it installs
 //! an update (unpacking, install.sh, the switch, the watch), then started again. Every time,
 //! exactly one whole version must be active and running, and nothing half-made left behind.
-//! Cycles: GWE_OTA_CRASH_CYCLES (CI 20; `scripts/ota-crash.sh --cycles 1000` by hand).
+//! Cycles: GWE_OTA_CRASH_CYCLES (CI 20; `scripts/crash-campaign.sh ota --cycles 1000` by hand).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

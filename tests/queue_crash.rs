@@ -1,7 +1,7 @@
 //! Crash harness: a child process appends as fast as it can from 4 threads and prints each
 //! acknowledged seq; the parent SIGKILLs it at a random moment, reopens the queue and checks
 //! that every acknowledged record is present, intact and in order. Cycles: GWE_CRASH_CYCLES
-//! (CI 20; `scripts/queue-crash.sh --cycles 1000` for the full campaign).
+//! (CI 20; `scripts/crash-campaign.sh queue --cycles 1000` for the full campaign).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
