@@ -99,6 +99,7 @@ fn start_apps(cfg: &Config) -> Result<Arc<Installer>, StartError> {
         allow_unsigned: cfg.ota.allow_unsigned,
         limits: Limits { max_bytes: cfg.ota.max_unpacked_bytes, max_entries: cfg.ota.max_entries },
         install_timeout: std::time::Duration::from_secs(cfg.ota.install_timeout_secs),
+        busy: Default::default(),
     };
     installer.apply();
     installer.resume_trials();

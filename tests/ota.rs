@@ -44,6 +44,7 @@ fn rig() -> Rig {
         allow_unsigned: false,
         limits: Limits::default(),
         install_timeout: Duration::from_secs(10),
+        busy: Default::default(),
     };
     Rig { dir, key, inst }
 }
@@ -202,4 +203,32 @@ fn a_trial_interrupted_by_a_power_cut_is_resolved_at_start() {
     assert_eq!(current(&rig).0.as_deref(), Some("1.0"));
     assert_eq!(rig.inst.store.get("sensor").trial, None);
     running_pid(&rig);
+}
+
+#[test]
+fn concurrent_installs_take_turns() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let rig = std::sync::Arc::new(rig());
+    let pkgs: Vec<PathBuf> = (1..=4).map(|v| good(&rig, &format!("{v}.0"))).collect();
+    let threads: Vec<_> = pkgs
+        .into_iter()
+        .map(|p| {
+            let rig = rig.clone();
+            std::thread::spawn(move || rig.inst.install(&p).map(|r| r.version))
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap().unwrap();
+    }
+    // Whichever came last is current, whole and running; nothing half-made is left.
+    let (cur, prev) = current(&rig);
+    let cur = cur.unwrap();
+    assert!(prev.is_some());
+    running_pid(&rig);
+    let entries: Vec<String> = std::fs::read_dir(rig.dir.path().join("apps/sensor"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(entries.iter().all(|e| !e.starts_with(".staging")), "{entries:?}");
+    assert!(entries.contains(&cur));
 }

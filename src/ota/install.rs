@@ -8,6 +8,7 @@
 use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
@@ -28,6 +29,9 @@ pub struct Installer {
     pub allow_unsigned: bool,
     pub limits: Limits,
     pub install_timeout: Duration,
+    /// One app operation at a time (an install from the hub and one from `gwe app` must not
+    /// interleave on the same directories). `Default::default()`.
+    pub busy: Mutex<()>,
 }
 
 /// The outcome of an install that did not go through, for `fetch_status`.
@@ -154,8 +158,13 @@ impl Installer {
         self.sup.restart_app(name).map(|_| ())
     }
 
+    fn one_at_a_time(&self) -> MutexGuard<'_, ()> {
+        self.busy.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Installs (or updates to) the package at `pkg`.
     pub fn install(&self, pkg: &Path) -> Result<Report, InstallError> {
+        let _one = self.one_at_a_time();
         let file_name = pkg.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let name = PackageName::parse(&file_name).map_err(InstallError::Package)?;
         package::verify(pkg, &self.trusted, self.allow_unsigned).map_err(InstallError::Package)?;
@@ -219,6 +228,7 @@ impl Installer {
 
     /// At start: versions a power cut left on trial are watched now.
     pub fn resume_trials(&self) {
+        let _one = self.one_at_a_time();
         for app in self.store.list() {
             if let Some(v) = app.trial.clone() {
                 log::warn!("app {}: version {v} was on trial when the agent stopped; watching it", app.name);
@@ -254,6 +264,7 @@ impl Installer {
 
     /// `gwe app rollback NAME`: back to the previous version.
     pub fn rollback(&self, name: &str) -> Result<Installed, InstallError> {
+        let _one = self.one_at_a_time();
         let app = self.store.get(name);
         if app.current.is_none() || app.previous.is_none() {
             return Err(InstallError::NotInstalled(format!("{name} (with a previous version)")));
@@ -269,6 +280,7 @@ impl Installer {
 
     /// `gwe app remove NAME`: stops it and deletes every version.
     pub fn remove(&self, name: &str) -> Result<(), InstallError> {
+        let _one = self.one_at_a_time();
         if self.store.get(name).current.is_none() {
             return Err(InstallError::NotInstalled(name.to_string()));
         }
