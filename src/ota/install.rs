@@ -133,8 +133,8 @@ impl Installer {
         loaded
     }
 
-    /// Gives the supervisor the current program table.
-    pub fn apply(&self) {
+    /// Gives the supervisor the current program table; returns the names it will start.
+    pub fn apply(&self) -> Vec<String> {
         let loaded = self.programs();
         for e in &loaded.errors {
             log::error!("{e}");
@@ -142,17 +142,14 @@ impl Installer {
         for w in &loaded.warnings {
             log::warn!("{w}");
         }
+        let autostart = loaded.programs.iter().filter(|p| p.autostart).map(|p| p.name.clone()).collect();
         self.sup.replace(loaded.programs);
-    }
-
-    fn has_program(&self, name: &str) -> bool {
-        self.programs().programs.iter().any(|p| p.name == name && p.autostart)
+        autostart
     }
 
     /// Restarts `name` on its current version and waits until it is RUNNING.
     fn watch(&self, name: &str) -> Result<(), String> {
-        self.apply();
-        if !self.has_program(name) {
+        if !self.apply().iter().any(|n| n == name) {
             return Ok(()); // a one-off app or a library: nothing to watch
         }
         self.sup.restart_app(name).map(|_| ())
@@ -173,7 +170,7 @@ impl Installer {
             return Ok(Report { name: name.name, version: name.version, output: "already installed".into() });
         }
         let need = gzip_isize(pkg).map_err(|e| InstallError::Io(format!("reading {file_name}"), e))? + (1 << 20);
-        let st = nix::sys::statvfs::statvfs(&self.store.app_dir(""))
+        let st = nix::sys::statvfs::statvfs(self.store.root())
             .map_err(|e| InstallError::Io("free space".into(), e.into()))?;
         let free = st.blocks_available() as u64 * st.fragment_size() as u64;
         if free < need {

@@ -92,6 +92,10 @@ impl AppStore {
         Ok(store)
     }
 
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn app_dir(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }

@@ -338,8 +338,8 @@ impl Core {
             Cmd::Status(tx) => {
                 let _ = tx.send(self.procs.iter().map(status).collect());
             }
-            Cmd::Start(name, tx) => match self.find(&name) {
-                Some(i) => {
+            Cmd::Start(name, tx) => {
+                if let Some(i) = self.lookup(&name, &tx) {
                     if self.procs[i].state == State::Running {
                         let _ = tx.send(Ok(status(&self.procs[i])));
                     } else {
@@ -353,23 +353,17 @@ impl Core {
                         self.notify_waiters(i);
                     }
                 }
-                None => {
-                    let _ = tx.send(Err(format!("no such app: {name}")));
-                }
-            },
-            Cmd::Stop(name, tx) => match self.find(&name) {
-                Some(i) => {
+            }
+            Cmd::Stop(name, tx) => {
+                if let Some(i) = self.lookup(&name, &tx) {
                     self.waiters.push((name, Want::Stopped, tx));
                     self.procs[i].after_stop = AfterStop::Nothing;
                     self.stop(i);
                     self.notify_waiters(i);
                 }
-                None => {
-                    let _ = tx.send(Err(format!("no such app: {name}")));
-                }
-            },
-            Cmd::Restart(name, tx) => match self.find(&name) {
-                Some(i) => {
+            }
+            Cmd::Restart(name, tx) => {
+                if let Some(i) = self.lookup(&name, &tx) {
                     self.waiters.push((name, Want::Started, tx));
                     if self.procs[i].pid.is_some() {
                         self.procs[i].after_stop = AfterStop::Start;
@@ -380,10 +374,7 @@ impl Core {
                     }
                     self.notify_waiters(i);
                 }
-                None => {
-                    let _ = tx.send(Err(format!("no such app: {name}")));
-                }
-            },
+            }
             Cmd::Replace(programs, tx) => {
                 self.replace(programs);
                 let _ = tx.send(());
@@ -409,6 +400,15 @@ impl Core {
                 self.shutdown = Some(tx);
             }
         }
+    }
+
+    /// The index of app `name`, or `None` after telling the asker there is no such app.
+    fn lookup(&self, name: &str, tx: &Answer) -> Option<usize> {
+        let i = self.find(name);
+        if i.is_none() {
+            let _ = tx.send(Err(format!("no such app: {name}")));
+        }
+        i
     }
 
     fn find(&self, name: &str) -> Option<usize> {
