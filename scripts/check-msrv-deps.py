@@ -7,9 +7,13 @@ import json
 import subprocess
 import sys
 
-meta = json.loads(subprocess.check_output(["cargo", "metadata", "--format-version", "1", "--locked"]))
-ours = {p["name"]: p for p in meta["packages"] if p["source"] is None}
-limit = tuple(int(x) for x in ours["gwe"]["rust_version"].split(".")[:2])
+# Optional argument: another workspace's directory (the hub has its own lock file).
+where = sys.argv[1] if len(sys.argv) > 1 else "."
+meta = json.loads(
+    subprocess.check_output(["cargo", "metadata", "--format-version", "1", "--locked"], cwd=where)
+)
+ours = [p for p in meta["packages"] if p["source"] is None]
+limit = min(tuple(int(x) for x in p["rust_version"].split(".")[:2]) for p in ours if p.get("rust_version"))
 bad = [
     f'{p["name"]} {p["version"]} needs Rust {p["rust_version"]}'
     for p in meta["packages"]
@@ -18,4 +22,4 @@ bad = [
 if bad:
     print(f"dependencies above rust-version {limit[0]}.{limit[1]}:", *bad, sep="\n  ")
     sys.exit(1)
-print(f"all {len(meta['packages'])} packages build with Rust {limit[0]}.{limit[1]}")
+print(f"{where}: all {len(meta['packages'])} packages build with Rust {limit[0]}.{limit[1]}")

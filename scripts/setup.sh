@@ -9,6 +9,8 @@ command -v mount >/dev/null || need_apt+=(mount)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v shellcheck >/dev/null || need_apt+=(shellcheck)
 command -v start-stop-daemon >/dev/null || need_apt+=(dpkg)
+# The hub's tests start a private PostgreSQL server (never the system's cluster).
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

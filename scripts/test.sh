@@ -14,6 +14,7 @@ rustc --version
 
 step "format"
 cargo fmt --all -- --check
+cargo fmt --manifest-path hub/Cargo.toml -- --check
 
 step "shellcheck (init scripts and project scripts)"
 shellcheck -x init/sysv/gwe scripts/*.sh .ci/run
@@ -21,15 +22,20 @@ shellcheck -s sh board-configs/*/rootfs/etc/init.d/* board-configs/*/rootfs/usr/
 
 step "clippy (warnings are errors; incompatible_msrv denied against rust-version)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --manifest-path hub/Cargo.toml --all-targets --locked -- -D warnings
 
 step "firmware packaging: Yocto layer (oelint-adv, crates.inc in sync), Buildroot tree (kconfiglib, .mk)"
 scripts/check-packaging.sh
 
 step "dependencies fit rust-version"
 python3 scripts/check-msrv-deps.py
+python3 scripts/check-msrv-deps.py hub
 
 step "tests (includes the 20-cycle SIGKILL crash harness)"
 cargo test --workspace --locked
+
+step "hub tests: device and operator APIs over sockets, on SQLite and on a private PostgreSQL"
+cargo test --manifest-path hub/Cargo.toml --locked
 
 step "benchmark smoke run: queue vs SQLite (full size: cargo bench --bench queue_vs_sqlite)"
 cargo bench --locked --bench queue_vs_sqlite -- --messages 4000 --reopen-mb 64

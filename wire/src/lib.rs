@@ -1,8 +1,10 @@
 //! Wire types shared by the gwe agent and the hub, so the two sides cannot drift.
 //!
 //! [`point`] is the binary encoding of one data point (alias, timestamp, value): the
-//! payload of a GMQ queue record and the unit the forwarder sends to the hub.
+//! payload of a GMQ queue record. [`batch`] frames queue records with their seqs as the
+//! forwarder sends them to the hub.
 
+pub mod batch;
 pub mod point;
 
 pub use point::{PointError, PointRef};

@@ -1,0 +1,405 @@
+//! The device API: provisioning, dataport writes / records / reads / long-poll, the
+//! forwarder's batches, content download and time. Exosite's forms and status codes
+//! (`../shared/REFERENCE-PROTOCOLS.md`, `docs/cloud-protocol.md`).
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::store::{Activation, DeviceKey, Point};
+use crate::{err, new_token, now_ms, token_hash, ApiError, Hub};
+
+/// Longest long-poll the API allows (Exosite's limit).
+pub const MAX_REQUEST_TIMEOUT_MS: u64 = 300_000;
+const MAX_ALIAS: usize = 255;
+
+pub fn routes() -> Router<Arc<Hub>> {
+    Router::new()
+        .route("/provision/activate", post(activate))
+        .route("/provision/download", get(download))
+        .route("/onep:v1/stack/alias", get(read).post(write))
+        .route("/onep:v1/stack/alias/{alias}", post(record_alias))
+        .route("/onep:v1/stack/record", post(record))
+        .route("/gwe/v1/batch", post(batch))
+        .route("/timestamp", get(timestamp))
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn text(status: StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn form(status: StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded; charset=utf-8"));
+    r
+}
+
+/// The form pairs of a body; 415 for a body that says it is something else.
+fn form_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<form_urlencoded::Parse<'a>, ApiError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        if !ct.trim_start().starts_with("application/x-www-form-urlencoded") {
+            return Err(err(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Type {ct} is not application/x-www-form-urlencoded"),
+            ));
+        }
+    }
+    Ok(form_urlencoded::parse(body))
+}
+
+fn check_alias(a: &str) -> Result<(), ApiError> {
+    if a.is_empty() || a.len() > MAX_ALIAS {
+        return Err(err(StatusCode::BAD_REQUEST, format!("alias {a:?} must be 1 to {MAX_ALIAS} bytes")));
+    }
+    Ok(())
+}
+
+async fn activate(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let (mut vendor, mut model, mut sn, mut id) = (None, None, None, None);
+    for (k, v) in form_body(&headers, &body)? {
+        match &*k {
+            "vendor" => vendor = Some(v.into_owned()),
+            "model" => model = Some(v.into_owned()),
+            "sn" => sn = Some(v.into_owned()),
+            "id" => id = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let token = new_token();
+    let hash = token_hash(&token);
+    let hint = &token[..4];
+    let (outcome, who) = match (vendor, model, sn, id) {
+        (Some(vendor), Some(model), Some(sn), _) => {
+            let who = format!("{vendor}/{model}/{sn}");
+            (hub.store.activate(&DeviceKey { vendor, model, sn }, &hash, hint).await?, who)
+        }
+        (_, _, _, Some(id)) => (hub.store.activate_by_sn(&id, &hash, hint).await?, format!("id {id}")),
+        _ => return Err(err(StatusCode::BAD_REQUEST, "activation needs vendor, model and sn (or id)")),
+    };
+    match outcome {
+        Activation::Activated(dev) => {
+            hub.forget_tokens(dev);
+            log::info!("device {dev} ({who}) activated");
+            Ok(text(StatusCode::OK, token))
+        }
+        Activation::Unknown => Err(err(StatusCode::NOT_FOUND, format!("no device {who} is whitelisted"))),
+        Activation::Conflict => {
+            Err(err(StatusCode::CONFLICT, format!("device {who} is already activated; an operator must re-enable it")))
+        }
+    }
+}
+
+/// Aliases named in a query string (`?a&b`); keys only, values ignored.
+fn query_aliases(q: Option<&str>) -> Result<Vec<String>, ApiError> {
+    let aliases: Vec<String> =
+        form_urlencoded::parse(q.unwrap_or("").as_bytes()).map(|(k, _)| k.into_owned()).collect();
+    for a in &aliases {
+        check_alias(a)?;
+    }
+    Ok(aliases)
+}
+
+async fn write(State(hub): State<Arc<Hub>>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let dev = hub.device_of(&headers).await?;
+    let read_back = query_aliases(q.as_deref())?;
+    let mut values = Vec::new();
+    for (k, v) in form_body(&headers, &body)? {
+        check_alias(&k)?;
+        values.push((k.into_owned(), v.into_owned()));
+    }
+    if values.is_empty() && read_back.is_empty() {
+        return Err(err(StatusCode::BAD_REQUEST, "no alias=value pair in the body"));
+    }
+    if !values.is_empty() {
+        let now = now_ms();
+        hub.store.write(dev, &values, now / 1000, now).await?;
+    }
+    if read_back.is_empty() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    read_values(&hub, dev, &read_back).await
+}
+
+async fn read_values(hub: &Hub, dev: i64, aliases: &[String]) -> ApiResult {
+    let values = hub.store.read(dev, aliases).await?;
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    let mut any = false;
+    for (a, v) in aliases.iter().zip(values) {
+        if let Some(v) = v {
+            out.append_pair(a, &v.value);
+            any = true;
+        }
+    }
+    if !any {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    Ok(form(StatusCode::OK, out.finish()))
+}
+
+/// `If-Modified-Since` as unix milliseconds: a unix timestamp (fractions allowed) or an
+/// HTTP-date (then anything within that second counts as not modified).
+fn parse_since(v: &str) -> Option<i64> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return secs.is_finite().then_some((secs * 1000.0) as i64);
+    }
+    let t = httpdate::parse_http_date(v).ok()?;
+    Some(t.duration_since(UNIX_EPOCH).ok()?.as_millis() as i64 + 999)
+}
+
+async fn read(State(hub): State<Arc<Hub>>, RawQuery(q): RawQuery, headers: HeaderMap) -> ApiResult {
+    let dev = hub.device_of(&headers).await?;
+    let aliases = query_aliases(q.as_deref())?;
+    if aliases.is_empty() {
+        return Err(err(StatusCode::BAD_REQUEST, "name at least one alias in the query (?a&b)"));
+    }
+    let Some(timeout) = headers.get("request-timeout") else {
+        return read_values(&hub, dev, &aliases).await;
+    };
+    let timeout: u64 = timeout
+        .to_str()
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .ok_or_else(|| err(StatusCode::BAD_REQUEST, "Request-Timeout must be milliseconds"))?;
+    if aliases.len() != 1 {
+        return Err(err(StatusCode::BAD_REQUEST, "a long-poll names exactly one alias"));
+    }
+    let since = match headers.get(header::IF_MODIFIED_SINCE) {
+        Some(v) => v.to_str().ok().and_then(parse_since).ok_or_else(|| {
+            err(StatusCode::BAD_REQUEST, "If-Modified-Since must be a unix timestamp or an HTTP date")
+        })?,
+        None => now_ms(),
+    };
+    long_poll(&hub, dev, &aliases[0], since, Duration::from_millis(timeout.min(MAX_REQUEST_TIMEOUT_MS))).await
+}
+
+async fn long_poll(hub: &Hub, dev: i64, alias: &str, since_ms: i64, timeout: Duration) -> ApiResult {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let watch = hub.notifier.watch(dev);
+    let result = loop {
+        let notified = watch.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let v = match hub.store.read(dev, &[alias.to_string()]).await {
+            Ok(mut v) => v.pop().flatten(),
+            Err(e) => break Err(e.into()),
+        };
+        if let Some(v) = v.filter(|v| v.modified_ms > since_ms) {
+            let mut body = form_urlencoded::Serializer::new(String::new());
+            body.append_pair(alias, &v.value);
+            let mut r = form(StatusCode::OK, body.finish());
+            let at = UNIX_EPOCH + Duration::from_millis(v.modified_ms.max(0) as u64);
+            let h = r.headers_mut();
+            h.insert(header::LAST_MODIFIED, HeaderValue::from_str(&httpdate::fmt_http_date(at)).expect("ascii"));
+            let exact = format!("{}.{:03}", v.modified_ms / 1000, v.modified_ms % 1000);
+            h.insert("x-gwe-modified", HeaderValue::from_str(&exact).expect("ascii"));
+            break Ok(r);
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            break Ok(StatusCode::NOT_MODIFIED.into_response());
+        }
+    };
+    hub.notifier.release(dev, watch);
+    result
+}
+
+/// Points of a record body: `<ts>=<value>` pairs, with `alias=<a>` switching the alias
+/// (`/onep:v1/stack/record`); `alias` preset for `/onep:v1/stack/alias/<alias>`.
+fn parse_record(headers: &HeaderMap, body: &[u8], mut alias: Option<String>) -> Result<Vec<Point>, ApiError> {
+    let fixed = alias.is_some();
+    let mut points = Vec::new();
+    for (k, v) in form_body(headers, body)? {
+        if k == "alias" && !fixed {
+            check_alias(&v)?;
+            alias = Some(v.into_owned());
+            continue;
+        }
+        let ts: i64 = k
+            .parse()
+            .map_err(|_| err(StatusCode::BAD_REQUEST, format!("{k:?} is not a unix timestamp (want <ts>=<value>)")))?;
+        let alias =
+            alias.clone().ok_or_else(|| err(StatusCode::BAD_REQUEST, "alias=<name> must come before the points"))?;
+        points.push(Point { alias, ts, value: v.into_owned() });
+    }
+    if points.is_empty() {
+        return Err(err(StatusCode::BAD_REQUEST, "no <ts>=<value> point in the body"));
+    }
+    Ok(points)
+}
+
+async fn record(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let dev = hub.device_of(&headers).await?;
+    let points = parse_record(&headers, &body, None)?;
+    hub.store.record(dev, &points, now_ms()).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn record_alias(
+    State(hub): State<Arc<Hub>>,
+    Path(alias): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let dev = hub.device_of(&headers).await?;
+    check_alias(&alias)?;
+    let points = parse_record(&headers, &body, Some(alias))?;
+    hub.store.record(dev, &points, now_ms()).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The forwarder's batch (`gwe_wire::batch`), deflated or not. Answers `acked=<seq>`: the
+/// highest seq of the stream the hub has stored, which the agent may now delete.
+async fn batch(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let dev = hub.device_of(&headers).await?;
+    let raw = match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+        None | Some("identity") => body.to_vec(),
+        Some("deflate") => {
+            let mut out = Vec::with_capacity(body.len() * 4);
+            let cap = hub.limits.max_batch as u64;
+            flate2::read::ZlibDecoder::new(&body[..])
+                .take(cap + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| err(StatusCode::BAD_REQUEST, format!("batch body does not inflate: {e}")))?;
+            if out.len() as u64 > cap {
+                return Err(err(StatusCode::PAYLOAD_TOO_LARGE, format!("batch inflates to more than {cap} bytes")));
+            }
+            out
+        }
+        Some(other) => {
+            return Err(err(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Encoding {other} is not deflate")))
+        }
+    };
+    let (stream, records) =
+        gwe_wire::batch::read(&raw).map_err(|e| err(StatusCode::BAD_REQUEST, format!("batch: {e}")))?;
+    let mut points = Vec::new();
+    for r in records {
+        let (seq, p) = r.map_err(|e| err(StatusCode::BAD_REQUEST, format!("batch: {e}")))?;
+        let value = String::from_utf8_lossy(p.value).into_owned();
+        points.push((seq, Point { alias: p.alias.to_string(), ts: p.ts, value }));
+    }
+    let acked = hub.store.ingest(dev, stream, &points, now_ms()).await?;
+    Ok(form(StatusCode::OK, format!("acked={acked}")))
+}
+
+async fn timestamp() -> Response {
+    text(StatusCode::OK, (now_ms() / 1000).to_string())
+}
+
+/// A `Range: bytes=...` against `size`: (offset, len), or None for the whole item.
+fn parse_range(v: &str, size: i64) -> Result<Option<(i64, i64)>, ApiError> {
+    let bad = || err(StatusCode::RANGE_NOT_SATISFIABLE, format!("Range {v:?} does not fit a {size}-byte item"));
+    let spec = v.trim().strip_prefix("bytes=").ok_or_else(bad)?;
+    if spec.contains(',') {
+        return Err(err(StatusCode::RANGE_NOT_SATISFIABLE, "only one range per request"));
+    }
+    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: i64 = n.parse().map_err(|_| bad())?;
+            ((size - n).max(0), size - 1)
+        }
+        (s, "") => (s.parse().map_err(|_| bad())?, size - 1),
+        (s, e) => (s.parse().map_err(|_| bad())?, e.parse::<i64>().map_err(|_| bad())?.min(size - 1)),
+    };
+    if start < 0 || start >= size || end < start {
+        return Err(bad());
+    }
+    Ok(Some((start, end - start + 1)))
+}
+
+async fn download(State(hub): State<Arc<Hub>>, RawQuery(q): RawQuery, headers: HeaderMap) -> ApiResult {
+    let dev = hub.device_of(&headers).await?;
+    let (mut vendor, mut model, mut id, mut info) = (None, None, None, false);
+    for (k, v) in form_urlencoded::parse(q.unwrap_or_default().as_bytes()) {
+        match &*k {
+            "vendor" => vendor = Some(v.into_owned()),
+            "model" => model = Some(v.into_owned()),
+            "id" => id = Some(v.into_owned()),
+            "info" => info = v == "true",
+            _ => {}
+        }
+    }
+    let (Some(vendor), Some(model)) = (vendor, model) else {
+        return Err(err(StatusCode::BAD_REQUEST, "download needs vendor= and model="));
+    };
+    // A device reads only the content of its own vendor and model.
+    let me = hub.store.device(dev).await?.ok_or_else(|| err(StatusCode::UNAUTHORIZED, "device is gone"))?;
+    if me.vendor != vendor || me.model != model {
+        return Err(err(StatusCode::FORBIDDEN, format!("device is not a {vendor}/{model}")));
+    }
+    let key = (vendor.as_str(), model.as_str());
+    let Some(id) = id else {
+        let list = hub.store.list_content(key).await?;
+        let body: String = list.iter().map(|c| format!("{}\n", c.id)).collect();
+        let mut r = text(StatusCode::OK, body);
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+        return Ok(r);
+    };
+    let ci = hub
+        .store
+        .content_info(key, &id)
+        .await?
+        .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no content {id:?} for {vendor}/{model}")))?;
+    if info {
+        return Ok(text(StatusCode::OK, format!("{},{},{},{}", ci.content_type, ci.size, ci.updated, ci.meta)));
+    }
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(r) => parse_range(r, ci.size)?,
+        None => None,
+    };
+    let (offset, len) = range.unwrap_or((0, ci.size));
+    let data = hub
+        .store
+        .read_content(key, &id, offset, len)
+        .await?
+        .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("content {id:?} was removed")))?;
+    let status = if range.is_some() { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
+    let mut r = (status, data).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&ci.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if range.is_some() {
+        let cr = format!("bytes {}-{}/{}", offset, offset + len - 1, ci.size);
+        h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&cr).expect("ascii"));
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100).unwrap(), Some((0, 10)));
+        assert_eq!(parse_range("bytes=90-", 100).unwrap(), Some((90, 10)));
+        assert_eq!(parse_range("bytes=-5", 100).unwrap(), Some((95, 5)));
+        assert_eq!(parse_range("bytes=50-500", 100).unwrap(), Some((50, 50)));
+        assert!(parse_range("bytes=100-", 100).is_err());
+        assert!(parse_range("bytes=5-1", 100).is_err());
+        assert!(parse_range("items=1-2", 100).is_err());
+    }
+
+    #[test]
+    fn since() {
+        assert_eq!(parse_since("1700000000"), Some(1_700_000_000_000));
+        assert_eq!(parse_since("1700000000.250"), Some(1_700_000_000_250));
+        assert_eq!(parse_since("Tue, 14 Nov 2023 22:13:20 GMT"), Some(1_700_000_000_999));
+        assert_eq!(parse_since("yesterday"), None);
+    }
+}

@@ -1,0 +1,152 @@
+//! The Gateway Engine hub: the cloud side gateways talk to. Device API (Exosite forms),
+//! provisioning, the forwarder's batch ingest, content for OTA packages, and a JSON
+//! operator API. Storage is SQLite or PostgreSQL behind [`store::Store`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+pub mod device;
+pub mod notify;
+pub mod operator;
+pub mod server;
+pub mod store;
+
+use notify::Notifier;
+use store::Store;
+
+/// Settings the request handlers need.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest device API request body.
+    pub max_body: usize,
+    /// Largest batch after inflating it.
+    pub max_batch: usize,
+    /// Largest content upload.
+    pub max_content: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_body: 1 << 20, max_batch: 16 << 20, max_content: 256 << 20 }
+    }
+}
+
+/// How long a token lookup is remembered; an operator's re-enable on another hub takes
+/// effect here within this time.
+const TOKEN_TTL: Duration = Duration::from_secs(30);
+
+pub struct Hub {
+    pub store: Arc<dyn Store>,
+    pub notifier: Arc<Notifier>,
+    pub limits: Limits,
+    /// `Authorization: Bearer` token for the operator API; None disables that API.
+    pub operator_token: Option<String>,
+    tokens: Mutex<HashMap<[u8; 32], (i64, Instant)>>,
+}
+
+/// An error answer: status and a message naming the problem.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.0, format!("{}\n", self.1)).into_response();
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        r
+    }
+}
+
+impl From<store::StoreError> for ApiError {
+    fn from(e: store::StoreError) -> Self {
+        match e {
+            store::StoreError::Exists(_) => ApiError(StatusCode::CONFLICT, e.to_string()),
+            store::StoreError::Db(_) => {
+                log::error!("{e}");
+                ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+        }
+    }
+}
+
+pub fn err(status: StatusCode, msg: impl Into<String>) -> ApiError {
+    ApiError(status, msg.into())
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A new 40-hex device token.
+pub fn new_token() -> String {
+    let mut b = [0u8; 20];
+    getrandom::getrandom(&mut b).expect("the OS random source failed");
+    hex::encode(b)
+}
+
+impl Hub {
+    pub fn new(store: Arc<dyn Store>, notifier: Arc<Notifier>, limits: Limits, operator_token: Option<String>) -> Self {
+        Self { store, notifier, limits, operator_token, tokens: Mutex::new(HashMap::new()) }
+    }
+
+    /// The device a request's `X-Exosite-CIK` belongs to, or 401.
+    pub async fn device_of(&self, headers: &HeaderMap) -> Result<i64, ApiError> {
+        let cik = headers
+            .get("x-exosite-cik")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| err(StatusCode::UNAUTHORIZED, "missing X-Exosite-CIK header"))?;
+        let hash = token_hash(cik.trim());
+        if let Some((dev, at)) = self.tokens.lock().unwrap_or_else(|e| e.into_inner()).get(&hash) {
+            if at.elapsed() < TOKEN_TTL {
+                return Ok(*dev);
+            }
+        }
+        match self.store.device_for_token(&hash).await? {
+            Some(dev) => {
+                self.tokens.lock().unwrap_or_else(|e| e.into_inner()).insert(hash, (dev, Instant::now()));
+                Ok(dev)
+            }
+            None => Err(err(StatusCode::UNAUTHORIZED, "unknown or revoked device token")),
+        }
+    }
+
+    /// Forgets cached tokens of `dev` (after an operator re-enabled it).
+    pub fn forget_tokens(&self, dev: i64) {
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, (d, _)| *d != dev);
+    }
+}
+
+/// The whole HTTP API.
+pub fn router(hub: Arc<Hub>) -> axum::Router {
+    use axum::extract::DefaultBodyLimit;
+    use axum::middleware::from_fn;
+    let (body, content) = (hub.limits.max_body, hub.limits.max_content);
+    let device = device::routes()
+        .layer(DefaultBodyLimit::max(body))
+        .layer(from_fn(move |rq, next| refuse_declared_over(body, rq, next)));
+    let operator = operator::routes()
+        .layer(DefaultBodyLimit::max(content))
+        .layer(from_fn(move |rq, next| refuse_declared_over(content, rq, next)));
+    device.merge(operator).with_state(hub)
+}
+
+/// 413 at once for a body whose Content-Length is over the limit, before it is sent
+/// (bodies without a length are cut at the limit while they are read).
+async fn refuse_declared_over(limit: usize, rq: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let declared = rq.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => {
+            err(StatusCode::PAYLOAD_TOO_LARGE, format!("body of {n} bytes is over the limit of {limit}"))
+                .into_response()
+        }
+        _ => next.run(rq).await,
+    }
+}

@@ -1,0 +1,187 @@
+//! The operator API (JSON, `Authorization: Bearer <operator token>`): whitelist and
+//! re-enable devices, read dataport values and history, write a dataport (a command such
+//! as `engine_fetch`), upload content (OTA packages).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::store::{ContentInfo, DeviceKey};
+use crate::{err, now_ms, ApiError, Hub};
+
+pub fn routes() -> Router<Arc<Hub>> {
+    Router::new()
+        .route("/api/v1/devices", get(devices).post(add_device))
+        .route("/api/v1/devices/{id}", get(device))
+        .route("/api/v1/devices/{id}/enable", post(enable))
+        .route("/api/v1/devices/{id}/dataports", get(dataports))
+        .route("/api/v1/devices/{id}/dataports/{alias}", get(dataport).put(set_dataport))
+        .route("/api/v1/devices/{id}/dataports/{alias}/history", get(history))
+        .route("/api/v1/content/{vendor}/{model}", get(list_content))
+        .route("/api/v1/content/{vendor}/{model}/{id}", put(put_content))
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub fn check_operator(hub: &Hub, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(want) = &hub.operator_token else {
+        return Err(err(StatusCode::FORBIDDEN, "the operator API is disabled (no operator token configured)"));
+    };
+    let got = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| err(StatusCode::UNAUTHORIZED, "missing Authorization: Bearer <operator token>"))?;
+    if !same(got.trim().as_bytes(), want.as_bytes()) {
+        return Err(err(StatusCode::UNAUTHORIZED, "wrong operator token"));
+    }
+    Ok(())
+}
+
+fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| err(StatusCode::BAD_REQUEST, format!("JSON body: {e}")))
+}
+
+async fn devices(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> ApiResult {
+    check_operator(&hub, &headers)?;
+    Ok(Json(hub.store.devices().await?).into_response())
+}
+
+async fn add_device(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    check_operator(&hub, &headers)?;
+    let key: DeviceKey = json_body(&body)?;
+    for (name, v) in [("vendor", &key.vendor), ("model", &key.model), ("sn", &key.sn)] {
+        if v.is_empty() || v.len() > 128 {
+            return Err(err(StatusCode::BAD_REQUEST, format!("{name} must be 1 to 128 bytes")));
+        }
+    }
+    let d = hub.store.add_device(&key, now_ms()).await?;
+    log::info!("device {} ({}/{}/{}) whitelisted", d.id, d.vendor, d.model, d.sn);
+    Ok((StatusCode::CREATED, Json(d)).into_response())
+}
+
+async fn device(State(hub): State<Arc<Hub>>, Path(id): Path<i64>, headers: HeaderMap) -> ApiResult {
+    check_operator(&hub, &headers)?;
+    let d = hub.store.device(id).await?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no device {id}")))?;
+    Ok(Json(d).into_response())
+}
+
+async fn enable(State(hub): State<Arc<Hub>>, Path(id): Path<i64>, headers: HeaderMap) -> ApiResult {
+    check_operator(&hub, &headers)?;
+    if !hub.store.enable_device(id).await? {
+        return Err(err(StatusCode::NOT_FOUND, format!("no device {id}")));
+    }
+    hub.forget_tokens(id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn known(hub: &Hub, id: i64) -> Result<(), ApiError> {
+    hub.store.device(id).await?.map(drop).ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no device {id}")))
+}
+
+async fn dataports(State(hub): State<Arc<Hub>>, Path(id): Path<i64>, headers: HeaderMap) -> ApiResult {
+    check_operator(&hub, &headers)?;
+    known(&hub, id).await?;
+    let values: serde_json::Map<String, serde_json::Value> = hub
+        .store
+        .latest(id)
+        .await?
+        .into_iter()
+        .map(|(a, v)| (a, serde_json::to_value(v).unwrap_or_default()))
+        .collect();
+    Ok(Json(values).into_response())
+}
+
+async fn dataport(
+    State(hub): State<Arc<Hub>>,
+    Path((id, alias)): Path<(i64, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    check_operator(&hub, &headers)?;
+    known(&hub, id).await?;
+    let v = hub.store.read(id, std::slice::from_ref(&alias)).await?.pop().flatten();
+    let v = v.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("device {id} has no value for {alias}")))?;
+    Ok(Json(v).into_response())
+}
+
+#[derive(Deserialize)]
+struct SetValue {
+    value: String,
+}
+
+async fn set_dataport(
+    State(hub): State<Arc<Hub>>,
+    Path((id, alias)): Path<(i64, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    check_operator(&hub, &headers)?;
+    known(&hub, id).await?;
+    if alias.is_empty() || alias.len() > 255 {
+        return Err(err(StatusCode::BAD_REQUEST, "alias must be 1 to 255 bytes"));
+    }
+    let v: SetValue = json_body(&body)?;
+    let now = now_ms();
+    hub.store.write(id, &[(alias, v.value)], now / 1000, now).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    limit: Option<i64>,
+}
+
+async fn history(
+    State(hub): State<Arc<Hub>>,
+    Path((id, alias)): Path<(i64, String)>,
+    Query(q): Query<HistoryQuery>,
+    headers: HeaderMap,
+) -> ApiResult {
+    check_operator(&hub, &headers)?;
+    known(&hub, id).await?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 100_000);
+    Ok(Json(hub.store.history(id, &alias, limit).await?).into_response())
+}
+
+async fn list_content(
+    State(hub): State<Arc<Hub>>,
+    Path((vendor, model)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    check_operator(&hub, &headers)?;
+    Ok(Json(hub.store.list_content((&vendor, &model)).await?).into_response())
+}
+
+async fn put_content(
+    State(hub): State<Arc<Hub>>,
+    Path((vendor, model, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    check_operator(&hub, &headers)?;
+    if id.is_empty() || id.len() > 255 || id.contains(['/', ',', '\n']) {
+        return Err(err(StatusCode::BAD_REQUEST, "content id must be 1 to 255 bytes without '/', ',' or newlines"));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let meta = headers.get("x-gwe-meta").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let info = ContentInfo { id: id.clone(), content_type, size: body.len() as i64, updated: now_ms() / 1000, meta };
+    hub.store.put_content((&vendor, &model), &info, &body).await?;
+    log::info!("content {vendor}/{model}/{id} stored ({} bytes)", body.len());
+    Ok((StatusCode::CREATED, Json(json!({"id": id, "size": body.len()}))).into_response())
+}

@@ -1,0 +1,145 @@
+//! The hub's storage: one trait, a SQLite implementation (embedded, the default) and a
+//! PostgreSQL one (several hubs sharing a server). Both run the same test suite
+//! (`tests/store.rs`). Writes are durable when a method returns.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::notify::Notifier;
+
+pub mod postgres;
+pub mod sqlite;
+
+/// A storage failure, or a request the data refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The row already exists (e.g. whitelisting a device twice).
+    Exists(String),
+    /// The database failed; the message says how.
+    Db(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exists(m) => write!(f, "{m} already exists"),
+            Self::Db(m) => write!(f, "database: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// How a device names itself at activation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct DeviceKey {
+    pub vendor: String,
+    pub model: String,
+    pub sn: String,
+}
+
+/// A device as the operator sees it. The token itself is never stored, only its SHA-256
+/// and its first four characters (`token_hint`) so an operator can tell tokens apart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Device {
+    pub id: i64,
+    pub vendor: String,
+    pub model: String,
+    pub sn: String,
+    /// `enabled` (may activate), `activated` (holds a token).
+    pub status: String,
+    pub token_hint: Option<String>,
+    pub created_ms: i64,
+    pub last_seen_ms: Option<i64>,
+}
+
+/// The outcome of an activation request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activation {
+    /// The token (whose hash was given) now belongs to the device.
+    Activated(i64),
+    /// No such device is whitelisted.
+    Unknown,
+    /// Already activated (an operator must re-enable it) or the identity is ambiguous.
+    Conflict,
+}
+
+/// The latest value of a dataport.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Value {
+    pub value: String,
+    /// The point's own timestamp, unix seconds.
+    pub ts: i64,
+    /// When the hub stored it, unix milliseconds (drives long-poll and Last-Modified).
+    pub modified_ms: i64,
+}
+
+/// One timestamped value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Point {
+    pub alias: String,
+    pub ts: i64,
+    pub value: String,
+}
+
+/// What the hub knows of a content item (an OTA package, a config file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContentInfo {
+    pub id: String,
+    pub content_type: String,
+    pub size: i64,
+    pub updated: i64,
+    pub meta: String,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Whitelists a device so it can activate.
+    async fn add_device(&self, key: &DeviceKey, now_ms: i64) -> Result<Device>;
+    /// Allows a device to activate again; its old token stops working.
+    async fn enable_device(&self, id: i64) -> Result<bool>;
+    async fn devices(&self) -> Result<Vec<Device>>;
+    async fn device(&self, id: i64) -> Result<Option<Device>>;
+    /// Hands the token whose hash is `token_hash` to the device, if it may activate.
+    async fn activate(&self, key: &DeviceKey, token_hash: &[u8; 32], hint: &str) -> Result<Activation>;
+    /// Activation by serial alone (the Murano `id=` form); ambiguous serials conflict.
+    async fn activate_by_sn(&self, sn: &str, token_hash: &[u8; 32], hint: &str) -> Result<Activation>;
+    async fn device_for_token(&self, token_hash: &[u8; 32]) -> Result<Option<i64>>;
+    /// Sets dataports to values now (the write API); `ts` is unix seconds.
+    async fn write(&self, dev: i64, values: &[(String, String)], ts: i64, now_ms: i64) -> Result<()>;
+    /// Appends timestamped points; the latest value follows the newest timestamp.
+    async fn record(&self, dev: i64, points: &[Point], now_ms: i64) -> Result<()>;
+    /// Stores the points of a forwarder batch whose seq is above the highest stored for
+    /// `stream`; returns that highest seq afterwards (what the agent may acknowledge).
+    async fn ingest(&self, dev: i64, stream: u64, points: &[(u64, Point)], now_ms: i64) -> Result<u64>;
+    async fn read(&self, dev: i64, aliases: &[String]) -> Result<Vec<Option<Value>>>;
+    async fn latest(&self, dev: i64) -> Result<Vec<(String, Value)>>;
+    /// Newest first.
+    async fn history(&self, dev: i64, alias: &str, limit: i64) -> Result<Vec<Point>>;
+    async fn point_count(&self, dev: i64) -> Result<i64>;
+    async fn put_content(&self, key: (&str, &str), info: &ContentInfo, data: &[u8]) -> Result<()>;
+    async fn list_content(&self, key: (&str, &str)) -> Result<Vec<ContentInfo>>;
+    async fn content_info(&self, key: (&str, &str), id: &str) -> Result<Option<ContentInfo>>;
+    /// `len` bytes from `offset` (fewer at the end).
+    async fn read_content(&self, key: (&str, &str), id: &str, offset: i64, len: i64) -> Result<Option<Vec<u8>>>;
+}
+
+/// Opens the store a URL names: `sqlite:PATH` or `postgres://...` (also `postgresql://`).
+pub async fn open(url: &str, notifier: Arc<Notifier>) -> std::result::Result<Arc<dyn Store>, String> {
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        let db = sqlite::SqliteStore::open(std::path::Path::new(path), notifier)
+            .map_err(|e| format!("opening SQLite database {path}: {e}"))?;
+        Ok(Arc::new(db))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("host=") {
+        let db =
+            postgres::PgStore::connect(url, notifier).await.map_err(|e| format!("connecting to PostgreSQL: {e}"))?;
+        Ok(Arc::new(db))
+    } else {
+        Err(format!("database URL {url:?} must start with sqlite: or postgres://"))
+    }
+}

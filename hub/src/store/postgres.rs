@@ -1,0 +1,401 @@
+//! PostgreSQL storage, for fleets that outgrow one machine: several hub processes share the
+//! database. Writes that change dataports send `NOTIFY gwe_dataport` with the device id;
+//! every hub LISTENs, so a long-poll on one hub wakes for a write that landed on another.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::{AsyncMessage, NoTls, Row};
+
+use super::{Activation, ContentInfo, Device, DeviceKey, Point, Result, Store, StoreError, Value};
+use crate::notify::Notifier;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS devices(
+    id BIGSERIAL PRIMARY KEY, vendor TEXT NOT NULL, model TEXT NOT NULL, sn TEXT NOT NULL,
+    status TEXT NOT NULL, token_hash BYTEA UNIQUE, token_hint TEXT,
+    created_ms BIGINT NOT NULL, last_seen_ms BIGINT, UNIQUE(vendor, model, sn));
+CREATE TABLE IF NOT EXISTS dataports(
+    device_id BIGINT NOT NULL, alias TEXT NOT NULL, value TEXT NOT NULL, ts BIGINT NOT NULL,
+    modified_ms BIGINT NOT NULL, PRIMARY KEY(device_id, alias));
+CREATE TABLE IF NOT EXISTS points(
+    id BIGSERIAL PRIMARY KEY, device_id BIGINT NOT NULL, alias TEXT NOT NULL, ts BIGINT NOT NULL, value TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS points_by_alias ON points(device_id, alias, ts);
+CREATE TABLE IF NOT EXISTS streams(
+    device_id BIGINT NOT NULL, stream BIGINT NOT NULL, last_seq BIGINT NOT NULL, PRIMARY KEY(device_id, stream));
+CREATE TABLE IF NOT EXISTS content(
+    vendor TEXT NOT NULL, model TEXT NOT NULL, id TEXT NOT NULL, content_type TEXT NOT NULL,
+    meta TEXT NOT NULL, updated BIGINT NOT NULL, data BYTEA NOT NULL, PRIMARY KEY(vendor, model, id));
+";
+
+/// Any number for the advisory lock that serializes schema creation between hubs.
+const SCHEMA_LOCK: i64 = 0x6777_6568_7562;
+
+pub struct PgStore {
+    pool: Pool,
+    notifier: Arc<Notifier>,
+}
+
+fn db(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+impl PgStore {
+    pub async fn connect(url: &str, notifier: Arc<Notifier>) -> std::result::Result<Self, String> {
+        let pg: tokio_postgres::Config = url.parse().map_err(|e| format!("{e}"))?;
+        let mgr = Manager::from_config(pg.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(mgr).max_size(16).build().map_err(|e| e.to_string())?;
+        {
+            let c = pool.get().await.map_err(|e| e.to_string())?;
+            c.execute("SELECT pg_advisory_lock($1)", &[&SCHEMA_LOCK]).await.map_err(|e| e.to_string())?;
+            let made = c.batch_execute(SCHEMA).await;
+            c.execute("SELECT pg_advisory_unlock($1)", &[&SCHEMA_LOCK]).await.map_err(|e| e.to_string())?;
+            made.map_err(|e| e.to_string())?;
+        }
+        tokio::spawn(listen(pg, notifier.clone()));
+        Ok(Self { pool, notifier })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(db)
+    }
+}
+
+/// Forwards `gwe_dataport` notifications to the local long-polls, reconnecting forever.
+async fn listen(cfg: tokio_postgres::Config, notifier: Arc<Notifier>) {
+    loop {
+        match cfg.connect(NoTls).await {
+            Ok((client, mut conn)) => {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let driver = tokio::spawn(async move {
+                    loop {
+                        match futures_util::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                            Some(Ok(AsyncMessage::Notification(n))) => {
+                                if tx.send(n.payload().to_string()).is_err() {
+                                    return;
+                                }
+                            }
+                            Some(Ok(_)) => {}
+                            Some(Err(e)) => {
+                                log::warn!("PostgreSQL listener: {e}");
+                                return;
+                            }
+                            None => return,
+                        }
+                    }
+                });
+                if let Err(e) = client.batch_execute("LISTEN gwe_dataport").await {
+                    log::warn!("PostgreSQL LISTEN: {e}");
+                } else {
+                    while let Some(p) = rx.recv().await {
+                        if let Ok(dev) = p.parse() {
+                            notifier.changed(dev);
+                        }
+                    }
+                }
+                driver.abort();
+            }
+            Err(e) => log::warn!("PostgreSQL listener connection: {e}"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn device_row(r: &Row) -> Device {
+    Device {
+        id: r.get(0),
+        vendor: r.get(1),
+        model: r.get(2),
+        sn: r.get(3),
+        status: r.get(4),
+        token_hint: r.get(5),
+        created_ms: r.get(6),
+        last_seen_ms: r.get(7),
+    }
+}
+
+const DEVICE_COLS: &str = "id, vendor, model, sn, status, token_hint, created_ms, last_seen_ms";
+
+fn content_row(r: &Row) -> ContentInfo {
+    ContentInfo { id: r.get(0), content_type: r.get(1), size: r.get(2), updated: r.get(3), meta: r.get(4) }
+}
+
+/// Appends points and moves each alias's latest value forward, in `tx`.
+async fn store_points(tx: &deadpool_postgres::Transaction<'_>, dev: i64, points: &[&Point], now_ms: i64) -> Result<()> {
+    if points.is_empty() {
+        return Ok(());
+    }
+    let aliases: Vec<&str> = points.iter().map(|p| p.alias.as_str()).collect();
+    let ts: Vec<i64> = points.iter().map(|p| p.ts).collect();
+    let values: Vec<&str> = points.iter().map(|p| p.value.as_str()).collect();
+    tx.execute(
+        "INSERT INTO points(device_id, alias, ts, value) SELECT $1, a, t, v FROM unnest($2::text[], $3::bigint[], $4::text[]) AS x(a, t, v)",
+        &[&dev, &aliases, &ts, &values],
+    )
+    .await
+    .map_err(db)?;
+    // One row per alias: an upsert may not touch the same row twice.
+    let mut newest: HashMap<&str, &Point> = HashMap::new();
+    for p in points {
+        let e = newest.entry(p.alias.as_str()).or_insert(p);
+        if p.ts >= e.ts {
+            *e = p;
+        }
+    }
+    let aliases: Vec<&str> = newest.keys().copied().collect();
+    let ts: Vec<i64> = aliases.iter().map(|a| newest[a].ts).collect();
+    let values: Vec<&str> = aliases.iter().map(|a| newest[a].value.as_str()).collect();
+    tx.execute(
+        "INSERT INTO dataports(device_id, alias, value, ts, modified_ms)
+         SELECT $1, a, v, t, $5 FROM unnest($2::text[], $3::text[], $4::bigint[]) AS x(a, v, t)
+         ON CONFLICT(device_id, alias) DO UPDATE SET value = excluded.value, ts = excluded.ts,
+             modified_ms = excluded.modified_ms
+         WHERE excluded.ts >= dataports.ts",
+        &[&dev, &aliases, &values, &ts, &now_ms],
+    )
+    .await
+    .map_err(db)?;
+    tx.execute("UPDATE devices SET last_seen_ms = $2 WHERE id = $1", &[&dev, &now_ms]).await.map_err(db)?;
+    tx.execute("SELECT pg_notify('gwe_dataport', $1)", &[&dev.to_string()]).await.map_err(db)?;
+    Ok(())
+}
+
+impl PgStore {
+    async fn activate_where(
+        &self,
+        cond: &str,
+        args: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        hash: &[u8; 32],
+        hint: &str,
+    ) -> Result<Activation> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db)?;
+        let rows = tx
+            .query(&format!("SELECT id, status FROM devices WHERE {cond} LIMIT 2 FOR UPDATE"), args)
+            .await
+            .map_err(db)?;
+        let out = match rows.as_slice() {
+            [] => Activation::Unknown,
+            [r] if r.get::<_, String>(1) == "enabled" => {
+                let id: i64 = r.get(0);
+                tx.execute(
+                    "UPDATE devices SET status = 'activated', token_hash = $2, token_hint = $3 WHERE id = $1",
+                    &[&id, &&hash[..], &hint],
+                )
+                .await
+                .map_err(db)?;
+                Activation::Activated(id)
+            }
+            _ => Activation::Conflict,
+        };
+        tx.commit().await.map_err(db)?;
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn add_device(&self, key: &DeviceKey, now_ms: i64) -> Result<Device> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                &format!(
+                    "INSERT INTO devices(vendor, model, sn, status, created_ms) VALUES ($1, $2, $3, 'enabled', $4)
+                     ON CONFLICT DO NOTHING RETURNING {DEVICE_COLS}"
+                ),
+                &[&key.vendor, &key.model, &key.sn, &now_ms],
+            )
+            .await
+            .map_err(db)?;
+        row.map(|r| device_row(&r))
+            .ok_or_else(|| StoreError::Exists(format!("device {}/{}/{}", key.vendor, key.model, key.sn)))
+    }
+
+    async fn enable_device(&self, id: i64) -> Result<bool> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE devices SET status = 'enabled', token_hash = NULL, token_hint = NULL WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(db)?;
+        Ok(n == 1)
+    }
+
+    async fn devices(&self) -> Result<Vec<Device>> {
+        let c = self.client().await?;
+        let rows = c.query(&format!("SELECT {DEVICE_COLS} FROM devices ORDER BY id"), &[]).await.map_err(db)?;
+        Ok(rows.iter().map(device_row).collect())
+    }
+
+    async fn device(&self, id: i64) -> Result<Option<Device>> {
+        let c = self.client().await?;
+        let row = c.query_opt(&format!("SELECT {DEVICE_COLS} FROM devices WHERE id = $1"), &[&id]).await.map_err(db)?;
+        Ok(row.map(|r| device_row(&r)))
+    }
+
+    async fn activate(&self, key: &DeviceKey, token_hash: &[u8; 32], hint: &str) -> Result<Activation> {
+        self.activate_where(
+            "vendor = $1 AND model = $2 AND sn = $3",
+            &[&key.vendor, &key.model, &key.sn],
+            token_hash,
+            hint,
+        )
+        .await
+    }
+
+    async fn activate_by_sn(&self, sn: &str, token_hash: &[u8; 32], hint: &str) -> Result<Activation> {
+        self.activate_where("sn = $1", &[&sn], token_hash, hint).await
+    }
+
+    async fn device_for_token(&self, token_hash: &[u8; 32]) -> Result<Option<i64>> {
+        let c = self.client().await?;
+        let row = c.query_opt("SELECT id FROM devices WHERE token_hash = $1", &[&&token_hash[..]]).await.map_err(db)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn write(&self, dev: i64, values: &[(String, String)], ts: i64, now_ms: i64) -> Result<()> {
+        let points: Vec<Point> = values.iter().map(|(a, v)| Point { alias: a.clone(), ts, value: v.clone() }).collect();
+        self.record(dev, &points, now_ms).await
+    }
+
+    async fn record(&self, dev: i64, points: &[Point], now_ms: i64) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db)?;
+        let refs: Vec<&Point> = points.iter().collect();
+        store_points(&tx, dev, &refs, now_ms).await?;
+        tx.commit().await.map_err(db)?;
+        self.notifier.changed(dev);
+        Ok(())
+    }
+
+    async fn ingest(&self, dev: i64, stream: u64, points: &[(u64, Point)], now_ms: i64) -> Result<u64> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db)?;
+        let stream = stream as i64;
+        tx.execute(
+            "INSERT INTO streams(device_id, stream, last_seq) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING",
+            &[&dev, &stream],
+        )
+        .await
+        .map_err(db)?;
+        // The row lock makes a batch retried on another hub wait for the first one.
+        let prev: i64 = tx
+            .query_one("SELECT last_seq FROM streams WHERE device_id = $1 AND stream = $2 FOR UPDATE", &[&dev, &stream])
+            .await
+            .map_err(db)?
+            .get(0);
+        let prev = prev as u64;
+        let fresh: Vec<&Point> = points.iter().filter(|(s, _)| *s > prev).map(|(_, p)| p).collect();
+        let last = points.iter().map(|(s, _)| *s).max().unwrap_or(0).max(prev);
+        store_points(&tx, dev, &fresh, now_ms).await?;
+        if last > prev {
+            tx.execute(
+                "UPDATE streams SET last_seq = $3 WHERE device_id = $1 AND stream = $2",
+                &[&dev, &stream, &(last as i64)],
+            )
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        self.notifier.changed(dev);
+        Ok(last)
+    }
+
+    async fn read(&self, dev: i64, aliases: &[String]) -> Result<Vec<Option<Value>>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT alias, value, ts, modified_ms FROM dataports WHERE device_id = $1 AND alias = ANY($2)",
+                &[&dev, &aliases],
+            )
+            .await
+            .map_err(db)?;
+        let mut found: HashMap<String, Value> =
+            rows.iter().map(|r| (r.get(0), Value { value: r.get(1), ts: r.get(2), modified_ms: r.get(3) })).collect();
+        Ok(aliases.iter().map(|a| found.remove(a)).collect())
+    }
+
+    async fn latest(&self, dev: i64) -> Result<Vec<(String, Value)>> {
+        let c = self.client().await?;
+        let rows = c
+            .query("SELECT alias, value, ts, modified_ms FROM dataports WHERE device_id = $1 ORDER BY alias", &[&dev])
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(|r| (r.get(0), Value { value: r.get(1), ts: r.get(2), modified_ms: r.get(3) })).collect())
+    }
+
+    async fn history(&self, dev: i64, alias: &str, limit: i64) -> Result<Vec<Point>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT alias, ts, value FROM points WHERE device_id = $1 AND alias = $2 ORDER BY ts DESC, id DESC LIMIT $3",
+                &[&dev, &alias, &limit],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(|r| Point { alias: r.get(0), ts: r.get(1), value: r.get(2) }).collect())
+    }
+
+    async fn point_count(&self, dev: i64) -> Result<i64> {
+        let c = self.client().await?;
+        let r = c.query_one("SELECT count(*) FROM points WHERE device_id = $1", &[&dev]).await.map_err(db)?;
+        Ok(r.get(0))
+    }
+
+    async fn put_content(&self, key: (&str, &str), info: &ContentInfo, data: &[u8]) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO content(vendor, model, id, content_type, meta, updated, data) VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT(vendor, model, id) DO UPDATE SET content_type = excluded.content_type,
+                 meta = excluded.meta, updated = excluded.updated, data = excluded.data",
+            &[&key.0, &key.1, &info.id, &info.content_type, &info.meta, &info.updated, &data],
+        )
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn list_content(&self, key: (&str, &str)) -> Result<Vec<ContentInfo>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT id, content_type, length(data)::bigint, updated, meta FROM content
+                 WHERE vendor = $1 AND model = $2 ORDER BY id",
+                &[&key.0, &key.1],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(content_row).collect())
+    }
+
+    async fn content_info(&self, key: (&str, &str), id: &str) -> Result<Option<ContentInfo>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT id, content_type, length(data)::bigint, updated, meta FROM content
+                 WHERE vendor = $1 AND model = $2 AND id = $3",
+                &[&key.0, &key.1, &id],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row.map(|r| content_row(&r)))
+    }
+
+    async fn read_content(&self, key: (&str, &str), id: &str, offset: i64, len: i64) -> Result<Option<Vec<u8>>> {
+        let c = self.client().await?;
+        let (from, len) = (i32::try_from(offset + 1).map_err(db)?, i32::try_from(len).map_err(db)?);
+        let row = c
+            .query_opt(
+                "SELECT substring(data FROM $4 FOR $5) FROM content WHERE vendor = $1 AND model = $2 AND id = $3",
+                &[&key.0, &key.1, &id, &from, &len],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+}

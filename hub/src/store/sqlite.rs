@@ -1,0 +1,505 @@
+//! SQLite storage. One writer thread owns the write connection and commits whatever
+//! writes are waiting in one transaction (group commit: one fsync for many requests), each
+//! request inside its own savepoint so one failing request does not undo the others.
+//! Reads go to a few reader threads with their own connections (WAL lets them run beside
+//! the writer).
+
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
+
+use super::{Activation, ContentInfo, Device, DeviceKey, Point, Result, Store, StoreError, Value};
+use crate::notify::Notifier;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS devices(
+    id INTEGER PRIMARY KEY, vendor TEXT NOT NULL, model TEXT NOT NULL, sn TEXT NOT NULL,
+    status TEXT NOT NULL, token_hash BLOB UNIQUE, token_hint TEXT,
+    created_ms INTEGER NOT NULL, last_seen_ms INTEGER, UNIQUE(vendor, model, sn));
+CREATE TABLE IF NOT EXISTS dataports(
+    device_id INTEGER NOT NULL, alias TEXT NOT NULL, value TEXT NOT NULL, ts INTEGER NOT NULL,
+    modified_ms INTEGER NOT NULL, PRIMARY KEY(device_id, alias)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS points(device_id INTEGER NOT NULL, alias TEXT NOT NULL, ts INTEGER NOT NULL, value TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS points_by_alias ON points(device_id, alias, ts);
+CREATE TABLE IF NOT EXISTS streams(
+    device_id INTEGER NOT NULL, stream INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+    PRIMARY KEY(device_id, stream)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS content(
+    vendor TEXT NOT NULL, model TEXT NOT NULL, id TEXT NOT NULL, content_type TEXT NOT NULL,
+    meta TEXT NOT NULL, updated INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY(vendor, model, id));
+";
+
+const READERS: usize = 4;
+
+type Done = Box<dyn FnOnce(std::result::Result<(), StoreError>) + Send>;
+/// A write: runs inside a savepoint; says whether it succeeded and what to do after commit.
+/// `None`: no transaction could be begun; the job answers an error.
+type WriteJob = Box<dyn FnOnce(Option<&Connection>) -> (bool, Done) + Send>;
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+pub struct SqliteStore {
+    writer: Mutex<Sender<WriteJob>>,
+    readers: Mutex<Sender<ReadJob>>,
+    notifier: Arc<Notifier>,
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let c = Connection::open(path)?;
+    c.busy_timeout(std::time::Duration::from_secs(10))?;
+    // WAL with synchronous=FULL: a commit is on disk when it returns (an agent deletes what
+    // the hub acknowledged, so the hub must not lose it).
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.pragma_update(None, "synchronous", "FULL")?;
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(c)
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path, notifier: Arc<Notifier>) -> rusqlite::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(14), Some(format!("{}: {e}", dir.display())))
+            })?;
+        }
+        let wconn = connect(path)?;
+        wconn.execute_batch(SCHEMA)?;
+        let (wtx, wrx) = mpsc::channel::<WriteJob>();
+        std::thread::Builder::new()
+            .name("db-writer".into())
+            .spawn(move || writer(wconn, wrx))
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let (rtx, rrx) = mpsc::channel::<ReadJob>();
+        let rrx = Arc::new(Mutex::new(rrx));
+        for i in 0..READERS {
+            let conn = connect(path)?;
+            let rrx = rrx.clone();
+            std::thread::Builder::new()
+                .name(format!("db-reader-{i}"))
+                .spawn(move || loop {
+                    let job = match rrx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+                        Ok(j) => j,
+                        Err(_) => return,
+                    };
+                    job(&conn);
+                })
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        }
+        Ok(Self { writer: Mutex::new(wtx), readers: Mutex::new(rtx), notifier })
+    }
+
+    async fn write<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        let job: WriteJob = Box::new(move |c| {
+            let r = match c {
+                Some(c) => f(c),
+                None => Err(StoreError::Db("cannot begin a transaction".into())),
+            };
+            let ok = r.is_ok();
+            let done: Done = Box::new(move |committed| {
+                let _ = tx.send(committed.and(r));
+            });
+            (ok, done)
+        });
+        self.writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(job)
+            .map_err(|_| StoreError::Db("writer thread is gone".into()))?;
+        rx.await.map_err(|_| StoreError::Db("writer thread is gone".into()))?
+    }
+
+    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |c| {
+            let _ = tx.send(f(c));
+        });
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(job)
+            .map_err(|_| StoreError::Db("reader threads are gone".into()))?;
+        rx.await.map_err(|_| StoreError::Db("reader threads are gone".into()))?
+    }
+}
+
+fn writer(conn: Connection, rx: Receiver<WriteJob>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < 4096 {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut dones = Vec::with_capacity(jobs.len());
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            log::error!("database: cannot begin a transaction: {e}");
+            for job in jobs {
+                let (_, done) = job(None);
+                done(Ok(()));
+            }
+            continue;
+        }
+        for job in jobs {
+            let sp = conn.execute_batch("SAVEPOINT job");
+            let (ok, done) = job(Some(&conn));
+            if sp.is_ok() {
+                let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+                if let Err(e) = conn.execute_batch(end) {
+                    log::error!("database: ending a savepoint: {e}");
+                }
+            }
+            dones.push(done);
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(db);
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for done in dones {
+            done(committed.clone());
+        }
+    }
+}
+
+const DEVICE_COLS: &str = "id, vendor, model, sn, status, token_hint, created_ms, last_seen_ms";
+
+fn device_row(r: &rusqlite::Row) -> rusqlite::Result<Device> {
+    Ok(Device {
+        id: r.get(0)?,
+        vendor: r.get(1)?,
+        model: r.get(2)?,
+        sn: r.get(3)?,
+        status: r.get(4)?,
+        token_hint: r.get(5)?,
+        created_ms: r.get(6)?,
+        last_seen_ms: r.get(7)?,
+    })
+}
+
+fn upsert_value(c: &Connection, dev: i64, alias: &str, value: &str, ts: i64, now_ms: i64) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO dataports(device_id, alias, value, ts, modified_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(device_id, alias) DO UPDATE SET value = excluded.value, ts = excluded.ts,
+             modified_ms = excluded.modified_ms
+         WHERE excluded.ts >= dataports.ts",
+    )?
+    .execute(params![dev, alias, value, ts, now_ms])?;
+    Ok(())
+}
+
+fn insert_point(c: &Connection, dev: i64, alias: &str, ts: i64, value: &str) -> rusqlite::Result<()> {
+    c.prepare_cached("INSERT INTO points(device_id, alias, ts, value) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![dev, alias, ts, value])?;
+    Ok(())
+}
+
+fn seen(c: &Connection, dev: i64, now_ms: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE devices SET last_seen_ms = ?2 WHERE id = ?1")?.execute(params![dev, now_ms])?;
+    Ok(())
+}
+
+fn activate_row(c: &Connection, row: Option<(i64, String)>, hash: &[u8; 32], hint: &str) -> Result<Activation> {
+    match row {
+        None => Ok(Activation::Unknown),
+        Some((_, status)) if status != "enabled" => Ok(Activation::Conflict),
+        Some((id, _)) => {
+            c.execute(
+                "UPDATE devices SET status = 'activated', token_hash = ?2, token_hint = ?3 WHERE id = ?1",
+                params![id, &hash[..], hint],
+            )
+            .map_err(db)?;
+            Ok(Activation::Activated(id))
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn add_device(&self, key: &DeviceKey, now_ms: i64) -> Result<Device> {
+        let key = key.clone();
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO devices(vendor, model, sn, status, created_ms) VALUES (?1, ?2, ?3, 'enabled', ?4)
+                     ON CONFLICT DO NOTHING",
+                    params![key.vendor, key.model, key.sn, now_ms],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::Exists(format!("device {}/{}/{}", key.vendor, key.model, key.sn)));
+            }
+            c.query_row(
+                &format!("SELECT {DEVICE_COLS} FROM devices WHERE id = ?1"),
+                [c.last_insert_rowid()],
+                device_row,
+            )
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn enable_device(&self, id: i64) -> Result<bool> {
+        self.write(move |c| {
+            c.execute("UPDATE devices SET status = 'enabled', token_hash = NULL, token_hint = NULL WHERE id = ?1", [id])
+                .map(|n| n == 1)
+                .map_err(db)
+        })
+        .await
+    }
+
+    async fn devices(&self) -> Result<Vec<Device>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(&format!("SELECT {DEVICE_COLS} FROM devices ORDER BY id")).map_err(db)?;
+            let rows = st.query_map([], device_row).map_err(db)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn device(&self, id: i64) -> Result<Option<Device>> {
+        self.read(move |c| {
+            c.query_row(&format!("SELECT {DEVICE_COLS} FROM devices WHERE id = ?1"), [id], device_row)
+                .optional()
+                .map_err(db)
+        })
+        .await
+    }
+
+    async fn activate(&self, key: &DeviceKey, token_hash: &[u8; 32], hint: &str) -> Result<Activation> {
+        let (key, hash, hint) = (key.clone(), *token_hash, hint.to_string());
+        self.write(move |c| {
+            let row = c
+                .query_row(
+                    "SELECT id, status FROM devices WHERE vendor = ?1 AND model = ?2 AND sn = ?3",
+                    params![key.vendor, key.model, key.sn],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(db)?;
+            activate_row(c, row, &hash, &hint)
+        })
+        .await
+    }
+
+    async fn activate_by_sn(&self, sn: &str, token_hash: &[u8; 32], hint: &str) -> Result<Activation> {
+        let (sn, hash, hint) = (sn.to_string(), *token_hash, hint.to_string());
+        self.write(move |c| {
+            let mut st = c.prepare("SELECT id, status FROM devices WHERE sn = ?1 LIMIT 2").map_err(db)?;
+            let rows: Vec<(i64, String)> = st
+                .query_map([&sn], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(db)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(db)?;
+            if rows.len() > 1 {
+                return Ok(Activation::Conflict);
+            }
+            activate_row(c, rows.into_iter().next(), &hash, &hint)
+        })
+        .await
+    }
+
+    async fn device_for_token(&self, token_hash: &[u8; 32]) -> Result<Option<i64>> {
+        let hash = *token_hash;
+        self.read(move |c| {
+            c.prepare_cached("SELECT id FROM devices WHERE token_hash = ?1")
+                .and_then(|mut st| st.query_row([&hash[..]], |r| r.get(0)).optional())
+                .map_err(db)
+        })
+        .await
+    }
+
+    async fn write(&self, dev: i64, values: &[(String, String)], ts: i64, now_ms: i64) -> Result<()> {
+        let values = values.to_vec();
+        self.write(move |c| {
+            for (alias, value) in &values {
+                upsert_value(c, dev, alias, value, ts, now_ms).map_err(db)?;
+                insert_point(c, dev, alias, ts, value).map_err(db)?;
+            }
+            seen(c, dev, now_ms).map_err(db)
+        })
+        .await?;
+        self.notifier.changed(dev);
+        Ok(())
+    }
+
+    async fn record(&self, dev: i64, points: &[Point], now_ms: i64) -> Result<()> {
+        let points = points.to_vec();
+        self.write(move |c| {
+            for p in &points {
+                upsert_value(c, dev, &p.alias, &p.value, p.ts, now_ms).map_err(db)?;
+                insert_point(c, dev, &p.alias, p.ts, &p.value).map_err(db)?;
+            }
+            seen(c, dev, now_ms).map_err(db)
+        })
+        .await?;
+        self.notifier.changed(dev);
+        Ok(())
+    }
+
+    async fn ingest(&self, dev: i64, stream: u64, points: &[(u64, Point)], now_ms: i64) -> Result<u64> {
+        let points = points.to_vec();
+        let last = self
+            .write(move |c| {
+                let stream = stream as i64;
+                let prev: u64 = c
+                    .prepare_cached("SELECT last_seq FROM streams WHERE device_id = ?1 AND stream = ?2")
+                    .and_then(|mut st| st.query_row(params![dev, stream], |r| r.get::<_, i64>(0)).optional())
+                    .map_err(db)?
+                    .unwrap_or(0) as u64;
+                let mut last = prev;
+                for (seq, p) in points.iter().filter(|(s, _)| *s > prev) {
+                    upsert_value(c, dev, &p.alias, &p.value, p.ts, now_ms).map_err(db)?;
+                    insert_point(c, dev, &p.alias, p.ts, &p.value).map_err(db)?;
+                    last = last.max(*seq);
+                }
+                if last > prev {
+                    c.prepare_cached(
+                        "INSERT INTO streams(device_id, stream, last_seq) VALUES (?1, ?2, ?3)
+                         ON CONFLICT(device_id, stream) DO UPDATE SET last_seq = excluded.last_seq",
+                    )
+                    .and_then(|mut st| st.execute(params![dev, stream, last as i64]))
+                    .map_err(db)?;
+                }
+                seen(c, dev, now_ms).map_err(db)?;
+                Ok(last)
+            })
+            .await?;
+        self.notifier.changed(dev);
+        Ok(last)
+    }
+
+    async fn read(&self, dev: i64, aliases: &[String]) -> Result<Vec<Option<Value>>> {
+        let aliases = aliases.to_vec();
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached("SELECT value, ts, modified_ms FROM dataports WHERE device_id = ?1 AND alias = ?2")
+                .map_err(db)?;
+            aliases
+                .iter()
+                .map(|a| {
+                    st.query_row(params![dev, a], |r| {
+                        Ok(Value { value: r.get(0)?, ts: r.get(1)?, modified_ms: r.get(2)? })
+                    })
+                    .optional()
+                    .map_err(db)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn latest(&self, dev: i64) -> Result<Vec<(String, Value)>> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT alias, value, ts, modified_ms FROM dataports WHERE device_id = ?1 ORDER BY alias",
+                )
+                .map_err(db)?;
+            let rows = st
+                .query_map([dev], |r| {
+                    Ok((r.get(0)?, Value { value: r.get(1)?, ts: r.get(2)?, modified_ms: r.get(3)? }))
+                })
+                .map_err(db)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn history(&self, dev: i64, alias: &str, limit: i64) -> Result<Vec<Point>> {
+        let alias = alias.to_string();
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT alias, ts, value FROM points WHERE device_id = ?1 AND alias = ?2
+                     ORDER BY ts DESC, rowid DESC LIMIT ?3",
+                )
+                .map_err(db)?;
+            let rows = st
+                .query_map(params![dev, alias, limit], |r| {
+                    Ok(Point { alias: r.get(0)?, ts: r.get(1)?, value: r.get(2)? })
+                })
+                .map_err(db)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn point_count(&self, dev: i64) -> Result<i64> {
+        self.read(move |c| {
+            c.query_row("SELECT count(*) FROM points WHERE device_id = ?1", [dev], |r| r.get(0)).map_err(db)
+        })
+        .await
+    }
+
+    async fn put_content(&self, key: (&str, &str), info: &ContentInfo, data: &[u8]) -> Result<()> {
+        let (vendor, model, info, data) = (key.0.to_string(), key.1.to_string(), info.clone(), data.to_vec());
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO content(vendor, model, id, content_type, meta, updated, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(vendor, model, id) DO UPDATE SET content_type = excluded.content_type,
+                     meta = excluded.meta, updated = excluded.updated, data = excluded.data",
+                params![vendor, model, info.id, info.content_type, info.meta, info.updated, data],
+            )
+            .map(drop)
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn list_content(&self, key: (&str, &str)) -> Result<Vec<ContentInfo>> {
+        let (vendor, model) = (key.0.to_string(), key.1.to_string());
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT id, content_type, length(data), updated, meta FROM content
+                     WHERE vendor = ?1 AND model = ?2 ORDER BY id",
+                )
+                .map_err(db)?;
+            let rows = st.query_map(params![vendor, model], content_row).map_err(db)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn content_info(&self, key: (&str, &str), id: &str) -> Result<Option<ContentInfo>> {
+        let (vendor, model, id) = (key.0.to_string(), key.1.to_string(), id.to_string());
+        self.read(move |c| {
+            c.query_row(
+                "SELECT id, content_type, length(data), updated, meta FROM content
+                 WHERE vendor = ?1 AND model = ?2 AND id = ?3",
+                params![vendor, model, id],
+                content_row,
+            )
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn read_content(&self, key: (&str, &str), id: &str, offset: i64, len: i64) -> Result<Option<Vec<u8>>> {
+        let (vendor, model, id) = (key.0.to_string(), key.1.to_string(), id.to_string());
+        self.read(move |c| {
+            c.query_row(
+                "SELECT substr(data, ?4 + 1, ?5) FROM content WHERE vendor = ?1 AND model = ?2 AND id = ?3",
+                params![vendor, model, id, offset, len],
+                |r| r.get::<_, Option<Vec<u8>>>(0),
+            )
+            .optional()
+            .map(|o| o.map(Option::unwrap_or_default))
+            .map_err(db)
+        })
+        .await
+    }
+}
+
+fn content_row(r: &rusqlite::Row) -> rusqlite::Result<ContentInfo> {
+    Ok(ContentInfo { id: r.get(0)?, content_type: r.get(1)?, size: r.get(2)?, updated: r.get(3)?, meta: r.get(4)? })
+}
