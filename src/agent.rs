@@ -6,8 +6,10 @@ use std::sync::Arc;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::cloud::Cloud;
 use crate::config::Config;
 use crate::ctl;
+use crate::forwarder;
 use crate::fsio;
 use crate::identity::{self, Identity};
 use crate::ingest::{Ingest, IngestServer};
@@ -16,7 +18,11 @@ use crate::ota::install::Installer;
 use crate::ota::package;
 use crate::ota::store::AppStore;
 use crate::queue::{Queue, QueueError};
+use crate::stop::Stop;
 use crate::supervisor::{self, Supervisor};
+use crate::telemetry::Telemetry;
+use crate::usage::Usage;
+use std::time::Duration;
 
 /// Why the agent could not start.
 #[derive(Debug)]
@@ -33,6 +39,8 @@ pub enum StartError {
     Signals(std::io::Error),
     /// The supervisor or its control socket could not start.
     Supervisor(std::io::Error),
+    /// The cloud link could not be set up (a bad CA bundle, ...).
+    Cloud(String),
 }
 
 impl fmt::Display for StartError {
@@ -44,6 +52,7 @@ impl fmt::Display for StartError {
             Self::Ingest(e) => write!(f, "{e}"),
             Self::Signals(e) => write!(f, "installing signal handlers: {e}"),
             Self::Supervisor(e) => write!(f, "app supervisor: {e}"),
+            Self::Cloud(e) => write!(f, "cloud link: {e}"),
         }
     }
 }
@@ -55,11 +64,44 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
         Identity::resolve(&cfg.device, std::path::Path::new("/sys/class/net")).map_err(StartError::Identity)?;
     let queue = Queue::open(&cfg.paths.queue_dir(), cfg.queue.options()).map_err(StartError::Queue)?;
     let token = identity::local_token(&cfg.paths.secrets_dir()).map_err(StartError::Token)?;
-    let ingest =
-        Arc::new(Ingest { queue: queue.clone(), identity: identity.clone(), token, max_body: cfg.ingest.max_body });
+    let usage = Arc::new(Usage::open(&cfg.paths.secrets_dir().join("usage.json")));
+    let ingest = Arc::new(Ingest {
+        queue: queue.clone(),
+        identity: identity.clone(),
+        token,
+        max_body: cfg.ingest.max_body,
+        usage: Some(usage.clone()),
+    });
     let server = IngestServer::start(cfg.ingest.listen, cfg.ingest.threads, ingest).map_err(StartError::Ingest)?;
     let apps = start_apps(cfg)?;
     let socket = ctl::serve(&cfg.paths.run_dir, apps.clone()).map_err(StartError::Supervisor)?;
+    let stop = Arc::new(Stop::default());
+    let mut threads = Vec::new();
+    let cloud = if cfg.cloud.url.is_empty() {
+        log::info!("no cloud.url configured: data stays queued, no cloud link");
+        None
+    } else {
+        let cloud = Cloud::new(&cfg.cloud, identity.clone(), &cfg.paths.secrets_dir(), usage.clone())
+            .map_err(StartError::Cloud)?;
+        Some(Arc::new(cloud))
+    };
+    if let Some(cloud) = &cloud {
+        let opts = forwarder::Options {
+            batch_records: cfg.cloud.batch_records,
+            linger: Duration::from_millis(cfg.cloud.linger_ms),
+            retry_max: Duration::from_secs(cfg.cloud.retry_max_secs.max(1)),
+        };
+        threads.push(forwarder::start(&queue, cloud.clone(), opts, stop.clone()).map_err(StartError::Queue)?);
+    }
+    let telemetry = Telemetry {
+        queue: queue.clone(),
+        usage: usage.clone(),
+        apps: apps.clone(),
+        cloud: cloud.clone(),
+        state_dir: cfg.paths.secrets_dir(),
+        default_interval: Duration::from_secs(cfg.cloud.report_interval_secs),
+    };
+    threads.push(telemetry.start(stop.clone()).map_err(StartError::Supervisor)?);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let s = queue.stats();
     log::info!(
@@ -76,6 +118,11 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
         log::info!("signal {sig}: stopping");
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    stop.stop();
+    for t in threads {
+        let _ = t.join();
+    }
+    usage.save();
     apps.sup.shutdown();
     server.shutdown();
     let _ = std::fs::remove_file(socket);

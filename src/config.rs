@@ -21,7 +21,45 @@ pub struct Config {
     pub ingest: Ingest,
     pub supervisor: SupervisorConfig,
     pub ota: OtaConfig,
+    pub cloud: CloudConfig,
     pub log: Log,
+}
+
+/// The link to the hub.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudConfig {
+    /// `https://host:port` (or `http://` behind a trusted network); empty: no cloud link.
+    pub url: String,
+    /// PEM bundle of the CAs the hub's certificate must chain to.
+    pub ca_file: PathBuf,
+    /// Most records in one forwarded batch.
+    pub batch_records: usize,
+    /// How long the forwarder waits to fill a batch once it has a record, in ms.
+    pub linger_ms: u64,
+    /// Longest wait between retries while the hub is unreachable.
+    pub retry_max_secs: u64,
+    /// Timeout of a request (long-polls add their own wait).
+    pub timeout_secs: u64,
+    /// Seconds between telemetry reports; the `update_interval` dataport overrides it.
+    pub report_interval_secs: u64,
+    /// Long-poll wait for commands, in ms (at most 300000).
+    pub poll_ms: u64,
+}
+
+impl Default for CloudConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            ca_file: "/etc/ssl/certs/ca-certificates.crt".into(),
+            batch_records: 1000,
+            linger_ms: 1000,
+            retry_max_secs: 300,
+            timeout_secs: 30,
+            report_interval_secs: 14_400,
+            poll_ms: 300_000,
+        }
+    }
 }
 
 /// Over-the-air installs.
@@ -265,6 +303,19 @@ impl Config {
         }
         if self.ota.trusted_keys.iter().any(|k| crate::ota::package::parse_public_key(k).is_none()) {
             return Err(("ota.trusted_keys", "each key must be an ed25519 public key in 64 hex digits".into()));
+        }
+        let url = &self.cloud.url;
+        if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(("cloud.url", format!("{url:?} must start with https:// or http://")));
+        }
+        if self.cloud.batch_records == 0 || self.cloud.batch_records > 100_000 {
+            return Err(("cloud.batch_records", "must be 1 to 100000".into()));
+        }
+        if self.cloud.poll_ms > 300_000 {
+            return Err(("cloud.poll_ms", "must be at most 300000 (the device API's limit)".into()));
+        }
+        if self.cloud.report_interval_secs == 0 {
+            return Err(("cloud.report_interval_secs", "must be at least 1".into()));
         }
         if self.device.vendor.is_empty() || self.device.model.is_empty() {
             return Err(("device.vendor", "vendor and model must not be empty".into()));

@@ -22,6 +22,8 @@ pub struct Ingest {
     /// Token apps get from `/provision/activate` and present as `X-Exosite-CIK`.
     pub token: String,
     pub max_body: usize,
+    /// Counts what each app sends (named by its `X-GWE-App` header), for usage_report.
+    pub usage: Option<Arc<crate::usage::Usage>>,
 }
 
 /// A running server; stops its threads when shut down or dropped.
@@ -153,7 +155,12 @@ impl Ingest {
 
     fn authed_body(&self, rq: &mut Request) -> Result<Vec<u8>, Reply> {
         self.authorize(rq)?;
-        self.body(rq)
+        let body = self.body(rq)?;
+        if let Some(u) = &self.usage {
+            let app = rq.headers().iter().find(|h| h.field.equiv("X-GWE-App")).map(|h| h.value.as_str().trim());
+            u.app(app.filter(|a| !a.is_empty() && a.len() <= 64).unwrap_or("unnamed"), body.len() as u64);
+        }
+        Ok(body)
     }
 
     fn authorize(&self, rq: &Request) -> Result<(), Reply> {

@@ -2,12 +2,17 @@
 
 pub mod agent;
 pub mod cli;
+pub mod cloud;
 pub mod config;
 pub mod ctl;
+pub mod forwarder;
 pub mod fsio;
 pub mod identity;
 pub mod ingest;
 pub mod logging;
 pub mod ota;
 pub mod queue;
+pub mod stop;
 pub mod supervisor;
+pub mod telemetry;
+pub mod usage;

@@ -23,7 +23,7 @@ fn start(max_body: usize) -> Fixture {
     let qdir = dir.path().join("queue");
     let queue = Queue::open(&qdir, Options { consumers: vec!["fwd".into()], ..Options::default() }).unwrap();
     let identity = Identity { vendor: "acme".into(), model: "gw1".into(), serial: "SN-7".into() };
-    let ingest = Arc::new(Ingest { queue, identity, token: TOKEN.into(), max_body });
+    let ingest = Arc::new(Ingest { queue, identity, token: TOKEN.into(), max_body, usage: None });
     let server = IngestServer::start("127.0.0.1:0".parse().unwrap(), 2, ingest).unwrap();
     Fixture { _dir: dir, qdir, server }
 }

@@ -210,6 +210,7 @@ struct Inner {
     data: Condvar,
     // Lock order: `store` before `state`; nobody holds `state` while taking `store`.
     store: Mutex<Store>,
+    stream: u64,
     _lock: File,
 }
 
@@ -254,6 +255,20 @@ fn ack_file(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("ack-{name}"))
 }
 
+/// The stream id in `dir/stream`, made when missing (a new queue, or one whose id was lost:
+/// either way seqs may repeat, so the hub must see a new stream).
+fn stream_id(dir: &Path) -> io::Result<u64> {
+    let path = dir.join("stream");
+    if let Some(id) = std::fs::read_to_string(&path).ok().and_then(|t| u64::from_str_radix(t.trim(), 16).ok()) {
+        return Ok(id);
+    }
+    let mut raw = [0u8; 8];
+    getrandom::getrandom(&mut raw).map_err(|e| io::Error::other(e.to_string()))?;
+    let id = u64::from_le_bytes(raw) >> 1;
+    fsio::write_atomic(&path, format!("{id:016x}\n").as_bytes())?;
+    Ok(id)
+}
+
 fn read_ack(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -274,6 +289,7 @@ impl Queue {
         fsio::create_dir_all_durable(dir).map_err(io_err(format!("creating {d}")))?;
         let lock_file = lock_dir(dir)?;
         fsio::clean_temp(dir).map_err(io_err(format!("cleaning {d}")))?;
+        let stream = stream_id(dir).map_err(io_err(format!("the stream id in {d}")))?;
         let counters_path = dir.join("counters");
         let mut counters = std::fs::read_to_string(&counters_path).map(|t| Counters::decode(&t)).unwrap_or_default();
         let (mut store, rec) = Store::open(dir, opts.segment_bytes, opts.max_record, opts.batch_bytes as u64)
@@ -321,9 +337,16 @@ impl Queue {
                 flushed: Condvar::new(),
                 data: Condvar::new(),
                 store: Mutex::new(store),
+                stream,
                 _lock: lock_file,
             }),
         })
+    }
+
+    /// This queue's identity (random, made with the queue): seqs are unique within it, so
+    /// the hub deduplicates by (stream, seq).
+    pub fn stream_id(&self) -> u64 {
+        self.inner.stream
     }
 
     pub fn dir(&self) -> &Path {

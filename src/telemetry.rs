@@ -1,0 +1,246 @@
+//! Telemetry as Gateway Engine reported it: `device_info` (uname, df, free, ipaddrs),
+//! `usage_report` and `engine_report`, written as points into the queue every report
+//! interval, so they survive outages like any other data. The `update_interval` dataport
+//! sets that interval: read from the cloud, applied (and kept in `state/update_interval`),
+//! then cleared, as the original did.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::cloud::Cloud;
+use crate::fsio;
+use crate::ota::install::Installer;
+use crate::queue::Queue;
+use crate::stop::Stop;
+use crate::usage::Usage;
+
+fn read(p: &str) -> String {
+    std::fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// `uname -a` as fields.
+pub fn uname() -> Value {
+    json!({
+        "sysname": read("/proc/sys/kernel/ostype"),
+        "nodename": read("/proc/sys/kernel/hostname"),
+        "release": read("/proc/sys/kernel/osrelease"),
+        "version": read("/proc/sys/kernel/version"),
+        "machine": std::env::consts::ARCH,
+    })
+}
+
+/// `df`: every mounted block-device filesystem, plus tmpfs, in KiB.
+// statvfs fields are 32-bit on armv7: the casts are not no-ops there.
+#[allow(clippy::unnecessary_cast)]
+pub fn df(mounts: &str) -> Value {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for l in mounts.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let [dev, mount, fstype, ..] = f[..] else { continue };
+        if !(dev.starts_with("/dev/") || fstype == "tmpfs") || !seen.insert(mount.to_string()) {
+            continue;
+        }
+        let Ok(st) = nix::sys::statvfs::statvfs(mount) else { continue };
+        let frag = st.fragment_size() as u64;
+        let kib = |blocks: u64| blocks * frag / 1024;
+        let size = kib(st.blocks() as u64);
+        let avail = kib(st.blocks_available() as u64);
+        let used = size.saturating_sub(kib(st.blocks_free() as u64));
+        out.push(
+            json!({"fs": dev, "type": fstype, "mount": mount, "size_kb": size, "used_kb": used, "avail_kb": avail}),
+        );
+    }
+    Value::Array(out)
+}
+
+/// `free`, from /proc/meminfo, in KiB.
+pub fn free(meminfo: &str) -> Value {
+    let mut m = serde_json::Map::new();
+    for l in meminfo.lines() {
+        let Some((k, v)) = l.split_once(':') else { continue };
+        let key = match k {
+            "MemTotal" => "total_kb",
+            "MemFree" => "free_kb",
+            "MemAvailable" => "available_kb",
+            "Buffers" => "buffers_kb",
+            "Cached" => "cached_kb",
+            "SwapTotal" => "swap_total_kb",
+            "SwapFree" => "swap_free_kb",
+            _ => continue,
+        };
+        if let Some(n) = v.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()) {
+            m.insert(key.into(), n.into());
+        }
+    }
+    Value::Object(m)
+}
+
+/// Interface -> its IPv4 and IPv6 addresses.
+pub fn ipaddrs() -> Value {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for a in addrs {
+            let Some(sa) = a.address else { continue };
+            let ip = if let Some(v4) = sa.as_sockaddr_in() {
+                v4.ip().to_string()
+            } else if let Some(v6) = sa.as_sockaddr_in6() {
+                v6.ip().to_string()
+            } else {
+                continue;
+            };
+            out.entry(a.interface_name).or_default().push(ip);
+        }
+    }
+    json!(out)
+}
+
+pub fn device_info() -> Value {
+    json!({
+        "uname": uname(),
+        "df": df(&read("/proc/self/mounts")),
+        "free": free(&read("/proc/meminfo")),
+        "ipaddrs": ipaddrs(),
+    })
+}
+
+/// `{"apps":[{"NAME":{"status","exitstatus","uptime","version"}}]}`.
+pub fn engine_report(apps: &Installer) -> Value {
+    let versions: BTreeMap<String, Option<String>> =
+        apps.store.list().into_iter().map(|i| (i.name, i.current)).collect();
+    let list: Vec<Value> = apps
+        .sup
+        .status()
+        .into_iter()
+        .map(|s| {
+            let version = versions.get(&s.name).cloned().flatten();
+            json!({ s.name.clone(): {
+                "status": s.state.as_str(),
+                "exitstatus": s.exitstatus,
+                "uptime": s.uptime,
+                "version": version,
+            }})
+        })
+        .collect();
+    json!({ "apps": list, "engine_version": env!("CARGO_PKG_VERSION") })
+}
+
+/// Appends `alias=value` to the queue as a point stamped now.
+pub fn enqueue(queue: &Queue, alias: &str, value: &str) -> Result<u64, crate::queue::QueueError> {
+    let ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let len = gwe_wire::point::encoded_len(alias, value.as_bytes());
+    queue.append_with(len, |buf| {
+        // The length was computed for exactly this point.
+        let _ = gwe_wire::point::encode(ts, alias, value.as_bytes(), buf);
+    })
+}
+
+pub struct Telemetry {
+    pub queue: Queue,
+    pub usage: Arc<Usage>,
+    pub apps: Arc<Installer>,
+    pub cloud: Option<Arc<Cloud>>,
+    pub state_dir: PathBuf,
+    pub default_interval: Duration,
+}
+
+fn interval_file(dir: &Path) -> PathBuf {
+    dir.join("update_interval")
+}
+
+impl Telemetry {
+    pub fn start(self, stop: Arc<Stop>) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new().name("telemetry".into()).spawn(move || self.run(&stop))
+    }
+
+    fn report(&self) {
+        let boot_id = read("/proc/sys/kernel/random/boot_id");
+        let usage = self.usage.report(&read("/proc/net/dev"), &boot_id);
+        for (alias, v) in
+            [("device_info", device_info()), ("usage_report", usage), ("engine_report", engine_report(&self.apps))]
+        {
+            if let Err(e) = enqueue(&self.queue, alias, &v.to_string()) {
+                log::warn!("telemetry: queueing {alias}: {e}");
+            }
+        }
+    }
+
+    /// Applies and clears `update_interval` if the cloud holds one.
+    fn check_interval(&self, current: Duration) -> Duration {
+        let Some(cloud) = &self.cloud else { return current };
+        let got = match cloud.read(&["update_interval"]) {
+            Ok(v) => v,
+            Err(e) => {
+                log::debug!("telemetry: reading update_interval: {e}");
+                return current;
+            }
+        };
+        let Some((_, v)) = got.into_iter().find(|(k, v)| k == "update_interval" && !v.trim().is_empty()) else {
+            return current;
+        };
+        let next = match v.trim().parse::<u64>() {
+            Ok(secs) if secs >= 1 => {
+                log::info!("update_interval set to {secs} s by the cloud");
+                if let Err(e) = fsio::write_atomic(&interval_file(&self.state_dir), secs.to_string().as_bytes()) {
+                    log::warn!("saving update_interval: {e}");
+                }
+                Duration::from_secs(secs)
+            }
+            _ => {
+                log::warn!("update_interval {v:?} is not a whole number of seconds >= 1; ignored");
+                current
+            }
+        };
+        if let Err(e) = cloud.write(&[("update_interval", "")]) {
+            log::debug!("telemetry: clearing update_interval: {e}");
+        }
+        next
+    }
+
+    fn run(self, stop: &Stop) {
+        let mut interval = std::fs::read_to_string(interval_file(&self.state_dir))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .filter(|&s: &u64| s >= 1)
+            .map_or(self.default_interval, Duration::from_secs);
+        loop {
+            interval = self.check_interval(interval);
+            self.report();
+            // Save unreported usage now and then, so a power cut loses little of it.
+            let mut left = interval;
+            while !left.is_zero() {
+                let step = left.min(Duration::from_secs(600));
+                if stop.sleep(step) {
+                    self.usage.save();
+                    return;
+                }
+                self.usage.save();
+                left -= step;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_and_df_read_the_kernel_formats() {
+        let m = free("MemTotal:        2048000 kB\nMemFree:          100 kB\nMemAvailable:    1500 kB\nBogus: x\n");
+        assert_eq!(m, json!({"total_kb": 2048000, "free_kb": 100, "available_kb": 1500}));
+        let d = df("proc /proc proc rw 0 0\ntmpfs /tmp tmpfs rw 0 0\n");
+        let d = d.as_array().unwrap();
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0]["mount"], "/tmp");
+        assert!(d[0]["size_kb"].as_u64().unwrap() > 0);
+        let info = device_info();
+        assert!(info["uname"]["release"].as_str().unwrap().len() > 1);
+        assert!(info["ipaddrs"]["lo"].as_array().unwrap().iter().any(|a| a == "127.0.0.1"));
+    }
+}
