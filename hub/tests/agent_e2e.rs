@@ -189,3 +189,36 @@ fn update_interval_is_applied_and_cleared() {
     // Reports now come every second instead of every hour.
     wait_for("three engine reports", 20, || values(&c, dev, "engine_report").len() >= 3);
 }
+
+#[test]
+fn agent_verifies_the_hub_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::pki(dir.path(), "hub");
+    let db = common::db_url(Backend::Sqlite, dir.path());
+    let hub = Arc::new(HubProc::start_with(HubOpts {
+        db: &db,
+        dir: dir.path(),
+        port: 0,
+        tls: Some((&pki.cert, &pki.key)),
+        extra: &[],
+    }));
+    let c = Client { hub: hub.clone(), agent: common::trusting(&pki.ca_pem) };
+    let dev = c.whitelist("acme", "gw1", "E2E1");
+
+    // An agent whose bundle holds another CA refuses the hub: it never activates.
+    let other = common::pki(dir.path(), "other");
+    let wrong_dir = dir.path().join("wrong");
+    let wrong = Agent::start(&wrong_dir, &hub.url, &format!("ca_file = \"{}\"\n", other.ca_file.display()));
+    wait_for("the agent to report the certificate", 20, || {
+        std::fs::read_to_string(wrong_dir.join("agent.err")).unwrap_or_default().contains("certificate")
+    });
+    assert!(!wrong_dir.join("state/state/cloud_token").exists(), "activated with an untrusted hub");
+    drop(wrong);
+    assert!(c.op_get(&format!("/api/v1/devices/{dev}")).text().contains("\"enabled\""), "the hub saw no activation");
+
+    // With the hub's CA it activates over HTTPS and forwards.
+    let right_dir = dir.path().join("right");
+    let agent = Agent::start(&right_dir, &hub.url, &format!("ca_file = \"{}\"\n", pki.ca_file.display()));
+    agent.record(&common::agent(), "temp", &[(1_700_000_000, "21.5".into())]);
+    wait_for("the point over HTTPS", 30, || values(&c, dev, "temp") == ["21.5"]);
+}

@@ -329,36 +329,19 @@ fn hubs_share_postgres_and_wake_each_other() {
 #[test]
 fn tls_with_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    let cert = params.signed_by(&key, &rcgen::Issuer::from_params(&ca_params, &ca_key)).unwrap();
-    let (cert_pem, key_pem) = (dir.path().join("hub.pem"), dir.path().join("hub.key"));
-    std::fs::write(&cert_pem, cert.pem()).unwrap();
-    std::fs::write(&key_pem, key.serialize_pem()).unwrap();
+    let pki = common::pki(dir.path(), "hub");
     let db = common::db_url(Backend::Sqlite, dir.path());
     let hub = HubProc::start_with(common::HubOpts {
         db: &db,
         dir: dir.path(),
         port: 0,
-        tls: Some((&cert_pem, &key_pem)),
+        tls: Some((&pki.cert, &pki.key)),
         extra: &[],
     });
-    let trusting = |pem: &str| -> ureq::Agent {
-        let root = ureq::tls::Certificate::from_pem(pem.as_bytes()).unwrap();
-        let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&[root])).build();
-        ureq::Agent::config_builder().http_status_as_error(false).tls_config(tls).build().into()
-    };
-    let ok = trusting(&ca.pem()).get(format!("{}/timestamp", hub.url)).call().unwrap();
+    let ok = common::trusting(&pki.ca_pem).get(format!("{}/timestamp", hub.url)).call().unwrap();
     assert_eq!(ok.status(), 200);
     // A client that trusts another CA refuses the hub.
-    let other_key = rcgen::KeyPair::generate().unwrap();
-    let mut other = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    other.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let other = other.self_signed(&other_key).unwrap();
-    let e = trusting(&other.pem()).get(format!("{}/timestamp", hub.url)).call().unwrap_err();
+    let other = common::pki(dir.path(), "other");
+    let e = common::trusting(&other.ca_pem).get(format!("{}/timestamp", hub.url)).call().unwrap_err();
     assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
 }

@@ -225,6 +225,42 @@ pub fn reply(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply 
     Reply { status, headers, body }
 }
 
+/// A private CA and a `localhost` certificate it signed, written to `dir` as
+/// `NAME-ca.pem`, `NAME.pem` and `NAME.key`.
+pub struct TestPki {
+    pub ca_pem: String,
+    pub ca_file: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub fn pki(dir: &Path, name: &str) -> TestPki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &rcgen::Issuer::from_params(&ca_params, &ca_key)).unwrap();
+    let pki = TestPki {
+        ca_pem: ca.pem(),
+        ca_file: dir.join(format!("{name}-ca.pem")),
+        cert: dir.join(format!("{name}.pem")),
+        key: dir.join(format!("{name}.key")),
+    };
+    std::fs::write(&pki.ca_file, &pki.ca_pem).unwrap();
+    std::fs::write(&pki.cert, cert.pem()).unwrap();
+    std::fs::write(&pki.key, key.serialize_pem()).unwrap();
+    pki
+}
+
+/// A client that trusts only the CA in `ca_pem`.
+pub fn trusting(ca_pem: &str) -> ureq::Agent {
+    let root = ureq::tls::Certificate::from_pem(ca_pem.as_bytes()).unwrap();
+    let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&[root])).build();
+    ureq::Agent::config_builder().http_status_as_error(false).tls_config(tls).build().into()
+}
+
 pub const FORM: &str = "application/x-www-form-urlencoded; charset=utf-8";
 
 /// The operator API and device API of one hub.
