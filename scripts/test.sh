@@ -37,6 +37,9 @@ cargo test --workspace --locked
 step "hub tests: device and operator APIs over sockets, on SQLite and on a private PostgreSQL"
 cargo test --manifest-path hub/Cargo.toml --locked
 
+step "bytes on the wire per 1,000 points: forwarder vs form-encoded record requests"
+cargo test --manifest-path hub/Cargo.toml --locked --bench wire_bytes
+
 step "benchmark smoke run: queue vs SQLite (full size: cargo bench --bench queue_vs_sqlite)"
 cargo bench --locked --bench queue_vs_sqlite -- --messages 4000 --reopen-mb 64
 

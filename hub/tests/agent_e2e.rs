@@ -4,108 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use common::agent::{free_port, values, wait_for, Agent};
 use common::{Backend, Client, HubOpts, HubProc, FORM};
-
-/// The agent binary, built from the root workspace (already built when CI ran its tests).
-fn agent_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let ok = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--bin", "gwe", "--manifest-path"])
-            .arg(root.join("Cargo.toml"))
-            .status()
-            .unwrap();
-        assert!(ok.success(), "building the agent failed");
-        root.join("target/debug/gwe")
-    })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Agent {
-    child: Child,
-    dir: PathBuf,
-    ingest: u16,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Agent {
-    fn start(dir: &Path, hub_url: &str, extra: &str) -> Self {
-        let ingest = free_port();
-        let cfg = format!(
-            "[device]\nvendor = \"acme\"\nmodel = \"gw1\"\nserial = \"E2E1\"\n\
-             [paths]\nstate_dir = \"{0}/state\"\nlog_dir = \"{0}/log\"\nrun_dir = \"{0}/run\"\n\
-             [ingest]\nlisten = \"127.0.0.1:{ingest}\"\n[supervisor]\nprograms_dir = \"{0}/programs.d\"\n\
-             [cloud]\nurl = \"{hub_url}\"\nlinger_ms = 200\nretry_max_secs = 1\n{extra}",
-            dir.display()
-        );
-        std::fs::create_dir_all(dir.join("programs.d")).unwrap();
-        std::fs::write(dir.join("gwe.toml"), cfg).unwrap();
-        let child = Command::new(agent_bin())
-            .arg("--config")
-            .arg(dir.join("gwe.toml"))
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("agent.err")).unwrap())
-            .spawn()
-            .unwrap();
-        let until = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", ingest)).is_err() {
-            assert!(Instant::now() < until, "the agent's ingest API did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child, dir: dir.to_path_buf(), ingest }
-    }
-
-    fn local_token(&self) -> String {
-        std::fs::read_to_string(self.dir.join("state/state/local_token")).unwrap().trim().to_string()
-    }
-
-    /// An app records points through the local ingest API; 204 means durable on flash.
-    fn record(&self, agent: &ureq::Agent, alias: &str, points: &[(i64, String)]) {
-        let body: String = points.iter().map(|(t, v)| format!("{t}={v}")).collect::<Vec<_>>().join("&");
-        let r = common::reply(
-            agent
-                .post(format!("http://127.0.0.1:{}/onep:v1/stack/alias/{alias}", self.ingest))
-                .header("X-Exosite-CIK", self.local_token())
-                .header("X-GWE-App", "sensor")
-                .header("Content-Type", FORM)
-                .send(body),
-        );
-        assert_eq!(r.status, 204, "{}", r.text());
-    }
-}
-
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn values(c: &Client, dev: i64, alias: &str) -> Vec<String> {
-    let r = c.op_get(&format!("/api/v1/devices/{dev}/dataports/{alias}/history?limit=100000"));
-    serde_json::from_slice::<Vec<serde_json::Value>>(&r.body)
-        .unwrap()
-        .iter()
-        .map(|p| p["value"].as_str().unwrap().to_string())
-        .collect()
-}
 
 fn outage(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();

@@ -2,6 +2,8 @@
 //! it), hub processes on free ports, and a small HTTP client.
 #![allow(dead_code)]
 
+pub mod agent;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
