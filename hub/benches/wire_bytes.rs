@@ -9,7 +9,6 @@
 //! Counts TCP payload both ways (requests, answers, headers), not IP/TCP headers.
 //! `cargo bench --bench wire_bytes -- [--points N]`
 
-#[allow(dead_code)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 
