@@ -40,6 +40,9 @@ cargo test --manifest-path hub/Cargo.toml --locked
 step "bytes on the wire per 1,000 points: forwarder vs form-encoded record requests"
 cargo test --manifest-path hub/Cargo.toml --locked --bench wire_bytes
 
+step "hub load smoke run: 200 gateways on SQLite and PostgreSQL (full size: cargo bench --bench load -- --gateways 50000)"
+cargo test --manifest-path hub/Cargo.toml --locked --bench load -- --gateways 200 --seconds 5
+
 step "benchmark smoke run: queue vs SQLite (full size: cargo bench --bench queue_vs_sqlite)"
 cargo bench --locked --bench queue_vs_sqlite -- --messages 4000 --reopen-mb 64
 
