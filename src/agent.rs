@@ -14,6 +14,7 @@ use crate::fsio;
 use crate::identity::{self, Identity};
 use crate::ingest::{Ingest, IngestServer};
 use crate::ota::extract::Limits;
+use crate::ota::fetch::Fetcher;
 use crate::ota::install::Installer;
 use crate::ota::package;
 use crate::ota::store::AppStore;
@@ -92,6 +93,18 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
             retry_max: Duration::from_secs(cfg.cloud.retry_max_secs.max(1)),
         };
         threads.push(forwarder::start(&queue, cloud.clone(), opts, stop.clone()).map_err(StartError::Queue)?);
+        let fetcher = Fetcher {
+            cloud: cloud.clone(),
+            apps: apps.clone(),
+            queue: queue.clone(),
+            state_dir: cfg.paths.secrets_dir(),
+            poll: Duration::from_millis(cfg.cloud.poll_ms.max(1000)),
+            retry_max: Duration::from_secs(cfg.cloud.retry_max_secs.max(1)),
+            max_package: cfg.ota.max_unpacked_bytes,
+        };
+        // Not joined at shutdown: it may sit in a long-poll of minutes, and what it must keep
+        // (the pending command) is already on disk, replaced atomically.
+        fetcher.start(stop.clone()).map_err(StartError::Supervisor)?;
     }
     let telemetry = Telemetry {
         queue: queue.clone(),

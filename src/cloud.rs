@@ -324,16 +324,35 @@ impl Cloud {
             .ok_or_else(|| CloudError::Refused(200, format!("batch answer {text:?} is not acked=<seq>")))
     }
 
+    fn content_url(&self, id: &str, info: bool) -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair("vendor", &self.identity.vendor).append_pair("model", &self.identity.model).append_pair("id", id);
+        if info {
+            q.append_pair("info", "true");
+        }
+        self.url(&format!("/provision/download?{}", q.finish()))
+    }
+
+    /// The size of content `id` (`info=true`: `content-type,size,updated,meta`).
+    pub fn content_size(&self, id: &str) -> Result<u64, CloudError> {
+        let url = self.content_url(id, true);
+        let (status, resp, _) =
+            self.authed("download", 0, 64 << 10, |t| self.agent.get(&url).header("X-Exosite-CIK", t).call())?;
+        if status != 200 {
+            return Err(Self::refused(status, &resp));
+        }
+        let text = String::from_utf8_lossy(&resp);
+        text.split(',')
+            .nth(1)
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| CloudError::Refused(200, format!("content info {text:?} has no size")))
+    }
+
     /// Downloads content `id` of this device's vendor/model into `dest`, resuming from
     /// what `dest` already holds (Range). Returns the total size.
     pub fn download(&self, id: &str, dest: &Path, max_bytes: u64) -> Result<u64, CloudError> {
         use std::io::Write;
-        let q = form_urlencoded::Serializer::new(String::new())
-            .append_pair("vendor", &self.identity.vendor)
-            .append_pair("model", &self.identity.model)
-            .append_pair("id", id)
-            .finish();
-        let url = self.url(&format!("/provision/download?{q}"));
+        let url = self.content_url(id, false);
         let have = std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
         let token = self.token()?;
         let mut rq = self.agent.get(&url).header("X-Exosite-CIK", &token).config().timeout_global(None).build();

@@ -12,59 +12,14 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::agent::{values, wait_for, Agent};
+use common::relay::Relay;
 use common::{Client, HubProc, FORM};
 
 const ALIASES: [&str; 4] = ["temperature", "humidity", "pressure", "co2_ppm"];
-
-#[derive(Default)]
-struct Counts {
-    up: AtomicU64,
-    down: AtomicU64,
-}
-
-impl Counts {
-    fn take(&self) -> (u64, u64) {
-        (self.up.swap(0, Ordering::SeqCst), self.down.swap(0, Ordering::SeqCst))
-    }
-}
-
-fn pump(mut from: TcpStream, mut to: TcpStream, n: Arc<Counts>, up: bool) {
-    let mut buf = [0u8; 16 << 10];
-    loop {
-        let got = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => k,
-        };
-        if up { &n.up } else { &n.down }.fetch_add(got as u64, Ordering::SeqCst);
-        if to.write_all(&buf[..got]).is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown(Shutdown::Write);
-}
-
-/// A relay to `port` on 127.0.0.1 that counts every byte; returns its port.
-fn relay(port: u16, counts: Arc<Counts>) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let me = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for c in l.incoming().flatten() {
-            let Ok(s) = TcpStream::connect(("127.0.0.1", port)) else { continue };
-            let (c2, s2) = (c.try_clone().unwrap(), s.try_clone().unwrap());
-            let (n1, n2) = (counts.clone(), counts.clone());
-            std::thread::spawn(move || pump(c, s, n1, true));
-            std::thread::spawn(move || pump(s2, c2, n2, false));
-        }
-    });
-    me
-}
 
 /// Sensor-like points: a value every second per alias, drifting slowly.
 fn points(n: usize) -> Vec<(&'static str, i64, String)> {
@@ -96,9 +51,8 @@ fn main() {
     let db = common::db_url(common::Backend::Sqlite, dir.path());
     let hub = Arc::new(HubProc::start(&db, dir.path()));
     let c = Client::new(hub.clone());
-    let counts = Arc::new(Counts::default());
-    let port = relay(hub.port, counts.clone());
-    let via = format!("http://localhost:{port}");
+    let counts = Relay::start(hub.port);
+    let via = format!("http://localhost:{}", counts.port);
 
     // gwe: the agent forwards what an app recorded, 50 points per local request.
     let dev = c.whitelist("acme", "gw1", "E2E1");

@@ -2,8 +2,10 @@
 //!
 //! `package`: names, digests and signatures, checked before anything is unpacked.
 //! `extract`: unpacking that refuses any entry that could escape or harm the system.
+//! `fetch`: commands from the cloud (`engine_fetch`), downloads, `fetch_status`.
 
 pub mod extract;
+pub mod fetch;
 pub mod install;
 pub mod package;
 pub mod store;

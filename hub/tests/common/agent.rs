@@ -62,7 +62,10 @@ impl Agent {
             .unwrap();
         let until = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", ingest)).is_err() {
-            assert!(Instant::now() < until, "the agent's ingest API did not come up");
+            if Instant::now() > until {
+                let err = std::fs::read_to_string(dir.join("agent.err")).unwrap_or_default();
+                panic!("the agent's ingest API did not come up; its stderr:\n{err}");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
         Self { child, dir: dir.to_path_buf(), ingest }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod relay;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

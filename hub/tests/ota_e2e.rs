@@ -1,0 +1,181 @@
+//! Over-the-air installs commanded from the hub: the real agent long-polls `engine_fetch`,
+//! downloads from the hub's content area through a link that drops once (resumed with
+//! Range), verifies, installs, and reports in `fetch_status` and `engine_report`. Bad
+//! signatures, missing packages, malformed commands and crash-looping updates are refused
+//! or rolled back while the running version keeps running.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::agent::{agent_bin, wait_for, Agent};
+use common::relay::Relay;
+use common::{Backend, Client, HubProc};
+
+const VENDOR: (&str, &str) = ("acme", "gw1");
+
+fn gwe(args: &[&str]) -> String {
+    let out = Command::new(agent_bin()).args(args).output().unwrap();
+    assert!(out.status.success(), "gwe {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// NAME.vVERSION.tar.gz with install.sh, run.sh (the app) and supervisor.conf, plus
+/// `filler` bytes of random data; signed with `key`.
+fn package(dir: &Path, version: &str, run: &str, filler: usize, key: &Path) -> PathBuf {
+    let src = dir.join(format!("src-{version}"));
+    std::fs::create_dir_all(&src).unwrap();
+    let files = [
+        ("install.sh", "#!/bin/sh\necho installing $GWE_APP $GWE_VERSION\n".to_string()),
+        ("run.sh", run.to_string()),
+        ("supervisor.conf", "[supervisord]\ncommand=./run.sh\nstartsecs=1\nstartretries=1\n".to_string()),
+    ];
+    for (name, text) in files {
+        std::fs::write(src.join(name), text).unwrap();
+        Command::new("chmod").arg("755").arg(src.join(name)).status().unwrap();
+    }
+    let mut noise = vec![0u8; filler];
+    getrandom::getrandom(&mut noise).unwrap();
+    std::fs::write(src.join("data.bin"), noise).unwrap();
+    let pkg = dir.join(format!("sensor.v{version}.tar.gz"));
+    let ok = Command::new("tar").arg("czf").arg(&pkg).arg("-C").arg(&src).arg(".").status().unwrap();
+    assert!(ok.success());
+    gwe(&["pkg", "sign", pkg.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+    pkg
+}
+
+fn upload(c: &Client, file: &Path) {
+    let id = file.file_name().unwrap().to_str().unwrap();
+    let body = std::fs::read(file).unwrap();
+    let r = c.op_send("PUT", &format!("/api/v1/content/{}/{}/{id}", VENDOR.0, VENDOR.1), "application/gzip", &body);
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
+fn upload_signed(c: &Client, pkg: &Path) {
+    upload(c, pkg);
+    upload(c, &PathBuf::from(format!("{}.sig", pkg.display())));
+}
+
+fn dataport(c: &Client, dev: i64, alias: &str) -> String {
+    let r = c.op_get(&format!("/api/v1/devices/{dev}/dataports/{alias}"));
+    serde_json::from_slice::<serde_json::Value>(&r.body)
+        .ok()
+        .and_then(|v| v["value"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn command(c: &Client, dev: i64, cmd: &str) {
+    let body = serde_json::json!({ "value": cmd }).to_string();
+    let r =
+        c.op_send("PUT", &format!("/api/v1/devices/{dev}/dataports/engine_fetch"), "application/json", body.as_bytes());
+    assert_eq!(r.status, 204, "{}", r.text());
+}
+
+/// Waits until the latest fetch_status starts with `prefix` (progress lines come first).
+fn status_is(c: &Client, dev: i64, prefix: &str, secs: u64) -> String {
+    let mut last = String::new();
+    let until = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < until {
+        last = dataport(c, dev, "fetch_status");
+        if last.starts_with(prefix) {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("fetch_status never started with {prefix:?}; last: {last:?}");
+}
+
+/// The version `current` points at in the agent's app store.
+fn current(agent_dir: &Path) -> String {
+    let link = std::fs::read_link(agent_dir.join("state/apps/sensor/current")).unwrap();
+    link.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+fn sensor_report(c: &Client, dev: i64) -> serde_json::Value {
+    let r: serde_json::Value = serde_json::from_str(&dataport(c, dev, "engine_report")).unwrap_or_default();
+    r["apps"].as_array().into_iter().flatten().find_map(|a| a.get("sensor").cloned()).unwrap_or_default()
+}
+
+#[test]
+fn installs_from_the_hub_and_refuses_what_is_bad() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::db_url(Backend::Sqlite, dir.path());
+    let hub = Arc::new(HubProc::start(&db, dir.path()));
+    let c = Client::new(hub.clone());
+    let dev = c.whitelist(VENDOR.0, VENDOR.1, "E2E1");
+    let key = dir.path().join("release.key");
+    let public = gwe(&["pkg", "keygen", key.to_str().unwrap()]);
+    let rogue = dir.path().join("rogue.key");
+    gwe(&["pkg", "keygen", rogue.to_str().unwrap()]);
+
+    let good = "#!/bin/sh\necho running\nexec sleep 300\n";
+    let v1 = package(dir.path(), "1.0", good, 400_000, &key);
+    upload_signed(&c, &v1);
+    let relay = Relay::start(hub.port);
+    let agent_dir = dir.path().join("agent");
+    let _agent = Agent::start(
+        &agent_dir,
+        &format!("http://localhost:{}", relay.port),
+        &format!("[ota]\ntrusted_keys = [\"{public}\"]\ninstall_timeout_secs = 20\n"),
+    );
+    wait_for("activation", 20, || agent_dir.join("state/state/cloud_token").exists());
+
+    // Install; the link drops once 150 kB into the download, which resumes where it was.
+    relay.cut_after.store(150_000, Ordering::SeqCst);
+    relay.take();
+    command(&c, dev, r#"{"install":[{"name":"sensor.v1.0.tar.gz"}]}"#);
+    let s = status_is(&c, dev, "installed sensor 1.0", 60);
+    assert!(s.contains("installing sensor 1.0"), "install.sh output is reported: {s}");
+    assert_eq!(relay.cut_after.load(Ordering::SeqCst), 0, "the link was cut");
+    assert!(relay.ranges.load(Ordering::SeqCst) >= 1, "the download resumed with Range");
+    let size = std::fs::metadata(&v1).unwrap().len();
+    assert!(relay.take().1 < size + size / 2, "resumed, not downloaded again from the start");
+    assert_eq!(dataport(&c, dev, "engine_fetch"), "", "the command is cleared on pick-up");
+    assert_eq!(current(&agent_dir), "1.0");
+    wait_for("engine_report with sensor 1.0 running", 20, || {
+        let s = sensor_report(&c, dev);
+        s["version"] == "1.0" && s["status"] == "RUNNING"
+    });
+
+    // Signed by a key the agent does not trust: refused, 1.0 keeps running.
+    let v2 = package(dir.path(), "2.0", good, 1000, &rogue);
+    upload_signed(&c, &v2);
+    command(&c, dev, r#"{"install":[{"name":"sensor","version":"2.0"}]}"#);
+    let s = status_is(&c, dev, "sensor.v2.0.tar.gz:", 30);
+    assert!(s.contains("signature"), "{s}");
+    assert_eq!(current(&agent_dir), "1.0");
+
+    // Not on the hub: refused at once, not retried without end.
+    let start = Instant::now();
+    command(&c, dev, r#"{"install":[{"name":"sensor.v3.0.tar.gz"}]}"#);
+    let s = status_is(&c, dev, "sensor.v3.0.tar.gz:", 30);
+    assert!(s.contains("404"), "{s}");
+    assert!(start.elapsed() < Duration::from_secs(10), "a 404 is not retried");
+
+    // Not a command.
+    command(&c, dev, "install everything");
+    let s = status_is(&c, dev, "engine_fetch is not a command", 30);
+    assert!(s.len() < 300, "{s}");
+
+    // An update that crash-loops is rolled back; 1.0 runs again.
+    let v4 = package(dir.path(), "4.0", "#!/bin/sh\necho broken\nexit 1\n", 1000, &key);
+    upload_signed(&c, &v4);
+    command(&c, dev, r#"{"install":[{"name":"sensor.v4.0.tar.gz"}]}"#);
+    let s = status_is(&c, dev, "sensor.v4.0.tar.gz:", 60);
+    assert!(s.contains("rolled back to 1.0"), "{s}");
+    assert_eq!(current(&agent_dir), "1.0");
+    wait_for("sensor 1.0 running again", 20, || {
+        let s = sensor_report(&c, dev);
+        s["version"] == "1.0" && s["status"] == "RUNNING"
+    });
+
+    // Removal.
+    command(&c, dev, r#"{"remove":[{"name":"sensor"}]}"#);
+    status_is(&c, dev, "removed sensor", 30);
+    assert!(!agent_dir.join("state/apps/sensor/current").exists());
+    assert!(!agent_dir.join("state/state/engine_fetch").exists(), "no command left pending");
+}

@@ -1,0 +1,282 @@
+//! OTA commands from the cloud (`docs/ota-format.md`, "From the hub"). The `engine_fetch`
+//! dataport is long-polled; a command is saved power-safely in `state/engine_fetch`, then
+//! cleared in the cloud (picked up), then carried out: each package is downloaded from the
+//! hub's content area (free space checked first, resumed with Range after a cut, a bounded
+//! number of tries, never a retry of what the hub refused), its signature beside it, and
+//! installed by the [`Installer`]. Progress and results go to `fetch_status`; a fresh
+//! `engine_report` follows. A command interrupted by a power cut is finished at the next
+//! start (installs are idempotent: an installed version is "already installed").
+//!
+//! ```json
+//! {"install": [{"name": "sensor.v1.4.2.tar.gz"}, {"name": "modbus", "version": "2.0"}],
+//!  "remove": [{"name": "old-app"}]}
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::install::Installer;
+use super::package::PackageName;
+use crate::cloud::{Cloud, CloudError};
+use crate::fsio;
+use crate::queue::Queue;
+use crate::stop::{jitter, Stop};
+
+pub const ALIAS: &str = "engine_fetch";
+pub const STATUS: &str = "fetch_status";
+/// Tries of one download while the hub is unreachable or the link drops.
+const DOWNLOAD_TRIES: u32 = 6;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Item {
+    name: String,
+    /// A version pin: `name` is then the app name and the package `NAME.vVERSION.tar.gz`.
+    #[serde(default)]
+    version: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FetchCommand {
+    #[serde(default)]
+    install: Vec<Item>,
+    #[serde(default)]
+    remove: Vec<Item>,
+}
+
+/// The package file names to install and the app names to remove, or why the command is
+/// not one.
+pub fn parse(text: &str) -> Result<(Vec<String>, Vec<String>), String> {
+    let c: FetchCommand = serde_json::from_str(text).map_err(|e| format!("engine_fetch is not a command: {e}"))?;
+    let mut install = Vec::new();
+    for i in c.install {
+        let file = match i.version {
+            Some(v) => format!("{}.v{v}.tar.gz", i.name),
+            None => i.name,
+        };
+        PackageName::parse(&file).map_err(|e| format!("engine_fetch: {e}"))?;
+        install.push(file);
+    }
+    let mut remove = Vec::new();
+    for r in c.remove {
+        if r.name.is_empty() || r.name.contains('/') || r.version.is_some() {
+            return Err(format!("engine_fetch: remove {:?}: name an installed app, without a version", r.name));
+        }
+        remove.push(r.name);
+    }
+    if install.is_empty() && remove.is_empty() {
+        return Err("engine_fetch names nothing to install or remove".into());
+    }
+    Ok((install, remove))
+}
+
+pub struct Fetcher {
+    pub cloud: Arc<Cloud>,
+    pub apps: Arc<Installer>,
+    pub queue: Queue,
+    /// `state/`: the pending command and `downloads/`.
+    pub state_dir: PathBuf,
+    pub poll: Duration,
+    pub retry_max: Duration,
+    /// Largest package accepted.
+    pub max_package: u64,
+}
+
+impl Fetcher {
+    pub fn start(self, stop: Arc<Stop>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new().name("ota-fetch".into()).spawn(move || self.run(&stop))
+    }
+
+    fn pending(&self) -> PathBuf {
+        self.state_dir.join("engine_fetch")
+    }
+
+    fn downloads(&self) -> PathBuf {
+        self.state_dir.join("downloads")
+    }
+
+    fn status(&self, text: &str) {
+        log::info!("fetch_status: {}", text.lines().next().unwrap_or(""));
+        if let Err(e) = self.cloud.write(&[(STATUS, text)]) {
+            log::warn!("writing fetch_status: {e}");
+        }
+    }
+
+    fn run(self, stop: &Stop) {
+        if let Ok(text) = std::fs::read_to_string(self.pending()) {
+            log::info!("finishing the engine_fetch command a restart interrupted");
+            self.carry_out(&text, stop);
+        }
+        // "0": a command set while the agent was away is seen at once.
+        let mut since = Some("0".to_string());
+        let mut backoff = Duration::from_secs(1);
+        while !stop.stopped() {
+            match self.cloud.long_poll(ALIAS, since.as_deref(), self.poll) {
+                Ok(Some(p)) => {
+                    backoff = Duration::from_secs(1);
+                    since = p.modified.or(since);
+                    if !p.value.trim().is_empty() {
+                        self.pick_up(&p.value, stop);
+                    }
+                }
+                Ok(None) => backoff = Duration::from_secs(1),
+                Err(e) => {
+                    log::debug!("engine_fetch: {e}");
+                    if stop.sleep(jitter(backoff)) {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(self.retry_max);
+                }
+            }
+        }
+    }
+
+    fn pick_up(&self, text: &str, stop: &Stop) {
+        // Saved before it is cleared in the cloud: a power cut in between loses nothing.
+        if let Err(e) = fsio::write_atomic(&self.pending(), text.as_bytes()) {
+            log::error!("saving the engine_fetch command: {e}");
+            return;
+        }
+        if let Err(e) = self.cloud.write(&[(ALIAS, "")]) {
+            log::warn!("clearing engine_fetch: {e}");
+        }
+        self.carry_out(text, stop);
+    }
+
+    fn carry_out(&self, text: &str, stop: &Stop) {
+        match parse(text) {
+            Err(e) => self.status(&e),
+            Ok((install, remove)) => {
+                for file in &install {
+                    if stop.stopped() {
+                        return; // the pending file stays: finished at the next start
+                    }
+                    self.install(file, stop);
+                }
+                for name in &remove {
+                    match self.apps.remove(name) {
+                        Ok(()) => self.status(&format!("removed {name}")),
+                        Err(e) => self.status(&format!("remove {name}: {e}")),
+                    }
+                }
+                let report = crate::telemetry::engine_report(&self.apps).to_string();
+                if let Err(e) = crate::telemetry::enqueue(&self.queue, "engine_report", &report) {
+                    log::warn!("queueing engine_report: {e}");
+                }
+            }
+        }
+        if let Err(e) = std::fs::remove_file(self.pending()) {
+            log::warn!("removing the finished engine_fetch command: {e}");
+        }
+    }
+
+    fn install(&self, file: &str, stop: &Stop) {
+        self.status(&format!("downloading {file}"));
+        let pkg = match self.download(file, stop) {
+            Ok(p) => p,
+            Err(e) => return self.status(&format!("{file}: {e}")),
+        };
+        self.status(&format!("installing {file}"));
+        let result = self.apps.install(&pkg);
+        let _ = std::fs::remove_file(&pkg);
+        let _ = std::fs::remove_file(super::package::signature_path(&pkg));
+        match result {
+            Ok(r) => self.status(&format!("installed {} {}\n{}", r.name, r.version, r.output)),
+            Err(e) => self.status(&format!("{file}: {e}")),
+        }
+    }
+
+    /// The package and its signature (when the hub has one) in `downloads/`.
+    fn download(&self, file: &str, stop: &Stop) -> Result<PathBuf, String> {
+        let dir = self.downloads();
+        fsio::create_dir_all_durable(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let size = self.retrying(stop, || self.cloud.content_size(file))?;
+        if size > self.max_package {
+            return Err(format!("the package is {size} bytes, over the limit of {}", self.max_package));
+        }
+        let part = dir.join(format!("{file}.part"));
+        let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        let free = free_bytes(&dir);
+        if free < size.saturating_sub(have) {
+            return Err(format!("not enough free space to download: {size} bytes needed, {free} free"));
+        }
+        let got = self.retrying(stop, || match self.cloud.download(file, &part, self.max_package) {
+            Ok(n) if n < size => Err(CloudError::Unreachable(format!("download ended at {n} of {size} bytes"))),
+            other => other,
+        })?;
+        if got != size {
+            let _ = std::fs::remove_file(&part);
+            return Err(format!("downloaded {got} bytes, the hub said {size}"));
+        }
+        let pkg = dir.join(file);
+        std::fs::rename(&part, &pkg).map_err(|e| format!("{}: {e}", pkg.display()))?;
+        let sig = format!("{file}.sig");
+        let sig_path = dir.join(&sig);
+        let _ = std::fs::remove_file(&sig_path);
+        match self.retrying(stop, || self.cloud.download(&sig, &sig_path, 4096)) {
+            Ok(_) => {}
+            Err(e) if e.contains("(404)") => {
+                let _ = std::fs::remove_file(&sig_path); // unsigned: the installer decides
+            }
+            Err(e) => return Err(format!("the signature {sig}: {e}")),
+        }
+        Ok(pkg)
+    }
+
+    /// Runs `f` until it succeeds, the hub refuses (no retry), or the tries run out.
+    fn retrying<T>(&self, stop: &Stop, mut f: impl FnMut() -> Result<T, CloudError>) -> Result<T, String> {
+        let mut backoff = Duration::from_secs(1);
+        let mut last = String::new();
+        for _ in 0..DOWNLOAD_TRIES {
+            match f() {
+                Ok(v) => return Ok(v),
+                Err(e @ CloudError::Refused(..)) => return Err(e.to_string()),
+                Err(e) => {
+                    log::warn!("download: {e}; trying again");
+                    last = e.to_string();
+                }
+            }
+            if stop.sleep(jitter(backoff)) {
+                return Err("the agent is stopping".into());
+            }
+            backoff = (backoff * 2).min(self.retry_max);
+        }
+        Err(format!("gave up after {DOWNLOAD_TRIES} tries: {last}"))
+    }
+}
+
+// statvfs fields are 32-bit on armv7: the casts are not no-ops there.
+#[allow(clippy::unnecessary_cast)]
+fn free_bytes(dir: &Path) -> u64 {
+    nix::sys::statvfs::statvfs(dir).map(|s| s.blocks_available() as u64 * s.fragment_size() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands() {
+        let (i, r) =
+            parse(r#"{"install":[{"name":"sensor.v1.4.2.tar.gz"},{"name":"modbus","version":"2.0"}]}"#).unwrap();
+        assert_eq!(i, ["sensor.v1.4.2.tar.gz", "modbus.v2.0.tar.gz"]);
+        assert!(r.is_empty());
+        assert_eq!(parse(r#"{"remove":[{"name":"old"}]}"#).unwrap().1, ["old"]);
+        for bad in [
+            "",
+            "install sensor",
+            r#"{"install":[{"name":"../x.v1.tar.gz"}]}"#,
+            r#"{"install":[{"name":"sensor.tar.gz"}]}"#,
+            r#"{"install":[]}"#,
+            r#"{"upgrade":[{"name":"a.v1.tar.gz"}]}"#,
+            r#"{"remove":[{"name":"a/b"}]}"#,
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.starts_with("engine_fetch"), "{bad}: {e}");
+        }
+    }
+}
