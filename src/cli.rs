@@ -21,6 +21,8 @@ commands:
   app remove|rollback NAME      remove an app, or go back to its previous version
   pkg keygen PATH               make a signing key (PATH, 0600) and its public key (PATH.pub)
   pkg sign FILE --key PATH      sign a package: writes FILE.sig
+  pkg build DIR|FILE [--out DIR] [--key PATH]
+                                make NAME.vVERSION.tar.gz from DIR/build.json (and sign it)
   check-config                  read the config file and report problems
 
 options:
@@ -52,6 +54,11 @@ pub enum Command {
         file: PathBuf,
         key: PathBuf,
     },
+    PkgBuild {
+        build: PathBuf,
+        out: PathBuf,
+        key: Option<PathBuf>,
+    },
     Version,
     Help,
 }
@@ -66,7 +73,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli, 
     let mut p = lexopt::Parser::from_args(args);
     let mut config = PathBuf::from(DEFAULT_PATH);
     let mut words: Vec<String> = Vec::new();
-    let (mut daemon, mut json, mut limit, mut key) = (false, false, None, None);
+    let (mut daemon, mut json, mut limit, mut key, mut out) = (false, false, None, None, None);
     while let Some(arg) = p.next()? {
         match arg {
             Long("config") | Short('c') => config = p.value()?.into(),
@@ -75,6 +82,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli, 
             Long("json") => json = true,
             Long("limit") => limit = Some(p.value()?.parse()?),
             Long("key") => key = Some(PathBuf::from(p.value()?)),
+            Long("out") => out = Some(PathBuf::from(p.value()?)),
             Long("version") | Short('V') => return Ok(Cli { config, command: Command::Version }),
             Long("help") | Short('h') => return Ok(Cli { config, command: Command::Help }),
             Value(v) => words.push(v.string()?),
@@ -94,6 +102,9 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli, 
             Command::Ctl { request: format!("app install {}", file.display()), json }
         }
         ["app", verb @ ("remove" | "rollback"), name] => Command::Ctl { request: format!("app {verb} {name}"), json },
+        ["pkg", "build", build] => {
+            Command::PkgBuild { build: build.into(), out: out.unwrap_or_else(|| ".".into()), key }
+        }
         ["pkg", "keygen", path] => Command::PkgKeygen { path: path.into() },
         ["pkg", "sign", file] => match key {
             Some(key) => Command::PkgSign { file: file.into(), key },

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         }
         Command::PkgKeygen { path } => return report(pkg_keygen(&path)),
         Command::PkgSign { file, key } => return report(pkg_sign(&file, &key)),
+        Command::PkgBuild { build, out, key } => return report(pkg_build(&build, &out, key.as_deref())),
         Command::Version => {
             println!("gwe {}", env!("CARGO_PKG_VERSION"));
             return Exit::Ok.into();
@@ -72,7 +73,11 @@ fn main() -> ExitCode {
             println!("{}: ok", cli.config.display());
             Ok(())
         }
-        Command::Help | Command::Version | Command::PkgKeygen { .. } | Command::PkgSign { .. } => Ok(()),
+        Command::Help
+        | Command::Version
+        | Command::PkgKeygen { .. }
+        | Command::PkgSign { .. }
+        | Command::PkgBuild { .. } => Ok(()),
     };
     match result {
         Ok(()) => Exit::Ok.into(),
@@ -115,6 +120,15 @@ fn pkg_sign(file: &std::path::Path, key: &std::path::Path) -> Result<(), String>
         .ok_or_else(|| format!("{} is not a signing key (64 hex digits)", key.display()))?;
     let key = ed25519_dalek::SigningKey::from_bytes(&bytes);
     gwe::ota::package::sign(file, &key).map_err(|e| format!("signing {}: {e}", file.display()))
+}
+
+fn pkg_build(build: &std::path::Path, out: &std::path::Path, key: Option<&std::path::Path>) -> Result<(), String> {
+    let pkg = gwe::ota::build::build(build, out).map_err(|e| e.to_string())?;
+    if let Some(key) = key {
+        pkg_sign(&pkg, key)?;
+    }
+    println!("{}", pkg.display());
+    Ok(())
 }
 
 fn queue_stats(cfg: &Config, json: bool) -> Result<(), String> {

@@ -4,6 +4,7 @@
 //! `extract`: unpacking that refuses any entry that could escape or harm the system.
 //! `fetch`: commands from the cloud (`engine_fetch`), downloads, `fetch_status`.
 
+pub mod build;
 pub mod extract;
 pub mod fetch;
 pub mod install;
