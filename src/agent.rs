@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use crate::cloud::Cloud;
@@ -17,6 +17,7 @@ use crate::ota::extract::Limits;
 use crate::ota::fetch::Fetcher;
 use crate::ota::install::Installer;
 use crate::ota::package;
+use crate::ota::selfupdate;
 use crate::ota::store::AppStore;
 use crate::queue::{Queue, QueueError};
 use crate::stop::Stop;
@@ -58,9 +59,18 @@ impl fmt::Display for StartError {
     }
 }
 
-/// Runs until SIGTERM or SIGINT.
-pub fn run(cfg: &Config) -> Result<(), StartError> {
-    let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(StartError::Signals)?;
+/// Why the agent stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// SIGTERM or SIGINT.
+    Stopped,
+    /// A new agent was installed: restart through the launcher (`ota::selfupdate`).
+    Restart,
+}
+
+/// Runs until SIGTERM or SIGINT, or until a new agent is installed (SIGUSR1 to itself).
+pub fn run(cfg: &Config) -> Result<Ended, StartError> {
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR1]).map_err(StartError::Signals)?;
     let identity =
         Identity::resolve(&cfg.device, std::path::Path::new("/sys/class/net")).map_err(StartError::Identity)?;
     let queue = Queue::open(&cfg.paths.queue_dir(), cfg.queue.options()).map_err(StartError::Queue)?;
@@ -119,7 +129,7 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
     let s = queue.stats();
     log::info!(
         "gwe {} up as {}/{}/{}; queue: {} records not yet acknowledged, next seq {}, {} bytes",
-        env!("CARGO_PKG_VERSION"),
+        selfupdate::version(),
         identity.vendor,
         identity.model,
         identity.serial,
@@ -127,8 +137,19 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
         s.next_seq,
         s.disk_bytes
     );
+    if std::env::var_os(selfupdate::ENV_TRIAL).is_some() {
+        let deadline = Duration::from_secs(cfg.ota.self_update_deadline_secs);
+        let check = TrialCheck { apps: apps.clone(), cloud: cloud.clone(), deadline };
+        threads.push(check.start(stop.clone()).map_err(StartError::Supervisor)?);
+    }
+    let mut ended = Ended::Stopped;
     if let Some(sig) = signals.forever().next() {
-        log::info!("signal {sig}: stopping");
+        if sig == SIGUSR1 {
+            ended = Ended::Restart;
+            log::info!("a new agent was installed: stopping to restart into it");
+        } else {
+            log::info!("signal {sig}: stopping");
+        }
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     stop.stop();
@@ -139,7 +160,50 @@ pub fn run(cfg: &Config) -> Result<(), StartError> {
     apps.sup.shutdown();
     server.shutdown();
     let _ = std::fs::remove_file(socket);
-    Ok(())
+    Ok(ended)
+}
+
+/// A new agent on trial confirms itself once its supervisor answers and, with a cloud link,
+/// the hub has answered. The launcher enforces the deadline; this only confirms.
+struct TrialCheck {
+    apps: Arc<Installer>,
+    cloud: Option<Arc<Cloud>>,
+    deadline: Duration,
+}
+
+impl TrialCheck {
+    fn start(self, stop: Arc<Stop>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new().name("trial-check".into()).spawn(move || self.run(&stop))
+    }
+
+    fn run(self, stop: &Stop) {
+        let version = selfupdate::version();
+        let until = std::time::Instant::now() + self.deadline;
+        while std::time::Instant::now() < until {
+            let supervising = !self.apps.sup.status().is_empty() || self.apps.programs().programs.is_empty();
+            let linked = self.cloud.as_ref().is_none_or(|c| c.reached());
+            if supervising && linked {
+                match selfupdate::confirm(&self.apps.store) {
+                    Ok(()) => {
+                        log::info!("agent {version} is healthy: confirmed");
+                        if let Some(c) = &self.cloud {
+                            let msg = format!("agent {version} running and confirmed healthy");
+                            if let Err(e) = c.write(&[(crate::ota::fetch::STATUS, &msg)]) {
+                                log::warn!("writing fetch_status: {e}");
+                            }
+                        }
+                    }
+                    Err(e) => log::error!("confirming agent {version}: {e}"),
+                }
+                return;
+            }
+            // Once a second, only while on trial.
+            if stop.sleep(Duration::from_secs(1)) {
+                return;
+            }
+        }
+        log::error!("agent {version} could not confirm itself healthy; the launcher will roll it back");
+    }
 }
 
 /// Starts the supervisor with every program (the image's and the installed apps'), settles

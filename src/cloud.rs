@@ -62,6 +62,8 @@ pub struct Cloud {
     token: Mutex<Option<String>>,
     timeout: Duration,
     pub usage: Arc<usage::Usage>,
+    /// Some request got an answer from the hub (not a 5xx): the link works.
+    reached: std::sync::atomic::AtomicBool,
 }
 
 const FORM: &str = "application/x-www-form-urlencoded; charset=utf-8";
@@ -117,7 +119,13 @@ impl Cloud {
             token: Mutex::new(token),
             timeout,
             usage,
+            reached: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Whether the hub has answered a request of this agent.
+    pub fn reached(&self) -> bool {
+        self.reached.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn url(&self, path: &str) -> String {
@@ -210,6 +218,9 @@ impl Cloud {
         self.usage.api(method, tx, header_bytes(&headers) + body.len() as u64);
         if status >= 500 {
             return Err(CloudError::Unreachable(format!("{status}: {}", String::from_utf8_lossy(&body).trim())));
+        }
+        if status != 401 {
+            self.reached.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         Ok((status, body, headers))
     }

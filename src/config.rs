@@ -77,6 +77,8 @@ pub struct OtaConfig {
     pub max_entries: u64,
     /// App packages baked into the image, installed at first start.
     pub preinstall_dir: PathBuf,
+    /// A new agent must confirm itself healthy within this long, or it is rolled back.
+    pub self_update_deadline_secs: u64,
 }
 
 impl Default for OtaConfig {
@@ -88,6 +90,7 @@ impl Default for OtaConfig {
             max_unpacked_bytes: 256 << 20,
             max_entries: 10_000,
             preinstall_dir: "/usr/share/gwe/preinstall".into(),
+            self_update_deadline_secs: 300,
         }
     }
 }

@@ -51,6 +51,9 @@ fn handle(conn: UnixStream, apps: &Installer) {
         Err(e) => json!({"ok": false, "error": format!("reading the request: {e}")}),
     };
     let _ = (&conn).write_all(format!("{answer}\n").as_bytes());
+    if answer["restart"] == true {
+        crate::ota::selfupdate::request_restart();
+    }
 }
 
 fn answer(req: &str, apps: &Installer) -> Value {
@@ -100,7 +103,10 @@ fn app_answer(req: &str, apps: &Installer) -> Value {
         ("list", "") => json!({"ok": true, "installed": apps.store.list()}),
         // The path is the rest of the line, so it may hold spaces.
         ("install", path) if !path.is_empty() => match apps.install(Path::new(path)) {
-            Ok(r) => json!({"ok": true, "report": r, "installed": [apps.store.get(&r.name)]}),
+            Ok(r) => {
+                let restart = r.name == crate::ota::selfupdate::AGENT && r.output != "already installed";
+                json!({"ok": true, "report": r, "installed": [apps.store.get(&r.name)], "restart": restart})
+            }
             Err(e) => failed(e),
         },
         ("remove", name) if !name.is_empty() => match apps.remove(name) {

@@ -57,7 +57,15 @@ fn main() -> ExitCode {
         Command::Run { daemon } => {
             let level = config::log_level(&cfg.log.level).unwrap_or(log::LevelFilter::Info);
             logging::init(if daemon { Target::Syslog } else { Target::Stderr }, level);
-            gwe::agent::run(&cfg).map_err(|e| e.to_string())
+            let deadline = std::time::Duration::from_secs(cfg.ota.self_update_deadline_secs);
+            if let Some(code) = gwe::ota::selfupdate::launch(&cfg.paths.apps_dir(), deadline) {
+                return code;
+            }
+            match gwe::agent::run(&cfg) {
+                Ok(gwe::agent::Ended::Restart) => return gwe::ota::selfupdate::restart(),
+                Ok(gwe::agent::Ended::Stopped) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
         }
         Command::QueueStats { json } => queue_stats(&cfg, json),
         Command::QueueDump { limit } => queue_dump(&cfg, limit),

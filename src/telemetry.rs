@@ -127,7 +127,7 @@ pub fn engine_report(apps: &Installer) -> Value {
             }})
         })
         .collect();
-    json!({ "apps": list, "engine_version": env!("CARGO_PKG_VERSION") })
+    json!({ "apps": list, "engine_version": crate::ota::selfupdate::version() })
 }
 
 /// Appends `alias=value` to the queue as a point stamped now.

@@ -3,6 +3,8 @@
 //! while the running version keeps running, rollback by hand, removal, and a trial left
 //! by a power cut resolved at the next start.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -30,13 +32,19 @@ impl Drop for Rig {
 }
 
 fn rig() -> Rig {
+    rig_with_apps(None)
+}
+
+/// A rig whose app store lives in `apps` (another filesystem) when given.
+fn rig_with_apps(apps: Option<&std::path::Path>) -> Rig {
     let dir = tempfile::tempdir().unwrap();
+    let apps = apps.map_or_else(|| dir.path().join("apps"), |p| p.to_path_buf());
     let key = package::generate_key().unwrap();
     std::fs::create_dir_all(dir.path().join("programs.d")).unwrap();
     let (sup, _) =
         Supervisor::start(Vec::new(), Options { state_file: dir.path().join("pids"), watchdog: None }).unwrap();
     let inst = Installer {
-        store: AppStore::open(&dir.path().join("apps")).unwrap(),
+        store: AppStore::open(&apps).unwrap(),
         sup,
         programs_dir: dir.path().join("programs.d"),
         log_dir: dir.path().join("log"),
@@ -231,4 +239,35 @@ fn concurrent_installs_take_turns() {
         .collect();
     assert!(entries.iter().all(|e| !e.starts_with(".staging")), "{entries:?}");
     assert!(entries.contains(&cur));
+}
+
+#[test]
+fn a_full_disk_is_refused_before_unpacking() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(fs) = common::Tmpfs::mount("2m") else {
+        return;
+    };
+    let rig = rig_with_apps(Some(fs.path()));
+    rig.inst.install(&good(&rig, "1.0")).unwrap();
+    let pid = running_pid(&rig);
+    // 4 MiB of zeros packs into a few KiB; unpacked it cannot fit in 2 MiB.
+    let zeros = "0".repeat(4 << 20);
+    let run = "#!/bin/sh\nexec sleep 300\n";
+    let conf = "[supervisord]\ncommand=./run.sh\nstartsecs=1\n";
+    let files = [
+        ("install.sh", 0o755, "#!/bin/sh\n"),
+        ("run.sh", 0o755, run),
+        ("supervisor.conf", 0o644, conf),
+        ("big.bin", 0o644, &zeros[..]),
+    ];
+    let big = package(&rig, "sensor", "2.0", &files, true);
+    assert!(std::fs::metadata(&big).unwrap().len() < 64 << 10);
+    match rig.inst.install(&big) {
+        Err(InstallError::NoSpace { need, free }) => assert!(need > free && need >= 4 << 20, "{need} {free}"),
+        other => panic!("expected NoSpace, got {other:?}"),
+    }
+    assert_eq!(current(&rig), (Some("1.0".into()), None));
+    assert_eq!(running_pid(&rig), pid, "the running version was not touched");
+    let left: Vec<_> = std::fs::read_dir(fs.path().join("sensor")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(!left.iter().any(|n| n.to_string_lossy().contains("2.0")), "nothing unpacked: {left:?}");
 }

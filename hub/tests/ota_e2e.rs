@@ -179,3 +179,81 @@ fn installs_from_the_hub_and_refuses_what_is_bad() {
     assert!(!agent_dir.join("state/apps/sensor/current").exists());
     assert!(!agent_dir.join("state/state/engine_fetch").exists(), "no command left pending");
 }
+
+/// `gwe.vVERSION.tar.gz` holding `bin` as the agent binary, signed with `key`.
+fn agent_package(dir: &Path, version: &str, bin: &Path, key: &Path) -> PathBuf {
+    let src = dir.join(format!("agent-{version}"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("install.sh"), "#!/bin/sh\necho new agent $GWE_VERSION\n").unwrap();
+    std::fs::copy(bin, src.join("gwe")).unwrap();
+    // A smaller package; a failure only makes it bigger.
+    let _ = Command::new("strip").arg(src.join("gwe")).status();
+    Command::new("chmod").arg("755").arg(src.join("gwe")).arg(src.join("install.sh")).status().unwrap();
+    let pkg = dir.join(format!("gwe.v{version}.tar.gz"));
+    assert!(Command::new("tar").arg("czf").arg(&pkg).arg("-C").arg(&src).arg(".").status().unwrap().success());
+    gwe(&["pkg", "sign", pkg.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+    pkg
+}
+
+fn engine_version(c: &Client, dev: i64) -> String {
+    let r: serde_json::Value = serde_json::from_str(&dataport(c, dev, "engine_report")).unwrap_or_default();
+    r["engine_version"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn the_agent_updates_itself_and_rolls_back_a_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::db_url(Backend::Sqlite, dir.path());
+    let hub = Arc::new(HubProc::start(&db, dir.path()));
+    let c = Client::new(hub.clone());
+    let dev = c.whitelist(VENDOR.0, VENDOR.1, "E2E1");
+    let key = dir.path().join("release.key");
+    let public = gwe(&["pkg", "keygen", key.to_str().unwrap()]);
+    let agent_dir = dir.path().join("agent");
+    let _agent = Agent::start(
+        &agent_dir,
+        &hub.url,
+        &format!("report_interval_secs = 1\n[ota]\ntrusted_keys = [\"{public}\"]\nself_update_deadline_secs = 8\n"),
+    );
+    let builtin = env!("CARGO_PKG_VERSION");
+    wait_for("the built-in agent's report", 20, || engine_version(&c, dev) == builtin);
+
+    // A good new agent: installed, restarted into, confirmed healthy, reporting its version.
+    let good = agent_package(dir.path(), "0.2.0", agent_bin(), &key);
+    upload_signed(&c, &good);
+    command(&c, dev, r#"{"install":[{"name":"gwe.v0.2.0.tar.gz"}]}"#);
+    status_is(&c, dev, "agent 0.2.0 running and confirmed healthy", 60);
+    wait_for("engine_version 0.2.0", 20, || engine_version(&c, dev) == "0.2.0");
+    let gwe_dir = agent_dir.join("state/apps/gwe");
+    assert!(!gwe_dir.join("trial").exists() && !gwe_dir.join("boots").exists());
+
+    // A new agent that starts but never becomes healthy: stopped at the deadline, rolled back.
+    let hangs = dir.path().join("hangs.sh");
+    std::fs::write(
+        &hangs,
+        "#!/bin/sh\nfor a; do [ \"$a\" = --version ] && { echo gwe 0.3.0; exit 0; }; done\nexec sleep 600\n",
+    )
+    .unwrap();
+    let pkg = agent_package(dir.path(), "0.3.0", &hangs, &key);
+    upload_signed(&c, &pkg);
+    let start = Instant::now();
+    command(&c, dev, r#"{"install":[{"name":"gwe.v0.3.0.tar.gz"}]}"#);
+    let s = status_is(&c, dev, "agent 0.3.0 did not confirm itself healthy within 8 s; rolled back to 0.2.0", 90);
+    assert!(start.elapsed() >= Duration::from_secs(8), "{s}");
+    wait_for("engine_version 0.2.0 again", 20, || engine_version(&c, dev) == "0.2.0");
+
+    // A new agent that crashes at once: given up after three starts.
+    let crashes = dir.path().join("crashes.sh");
+    std::fs::write(
+        &crashes,
+        "#!/bin/sh\nfor a; do [ \"$a\" = --version ] && { echo gwe 0.4.0; exit 0; }; done\nexit 1\n",
+    )
+    .unwrap();
+    let pkg = agent_package(dir.path(), "0.4.0", &crashes, &key);
+    upload_signed(&c, &pkg);
+    command(&c, dev, r#"{"install":[{"name":"gwe.v0.4.0.tar.gz"}]}"#);
+    status_is(&c, dev, "agent 0.4.0 did not confirm itself in 3 starts; rolled back to 0.2.0", 60);
+    wait_for("engine_version 0.2.0 once more", 20, || engine_version(&c, dev) == "0.2.0");
+    assert_eq!(std::fs::read_link(gwe_dir.join("current")).unwrap().to_str(), Some("0.2.0"));
+    assert!(!gwe_dir.join("0.3.0").exists() && !gwe_dir.join("0.4.0").exists(), "failed versions are deleted");
+}

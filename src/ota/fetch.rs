@@ -99,14 +99,25 @@ impl Fetcher {
         self.state_dir.join("downloads")
     }
 
-    fn status(&self, text: &str) {
+    fn status(&self, text: &str) -> bool {
         log::info!("fetch_status: {}", text.lines().next().unwrap_or(""));
-        if let Err(e) = self.cloud.write(&[(STATUS, text)]) {
-            log::warn!("writing fetch_status: {e}");
+        match self.cloud.write(&[(STATUS, text)]) {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!("writing fetch_status: {e}");
+                false
+            }
         }
     }
 
     fn run(self, stop: &Stop) {
+        // A new agent that failed its trial: the launcher left word of it.
+        let note = super::selfupdate::rolled_back_file(&self.apps.store);
+        if let Ok(text) = std::fs::read_to_string(&note) {
+            if self.status(text.trim()) {
+                let _ = std::fs::remove_file(&note);
+            }
+        }
         if let Ok(text) = std::fs::read_to_string(self.pending()) {
             log::info!("finishing the engine_fetch command a restart interrupted");
             self.carry_out(&text, stop);
@@ -148,20 +159,23 @@ impl Fetcher {
     }
 
     fn carry_out(&self, text: &str, stop: &Stop) {
+        let mut restart = false;
         match parse(text) {
-            Err(e) => self.status(&e),
+            Err(e) => {
+                self.status(&e);
+            }
             Ok((install, remove)) => {
                 for file in &install {
                     if stop.stopped() {
                         return; // the pending file stays: finished at the next start
                     }
-                    self.install(file, stop);
+                    restart |= self.install(file, stop);
                 }
                 for name in &remove {
                     match self.apps.remove(name) {
                         Ok(()) => self.status(&format!("removed {name}")),
                         Err(e) => self.status(&format!("remove {name}: {e}")),
-                    }
+                    };
                 }
                 let report = crate::telemetry::engine_report(&self.apps).to_string();
                 if let Err(e) = crate::telemetry::enqueue(&self.queue, "engine_report", &report) {
@@ -172,21 +186,34 @@ impl Fetcher {
         if let Err(e) = std::fs::remove_file(self.pending()) {
             log::warn!("removing the finished engine_fetch command: {e}");
         }
+        if restart {
+            super::selfupdate::request_restart();
+        }
     }
 
-    fn install(&self, file: &str, stop: &Stop) {
+    /// Installs one package; true when it was a new agent (restart into it).
+    fn install(&self, file: &str, stop: &Stop) -> bool {
         self.status(&format!("downloading {file}"));
         let pkg = match self.download(file, stop) {
             Ok(p) => p,
-            Err(e) => return self.status(&format!("{file}: {e}")),
+            Err(e) => {
+                self.status(&format!("{file}: {e}"));
+                return false;
+            }
         };
         self.status(&format!("installing {file}"));
         let result = self.apps.install(&pkg);
         let _ = std::fs::remove_file(&pkg);
         let _ = std::fs::remove_file(super::package::signature_path(&pkg));
         match result {
-            Ok(r) => self.status(&format!("installed {} {}\n{}", r.name, r.version, r.output)),
-            Err(e) => self.status(&format!("{file}: {e}")),
+            Ok(r) => {
+                self.status(&format!("installed {} {}\n{}", r.name, r.version, r.output));
+                r.name == super::selfupdate::AGENT && r.output != "already installed"
+            }
+            Err(e) => {
+                self.status(&format!("{file}: {e}"));
+                false
+            }
         }
     }
 

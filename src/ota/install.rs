@@ -199,9 +199,42 @@ impl Installer {
             }
         }
         let output = tail(&log, 4096);
+        if name.name == super::selfupdate::AGENT {
+            return self.switch_agent(&dir, &name, output);
+        }
         self.store.switch(&name.name, &name.version).map_err(|e| InstallError::Io("switching versions".into(), e))?;
         self.settle(&name.name, &name.version)?;
         Ok(Report { name: name.name, version: name.version, output })
+    }
+
+    /// The agent's own package: its binary must run (`gwe --version`); then it is switched
+    /// in on trial, and the caller restarts the agent into it (`selfupdate`).
+    fn switch_agent(&self, dir: &Path, name: &PackageName, output: String) -> Result<Report, InstallError> {
+        let bin = dir.join(super::selfupdate::AGENT);
+        let job = OneOff {
+            command: vec![bin.to_string_lossy().into_owned(), "--version".into()],
+            dir: dir.to_path_buf(),
+            env: Vec::new(),
+            output: dir.join("version-check.log"),
+            timeout: Duration::from_secs(30),
+        };
+        let result = match self.sup.run_once(job) {
+            OneOffResult::Exited(0) => None,
+            OneOffResult::Exited(c) => Some(format!("exited with {c}")),
+            OneOffResult::TimedOut => Some("ran longer than 30 s".into()),
+            OneOffResult::SpawnFailed(e) => Some(format!("could not run: {e}")),
+        };
+        if let Some(result) = result {
+            let _ = std::fs::remove_dir_all(dir);
+            return Err(InstallError::Script { result: format!("(the new agent's `gwe --version`) {result}"), output });
+        }
+        self.store.switch(&name.name, &name.version).map_err(|e| InstallError::Io("switching versions".into(), e))?;
+        super::selfupdate::begin_trial(&self.store).map_err(|e| InstallError::Io("starting the trial".into(), e))?;
+        Ok(Report {
+            name: name.name.clone(),
+            version: name.version.clone(),
+            output: format!("{output}agent {} installed; restarting into it for its trial", name.version),
+        })
     }
 
     /// Watches a version under trial: confirms it, or rolls back and says why.
@@ -227,6 +260,9 @@ impl Installer {
     pub fn resume_trials(&self) {
         let _one = self.one_at_a_time();
         for app in self.store.list() {
+            if app.name == super::selfupdate::AGENT {
+                continue; // the launcher decides about the agent's own trial
+            }
             if let Some(v) = app.trial.clone() {
                 log::warn!("app {}: version {v} was on trial when the agent stopped; watching it", app.name);
                 if let Err(e) = self.settle(&app.name, &v) {

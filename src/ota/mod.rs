@@ -9,4 +9,5 @@ pub mod extract;
 pub mod fetch;
 pub mod install;
 pub mod package;
+pub mod selfupdate;
 pub mod store;
