@@ -1,33 +1,86 @@
 #!/usr/bin/env bash
-# Boots a QEMU board image and checks that init starts the agent, the agent starts its apps,
-# and both come back by themselves after a clean reboot and after a hard power cut (the
-# emulator killed), with the app's data on the data partition intact. Reports the agent's
-# resident memory on the board. QEMU runs in a network namespace of its own (no traffic
-# leaves it).
+# Boots a QEMU board image with a hub on the host and checks that init starts the agent,
+# the agent activates with the hub, installs a sample app over the air (engine_fetch, a
+# package made by `gwe pkg build` and signed), starts its apps and forwards their data;
+# that agent and apps come back by themselves after a clean reboot and after a hard power
+# cut (the emulator killed); and that every value the agent acknowledged is still queued
+# or already at the hub. Reports the agent's resident memory on the board. The hub and
+# QEMU share a network namespace the test makes and deletes (no traffic leaves it).
 #   scripts/boot-test.sh [BOARD]     (default qemu-aarch64-virt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 board=${1:-qemu-aarch64-virt}
 # shellcheck source=/dev/null
 . "board-configs/$board/board.env"
-scripts/build-image.sh "$board"
 out=target/boards/$board
+mkdir -p "$out"
+
+# Host side: the hub, and the agent's package tools, built natively.
+cargo build -q --bin gwe
+cargo build -q --manifest-path hub/Cargo.toml --bin gwe-hub
+gwe=target/debug/gwe
+key=$out/release.key
+[ -f "$key" ] || "$gwe" pkg keygen "$key" > /dev/null
+GWE_TRUSTED_KEY=$(cat "$key.pub") scripts/build-image.sh "$board"
 data=$out/data.img
 rm -f "$data"
 truncate -s "$DATA_SIZE" "$data"
 mkfs.ext4 -q -F "$data"
 
+ns=gwe-boot-$$
 qemu_pid=""
+hub_pid=""
+cleanup() {
+  [ -n "$qemu_pid" ] && kill -KILL "$qemu_pid" 2>/dev/null
+  [ -n "$hub_pid" ] && kill -KILL "$hub_pid" 2>/dev/null
+  ip netns del "$ns" 2>/dev/null
+  true
+}
+trap cleanup EXIT
+ip netns add "$ns"
+in_ns() { ip netns exec "$ns" "$@"; }
+in_ns ip link set lo up
+
+# romfile= : no PXE option ROM for the NIC (it is for network boot, and comes from a package,
+# ipxe-qemu, a minimal machine does not have).
 boot() { # boot MODE LOG: starts the board in the background
   # shellcheck disable=SC2086
-  unshare -n $QEMU $QEMU_ARGS -nographic -no-reboot -kernel "$out/vmlinuz" -initrd "$out/initrd.gz" \
-    -append "console=$CONSOLE panic=-1 quiet gwe.test=$1" \
+  # Not through in_ns: a backgrounded function is a subshell, and $! must be QEMU itself.
+  ip netns exec "$ns" $QEMU $QEMU_ARGS -nographic -no-reboot -kernel "$out/vmlinuz" -initrd "$out/initrd.gz" \
+    -append "console=$CONSOLE panic=-1 quiet gwe.test=$1 gwe.wait=sensor" \
     -drive "file=$data,format=raw,if=virtio" \
-    -netdev user,id=n0 -device "virtio-net-pci,netdev=n0,mac=$NET_MAC" < /dev/null > "$2" 2>&1 &
+    -netdev user,id=n0 -device "virtio-net-pci,netdev=n0,mac=$NET_MAC,romfile=" < /dev/null > "$2" 2>&1 &
   qemu_pid=$!
 }
-cleanup() { [ -n "$qemu_pid" ] && kill -KILL "$qemu_pid" 2>/dev/null; true; }
-trap cleanup EXIT
+
+# The hub, on the namespace's loopback: the board reaches it as 10.0.2.2:18080.
+port=18080
+rm -f "$out"/hub.db* "$out/operator.token"
+ip netns exec "$ns" hub/target/debug/gwe-hub serve --listen "127.0.0.1:$port" --db "sqlite:$out/hub.db" \
+  --operator-token-file "$out/operator.token" > "$out/hub.log" 2>&1 &
+hub_pid=$!
+for _ in $(seq 100); do in_ns curl -sf "http://127.0.0.1:$port/timestamp" > /dev/null && break; sleep 0.1; done
+op() { # op METHOD PATH [curl args...]: the hub's operator API
+  local m=$1 p=$2
+  shift 2
+  in_ns curl -sf -X "$m" -H "Authorization: Bearer $(cat "$out/operator.token")" "$@" "http://127.0.0.1:$port$p"
+}
+json() { python3 -c "import json,sys; v=json.load(sys.stdin); print($1)"; }
+model=$(sed -n 's/^model = "\(.*\)".*/\1/p' "board-configs/$board/rootfs/etc/gwe/gwe.toml")
+serial=$(echo "$NET_MAC" | tr 'a-f' 'A-F')
+dev=$(op POST /api/v1/devices -H 'Content-Type: application/json' \
+  -d "{\"vendor\":\"gwe\",\"model\":\"$model\",\"sn\":\"$serial\"}" | json 'v["id"]')
+pkg=$("$gwe" pkg build board-configs/qemu-common/ota-sample/sensor --out "$out" --key "$key")
+for f in "$pkg" "$pkg.sig"; do
+  op PUT "/api/v1/content/gwe/$model/$(basename "$f")" -H 'Content-Type: application/octet-stream' \
+    --data-binary "@$f" > /dev/null
+done
+cmd='{"install":[{"name":"sensor.v1.0.tar.gz"}]}'
+op PUT "/api/v1/devices/$dev/dataports/engine_fetch" -H 'Content-Type: application/json' \
+  -d "$(python3 -c 'import json,sys; print(json.dumps({"value": sys.argv[1]}))' "$cmd")" > /dev/null
+echo "hub up; device $dev ($serial) whitelisted; $(basename "$pkg") uploaded and commanded"
+dataport() { op GET "/api/v1/devices/$dev/dataports/$1" | json 'v["value"]'; }
+history() { op GET "/api/v1/devices/$dev/dataports/$1/history?limit=100000" | json '"\n".join(p["value"] for p in v)'; }
 
 wait_for() { # wait_for LOG PATTERN SECONDS
   local i
@@ -50,6 +103,13 @@ wait "$qemu_pid" || true   # -no-reboot: the emulator exits when the guest reboo
 qemu_pid=""
 grep -q "Stopping gwe: OK" "$out/boot1.log" || { echo "boot-test: the agent was not stopped cleanly" >&2; exit 1; }
 echo "clean shutdown ran the init script's stop"
+status=$(op GET "/api/v1/devices/$dev" | json 'v["status"]')
+[ "$status" = activated ] || { echo "boot-test: the device did not activate (status $status)" >&2; exit 1; }
+fetch=$(dataport fetch_status)
+case "$fetch" in
+  "installed sensor 1.0"*) echo "activated with the hub; installed over the air: ${fetch%%$'\n'*}" ;;
+  *) echo "boot-test: fetch_status is '$fetch', not 'installed sensor 1.0'" >&2; exit 1 ;;
+esac
 
 echo "--- boot 2: after the clean reboot"
 boot report "$out/boot2.log"
@@ -58,11 +118,16 @@ wait_for "$out/boot2.log" "ticker RUNNING" 120
 wait_for "$out/boot2.log" "GWE-ACKED" 30
 # Resident memory of the agent after a minute with three apps running.
 wait_for "$out/boot2.log" "uptime=6[0-9]\." 120
-for app in ticker logger idler; do
+for app in ticker logger idler sensor; do
   grep -aq "$app RUNNING" "$out/boot2.log" || { echo "boot-test: $app is not RUNNING" >&2; exit 1; }
 done
 rss=$(grep -a 'uptime=6[0-9]\.' "$out/boot2.log" | grep -ao 'VmRSS:[^k]*kB' | head -1)
-echo "agent and its 3 apps back by themselves; agent after a minute: $rss"
+echo "agent and its 4 apps (one installed over the air) back by themselves; agent after a minute: $rss"
+for alias in tick sensor; do
+  n=$(history "$alias" | grep -c . || true)
+  [ "$n" -gt 0 ] || { echo "boot-test: no $alias values reached the hub" >&2; exit 1; }
+  echo "$n $alias values forwarded to the hub"
+done
 echo "--- power cut: the emulator is killed while the app writes"
 kill -KILL "$qemu_pid"
 wait "$qemu_pid" 2>/dev/null || true
@@ -76,14 +141,22 @@ boot verify "$out/boot3.log"
 wait_for "$out/boot3.log" "data partition mounted on /var/lib/gwe" 120
 wait_for "$out/boot3.log" "ticker RUNNING" 120
 wait_for "$out/boot3.log" "GWE-QUEUE-END" 60
-grep -ao 'GWE-QUEUED [0-9]*' "$out/boot3.log" | cut -d' ' -f2 | sort -n | uniq > "$out/queued.txt"
-missing=$(comm -23 <(sort "$out/acked.txt") <(sort "$out/queued.txt") | wc -l)
+wait_for "$out/boot3.log" "sensor RUNNING" 120
+# Acknowledged values are either still queued on the board or already stored by the hub.
+{
+  grep -ao 'GWE-QUEUED [0-9]*' "$out/boot3.log" | cut -d' ' -f2
+  history tick
+} | sort -u > "$out/queued.txt"
+missing=$(comm -23 <(sort -u "$out/acked.txt") "$out/queued.txt" | wc -l)
 if [ "$missing" -ne 0 ]; then
-  echo "boot-test: $missing acknowledged values are not in the queue after the power cut:" >&2
-  comm -23 <(sort "$out/acked.txt") <(sort "$out/queued.txt") | head >&2
+  echo "boot-test: $missing acknowledged values are neither queued nor at the hub after the power cut:" >&2
+  comm -23 <(sort -u "$out/acked.txt") "$out/queued.txt" | head >&2
   exit 1
 fi
-echo "all $(wc -l < "$out/acked.txt") acknowledged values are still queued after the power cut"
+echo "all $(sort -u "$out/acked.txt" | wc -l) acknowledged values are queued or at the hub after the power cut"
 kill -KILL "$qemu_pid"
 qemu_pid=""
 echo "boot test passed on $board: agent resident memory $rss"
+kill -KILL "$hub_pid" 2>/dev/null || true
+wait "$hub_pid" 2>/dev/null || true
+hub_pid=""

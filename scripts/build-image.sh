@@ -5,6 +5,8 @@
 #                                    writes only to the data partition, /run and /tmp)
 # The data partition is made by the boot test (a blank ext4 image).
 #   scripts/build-image.sh qemu-aarch64-virt
+# GWE_TRUSTED_KEY (64 hex digits) adds the public key OTA packages must be signed with to
+# the board's /etc/gwe/gwe.toml, as a firmware build bakes in its release key.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 board=${1:?usage: $0 BOARD}
@@ -41,6 +43,9 @@ mkdir -p "$out" "$root"/{bin,sbin,usr/bin,usr/sbin,lib/modules,proc,sys,dev,run,
 # Files the QEMU boards share, then the board's own.
 [ -n "${COMMON_ROOTFS:-}" ] && cp -a "board-configs/$COMMON_ROOTFS/rootfs/." "$root/"
 cp -a "$cfg/rootfs/." "$root/"
+if [ -n "${GWE_TRUSTED_KEY:-}" ]; then
+  printf '\n[ota]\ntrusted_keys = ["%s"]\n' "$GWE_TRUSTED_KEY" >> "$root/etc/gwe/gwe.toml"
+fi
 
 # BusyBox and its applets; busybox as /init runs its init applet.
 cp "$x/bin/busybox" "$root/bin/busybox"

@@ -18,7 +18,7 @@ cargo fmt --manifest-path hub/Cargo.toml -- --check
 
 step "shellcheck (init scripts and project scripts)"
 shellcheck -x init/sysv/gwe scripts/*.sh .ci/run
-shellcheck -s sh board-configs/*/rootfs/etc/init.d/* board-configs/*/rootfs/usr/share/gwe-test/*.sh
+shellcheck -s sh board-configs/*/rootfs/etc/init.d/* board-configs/*/rootfs/usr/share/gwe-test/*.sh board-configs/*/ota-sample/*/*.sh
 
 step "clippy (warnings are errors; incompatible_msrv denied against rust-version)"
 cargo clippy --workspace --all-targets --locked -- -D warnings

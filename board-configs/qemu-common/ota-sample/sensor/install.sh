@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "sensor $GWE_VERSION installed in $(pwd)"
