@@ -59,6 +59,21 @@ impl fmt::Display for StartError {
     }
 }
 
+/// Keeps the agent's memory small on a gateway. Called first, before any thread starts.
+/// One malloc arena for all threads: they allocate little and seldom, and each extra arena
+/// keeps its own free pages. Big buffers (a forwarder batch's compressor, a download) are
+/// always mmapped and so given back when freed: by default glibc raises that threshold after
+/// the first such buffer is freed, and later ones then stay resident in the heap.
+pub fn lean_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator settings, and no other thread runs yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 10);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 10);
+    }
+}
+
 /// Why the agent stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {

@@ -55,6 +55,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run { daemon } => {
+            gwe::agent::lean_malloc();
             let level = config::log_level(&cfg.log.level).unwrap_or(log::LevelFilter::Info);
             logging::init(if daemon { Target::Syslog } else { Target::Stderr }, level);
             let deadline = std::time::Duration::from_secs(cfg.ota.self_update_deadline_secs);
@@ -110,8 +111,8 @@ fn report(r: Result<(), String>) -> ExitCode {
 /// Writes a new signing key to `path` (0600) and its public key to `path.pub`.
 fn pkg_keygen(path: &std::path::Path) -> Result<(), String> {
     let key = gwe::ota::package::generate_key().map_err(|e| e.to_string())?;
-    let public = hex::encode(key.verifying_key().to_bytes());
-    gwe::fsio::write_atomic_mode(path, format!("{}\n", hex::encode(key.to_bytes())).as_bytes(), 0o600)
+    let public = hex::encode(key.public_key().0);
+    gwe::fsio::write_atomic_mode(path, format!("{}\n", hex::encode(key.seed())).as_bytes(), 0o600)
         .map_err(|e| format!("writing {}: {e}", path.display()))?;
     let pub_path = format!("{}.pub", path.display());
     gwe::fsio::write_atomic(std::path::Path::new(&pub_path), format!("{public}\n").as_bytes())
@@ -126,7 +127,8 @@ fn pkg_sign(file: &std::path::Path, key: &std::path::Path) -> Result<(), String>
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| format!("{} is not a signing key (64 hex digits)", key.display()))?;
-    let key = ed25519_dalek::SigningKey::from_bytes(&bytes);
+    let key = gwe::ota::package::SigningKey::from_seed(bytes)
+        .ok_or_else(|| format!("{} is not a valid ed25519 key", key.display()))?;
     gwe::ota::package::sign(file, &key).map_err(|e| format!("signing {}: {e}", file.display()))
 }
 

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::SigningKey;
 use gwe::ota::extract::Limits;
 use gwe::ota::install::{InstallError, Installer};
 use gwe::ota::package;
@@ -21,7 +20,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 struct Rig {
     dir: tempfile::TempDir,
-    key: SigningKey,
+    key: package::SigningKey,
     inst: Installer,
 }
 
@@ -48,7 +47,7 @@ fn rig_with_apps(apps: Option<&std::path::Path>) -> Rig {
         sup,
         programs_dir: dir.path().join("programs.d"),
         log_dir: dir.path().join("log"),
-        trusted: vec![key.verifying_key()],
+        trusted: vec![key.public_key()],
         allow_unsigned: false,
         limits: Limits::default(),
         install_timeout: Duration::from_secs(10),

@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use ed25519_dalek::VerifyingKey;
-
 use super::extract::{ExtractError, Limits};
 use super::package::{self, PackageError, PackageName};
 use super::store::{AppStore, Installed};
@@ -25,7 +23,7 @@ pub struct Installer {
     /// Program definitions baked into the image.
     pub programs_dir: PathBuf,
     pub log_dir: PathBuf,
-    pub trusted: Vec<VerifyingKey>,
+    pub trusted: Vec<package::PublicKey>,
     pub allow_unsigned: bool,
     pub limits: Limits,
     pub install_timeout: Duration,
