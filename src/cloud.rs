@@ -60,6 +60,9 @@ pub struct Cloud {
     identity: Identity,
     token_path: PathBuf,
     token: Mutex<Option<String>>,
+    /// Held while activating: threads that find no token at the same moment must not each
+    /// activate (the hub answers the second with 409).
+    activating: Mutex<()>,
     timeout: Duration,
     pub usage: Arc<usage::Usage>,
     /// Some request got an answer from the hub (not a 5xx): the link works.
@@ -104,7 +107,14 @@ impl Cloud {
             .timeout_connect(Some(Duration::from_secs(15)))
             .timeout_global(Some(timeout))
             .user_agent(concat!("gwe/", env!("CARGO_PKG_VERSION")))
-            .max_redirects(0);
+            .max_redirects(0)
+            // ureq zero-fills 128 KiB each way per connection by default, and the forwarder,
+            // telemetry and the long-poll each hold one: 1.5 MiB of RSS for bodies that are
+            // streamed anyway. The hub's answers have small headers.
+            .input_buffer_size(16 << 10)
+            .output_buffer_size(16 << 10)
+            .max_response_header_size(16 << 10)
+            .max_idle_connections(4);
         if cfg.url.starts_with("https://") {
             b = b.tls_config(tls_config(&cfg.ca_file)?);
         }
@@ -117,6 +127,7 @@ impl Cloud {
             identity,
             token_path,
             token: Mutex::new(token),
+            activating: Mutex::new(()),
             timeout,
             usage,
             reached: std::sync::atomic::AtomicBool::new(false),
@@ -134,6 +145,11 @@ impl Cloud {
 
     /// The device token, activating first when there is none.
     pub fn token(&self) -> Result<String, CloudError> {
+        if let Some(t) = self.token.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(t);
+        }
+        let _one = self.activating.lock().unwrap_or_else(|e| e.into_inner());
+        // Another thread may have activated while this one waited.
         if let Some(t) = self.token.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return Ok(t);
         }
