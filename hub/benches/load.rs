@@ -399,6 +399,8 @@ fn main() {
         worker(serde_json::from_str(&spec).expect("worker spec"));
         return;
     }
+    // A durable PostgreSQL, as SQLite's commits are (synchronous=FULL).
+    std::env::set_var("GWE_PG_DURABLE", "1");
     let mut a = Args { gateways: 1000, seconds: 20, dbs: vec!["sqlite", "postgres"], hubs: None, interval_ms: 5000 };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {

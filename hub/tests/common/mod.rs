@@ -101,7 +101,10 @@ fn start_pg() -> Pg {
         as_postgres(&mut cmd)
             .arg("-D")
             .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300"])
+            // Tests need no durability; benchmarks (GWE_PG_DURABLE=1) compare like with like:
+            // SQLite commits with synchronous=FULL.
+            .args(["-c", if std::env::var_os("GWE_PG_DURABLE").is_some() { "fsync=on" } else { "fsync=off" }])
             .arg("-k")
             .arg(&dir)
             .stdout(Stdio::null())
