@@ -312,8 +312,11 @@ fn run(db_kind: &str, a: &Args) -> bool {
             poll_ms: 300_000,
             ramp_per_sec: ramp_per_sec / workers as u64,
         };
+        // A file, not the environment: one environment string may not exceed 128 KiB.
+        let spec_file = dir.path().join(format!("worker-{w}.json"));
+        std::fs::write(&spec_file, serde_json::to_vec(&spec).expect("json")).expect("worker spec file");
         let child = Command::new(std::env::current_exe().expect("own path"))
-            .env("GWE_LOAD_WORKER", serde_json::to_string(&spec).expect("json"))
+            .env("GWE_LOAD_WORKER", &spec_file)
             .stdout(Stdio::piped())
             .spawn()
             .expect("worker process");
@@ -396,7 +399,7 @@ fn run(db_kind: &str, a: &Args) -> bool {
 
 fn main() {
     if let Ok(spec) = std::env::var("GWE_LOAD_WORKER") {
-        worker(serde_json::from_str(&spec).expect("worker spec"));
+        worker(serde_json::from_slice(&std::fs::read(spec).expect("worker spec file")).expect("worker spec"));
         return;
     }
     // A durable PostgreSQL, as SQLite's commits are (synchronous=FULL).

@@ -187,7 +187,7 @@ async fn read(State(hub): State<Arc<Hub>>, RawQuery(q): RawQuery, headers: Heade
 
 async fn long_poll(hub: &Hub, dev: i64, alias: &str, since_ms: i64, timeout: Duration) -> ApiResult {
     let deadline = tokio::time::Instant::now() + timeout;
-    let watch = hub.notifier.watch(dev);
+    let watch = hub.notifier.watch(dev, alias);
     let result = loop {
         let notified = watch.notified();
         tokio::pin!(notified);
@@ -211,7 +211,7 @@ async fn long_poll(hub: &Hub, dev: i64, alias: &str, since_ms: i64, timeout: Dur
             break Ok(StatusCode::NOT_MODIFIED.into_response());
         }
     };
-    hub.notifier.release(dev, watch);
+    hub.notifier.release(dev, alias, watch);
     result
 }
 

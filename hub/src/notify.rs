@@ -1,46 +1,116 @@
-//! Wakes long-polls when a device's dataports change. Stores call [`Notifier::changed`]
-//! after a commit; with PostgreSQL, a LISTEN task calls it for writes made by other hubs.
+//! Wakes long-polls when a dataport they wait on changes. Stores call
+//! [`Notifier::changed`] after a commit with the aliases written; with PostgreSQL, a LISTEN
+//! task calls it for writes made by other hubs. Keyed by (device, alias): a gateway writing
+//! its readings every few seconds does not wake its own long-poll on `engine_fetch`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+type Key = (i64, String);
+
 #[derive(Default)]
 pub struct Notifier {
-    devices: Mutex<HashMap<i64, Arc<Notify>>>,
+    watches: Mutex<HashMap<Key, Arc<Notify>>>,
 }
 
 impl Notifier {
-    /// The handle a long-poll waits on. Create the `notified()` future and `enable()` it
-    /// before reading the value, so a change between the read and the wait is not missed.
-    pub fn watch(&self, dev: i64) -> Arc<Notify> {
-        let mut map = self.devices.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(dev).or_default().clone()
+    /// The handle a long-poll on `dev`'s `alias` waits on. Create the `notified()` future
+    /// and `enable()` it before reading the value, so a change between the read and the
+    /// wait is not missed.
+    pub fn watch(&self, dev: i64, alias: &str) -> Arc<Notify> {
+        let mut map = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((dev, alias.to_string())).or_default().clone()
     }
 
-    /// Wakes every long-poll of `dev`; forgets devices nobody waits on.
-    pub fn changed(&self, dev: i64) {
-        let mut map = self.devices.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get(&dev) {
-            n.notify_waiters();
-            if Arc::strong_count(n) == 1 {
-                map.remove(&dev);
+    /// Wakes the long-polls on `aliases` of `dev`.
+    pub fn changed<'a>(&self, dev: i64, aliases: impl IntoIterator<Item = &'a str>) {
+        let map = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        if map.is_empty() {
+            return;
+        }
+        let mut key = (dev, String::new());
+        for a in aliases {
+            a.clone_into(&mut key.1);
+            if let Some(n) = map.get(&key) {
+                n.notify_waiters();
+            }
+        }
+    }
+
+    /// Wakes every long-poll of `dev` (a change whose aliases are not known).
+    pub fn changed_any(&self, dev: i64) {
+        let map = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        for ((d, _), n) in map.iter() {
+            if *d == dev {
+                n.notify_waiters();
             }
         }
     }
 
     /// Gives a handle back from [`Notifier::watch`]; the entry goes when nobody holds it.
-    pub fn release(&self, dev: i64, handle: Arc<Notify>) {
-        let mut map = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn release(&self, dev: i64, alias: &str, handle: Arc<Notify>) {
+        let mut map = self.watches.lock().unwrap_or_else(|e| e.into_inner());
         drop(handle);
-        if map.get(&dev).is_some_and(|n| Arc::strong_count(n) == 1) {
-            map.remove(&dev);
+        let key = (dev, alias.to_string());
+        if map.get(&key).is_some_and(|n| Arc::strong_count(n) == 1) {
+            map.remove(&key);
         }
     }
 
-    /// Devices with a live watcher entry (for tests and metrics).
+    /// Live watch entries (for tests and metrics).
     pub fn watched(&self) -> usize {
-        self.devices.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.watches.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// The PostgreSQL NOTIFY payload for a change: `DEV` then the aliases, one a line (at most
+/// ~7 kB; past that, or for aliases with a newline, just `DEV`: every long-poll wakes).
+pub fn payload<'a>(dev: i64, aliases: impl IntoIterator<Item = &'a str>) -> String {
+    let mut p = dev.to_string();
+    for a in aliases {
+        if a.contains('\n') || p.len() + a.len() > 7000 {
+            return dev.to_string();
+        }
+        p.push('\n');
+        p.push_str(a);
+    }
+    p
+}
+
+/// Applies a NOTIFY payload made by [`payload`].
+pub fn apply(notifier: &Notifier, payload: &str) {
+    let mut lines = payload.split('\n');
+    let Some(Ok(dev)) = lines.next().map(str::parse::<i64>) else { return };
+    let aliases: Vec<&str> = lines.collect();
+    if aliases.is_empty() {
+        notifier.changed_any(dev);
+    } else {
+        notifier.changed(dev, aliases);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip() {
+        assert_eq!(payload(7, ["a", "b c"]), "7\na\nb c");
+        assert_eq!(payload(7, ["a\nb"]), "7");
+        let n = Notifier::default();
+        let w = n.watch(7, "b c");
+        {
+            let f = w.notified();
+            tokio::pin!(f);
+            f.as_mut().enable();
+            apply(&n, "7\na");
+            assert!(futures_util::FutureExt::now_or_never(f.as_mut()).is_none(), "another alias does not wake it");
+            apply(&n, &payload(7, ["b c"]));
+            assert!(futures_util::FutureExt::now_or_never(f.as_mut()).is_some());
+        }
+        n.release(7, "b c", w);
+        assert_eq!(n.watched(), 0);
     }
 }

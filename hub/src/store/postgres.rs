@@ -91,9 +91,7 @@ async fn listen(cfg: tokio_postgres::Config, notifier: Arc<Notifier>) {
                     log::warn!("PostgreSQL LISTEN: {e}");
                 } else {
                     while let Some(p) = rx.recv().await {
-                        if let Ok(dev) = p.parse() {
-                            notifier.changed(dev);
-                        }
+                        crate::notify::apply(&notifier, &p);
                     }
                 }
                 driver.abort();
@@ -158,8 +156,15 @@ async fn store_points(tx: &deadpool_postgres::Transaction<'_>, dev: i64, points:
     )
     .await
     .map_err(db)?;
-    tx.execute("UPDATE devices SET last_seen_ms = $2 WHERE id = $1", &[&dev, &now_ms]).await.map_err(db)?;
-    tx.execute("SELECT pg_notify('gwe_dataport', $1)", &[&dev.to_string()]).await.map_err(db)?;
+    // Kept to within 30 s: most writes then make no new device row version.
+    tx.execute(
+        "UPDATE devices SET last_seen_ms = $2::bigint WHERE id = $1 AND (last_seen_ms IS NULL OR last_seen_ms < $2::bigint - 30000)",
+        &[&dev, &now_ms],
+    )
+    .await
+    .map_err(db)?;
+    let payload = crate::notify::payload(dev, aliases.iter().copied());
+    tx.execute("SELECT pg_notify('gwe_dataport', $1)", &[&payload]).await.map_err(db)?;
     Ok(())
 }
 
@@ -269,7 +274,7 @@ impl Store for PgStore {
         let refs: Vec<&Point> = points.iter().collect();
         store_points(&tx, dev, &refs, now_ms).await?;
         tx.commit().await.map_err(db)?;
-        self.notifier.changed(dev);
+        self.notifier.changed(dev, points.iter().map(|p| p.alias.as_str()));
         Ok(())
     }
 
@@ -302,7 +307,7 @@ impl Store for PgStore {
             .map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
-        self.notifier.changed(dev);
+        self.notifier.changed(dev, fresh.iter().map(|p| p.alias.as_str()));
         Ok(last)
     }
 

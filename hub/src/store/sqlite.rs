@@ -51,9 +51,20 @@ fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Db(e.to_string())
 }
 
+/// Another hub process holds the write lock (several hubs may share one file): try again
+/// every millisecond, for up to 10 s. SQLite's own busy_timeout sleeps up to 100 ms between
+/// tries, which shows as tail latency when hub processes take turns committing.
+fn busy(tries: i32) -> bool {
+    if tries >= 10_000 {
+        return false;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1));
+    true
+}
+
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
     let c = Connection::open(path)?;
-    c.busy_timeout(std::time::Duration::from_secs(10))?;
+    c.busy_handler(Some(busy))?;
     // WAL with synchronous=FULL: a commit is on disk when it returns (an agent deletes what
     // the hub acknowledged, so the hub must not lose it).
     c.pragma_update(None, "journal_mode", "WAL")?;
@@ -202,7 +213,11 @@ fn insert_point(c: &Connection, dev: i64, alias: &str, ts: i64, value: &str) -> 
 }
 
 fn seen(c: &Connection, dev: i64, now_ms: i64) -> rusqlite::Result<()> {
-    c.prepare_cached("UPDATE devices SET last_seen_ms = ?2 WHERE id = ?1")?.execute(params![dev, now_ms])?;
+    // Kept to within 30 s: most writes then dirty no device row.
+    c.prepare_cached(
+        "UPDATE devices SET last_seen_ms = ?2 WHERE id = ?1 AND (last_seen_ms IS NULL OR last_seen_ms < ?2 - 30000)",
+    )?
+    .execute(params![dev, now_ms])?;
     Ok(())
 }
 
@@ -317,34 +332,35 @@ impl Store for SqliteStore {
     }
 
     async fn write(&self, dev: i64, values: &[(String, String)], ts: i64, now_ms: i64) -> Result<()> {
-        let values = values.to_vec();
+        let owned = values.to_vec();
         self.write(move |c| {
-            for (alias, value) in &values {
+            for (alias, value) in &owned {
                 upsert_value(c, dev, alias, value, ts, now_ms).map_err(db)?;
                 insert_point(c, dev, alias, ts, value).map_err(db)?;
             }
             seen(c, dev, now_ms).map_err(db)
         })
         .await?;
-        self.notifier.changed(dev);
+        self.notifier.changed(dev, values.iter().map(|(a, _)| a.as_str()));
         Ok(())
     }
 
     async fn record(&self, dev: i64, points: &[Point], now_ms: i64) -> Result<()> {
-        let points = points.to_vec();
+        let owned = points.to_vec();
         self.write(move |c| {
-            for p in &points {
+            for p in &owned {
                 upsert_value(c, dev, &p.alias, &p.value, p.ts, now_ms).map_err(db)?;
                 insert_point(c, dev, &p.alias, p.ts, &p.value).map_err(db)?;
             }
             seen(c, dev, now_ms).map_err(db)
         })
         .await?;
-        self.notifier.changed(dev);
+        self.notifier.changed(dev, points.iter().map(|p| p.alias.as_str()));
         Ok(())
     }
 
     async fn ingest(&self, dev: i64, stream: u64, points: &[(u64, Point)], now_ms: i64) -> Result<u64> {
+        let aliases: std::collections::BTreeSet<String> = points.iter().map(|(_, p)| p.alias.clone()).collect();
         let points = points.to_vec();
         let last = self
             .write(move |c| {
@@ -372,7 +388,7 @@ impl Store for SqliteStore {
                 Ok(last)
             })
             .await?;
-        self.notifier.changed(dev);
+        self.notifier.changed(dev, aliases.iter().map(String::as_str));
         Ok(last)
     }
 
