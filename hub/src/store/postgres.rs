@@ -129,8 +129,7 @@ async fn store_points(tx: &deadpool_postgres::Transaction<'_>, dev: i64, points:
     let aliases: Vec<&str> = points.iter().map(|p| p.alias.as_str()).collect();
     let ts: Vec<i64> = points.iter().map(|p| p.ts).collect();
     let values: Vec<&str> = points.iter().map(|p| p.value.as_str()).collect();
-    tx.execute(
-        "INSERT INTO points(device_id, alias, ts, value) SELECT $1, a, t, v FROM unnest($2::text[], $3::bigint[], $4::text[]) AS x(a, t, v)",
+    tx.execute(&tx.prepare_cached("INSERT INTO points(device_id, alias, ts, value) SELECT $1, a, t, v FROM unnest($2::text[], $3::bigint[], $4::text[]) AS x(a, t, v)").await.map_err(db)?,
         &[&dev, &aliases, &ts, &values],
     )
     .await
@@ -147,24 +146,29 @@ async fn store_points(tx: &deadpool_postgres::Transaction<'_>, dev: i64, points:
     let ts: Vec<i64> = aliases.iter().map(|a| newest[a].ts).collect();
     let values: Vec<&str> = aliases.iter().map(|a| newest[a].value.as_str()).collect();
     tx.execute(
-        "INSERT INTO dataports(device_id, alias, value, ts, modified_ms)
+        &tx.prepare_cached(
+            "INSERT INTO dataports(device_id, alias, value, ts, modified_ms)
          SELECT $1, a, v, t, $5 FROM unnest($2::text[], $3::text[], $4::bigint[]) AS x(a, v, t)
          ON CONFLICT(device_id, alias) DO UPDATE SET value = excluded.value, ts = excluded.ts,
              modified_ms = excluded.modified_ms
          WHERE excluded.ts >= dataports.ts",
+        )
+        .await
+        .map_err(db)?,
         &[&dev, &aliases, &values, &ts, &now_ms],
     )
     .await
     .map_err(db)?;
     // Kept to within 30 s: most writes then make no new device row version.
-    tx.execute(
-        "UPDATE devices SET last_seen_ms = $2::bigint WHERE id = $1 AND (last_seen_ms IS NULL OR last_seen_ms < $2::bigint - 30000)",
+    tx.execute(&tx.prepare_cached("UPDATE devices SET last_seen_ms = $2::bigint WHERE id = $1 AND (last_seen_ms IS NULL OR last_seen_ms < $2::bigint - 30000)").await.map_err(db)?,
         &[&dev, &now_ms],
     )
     .await
     .map_err(db)?;
     let payload = crate::notify::payload(dev, aliases.iter().copied());
-    tx.execute("SELECT pg_notify('gwe_dataport', $1)", &[&payload]).await.map_err(db)?;
+    tx.execute(&tx.prepare_cached("SELECT pg_notify('gwe_dataport', $1)").await.map_err(db)?, &[&payload])
+        .await
+        .map_err(db)?;
     Ok(())
 }
 
@@ -259,7 +263,8 @@ impl Store for PgStore {
 
     async fn device_for_token(&self, token_hash: &[u8; 32]) -> Result<Option<i64>> {
         let c = self.client().await?;
-        let row = c.query_opt("SELECT id FROM devices WHERE token_hash = $1", &[&&token_hash[..]]).await.map_err(db)?;
+        let st = c.prepare_cached("SELECT id FROM devices WHERE token_hash = $1").await.map_err(db)?;
+        let row = c.query_opt(&st, &[&&token_hash[..]]).await.map_err(db)?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -313,13 +318,13 @@ impl Store for PgStore {
 
     async fn read(&self, dev: i64, aliases: &[String]) -> Result<Vec<Option<Value>>> {
         let c = self.client().await?;
-        let rows = c
-            .query(
+        let st = c
+            .prepare_cached(
                 "SELECT alias, value, ts, modified_ms FROM dataports WHERE device_id = $1 AND alias = ANY($2)",
-                &[&dev, &aliases],
             )
             .await
             .map_err(db)?;
+        let rows = c.query(&st, &[&dev, &aliases]).await.map_err(db)?;
         let mut found: HashMap<String, Value> =
             rows.iter().map(|r| (r.get(0), Value { value: r.get(1), ts: r.get(2), modified_ms: r.get(3) })).collect();
         Ok(aliases.iter().map(|a| found.remove(a)).collect())
