@@ -167,7 +167,10 @@ fn queue_stats(cfg: &Config, json: bool) -> Result<(), String> {
     } else {
         println!("queue {}", dir.display());
         println!("  segments        {} ({} bytes)", i.segments.len(), disk);
-        println!("  records         {} (seq {:?}..{:?})", i.records, i.first_seq, i.last_seq);
+        match (i.first_seq, i.last_seq) {
+            (Some(a), Some(b)) => println!("  records         {} (seq {a}..{b})", i.records),
+            _ => println!("  records         {}", i.records),
+        }
         println!("  backlog         {backlog}");
         for (n, s) in &i.acks {
             println!("  acked by {n:<7} {s}");
