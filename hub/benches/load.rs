@@ -56,6 +56,17 @@ struct Stats {
     sustained: u64,
 }
 
+impl Stats {
+    fn merge(&mut self, s: Stats) {
+        self.write_us.extend(s.write_us);
+        self.wake_ms.extend(s.wake_ms);
+        self.write_errors += s.write_errors;
+        self.poll_errors += s.poll_errors;
+        self.gateways += s.gateways;
+        self.sustained += s.sustained;
+    }
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -206,13 +217,7 @@ fn worker(spec: Spec) {
         }
         let mut all = Stats::default();
         for t in tasks {
-            let s = t.await.unwrap_or_default();
-            all.write_us.extend(s.write_us);
-            all.wake_ms.extend(s.wake_ms);
-            all.write_errors += s.write_errors;
-            all.poll_errors += s.poll_errors;
-            all.gateways += s.gateways;
-            all.sustained += s.sustained;
+            all.merge(t.await.unwrap_or_default());
         }
         all
     });
@@ -360,13 +365,7 @@ fn run(db_kind: &str, a: &Args) -> bool {
         let mut line = String::new();
         BufReader::new(c.stdout.take().expect("stdout")).read_line(&mut line).expect("worker output");
         let _ = c.wait();
-        let s: Stats = serde_json::from_str(&line).unwrap_or_default();
-        all.write_us.extend(s.write_us);
-        all.wake_ms.extend(s.wake_ms);
-        all.write_errors += s.write_errors;
-        all.poll_errors += s.poll_errors;
-        all.gateways += s.gateways;
-        all.sustained += s.sustained;
+        all.merge(serde_json::from_str(&line).unwrap_or_default());
     }
     let secs = a.seconds as f64;
     let writes = all.write_us.len();

@@ -100,8 +100,17 @@ fn sensor_report(c: &Client, dev: i64) -> serde_json::Value {
     r["apps"].as_array().into_iter().flatten().find_map(|a| a.get("sensor").cloned()).unwrap_or_default()
 }
 
-#[test]
-fn installs_from_the_hub_and_refuses_what_is_bad() {
+/// A hub with one whitelisted gateway, and a release key.
+struct Setup {
+    dir: tempfile::TempDir,
+    hub: Arc<HubProc>,
+    c: Client,
+    dev: i64,
+    key: PathBuf,
+    public: String,
+}
+
+fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let db = common::db_url(Backend::Sqlite, dir.path());
     let hub = Arc::new(HubProc::start(&db, dir.path()));
@@ -109,6 +118,12 @@ fn installs_from_the_hub_and_refuses_what_is_bad() {
     let dev = c.whitelist(VENDOR.0, VENDOR.1, "E2E1");
     let key = dir.path().join("release.key");
     let public = gwe(&["pkg", "keygen", key.to_str().unwrap()]);
+    Setup { dir, hub, c, dev, key, public }
+}
+
+#[test]
+fn installs_from_the_hub_and_refuses_what_is_bad() {
+    let Setup { dir, hub, c, dev, key, public } = setup();
     let rogue = dir.path().join("rogue.key");
     gwe(&["pkg", "keygen", rogue.to_str().unwrap()]);
 
@@ -202,13 +217,7 @@ fn engine_version(c: &Client, dev: i64) -> String {
 
 #[test]
 fn the_agent_updates_itself_and_rolls_back_a_broken_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = common::db_url(Backend::Sqlite, dir.path());
-    let hub = Arc::new(HubProc::start(&db, dir.path()));
-    let c = Client::new(hub.clone());
-    let dev = c.whitelist(VENDOR.0, VENDOR.1, "E2E1");
-    let key = dir.path().join("release.key");
-    let public = gwe(&["pkg", "keygen", key.to_str().unwrap()]);
+    let Setup { dir, hub, c, dev, key, public } = setup();
     let agent_dir = dir.path().join("agent");
     let _agent = Agent::start(
         &agent_dir,
