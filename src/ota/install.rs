@@ -231,7 +231,7 @@ impl Installer {
         Ok(Report {
             name: name.name.clone(),
             version: name.version.clone(),
-            output: format!("{output}agent {} installed; restarting into it for its trial", name.version),
+            output: format!("{output}agent {} installed; restarting into it for its trial\n", name.version),
         })
     }
 
