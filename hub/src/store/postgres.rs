@@ -1,6 +1,9 @@
 //! PostgreSQL storage, for fleets that outgrow one machine: several hub processes share the
-//! database. Writes that change dataports send `NOTIFY gwe_dataport` with the device id;
-//! every hub LISTENs, so a long-poll on one hub wakes for a write that landed on another.
+//! database. Writes that change dataports send `NOTIFY gwe_dataport` with the device id and
+//! aliases; every hub LISTENs, so a long-poll on one hub wakes for a write that landed on
+//! another. Dataport writes are group-committed: one task per hub puts the writes waiting at
+//! that moment in one transaction, so a commit (its WAL flush, and NOTIFY's global commit
+//! lock) serves many gateways.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +40,51 @@ const SCHEMA_LOCK: i64 = 0x6777_6568_7562;
 pub struct PgStore {
     pool: Pool,
     notifier: Arc<Notifier>,
+    records: tokio::sync::mpsc::UnboundedSender<RecordJob>,
+}
+
+/// A dataport write waiting for the group-commit task.
+struct RecordJob {
+    dev: i64,
+    points: Vec<Point>,
+    now_ms: i64,
+    done: tokio::sync::oneshot::Sender<Result<()>>,
+}
+
+/// Most writes in one group commit.
+const GROUP_MAX: usize = 512;
+
+/// Commits the waiting writes together, in turn.
+async fn group_commit(pool: Pool, mut rx: tokio::sync::mpsc::UnboundedReceiver<RecordJob>) {
+    let mut jobs = Vec::with_capacity(GROUP_MAX);
+    while let Some(first) = rx.recv().await {
+        jobs.push(first);
+        while jobs.len() < GROUP_MAX {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let together = commit_records(&pool, &jobs).await;
+        for job in jobs.drain(..) {
+            let r = match &together {
+                Ok(()) => Ok(()),
+                // One bad write must not fail the others: each goes alone.
+                Err(_) => commit_records(&pool, std::slice::from_ref(&job)).await,
+            };
+            let _ = job.done.send(r);
+        }
+    }
+}
+
+async fn commit_records(pool: &Pool, jobs: &[RecordJob]) -> Result<()> {
+    let mut c = pool.get().await.map_err(db)?;
+    let tx = c.transaction().await.map_err(db)?;
+    for j in jobs {
+        let refs: Vec<&Point> = j.points.iter().collect();
+        store_points(&tx, j.dev, &refs, j.now_ms).await?;
+    }
+    tx.commit().await.map_err(db)
 }
 
 fn db(e: impl std::fmt::Display) -> StoreError {
@@ -56,7 +104,9 @@ impl PgStore {
             made.map_err(|e| e.to_string())?;
         }
         tokio::spawn(listen(pg, notifier.clone()));
-        Ok(Self { pool, notifier })
+        let (records, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(group_commit(pool.clone(), rx));
+        Ok(Self { pool, notifier, records })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
@@ -274,11 +324,10 @@ impl Store for PgStore {
     }
 
     async fn record(&self, dev: i64, points: &[Point], now_ms: i64) -> Result<()> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(db)?;
-        let refs: Vec<&Point> = points.iter().collect();
-        store_points(&tx, dev, &refs, now_ms).await?;
-        tx.commit().await.map_err(db)?;
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let job = RecordJob { dev, points: points.to_vec(), now_ms, done };
+        self.records.send(job).map_err(|_| StoreError::Db("the group-commit task is gone".into()))?;
+        wait.await.map_err(|_| StoreError::Db("the group-commit task is gone".into()))??;
         self.notifier.changed(dev, points.iter().map(|p| p.alias.as_str()));
         Ok(())
     }
