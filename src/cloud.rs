@@ -201,8 +201,7 @@ impl Cloud {
         sent: usize,
         r: Result<Response<Body>, ureq::Error>,
     ) -> Result<(u16, String), CloudError> {
-        let (status, body, rx) = self.finish_bytes(method, sent, r, 1 << 20)?;
-        let _ = rx;
+        let (status, body, _) = self.finish_bytes(method, sent, r, 1 << 20)?;
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 

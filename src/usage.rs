@@ -61,6 +61,16 @@ pub fn parse_net_dev(text: &str) -> BTreeMap<String, (u64, u64)> {
         .collect()
 }
 
+/// Adds one request to `key`'s counter; a key is allocated only the first time, and no new
+/// one once `max_keys` are counted.
+fn count(map: &mut BTreeMap<String, Counter>, key: &str, tx: u64, rx: u64, max_keys: usize) {
+    if let Some(c) = map.get_mut(key) {
+        c.add(tx, rx);
+    } else if map.len() < max_keys {
+        map.entry(key.to_string()).or_default().add(tx, rx);
+    }
+}
+
 impl Usage {
     /// Loads what the last run counted but did not report.
     pub fn open(path: &Path) -> Self {
@@ -75,17 +85,14 @@ impl Usage {
     /// One request of the agent to the cloud.
     pub fn api(&self, method: &str, tx: u64, rx: u64) {
         let mut s = self.lock();
-        s.0.api.entry(method.to_string()).or_default().add(tx, rx);
+        count(&mut s.0.api, method, tx, rx, usize::MAX);
         s.1 = true;
     }
 
     /// Bytes an app handed to the ingest API (they go to the cloud).
     pub fn app(&self, name: &str, tx: u64) {
         let mut s = self.lock();
-        if !s.0.apps.contains_key(name) && s.0.apps.len() >= 256 {
-            return;
-        }
-        s.0.apps.entry(name.to_string()).or_default().add(tx, 0);
+        count(&mut s.0.apps, name, tx, 0, 256);
         s.1 = true;
     }
 

@@ -221,7 +221,7 @@ impl Fetcher {
     fn download(&self, file: &str, stop: &Stop) -> Result<PathBuf, String> {
         let dir = self.downloads();
         fsio::create_dir_all_durable(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let size = self.retrying(stop, || self.cloud.content_size(file))?;
+        let size = self.retrying(stop, || self.cloud.content_size(file)).map_err(|e| e.to_string())?;
         if size > self.max_package {
             return Err(format!("the package is {size} bytes, over the limit of {}", self.max_package));
         }
@@ -231,10 +231,12 @@ impl Fetcher {
         if free < size.saturating_sub(have) {
             return Err(format!("not enough free space to download: {size} bytes needed, {free} free"));
         }
-        let got = self.retrying(stop, || match self.cloud.download(file, &part, self.max_package) {
-            Ok(n) if n < size => Err(CloudError::Unreachable(format!("download ended at {n} of {size} bytes"))),
-            other => other,
-        })?;
+        let got = self
+            .retrying(stop, || match self.cloud.download(file, &part, self.max_package) {
+                Ok(n) if n < size => Err(CloudError::Unreachable(format!("download ended at {n} of {size} bytes"))),
+                other => other,
+            })
+            .map_err(|e| e.to_string())?;
         if got != size {
             let _ = std::fs::remove_file(&part);
             return Err(format!("downloaded {got} bytes, the hub said {size}"));
@@ -246,7 +248,7 @@ impl Fetcher {
         let _ = std::fs::remove_file(&sig_path);
         match self.retrying(stop, || self.cloud.download(&sig, &sig_path, 4096)) {
             Ok(_) => {}
-            Err(e) if e.contains("(404)") => {
+            Err(CloudError::Refused(404, _)) => {
                 let _ = std::fs::remove_file(&sig_path); // unsigned: the installer decides
             }
             Err(e) => return Err(format!("the signature {sig}: {e}")),
@@ -254,25 +256,26 @@ impl Fetcher {
         Ok(pkg)
     }
 
-    /// Runs `f` until it succeeds, the hub refuses (no retry), or the tries run out.
-    fn retrying<T>(&self, stop: &Stop, mut f: impl FnMut() -> Result<T, CloudError>) -> Result<T, String> {
+    /// Runs `f` until it succeeds, the hub refuses (no retry: that error is returned as it
+    /// is), or the tries run out.
+    fn retrying<T>(&self, stop: &Stop, mut f: impl FnMut() -> Result<T, CloudError>) -> Result<T, CloudError> {
         let mut backoff = Duration::from_secs(1);
         let mut last = String::new();
         for _ in 0..DOWNLOAD_TRIES {
             match f() {
                 Ok(v) => return Ok(v),
-                Err(e @ CloudError::Refused(..)) => return Err(e.to_string()),
+                Err(e @ CloudError::Refused(..)) => return Err(e),
                 Err(e) => {
                     log::warn!("download: {e}; trying again");
                     last = e.to_string();
                 }
             }
             if stop.sleep(jitter(backoff)) {
-                return Err("the agent is stopping".into());
+                return Err(CloudError::Unreachable("the agent is stopping".into()));
             }
             backoff = (backoff * 2).min(self.retry_max);
         }
-        Err(format!("gave up after {DOWNLOAD_TRIES} tries: {last}"))
+        Err(CloudError::Unreachable(format!("gave up after {DOWNLOAD_TRIES} tries: {last}")))
     }
 }
 

@@ -97,7 +97,10 @@ static CHILD: AtomicI32 = AtomicI32::new(0);
 /// Runs before the agent at `gwe run`: returns None to run the agent in this process, or
 /// the exit status to end with (the chosen agent ran as a child and ended).
 pub fn launch(apps_dir: &Path, deadline: Duration) -> Option<ExitCode> {
-    if std::env::var_os(ENV_CHOSEN).is_some() {
+    // Chosen already, or no agent ever installed (most starts): nothing to open or clean.
+    if std::env::var_os(ENV_CHOSEN).is_some()
+        || std::fs::symlink_metadata(apps_dir.join(AGENT).join("current")).is_err()
+    {
         return None;
     }
     let store = match AppStore::open(apps_dir) {
