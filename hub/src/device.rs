@@ -263,24 +263,7 @@ async fn record_alias(
 /// highest seq of the stream the hub has stored, which the agent may now delete.
 async fn batch(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let dev = hub.device_of(&headers).await?;
-    let raw = match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
-        None | Some("identity") => body.to_vec(),
-        Some("deflate") => {
-            let mut out = Vec::with_capacity(body.len() * 4);
-            let cap = hub.limits.max_batch as u64;
-            flate2::read::ZlibDecoder::new(&body[..])
-                .take(cap + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| err(StatusCode::BAD_REQUEST, format!("batch body does not inflate: {e}")))?;
-            if out.len() as u64 > cap {
-                return Err(err(StatusCode::PAYLOAD_TOO_LARGE, format!("batch inflates to more than {cap} bytes")));
-            }
-            out
-        }
-        Some(other) => {
-            return Err(err(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Encoding {other} is not deflate")))
-        }
-    };
+    let raw = inflate_body(&hub, &headers, &body)?;
     let (stream, records) =
         gwe_wire::batch::read(&raw).map_err(|e| err(StatusCode::BAD_REQUEST, format!("batch: {e}")))?;
     let mut points = Vec::new();
@@ -291,6 +274,30 @@ async fn batch(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> 
     }
     let acked = hub.store.ingest(dev, stream, &points, now_ms()).await?;
     Ok(form(StatusCode::OK, format!("acked={acked}")))
+}
+
+/// A request body as sent, or inflated for `Content-Encoding: deflate` (zlib), at most
+/// `max_batch` bytes.
+pub fn inflate_body(hub: &Hub, headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let raw = match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+        None | Some("identity") => body.to_vec(),
+        Some("deflate") => {
+            let mut out = Vec::with_capacity(body.len() * 4);
+            let cap = hub.limits.max_batch as u64;
+            flate2::read::ZlibDecoder::new(&body[..])
+                .take(cap + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| err(StatusCode::BAD_REQUEST, format!("body does not inflate: {e}")))?;
+            if out.len() as u64 > cap {
+                return Err(err(StatusCode::PAYLOAD_TOO_LARGE, format!("body inflates to more than {cap} bytes")));
+            }
+            out
+        }
+        Some(other) => {
+            return Err(err(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Encoding {other} is not deflate")))
+        }
+    };
+    Ok(raw)
 }
 
 async fn timestamp() -> Response {

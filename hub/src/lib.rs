@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 pub mod device;
+pub mod edge;
 pub mod notify;
 pub mod operator;
 pub mod server;
@@ -46,6 +47,8 @@ pub struct Hub {
     pub limits: Limits,
     /// `Authorization: Bearer` token for the operator API; None disables that API.
     pub operator_token: Option<String>,
+    /// This hub's place in service discovery and the edge services' token secret.
+    pub edge: edge::EdgeSettings,
     tokens: Mutex<HashMap<[u8; 32], (i64, Instant)>>,
 }
 
@@ -94,7 +97,14 @@ pub fn new_token() -> String {
 
 impl Hub {
     pub fn new(store: Arc<dyn Store>, notifier: Arc<Notifier>, limits: Limits, operator_token: Option<String>) -> Self {
-        Self { store, notifier, limits, operator_token, tokens: Mutex::new(HashMap::new()) }
+        let edge = edge::EdgeSettings::standalone("gwe-hub", "127.0.0.1", 0);
+        Self { store, notifier, limits, operator_token, edge, tokens: Mutex::new(HashMap::new()) }
+    }
+
+    /// Sets how this hub appears in service discovery.
+    pub fn with_edge(mut self, edge: edge::EdgeSettings) -> Self {
+        self.edge = edge;
+        self
     }
 
     /// The device a request's `X-Exosite-CIK` belongs to, or 401.
@@ -135,7 +145,10 @@ pub fn router(hub: Arc<Hub>) -> axum::Router {
     let operator = operator::routes()
         .layer(DefaultBodyLimit::max(content))
         .layer(from_fn(move |rq, next| refuse_declared_over(content, rq, next)));
-    device.merge(operator).with_state(hub)
+    let edge = edge::routes()
+        .layer(DefaultBodyLimit::max(body))
+        .layer(from_fn(move |rq, next| refuse_declared_over(body, rq, next)));
+    device.merge(operator).merge(edge).with_state(hub)
 }
 
 /// 413 at once for a body whose Content-Length is over the limit, before it is sent

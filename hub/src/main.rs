@@ -3,11 +3,17 @@
 //! ```text
 //! gwe-hub serve [--listen ADDR] [--db URL] [--tls-cert PEM --tls-key PEM]
 //!               [--operator-token-file FILE] [--max-body BYTES]
+//!               [--system-name NAME] [--advertise HOST:PORT] [--group NAME]
+//!               [--edge-secret-file FILE] [--registry URL --registry-token-file FILE]
 //! gwe-hub device add VENDOR MODEL SN [--db URL]     whitelist a device
 //! gwe-hub device enable ID [--db URL]               let it activate again
 //! gwe-hub device list [--db URL]
 //! ```
 //! `--db` is `sqlite:PATH` (default `sqlite:/var/lib/gwe-hub/hub.db`) or `postgres://...`.
+//! The hub registers its edge services (`batch`, `ctrlpoll`, `ctrlupdate`, `cmd`) as
+//! `--system-name` at `--advertise` in its own service registry, or in the registry of the
+//! hub at `--registry` (with that hub's operator token). Hubs of one deployment share
+//! `--edge-secret-file` so that each accepts the tokens the orchestrator gave out.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -23,6 +29,8 @@ use lexopt::prelude::*;
 
 const USAGE: &str = "usage: gwe-hub serve [--listen ADDR] [--db URL] [--tls-cert PEM --tls-key PEM] \
 [--operator-token-file FILE] [--max-body BYTES]
+               [--system-name NAME] [--advertise HOST:PORT] [--group NAME]
+               [--edge-secret-file FILE] [--registry URL --registry-token-file FILE]
        gwe-hub device add VENDOR MODEL SN [--db URL]
        gwe-hub device enable ID [--db URL]
        gwe-hub device list [--db URL]";
@@ -35,6 +43,12 @@ struct Args {
     tls_key: Option<PathBuf>,
     token_file: Option<PathBuf>,
     max_body: usize,
+    system_name: String,
+    advertise: Option<String>,
+    group: Option<String>,
+    secret_file: Option<PathBuf>,
+    registry: Option<String>,
+    registry_token_file: Option<PathBuf>,
 }
 
 fn parse() -> Result<Args, lexopt::Error> {
@@ -46,6 +60,12 @@ fn parse() -> Result<Args, lexopt::Error> {
         tls_key: None,
         token_file: None,
         max_body: Limits::default().max_body,
+        system_name: "gwe-hub".into(),
+        advertise: None,
+        group: None,
+        secret_file: None,
+        registry: None,
+        registry_token_file: None,
     };
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
@@ -56,6 +76,12 @@ fn parse() -> Result<Args, lexopt::Error> {
             Long("tls-key") => a.tls_key = Some(p.value()?.into()),
             Long("operator-token-file") => a.token_file = Some(p.value()?.into()),
             Long("max-body") => a.max_body = p.value()?.parse()?,
+            Long("system-name") => a.system_name = p.value()?.string()?,
+            Long("advertise") => a.advertise = Some(p.value()?.string()?),
+            Long("group") => a.group = Some(p.value()?.string()?),
+            Long("edge-secret-file") => a.secret_file = Some(p.value()?.into()),
+            Long("registry") => a.registry = Some(p.value()?.string()?),
+            Long("registry-token-file") => a.registry_token_file = Some(p.value()?.into()),
             Long("help") | Short('h') => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -85,6 +111,65 @@ fn operator_token(path: &Path) -> Result<String, String> {
     writeln!(f, "{token}").and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))?;
     log::info!("new operator token written to {}", path.display());
     Ok(token)
+}
+
+/// The edge token secret in `path`; a new random one is written (0600) when it is missing.
+fn edge_secret(path: &Path) -> Result<Vec<u8>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) if t.trim().len() >= 32 => return Ok(t.trim().as_bytes().to_vec()),
+        Ok(_) => return Err(format!("{}: the edge secret must be at least 32 characters", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    }
+    let secret = format!("{}{}", gwe_hub::new_token(), gwe_hub::new_token());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    writeln!(f, "{secret}").and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(secret.into_bytes())
+}
+
+/// Registers this hub's services with the registry of another hub, retrying until it answers.
+async fn register_remote(registry: String, token: String, services: Vec<gwe_wire::arrowhead::RegisterRequest>) {
+    let url = format!("{}/serviceregistry/register", registry.trim_end_matches('/'));
+    let mut wait = std::time::Duration::from_millis(200);
+    for s in services {
+        loop {
+            let (url, token, body) = (url.clone(), token.clone(), serde_json::to_vec(&s).unwrap_or_default());
+            let r = tokio::task::spawn_blocking(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+                let mut resp = agent
+                    .post(&url)
+                    .header("Authorization", &format!("Bearer {token}"))
+                    .header("Content-Type", "application/json")
+                    .send(&body[..])
+                    .map_err(|e| e.to_string())?;
+                let status = resp.status().as_u16();
+                let text = resp.body_mut().read_to_string().unwrap_or_default();
+                if status == 201 {
+                    Ok(())
+                } else {
+                    Err(format!("{status}: {}", text.trim()))
+                }
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            match r {
+                Ok(()) => {
+                    log::info!("registered {} at {registry}", s.service_definition);
+                    break;
+                }
+                Err(e) => {
+                    log::warn!("registering {} at {registry}: {e}; retrying", s.service_definition);
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(30));
+                }
+            }
+        }
+    }
 }
 
 async fn run(a: Args) -> Result<(), String> {
@@ -125,10 +210,32 @@ async fn run(a: Args) -> Result<(), String> {
     let token = a.token_file.as_deref().map(operator_token).transpose()?;
     let db = store::open(&a.db, notifier.clone()).await?;
     let limits = Limits { max_body: a.max_body, ..Limits::default() };
-    let hub = Arc::new(Hub::new(db, notifier, limits, token));
     let listener =
         tokio::net::TcpListener::bind(a.listen).await.map_err(|e| format!("listening on {}: {e}", a.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (adv_host, adv_port) = match &a.advertise {
+        Some(hp) => {
+            let (h, p) = hp.rsplit_once(':').ok_or_else(|| format!("--advertise {hp:?} is not HOST:PORT"))?;
+            (h.to_string(), p.parse::<u16>().map_err(|_| format!("--advertise {hp:?}: bad port"))?)
+        }
+        None if addr.ip().is_unspecified() => ("127.0.0.1".to_string(), addr.port()),
+        None => (addr.ip().to_string(), addr.port()),
+    };
+    let mut edge = gwe_hub::edge::EdgeSettings::standalone(&a.system_name, &adv_host, adv_port);
+    edge.tls = tls.is_some();
+    edge.group = a.group.clone();
+    if let Some(f) = &a.secret_file {
+        edge.secret = edge_secret(f)?;
+    }
+    let hub = Arc::new(Hub::new(db, notifier, limits, token).with_edge(edge));
+    match (&a.registry, &a.registry_token_file) {
+        (None, _) => gwe_hub::edge::register_own(&hub).await?,
+        (Some(r), Some(f)) => {
+            let t = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+            tokio::spawn(register_remote(r.clone(), t.trim().to_string(), hub.edge.services()));
+        }
+        (Some(_), None) => return Err("--registry needs --registry-token-file".into()),
+    }
     // Tests and scripts read this line to learn the port.
     println!("gwe-hub listening on {addr} ({})", if tls.is_some() { "https" } else { "http" });
     let shutdown = async {

@@ -2,9 +2,12 @@
 //!
 //! [`point`] is the binary encoding of one data point (alias, timestamp, value): the
 //! payload of a GMQ queue record. [`batch`] frames queue records with their seqs as the
-//! forwarder sends them to the hub.
+//! forwarder sends them to the hub. [`edge`] holds the JSON shapes of the edge data and
+//! control paths, [`arrowhead`] those of service discovery.
 
+pub mod arrowhead;
 pub mod batch;
+pub mod edge;
 pub mod point;
 
 pub use point::{PointError, PointRef};

@@ -2,10 +2,12 @@
 //! PostgreSQL one (several hubs sharing a server). Both run the same test suite
 //! (`tests/store.rs`). Writes are durable when a method returns.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use gwe_wire::edge::EdgePoint;
 use serde::Serialize;
 
 use crate::notify::Notifier;
@@ -97,8 +99,69 @@ pub struct ContentInfo {
     pub meta: String,
 }
 
+/// A service in the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRow {
+    pub id: i64,
+    pub definition: String,
+    pub system_name: String,
+    pub address: String,
+    pub port: i64,
+    pub service_uri: String,
+    pub secure: String,
+    pub interfaces: Vec<String>,
+    pub version: i64,
+    pub metadata: BTreeMap<String, String>,
+    pub end_of_validity: Option<String>,
+}
+
+/// What the `cmd`, `ctrlpoll` and `ctrlupdate` services keep for one edge (JSON texts).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EdgeControl {
+    /// Issued and not yet fetched.
+    pub pending: Option<String>,
+    /// The last command issued, fetched or not.
+    pub last_command: Option<String>,
+    pub issued_ms: Option<i64>,
+    pub state: Option<String>,
+    pub state_ms: Option<i64>,
+    pub parameters: Option<String>,
+    pub parameters_ms: Option<i64>,
+}
+
+/// One stored point of an edge batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EdgePointRow {
+    pub batch_id: String,
+    pub name: String,
+    pub ts: i64,
+    pub value: String,
+}
+
+/// The edge services' storage: service registry, commands and states, batches.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait EdgeStore: Send + Sync {
+    /// Adds a service or replaces the one with the same definition, system, address, port.
+    async fn register_service(&self, s: &ServiceRow) -> Result<i64>;
+    async fn unregister_service(&self, definition: &str, system: &str, address: &str, port: i64) -> Result<bool>;
+    /// Every provider of `definition`, oldest registration first.
+    async fn services(&self, definition: &str) -> Result<Vec<ServiceRow>>;
+    /// Makes `command` the edge's pending command (only the latest is kept).
+    async fn issue_command(&self, system: &str, command: &str, now_ms: i64) -> Result<()>;
+    /// Takes the pending command: a second fetch, here or on another hub, gets nothing.
+    async fn take_command(&self, system: &str) -> Result<Option<String>>;
+    async fn edge_report(&self, system: &str, state: Option<&str>, parameters: Option<&str>, now_ms: i64)
+        -> Result<()>;
+    async fn edge_control(&self, system: &str) -> Result<Option<EdgeControl>>;
+    /// Stores a batch's points unless `batch_id` was stored before; says whether it was new.
+    async fn edge_batch(&self, system: &str, batch_id: &str, points: &[EdgePoint], now_ms: i64) -> Result<bool>;
+    /// The edge's stored points in arrival order, at most `limit`.
+    async fn edge_points(&self, system: &str, limit: i64) -> Result<Vec<EdgePointRow>>;
+    async fn edge_point_count(&self, system: &str) -> Result<i64>;
+}
+
+#[async_trait]
+pub trait Store: EdgeStore + Send + Sync {
     /// Whitelists a device so it can activate.
     async fn add_device(&self, key: &DeviceKey, now_ms: i64) -> Result<Device>;
     /// Allows a device to activate again; its old token stops working.

@@ -16,6 +16,8 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 use super::{Activation, ContentInfo, Device, DeviceKey, Point, Result, Store, StoreError, Value};
 use crate::notify::Notifier;
 
+mod edge;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS devices(
     id BIGSERIAL PRIMARY KEY, vendor TEXT NOT NULL, model TEXT NOT NULL, sn TEXT NOT NULL,
@@ -99,7 +101,10 @@ impl PgStore {
         {
             let c = pool.get().await.map_err(|e| e.to_string())?;
             c.execute("SELECT pg_advisory_lock($1)", &[&SCHEMA_LOCK]).await.map_err(|e| e.to_string())?;
-            let made = c.batch_execute(SCHEMA).await;
+            let made = match c.batch_execute(SCHEMA).await {
+                Ok(()) => c.batch_execute(edge::SCHEMA).await,
+                Err(e) => Err(e),
+            };
             c.execute("SELECT pg_advisory_unlock($1)", &[&SCHEMA_LOCK]).await.map_err(|e| e.to_string())?;
             made.map_err(|e| e.to_string())?;
         }

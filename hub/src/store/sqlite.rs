@@ -15,6 +15,8 @@ use tokio::sync::oneshot;
 use super::{Activation, ContentInfo, Device, DeviceKey, Point, Result, Store, StoreError, Value};
 use crate::notify::Notifier;
 
+mod edge;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS devices(
     id INTEGER PRIMARY KEY, vendor TEXT NOT NULL, model TEXT NOT NULL, sn TEXT NOT NULL,
@@ -82,6 +84,7 @@ impl SqliteStore {
         }
         let wconn = connect(path)?;
         wconn.execute_batch(SCHEMA)?;
+        wconn.execute_batch(edge::SCHEMA)?;
         let (wtx, wrx) = mpsc::channel::<WriteJob>();
         std::thread::Builder::new()
             .name("db-writer".into())
