@@ -88,7 +88,16 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR1]).map_err(StartError::Signals)?;
     let identity =
         Identity::resolve(&cfg.device, std::path::Path::new("/sys/class/net")).map_err(StartError::Identity)?;
-    let queue = Queue::open(&cfg.paths.queue_dir(), cfg.queue.options()).map_err(StartError::Queue)?;
+    let edge_on = cfg.edge.enabled && !cfg.cloud.url.is_empty();
+    if edge_on && !cfg!(feature = "edge") {
+        log::warn!("[edge] is enabled but this agent was built without the edge feature");
+    }
+    let mut qopts = cfg.queue.options();
+    #[cfg(feature = "edge")]
+    if edge_on {
+        qopts.consumers.push(crate::edge::CONSUMER.into());
+    }
+    let queue = Queue::open(&cfg.paths.queue_dir(), qopts).map_err(StartError::Queue)?;
     let token = identity::local_token(&cfg.paths.secrets_dir()).map_err(StartError::Token)?;
     let usage = Arc::new(Usage::open(&cfg.paths.secrets_dir().join("usage.json")));
     let ingest = Arc::new(Ingest {
@@ -131,6 +140,14 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
         // (the pending command) is already on disk, replaced atomically.
         fetcher.start(stop.clone()).map_err(StartError::Supervisor)?;
     }
+    #[cfg(feature = "edge")]
+    let edge = match &cloud {
+        Some(cloud) if edge_on => Some(
+            crate::edge::Edge::start(cfg, &queue, cloud.clone(), apps.sup.clone(), &identity.serial, stop.clone())
+                .map_err(StartError::Cloud)?,
+        ),
+        _ => None,
+    };
     let telemetry = Telemetry {
         queue: queue.clone(),
         usage: usage.clone(),
@@ -168,6 +185,10 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     stop.stop();
+    #[cfg(feature = "edge")]
+    if let Some(e) = edge {
+        e.shutdown();
+    }
     for t in threads {
         let _ = t.join();
     }

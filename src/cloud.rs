@@ -350,6 +350,47 @@ impl Cloud {
             .ok_or_else(|| CloudError::Refused(200, format!("batch answer {text:?} is not acked=<seq>")))
     }
 
+    /// The hub's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Asks an orchestrator (`base`, e.g. the hub) for the providers of a service; the body
+    /// is an Arrowhead orchestration request, authenticated with the device token.
+    pub fn orchestrate(&self, base: &str, body: &[u8]) -> Result<Vec<u8>, CloudError> {
+        let url = format!("{}/orchestrator/orchestration", base.trim_end_matches('/'));
+        let (status, resp, _) = self.authed("orchestration", body.len(), 1 << 20, |t| {
+            self.agent.post(&url).header("X-Exosite-CIK", t).header("Content-Type", "application/json").send(body)
+        })?;
+        if status != 200 {
+            return Err(Self::refused(status, &resp));
+        }
+        Ok(resp)
+    }
+
+    /// A request to an edge service provider with the orchestrator's token. `body`:
+    /// JSON, deflated when `deflated`. Answers the status and body (5xx is `Unreachable`).
+    pub fn provider_call(
+        &self,
+        method: &'static str,
+        url: &str,
+        token: &str,
+        body: Option<(&[u8], bool)>,
+    ) -> Result<(u16, Vec<u8>), CloudError> {
+        let auth = format!("Bearer {token}");
+        let r = match body {
+            None => self.agent.get(url).header("Authorization", &auth).call(),
+            Some((b, deflated)) => {
+                let rq = self.agent.post(url).header("Authorization", &auth).header("Content-Type", "application/json");
+                let rq = if deflated { rq.header("Content-Encoding", "deflate") } else { rq };
+                rq.send(b)
+            }
+        };
+        let sent = body.map_or(0, |(b, _)| b.len());
+        let (status, resp, _) = self.finish_bytes(method, sent, r, 1 << 20)?;
+        Ok((status, resp))
+    }
+
     fn content_url(&self, id: &str, info: bool) -> String {
         let mut q = form_urlencoded::Serializer::new(String::new());
         q.append_pair("vendor", &self.identity.vendor).append_pair("model", &self.identity.model).append_pair("id", id);

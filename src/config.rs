@@ -22,7 +22,42 @@ pub struct Config {
     pub supervisor: SupervisorConfig,
     pub ota: OtaConfig,
     pub cloud: CloudConfig,
+    pub edge: EdgeConfig,
     pub log: Log,
+}
+
+/// The edge data and control paths (`docs/edge-protocol.md`). They run when the cloud link
+/// is configured and `enabled` is true.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    pub enabled: bool,
+    /// The orchestrator's base URL; empty: the hub of `cloud.url`.
+    pub orchestrator: String,
+    /// How often every `ctrlpoll` provider is asked for a command, in ms.
+    pub poll_ms: u64,
+    /// How often the provider lists are fetched again from the orchestrator.
+    pub discovery_secs: u64,
+    /// How often the supported parameters are sent with the state.
+    pub parameters_secs: u64,
+    /// Points kept in the edge store; the oldest go first.
+    pub max_points: u64,
+    /// Most points in one batch (a larger backlog goes in several).
+    pub max_batch_points: usize,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            orchestrator: String::new(),
+            poll_ms: 5000,
+            discovery_secs: 60,
+            parameters_secs: 600,
+            max_points: 100_000,
+            max_batch_points: 5000,
+        }
+    }
 }
 
 /// The link to the hub.
@@ -147,6 +182,16 @@ impl Default for Paths {
 impl Paths {
     pub fn queue_dir(&self) -> PathBuf {
         self.state_dir.join("queue")
+    }
+
+    /// The edge store (data points, batch and control state).
+    pub fn edge_db(&self) -> PathBuf {
+        self.state_dir.join("edge.db")
+    }
+
+    /// The generic configuration apps read (`config/apps.json`).
+    pub fn app_config(&self) -> PathBuf {
+        self.state_dir.join("config").join("apps.json")
     }
 
     pub fn secrets_dir(&self) -> PathBuf {

@@ -5,6 +5,8 @@ pub mod cli;
 pub mod cloud;
 pub mod config;
 pub mod ctl;
+#[cfg(feature = "edge")]
+pub mod edge;
 pub mod forwarder;
 pub mod fsio;
 pub mod identity;

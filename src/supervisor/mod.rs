@@ -34,7 +34,7 @@ use nix::unistd::Pid;
 use serde::Serialize;
 
 use logs::{LogFile, LogPump};
-use program::{AutoRestart, Program};
+use program::{AutoRestart, ConfigChange, Program};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -86,6 +86,7 @@ enum Cmd {
     Restart(String, Answer),
     Replace(Vec<Program>, Sender<()>),
     RunOnce(OneOff, Sender<OneOffResult>),
+    ConfigChanged(Sender<Vec<String>>),
     Shutdown(Sender<()>),
 }
 
@@ -219,6 +220,16 @@ impl Supervisor {
             return OneOffResult::SpawnFailed("the supervisor is not running".into());
         }
         rx.recv().unwrap_or_else(|_| OneOffResult::SpawnFailed("the supervisor stopped".into()))
+    }
+
+    /// Tells the apps that asked for it (`config_change`) that the generic configuration
+    /// changed: each running one gets its signal or is restarted. Answers what was done.
+    pub fn config_changed(&self) -> Vec<String> {
+        let (tx, rx) = mpsc::channel();
+        if !self.send(Cmd::ConfigChanged(tx)) {
+            return Vec::new();
+        }
+        rx.recv().unwrap_or_default()
     }
 
     /// Stops every app (highest priority number first) and ends the thread.
@@ -387,6 +398,27 @@ impl Core {
                     let _ = tx.send(OneOffResult::SpawnFailed(format!("{:?}: {e}", job.command)));
                 }
             },
+            Cmd::ConfigChanged(tx) => {
+                let mut done = Vec::new();
+                for i in 0..self.procs.len() {
+                    let (Some(pid), State::Running | State::Starting) = (self.procs[i].pid, self.procs[i].state) else {
+                        continue;
+                    };
+                    match self.procs[i].p.config_change {
+                        ConfigChange::Nothing => {}
+                        ConfigChange::Signal(sig) => match killpg(pid, sig) {
+                            Ok(()) => done.push(format!("{}: {sig}", self.procs[i].p.name)),
+                            Err(e) => done.push(format!("{}: {sig} failed: {e}", self.procs[i].p.name)),
+                        },
+                        ConfigChange::Restart => {
+                            self.procs[i].after_stop = AfterStop::Start;
+                            self.stop(i);
+                            done.push(format!("{}: restarted", self.procs[i].p.name));
+                        }
+                    }
+                }
+                let _ = tx.send(done);
+            }
             Cmd::Shutdown(tx) => {
                 for j in &self.jobs {
                     let _ = killpg(j.pid, Signal::SIGKILL);

@@ -18,6 +18,13 @@ pub enum AutoRestart {
     Unexpected,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigChange {
+    Nothing,
+    Signal(Signal),
+    Restart,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Program {
     pub name: String,
@@ -41,6 +48,9 @@ pub struct Program {
     pub stderr_logfile_backups: u32,
     pub redirect_stderr: bool,
     pub priority: i32,
+    /// What the app gets when the generic configuration from the cloud changes
+    /// (`config_change`, a Gateway Engine key): nothing, a signal, or a restart.
+    pub config_change: ConfigChange,
     /// The file it was read from.
     pub source: PathBuf,
 }
@@ -111,6 +121,7 @@ const KEYS: &[&str] = &[
     "stderr_logfile_backups",
     "redirect_stderr",
     "priority",
+    "config_change",
 ];
 
 /// Reads every `*.conf` file in `dir`, in name order.
@@ -248,6 +259,7 @@ fn program(name: &str, s: &ini::Section, file: &Path, log_dir: &Path) -> Loaded 
         stderr_logfile_backups: 1,
         redirect_stderr: true,
         priority: 999,
+        config_change: ConfigChange::Nothing,
         source: file.into(),
     };
     let mut command_line = None;
@@ -306,6 +318,19 @@ fn program(name: &str, s: &ini::Section, file: &Path, log_dir: &Path) -> Loaded 
             "stderr_logfile_backups" => parse_num(v).map(|n| p.stderr_logfile_backups = n),
             "redirect_stderr" => parse_bool(v).map(|b| p.redirect_stderr = b),
             "priority" => v.parse().map(|n| p.priority = n).map_err(|_| format!("{v:?} is not a whole number")),
+            "config_change" => match v.to_ascii_lowercase().as_str() {
+                "none" | "false" => {
+                    p.config_change = ConfigChange::Nothing;
+                    Ok(())
+                }
+                "restart" => {
+                    p.config_change = ConfigChange::Restart;
+                    Ok(())
+                }
+                _ => parse_signal(v)
+                    .map(|sig| p.config_change = ConfigChange::Signal(sig))
+                    .map_err(|e| format!("{e} (or restart, none)")),
+            },
             other => {
                 debug_assert!(!KEYS.contains(&other));
                 out.warnings.push(err(e.line, other, "unknown key; ignored".into()));
