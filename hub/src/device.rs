@@ -284,7 +284,7 @@ pub fn inflate_body(hub: &Hub, headers: &HeaderMap, body: &[u8]) -> Result<Vec<u
         Some("deflate") => {
             let mut out = Vec::with_capacity(body.len() * 4);
             let cap = hub.limits.max_batch as u64;
-            flate2::read::ZlibDecoder::new(&body[..])
+            flate2::read::ZlibDecoder::new(body)
                 .take(cap + 1)
                 .read_to_end(&mut out)
                 .map_err(|e| err(StatusCode::BAD_REQUEST, format!("body does not inflate: {e}")))?;

@@ -146,6 +146,7 @@ pub fn routes() -> Router<Arc<Hub>> {
         .route("/edge/ctrlupdate", post(ctrlupdate))
         .route("/edge/cmd/{system}", get(cmd_read).post(cmd_issue))
         .route("/api/v1/edge/{system}/points", get(points))
+        .route("/api/v1/edge/{system}/batches", get(batches))
 }
 
 type ApiResult = Result<Response, ApiError>;
@@ -365,7 +366,7 @@ async fn batch(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> 
     if let Some(p) = b.points.iter().find(|p| p.n.is_empty() || p.n.len() > 255) {
         return Err(err(StatusCode::BAD_REQUEST, format!("point name {:?} must be 1 to 255 bytes", p.n)));
     }
-    let fresh = hub.store.edge_batch(&system, &b.batch_id, &b.points, now_ms()).await?;
+    let fresh = hub.store.edge_batch(&system, &hub.edge.system_name, &b.batch_id, &b.points, now_ms()).await?;
     let stored = if fresh { b.points.len() as u64 } else { 0 };
     Ok(Json(BatchAck { batch_id: b.batch_id, stored, duplicate: !fresh }).into_response())
 }
@@ -457,6 +458,7 @@ async fn cmd_read(
 struct PointsQuery {
     #[serde(default = "default_limit")]
     limit: i64,
+    provider: Option<String>,
 }
 
 fn default_limit() -> i64 {
@@ -470,9 +472,20 @@ async fn points(
     Query(q): Query<PointsQuery>,
 ) -> ApiResult {
     check_operator(&hub, &headers)?;
-    let count = hub.store.edge_point_count(&system).await?;
-    let points = hub.store.edge_points(&system, q.limit.clamp(0, 1_000_000)).await?;
-    Ok(Json(json!({"system": system, "count": count, "points": points})).into_response())
+    let points = hub.store.edge_points(&system, q.provider.as_deref(), q.limit.clamp(0, 10_000_000)).await?;
+    Ok(Json(json!({"system": system, "points": points})).into_response())
+}
+
+/// The edge's batches as stored (id, receiving provider, time, point count).
+async fn batches(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(system): Path<String>,
+    Query(q): Query<PointsQuery>,
+) -> ApiResult {
+    check_operator(&hub, &headers)?;
+    let batches = hub.store.edge_batches(&system, q.provider.as_deref()).await?;
+    Ok(Json(json!({"system": system, "batches": batches})).into_response())
 }
 
 #[cfg(test)]

@@ -218,7 +218,13 @@ impl Control {
     /// Writes the generic configuration for the apps when the file differs from the
     /// store, and tells the apps that asked (always after a command changed it).
     fn sync_app_config(&self, changed: bool) -> Result<(), String> {
-        let cfg = self.db.config().map_err(|e| format!("reading the generic configuration: {e}"))?;
+        let state =
+            self.db.state(&self.shared.system).map_err(|e| format!("reading the generic configuration: {e}"))?;
+        if state.config_version == 0 {
+            // None received yet: no file, so apps can tell "not configured" from "empty".
+            return Ok(());
+        }
+        let cfg = state.config;
         let mut text = serde_json::to_vec_pretty(&cfg).map_err(|e| e.to_string())?;
         text.push(b'\n');
         let on_disk = std::fs::read(&self.app_config).ok();

@@ -10,8 +10,15 @@ use super::Shared;
 use crate::queue::Consumer;
 
 pub fn run(mut db: EdgeDb, mut consumer: Consumer, max_points: u64, sh: &Shared) {
+    let mut fed = match db.fed_seq() {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("edge: reading the store's position in the queue: {e}");
+            return;
+        }
+    };
     while !sh.stopped() {
-        match once(&mut db, &mut consumer, max_points) {
+        match once(&mut db, &mut consumer, max_points, &mut fed) {
             Ok(_) => {}
             Err(e) => {
                 log::error!("edge: storing points: {e}; trying again");
@@ -24,16 +31,17 @@ pub fn run(mut db: EdgeDb, mut consumer: Consumer, max_points: u64, sh: &Shared)
     }
 }
 
-/// Moves up to 512 records; answers how many.
-fn once(db: &mut EdgeDb, consumer: &mut Consumer, max_points: u64) -> Result<usize, String> {
+/// Moves up to 512 records; answers how many. `fed`: the last seq already in the store.
+fn once(db: &mut EdgeDb, consumer: &mut Consumer, max_points: u64, fed: &mut u64) -> Result<usize, String> {
     let mut last = 0;
+    let already = *fed;
     let n = db
         .with_insert(max_points, |insert| {
             let mut failed = None;
             let n = consumer
                 .poll(512, Duration::from_secs(1), |seq, payload| {
                     last = seq;
-                    if failed.is_some() {
+                    if failed.is_some() || seq <= already {
                         return;
                     }
                     // Records that are not data points (none today) are skipped.
@@ -46,10 +54,11 @@ fn once(db: &mut EdgeDb, consumer: &mut Consumer, max_points: u64) -> Result<usi
                 })
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             // Nothing is committed when one insert failed: the whole poll comes again.
-            failed.map_or(Ok(n), Err)
+            failed.map_or(Ok((n, last)), Err)
         })
         .map_err(|e| e.to_string())?;
     if n > 0 {
+        *fed = (*fed).max(last);
         consumer.ack(last).map_err(|e| e.to_string())?;
     }
     Ok(n)

@@ -72,6 +72,7 @@ impl EdgeDb {
     }
 
     /// Stores points in one transaction, then drops the oldest beyond `max_points`.
+    #[cfg(test)]
     pub fn insert_points<'a>(
         &mut self,
         points: impl Iterator<Item = (&'a str, i64, &'a str)>,
@@ -94,15 +95,22 @@ impl EdgeDb {
         Ok(n)
     }
 
-    /// Runs `f` with an insert statement inside one transaction; commits (and applies
-    /// retention) when `f` returns Ok with at least one record.
+    /// The queue seq of the last record stored here: records up to it are skipped when the
+    /// queue delivers them again (their acknowledgement was lost to a crash).
+    pub fn fed_seq(&self) -> Result<u64> {
+        Ok(self.get("fed_seq")?.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// Runs `f` with an insert statement inside one transaction; `f` answers how many
+    /// records it took and the seq of the last. Commits them with that seq (and applies
+    /// retention).
     pub fn with_insert(
         &mut self,
         max_points: u64,
-        f: impl FnOnce(&mut rusqlite::CachedStatement<'_>) -> Result<usize>,
+        f: impl FnOnce(&mut rusqlite::CachedStatement<'_>) -> Result<(usize, u64)>,
     ) -> Result<usize> {
         let tx = self.c.transaction()?;
-        let n = {
+        let (n, last) = {
             let mut st = tx.prepare_cached("INSERT INTO points(name, ts, value) VALUES (?1, ?2, ?3)")?;
             f(&mut st)?
         };
@@ -113,6 +121,7 @@ impl EdgeDb {
             "DELETE FROM points WHERE id <= (SELECT max(id) FROM points) - ?1",
             [i64::try_from(max_points).unwrap_or(i64::MAX)],
         )?;
+        Self::set(&tx, "fed_seq", &last.to_string())?;
         tx.commit()?;
         Ok(n)
     }

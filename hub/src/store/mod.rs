@@ -133,9 +133,19 @@ pub struct EdgeControl {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EdgePointRow {
     pub batch_id: String,
+    pub provider: String,
     pub name: String,
     pub ts: i64,
     pub value: String,
+}
+
+/// One stored edge batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EdgeBatchRow {
+    pub batch_id: String,
+    pub provider: String,
+    pub received_ms: i64,
+    pub points: i64,
 }
 
 /// The edge services' storage: service registry, commands and states, batches.
@@ -153,11 +163,20 @@ pub trait EdgeStore: Send + Sync {
     async fn edge_report(&self, system: &str, state: Option<&str>, parameters: Option<&str>, now_ms: i64)
         -> Result<()>;
     async fn edge_control(&self, system: &str) -> Result<Option<EdgeControl>>;
-    /// Stores a batch's points unless `batch_id` was stored before; says whether it was new.
-    async fn edge_batch(&self, system: &str, batch_id: &str, points: &[EdgePoint], now_ms: i64) -> Result<bool>;
-    /// The edge's stored points in arrival order, at most `limit`.
-    async fn edge_points(&self, system: &str, limit: i64) -> Result<Vec<EdgePointRow>>;
-    async fn edge_point_count(&self, system: &str) -> Result<i64>;
+    /// Stores a batch's points, received by `provider` (a hub's system name), unless
+    /// `batch_id` was stored before; says whether it was new.
+    async fn edge_batch(
+        &self,
+        system: &str,
+        provider: &str,
+        batch_id: &str,
+        points: &[EdgePoint],
+        now_ms: i64,
+    ) -> Result<bool>;
+    /// The edge's stored points (of one provider, or all) in arrival order, at most `limit`.
+    async fn edge_points(&self, system: &str, provider: Option<&str>, limit: i64) -> Result<Vec<EdgePointRow>>;
+    /// The edge's batches (of one provider, or all) in arrival order.
+    async fn edge_batches(&self, system: &str, provider: Option<&str>) -> Result<Vec<EdgeBatchRow>>;
 }
 
 #[async_trait]

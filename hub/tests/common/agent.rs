@@ -42,12 +42,17 @@ impl Drop for Agent {
 
 impl Agent {
     pub fn start(dir: &Path, hub_url: &str, extra: &str) -> Self {
+        Self::start_as(dir, hub_url, "E2E1", extra, "")
+    }
+
+    /// An agent with serial `serial`; `extra` goes in `[cloud]`, `sections` after it.
+    pub fn start_as(dir: &Path, hub_url: &str, serial: &str, extra: &str, sections: &str) -> Self {
         let ingest = free_port();
         let cfg = format!(
-            "[device]\nvendor = \"acme\"\nmodel = \"gw1\"\nserial = \"E2E1\"\n\
+            "[device]\nvendor = \"acme\"\nmodel = \"gw1\"\nserial = \"{serial}\"\n\
              [paths]\nstate_dir = \"{0}/state\"\nlog_dir = \"{0}/log\"\nrun_dir = \"{0}/run\"\n\
              [ingest]\nlisten = \"127.0.0.1:{ingest}\"\n[supervisor]\nprograms_dir = \"{0}/programs.d\"\n\
-             [cloud]\nurl = \"{hub_url}\"\nlinger_ms = 200\nretry_max_secs = 1\n{extra}",
+             [cloud]\nurl = \"{hub_url}\"\nlinger_ms = 200\nretry_max_secs = 1\n{extra}\n{sections}",
             dir.display()
         );
         std::fs::create_dir_all(dir.join("programs.d")).unwrap();

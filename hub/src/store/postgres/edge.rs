@@ -8,7 +8,7 @@ use gwe_wire::edge::EdgePoint;
 use tokio_postgres::Row;
 
 use super::{db, PgStore};
-use crate::store::{EdgeControl, EdgePointRow, EdgeStore, Result, ServiceRow};
+use crate::store::{EdgeBatchRow, EdgeControl, EdgePointRow, EdgeStore, Result, ServiceRow};
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS services(
@@ -20,11 +20,11 @@ CREATE TABLE IF NOT EXISTS edge_control(
     system TEXT PRIMARY KEY, pending TEXT, last_command TEXT, issued_ms BIGINT,
     state TEXT, state_ms BIGINT, parameters TEXT, parameters_ms BIGINT);
 CREATE TABLE IF NOT EXISTS edge_batches(
-    system TEXT NOT NULL, batch_id TEXT NOT NULL, received_ms BIGINT NOT NULL, points BIGINT NOT NULL,
+    system TEXT NOT NULL, batch_id TEXT NOT NULL, provider TEXT NOT NULL, received_ms BIGINT NOT NULL, points BIGINT NOT NULL,
     PRIMARY KEY(system, batch_id));
 CREATE TABLE IF NOT EXISTS edge_points(
     id BIGSERIAL PRIMARY KEY, system TEXT NOT NULL, name TEXT NOT NULL, ts BIGINT NOT NULL, value TEXT NOT NULL,
-    batch_id TEXT NOT NULL);
+    batch_id TEXT NOT NULL, provider TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS edge_points_by_system ON edge_points(system, name, ts);
 ";
 
@@ -176,15 +176,22 @@ impl EdgeStore for PgStore {
         }))
     }
 
-    async fn edge_batch(&self, system: &str, batch_id: &str, points: &[EdgePoint], now_ms: i64) -> Result<bool> {
+    async fn edge_batch(
+        &self,
+        system: &str,
+        provider: &str,
+        batch_id: &str,
+        points: &[EdgePoint],
+        now_ms: i64,
+    ) -> Result<bool> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
         let n = points.len() as i64;
         let fresh = tx
             .execute(
-                "INSERT INTO edge_batches(system, batch_id, received_ms, points) VALUES ($1, $2, $3, $4)
+                "INSERT INTO edge_batches(system, batch_id, provider, received_ms, points) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT DO NOTHING",
-                &[&system, &batch_id, &now_ms, &n],
+                &[&system, &batch_id, &provider, &now_ms, &n],
             )
             .await
             .map_err(db)?
@@ -194,10 +201,10 @@ impl EdgeStore for PgStore {
             let ts: Vec<i64> = points.iter().map(|p| p.t).collect();
             let values: Vec<&str> = points.iter().map(|p| p.v.as_str()).collect();
             tx.execute(
-                "INSERT INTO edge_points(system, name, ts, value, batch_id)
-                 SELECT $1, n, t, v, $5 FROM unnest($2::text[], $3::bigint[], $4::text[]) WITH ORDINALITY AS x(n, t, v, i)
+                "INSERT INTO edge_points(system, name, ts, value, batch_id, provider)
+                 SELECT $1, n, t, v, $5, $6 FROM unnest($2::text[], $3::bigint[], $4::text[]) WITH ORDINALITY AS x(n, t, v, i)
                  ORDER BY i",
-                &[&system, &names, &ts, &values, &batch_id],
+                &[&system, &names, &ts, &values, &batch_id, &provider],
             )
             .await
             .map_err(db)?;
@@ -206,24 +213,41 @@ impl EdgeStore for PgStore {
         Ok(fresh)
     }
 
-    async fn edge_points(&self, system: &str, limit: i64) -> Result<Vec<EdgePointRow>> {
+    async fn edge_points(&self, system: &str, provider: Option<&str>, limit: i64) -> Result<Vec<EdgePointRow>> {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT batch_id, name, ts, value FROM edge_points WHERE system = $1 ORDER BY id LIMIT $2",
-                &[&system, &limit],
+                "SELECT batch_id, provider, name, ts, value FROM edge_points
+                 WHERE system = $1 AND ($2::text IS NULL OR provider = $2) ORDER BY id LIMIT $3",
+                &[&system, &provider, &limit],
             )
             .await
             .map_err(db)?;
         Ok(rows
             .iter()
-            .map(|r| EdgePointRow { batch_id: r.get(0), name: r.get(1), ts: r.get(2), value: r.get(3) })
+            .map(|r| EdgePointRow {
+                batch_id: r.get(0),
+                provider: r.get(1),
+                name: r.get(2),
+                ts: r.get(3),
+                value: r.get(4),
+            })
             .collect())
     }
 
-    async fn edge_point_count(&self, system: &str) -> Result<i64> {
+    async fn edge_batches(&self, system: &str, provider: Option<&str>) -> Result<Vec<EdgeBatchRow>> {
         let c = self.client().await?;
-        let row = c.query_one("SELECT count(*) FROM edge_points WHERE system = $1", &[&system]).await.map_err(db)?;
-        Ok(row.get(0))
+        let rows = c
+            .query(
+                "SELECT batch_id, provider, received_ms, points FROM edge_batches
+                 WHERE system = $1 AND ($2::text IS NULL OR provider = $2) ORDER BY received_ms, batch_id",
+                &[&system, &provider],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| EdgeBatchRow { batch_id: r.get(0), provider: r.get(1), received_ms: r.get(2), points: r.get(3) })
+            .collect())
     }
 }

@@ -7,7 +7,7 @@ use gwe_wire::edge::EdgePoint;
 use rusqlite::{params, OptionalExtension};
 
 use super::{db, SqliteStore};
-use crate::store::{EdgeControl, EdgePointRow, EdgeStore, Result, ServiceRow};
+use crate::store::{EdgeBatchRow, EdgeControl, EdgePointRow, EdgeStore, Result, ServiceRow};
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS services(
@@ -19,10 +19,11 @@ CREATE TABLE IF NOT EXISTS edge_control(
     system TEXT PRIMARY KEY, pending TEXT, last_command TEXT, issued_ms INTEGER,
     state TEXT, state_ms INTEGER, parameters TEXT, parameters_ms INTEGER);
 CREATE TABLE IF NOT EXISTS edge_batches(
-    system TEXT NOT NULL, batch_id TEXT NOT NULL, received_ms INTEGER NOT NULL, points INTEGER NOT NULL,
+    system TEXT NOT NULL, batch_id TEXT NOT NULL, provider TEXT NOT NULL, received_ms INTEGER NOT NULL, points INTEGER NOT NULL,
     PRIMARY KEY(system, batch_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS edge_points(
-    system TEXT NOT NULL, name TEXT NOT NULL, ts INTEGER NOT NULL, value TEXT NOT NULL, batch_id TEXT NOT NULL);
+    system TEXT NOT NULL, name TEXT NOT NULL, ts INTEGER NOT NULL, value TEXT NOT NULL, batch_id TEXT NOT NULL,
+    provider TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS edge_points_by_system ON edge_points(system, name, ts);
 ";
 
@@ -191,25 +192,32 @@ impl EdgeStore for SqliteStore {
         .await
     }
 
-    async fn edge_batch(&self, system: &str, batch_id: &str, points: &[EdgePoint], now_ms: i64) -> Result<bool> {
-        let (s, id, points) = (system.to_string(), batch_id.to_string(), points.to_vec());
+    async fn edge_batch(
+        &self,
+        system: &str,
+        provider: &str,
+        batch_id: &str,
+        points: &[EdgePoint],
+        now_ms: i64,
+    ) -> Result<bool> {
+        let (s, pr, id, points) = (system.to_string(), provider.to_string(), batch_id.to_string(), points.to_vec());
         self.write(move |c| {
             let fresh = c
                 .execute(
-                    "INSERT INTO edge_batches(system, batch_id, received_ms, points) VALUES (?1, ?2, ?3, ?4)
+                    "INSERT INTO edge_batches(system, batch_id, provider, received_ms, points) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT DO NOTHING",
-                    params![s, id, now_ms, points.len() as i64],
+                    params![s, id, pr, now_ms, points.len() as i64],
                 )
                 .map_err(db)?
                 == 1;
             if fresh {
                 let mut st = c
                     .prepare_cached(
-                        "INSERT INTO edge_points(system, name, ts, value, batch_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        "INSERT INTO edge_points(system, name, ts, value, batch_id, provider) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )
                     .map_err(db)?;
                 for p in &points {
-                    st.execute(params![s, p.n, p.t, p.v, id]).map_err(db)?;
+                    st.execute(params![s, p.n, p.t, p.v, id, pr]).map_err(db)?;
                 }
             }
             Ok(fresh)
@@ -217,17 +225,24 @@ impl EdgeStore for SqliteStore {
         .await
     }
 
-    async fn edge_points(&self, system: &str, limit: i64) -> Result<Vec<EdgePointRow>> {
-        let s = system.to_string();
+    async fn edge_points(&self, system: &str, provider: Option<&str>, limit: i64) -> Result<Vec<EdgePointRow>> {
+        let (s, pr) = (system.to_string(), provider.map(String::from));
         self.read(move |c| {
             let mut st = c
                 .prepare_cached(
-                    "SELECT batch_id, name, ts, value FROM edge_points WHERE system = ?1 ORDER BY rowid LIMIT ?2",
+                    "SELECT batch_id, provider, name, ts, value FROM edge_points
+                     WHERE system = ?1 AND (?2 IS NULL OR provider = ?2) ORDER BY rowid LIMIT ?3",
                 )
                 .map_err(db)?;
             let rows = st
-                .query_map(params![s, limit], |r| {
-                    Ok(EdgePointRow { batch_id: r.get(0)?, name: r.get(1)?, ts: r.get(2)?, value: r.get(3)? })
+                .query_map(params![s, pr, limit], |r| {
+                    Ok(EdgePointRow {
+                        batch_id: r.get(0)?,
+                        provider: r.get(1)?,
+                        name: r.get(2)?,
+                        ts: r.get(3)?,
+                        value: r.get(4)?,
+                    })
                 })
                 .map_err(db)?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
@@ -235,10 +250,26 @@ impl EdgeStore for SqliteStore {
         .await
     }
 
-    async fn edge_point_count(&self, system: &str) -> Result<i64> {
-        let s = system.to_string();
+    async fn edge_batches(&self, system: &str, provider: Option<&str>) -> Result<Vec<EdgeBatchRow>> {
+        let (s, pr) = (system.to_string(), provider.map(String::from));
         self.read(move |c| {
-            c.query_row("SELECT count(*) FROM edge_points WHERE system = ?1", [s], |r| r.get(0)).map_err(db)
+            let mut st = c
+                .prepare_cached(
+                    "SELECT batch_id, provider, received_ms, points FROM edge_batches
+                     WHERE system = ?1 AND (?2 IS NULL OR provider = ?2) ORDER BY received_ms, batch_id",
+                )
+                .map_err(db)?;
+            let rows = st
+                .query_map(params![s, pr], |r| {
+                    Ok(EdgeBatchRow {
+                        batch_id: r.get(0)?,
+                        provider: r.get(1)?,
+                        received_ms: r.get(2)?,
+                        points: r.get(3)?,
+                    })
+                })
+                .map_err(db)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
         })
         .await
     }
