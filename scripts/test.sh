@@ -43,6 +43,9 @@ cargo test --manifest-path hub/Cargo.toml --locked --bench wire_bytes
 step "hub load smoke run: 200 gateways on SQLite and PostgreSQL (full size: cargo bench --bench load -- --gateways 50000)"
 cargo test --manifest-path hub/Cargo.toml --locked --bench load -- --gateways 200 --seconds 5
 
+step "edge benchmark smoke run (full size: cargo bench --manifest-path hub/Cargo.toml --bench edge)"
+cargo test --manifest-path hub/Cargo.toml --locked --bench edge -- --points 5000 --commands 3 --poll-ms 500
+
 step "benchmark smoke run: queue vs SQLite (full size: cargo bench --bench queue_vs_sqlite)"
 cargo bench --locked --bench queue_vs_sqlite -- --messages 4000 --reopen-mb 64
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use gwe_wire::edge::{BatchConfig, Command, CommandResult, EdgePoint, EdgeState};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS points(id INTEGER PRIMARY KEY, name TEXT NOT NULL, ts INTEGER NOT NULL, value TEXT NOT NULL);
@@ -21,6 +21,10 @@ CREATE TABLE IF NOT EXISTS control(k TEXT PRIMARY KEY, v TEXT NOT NULL);
 ";
 
 pub type Result<T> = rusqlite::Result<T>;
+
+// Every transaction that may write begins IMMEDIATE: a deferred one that read first and
+// then writes fails at once with "database is locked" (no busy wait) when another thread
+// committed in between.
 
 pub struct EdgeDb {
     c: Connection,
@@ -78,7 +82,7 @@ impl EdgeDb {
         points: impl Iterator<Item = (&'a str, i64, &'a str)>,
         max_points: u64,
     ) -> Result<usize> {
-        let tx = self.c.transaction()?;
+        let tx = self.c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut n = 0;
         {
             let mut st = tx.prepare_cached("INSERT INTO points(name, ts, value) VALUES (?1, ?2, ?3)")?;
@@ -110,6 +114,8 @@ impl EdgeDb {
         f: impl FnOnce(&mut rusqlite::CachedStatement<'_>) -> Result<(usize, u64)>,
     ) -> Result<usize> {
         let tx = self.c.transaction()?;
+        // Deferred on purpose: `f` waits for queue records, and the write lock is taken only
+        // by the first insert, once records are there.
         let (n, last) = {
             let mut st = tx.prepare_cached("INSERT INTO points(name, ts, value) VALUES (?1, ?2, ?3)")?;
             f(&mut st)?
@@ -157,7 +163,7 @@ impl EdgeDb {
         cfg: &BatchConfig,
         max: usize,
     ) -> Result<Option<Pending>> {
-        let tx = self.c.transaction()?;
+        let tx = self.c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let pending: Option<(String, i64, i64, String)> = tx
             .query_row("SELECT batch_id, from_id, to_id, filter FROM pending WHERE provider = ?1", [provider], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -206,7 +212,7 @@ impl EdgeDb {
 
     /// The provider confirmed `batch_id`: the cursor moves past it.
     pub fn batch_done(&mut self, provider: &str, batch_id: &str) -> Result<()> {
-        let tx = self.c.transaction()?;
+        let tx = self.c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let to: Option<i64> = tx
             .query_row("SELECT to_id FROM pending WHERE provider = ?1 AND batch_id = ?2", [provider, batch_id], |r| {
                 r.get(0)
@@ -225,7 +231,7 @@ impl EdgeDb {
     /// Keeps a fetched command until it is applied, so a power cut between the two does not
     /// lose it (the hub has already erased it).
     pub fn save_inbox(&mut self, raw: &str) -> Result<()> {
-        let tx = self.c.transaction()?;
+        let tx = self.c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         Self::set(&tx, "inbox", raw)?;
         tx.commit()
     }
@@ -238,7 +244,7 @@ impl EdgeDb {
     /// configuration, the result), or records only its rejection. Clears the inbox. Answers
     /// whether the generic configuration changed.
     pub fn apply(&mut self, cmd: std::result::Result<Command, (String, String)>, now_ms: i64) -> Result<bool> {
-        let tx = self.c.transaction()?;
+        let tx = self.c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut config_changed = false;
         let result = match cmd {
             Ok(c) => {
