@@ -57,7 +57,8 @@ boot() { # boot MODE LOG: starts the board in the background
 port=18080
 rm -f "$out"/hub.db* "$out/operator.token"
 ip netns exec "$ns" hub/target/debug/gwe-hub serve --listen "127.0.0.1:$port" --db "sqlite:$out/hub.db" \
-  --operator-token-file "$out/operator.token" > "$out/hub.log" 2>&1 &
+  --operator-token-file "$out/operator.token" --system-name gwe-hub --advertise "10.0.2.2:$port" \
+  > "$out/hub.log" 2>&1 &
 hub_pid=$!
 for _ in $(seq 100); do in_ns curl -sf "http://127.0.0.1:$port/timestamp" > /dev/null && break; sleep 0.1; done
 op() { # op METHOD PATH [curl args...]: the hub's operator API
@@ -78,6 +79,9 @@ done
 cmd='{"install":[{"name":"sensor.v1.0.tar.gz"}]}'
 op PUT "/api/v1/devices/$dev/dataports/engine_fetch" -H 'Content-Type: application/json' \
   -d "$(python3 -c 'import json,sys; print(json.dumps({"value": sys.argv[1]}))' "$cmd")" > /dev/null
+# The edge path: the board's agent fetches this through ctrlpoll and batches "tick" here.
+op POST "/edge/cmd/$serial" -H 'Content-Type: application/json' \
+  -d '{"id":"boot","batch":{"gwe-hub":{"interval_ms":2000,"filter":["tick"]}}}' > /dev/null
 echo "hub up; device $dev ($serial) whitelisted; $(basename "$pkg") uploaded and commanded"
 dataport() { op GET "/api/v1/devices/$dev/dataports/$1" | json 'v["value"]'; }
 history() { op GET "/api/v1/devices/$dev/dataports/$1/history?limit=100000" | json '"\n".join(p["value"] for p in v)'; }
@@ -128,6 +132,11 @@ for alias in tick sensor; do
   [ "$n" -gt 0 ] || { echo "boot-test: no $alias values reached the hub" >&2; exit 1; }
   echo "$n $alias values forwarded to the hub"
 done
+edge=$(op GET "/edge/cmd/$serial" | json 'v["state"]["last_command"]["result"]')
+[ "$edge" = applied ] || { echo "boot-test: the edge command was not applied (state: $edge)" >&2; exit 1; }
+n=$(op GET "/api/v1/edge/$serial/batches" | json 'sum(b["points"] for b in v["batches"])')
+[ "$n" -gt 0 ] || { echo "boot-test: no edge batch reached the hub" >&2; exit 1; }
+echo "edge path: command applied on the board; $n tick points in edge batches at the hub"
 echo "--- power cut: the emulator is killed while the app writes"
 kill -KILL "$qemu_pid"
 wait "$qemu_pid" 2>/dev/null || true

@@ -8,18 +8,20 @@ use std::time::{Duration, Instant};
 
 use super::{Client, FORM};
 
-/// The agent binary, built from the root workspace (already built when CI ran its tests).
+/// The agent binary, built from the root workspace (already built when CI ran its tests):
+/// the debug build for tests, the release build (as shipped) for `cargo bench`.
 pub fn agent_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let ok = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--bin", "gwe", "--manifest-path"])
-            .arg(root.join("Cargo.toml"))
-            .status()
-            .unwrap();
-        assert!(ok.success(), "building the agent failed");
-        root.join("target/debug/gwe")
+        let release = !cfg!(debug_assertions);
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "--bin", "gwe", "--manifest-path"]).arg(root.join("Cargo.toml"));
+        if release {
+            cmd.arg("--release");
+        }
+        assert!(cmd.status().unwrap().success(), "building the agent failed");
+        root.join(if release { "target/release/gwe" } else { "target/debug/gwe" })
     })
 }
 
