@@ -23,8 +23,11 @@ inherit cargo cargo-update-recipe-crates systemd update-rc.d
 
 require ${BPN}-crates.inc
 
-# Only the agent binary.
-CARGO_BUILD_FLAGS += "--bin gwe"
+# Only the agent binary. The edge data and control paths link the image's libsqlite3
+# instead of compiling SQLite in.
+PACKAGECONFIG ??= "edge"
+PACKAGECONFIG[edge] = ",,sqlite3"
+CARGO_BUILD_FLAGS += "--bin gwe --no-default-features ${@bb.utils.contains('PACKAGECONFIG', 'edge', '--features edge', '', d)}"
 
 SYSTEMD_SERVICE:${PN} = "gwe.service"
 INITSCRIPT_NAME = "gwe"
