@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::Sha256;
 
-use crate::operator::check_operator;
+use crate::operator::{check_operator, json_body};
 use crate::store::ServiceRow;
 use crate::{err, now_ms, ApiError, Hub};
 
@@ -150,10 +150,6 @@ pub fn routes() -> Router<Arc<Hub>> {
 }
 
 type ApiResult = Result<Response, ApiError>;
-
-fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| err(StatusCode::BAD_REQUEST, format!("JSON body: {e}")))
-}
 
 fn entry(s: &ServiceRow) -> RegistryEntry {
     RegistryEntry {

@@ -93,6 +93,17 @@ fn parse() -> Result<Args, lexopt::Error> {
     Ok(a)
 }
 
+/// Writes `secret` to a new file `path` (0600, synced); an existing file is an error.
+fn create_secret(path: &Path, secret: &str) -> Result<(), String> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    writeln!(f, "{secret}").and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// The operator token in `path`; a new random one is written (0600) when the file is missing.
 fn operator_token(path: &Path) -> Result<String, String> {
     match std::fs::read_to_string(path) {
@@ -102,13 +113,7 @@ fn operator_token(path: &Path) -> Result<String, String> {
         Err(e) => return Err(format!("{}: {e}", path.display())),
     }
     let token = gwe_hub::new_token();
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    writeln!(f, "{token}").and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))?;
+    create_secret(path, &token)?;
     log::info!("new operator token written to {}", path.display());
     Ok(token)
 }
@@ -122,13 +127,7 @@ fn edge_secret(path: &Path) -> Result<Vec<u8>, String> {
         Err(e) => return Err(format!("{}: {e}", path.display())),
     }
     let secret = format!("{}{}", gwe_hub::new_token(), gwe_hub::new_token());
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    writeln!(f, "{secret}").and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))?;
+    create_secret(path, &secret)?;
     Ok(secret.into_bytes())
 }
 

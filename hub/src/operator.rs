@@ -50,7 +50,7 @@ pub fn check_operator(hub: &Hub, headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+pub fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| err(StatusCode::BAD_REQUEST, format!("JSON body: {e}")))
 }
 

@@ -320,6 +320,24 @@ fn two_edges_two_providers(backend: Backend) {
 }
 backends!(edge_paths, two_edges_two_providers);
 
+/// Orchestration for `service`, asked with a device token as `system`.
+fn orchestrate(c: &Client, token: &str, system: &str, service: &str) -> common::Reply {
+    let rq = json!({"requesterSystem": {"systemName": system}, "requestedService": {"serviceDefinitionRequirement": service}});
+    common::reply(
+        c.agent
+            .post(format!("{}/orchestrator/orchestration", c.hub.url))
+            .header("X-Exosite-CIK", token)
+            .header("Content-Type", "application/json")
+            .send(rq.to_string()),
+    )
+}
+
+/// The first provider's authorization token in an orchestration answer.
+fn provider_token(r: &common::Reply) -> String {
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    v["response"][0]["authorizationTokens"]["HTTP-INSECURE-JSON"].as_str().unwrap().to_string()
+}
+
 /// A command is fetched exactly once, even when many pollers race on two hubs.
 fn fetched_once(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
@@ -331,26 +349,11 @@ fn fetched_once(backend: Backend) {
     c.whitelist("acme", "gw1", "RACE");
     let token = c.activate("acme", "gw1", "RACE").text().trim().to_string();
     // The orchestrator hands out the ctrlpoll token.
-    let rq = json!({"requesterSystem": {"systemName": "RACE"}, "requestedService": {"serviceDefinitionRequirement": "ctrlpoll"}});
-    let r = common::reply(
-        c.agent
-            .post(format!("{}/orchestrator/orchestration", h1.url))
-            .header("X-Exosite-CIK", &token)
-            .header("Content-Type", "application/json")
-            .send(rq.to_string()),
-    );
+    let r = orchestrate(&c, &token, "RACE", "ctrlpoll");
     assert_eq!(r.status, 200, "{}", r.text());
-    let v: Value = serde_json::from_slice(&r.body).unwrap();
-    let poll_token = v["response"][0]["authorizationTokens"]["HTTP-INSECURE-JSON"].as_str().unwrap().to_string();
+    let poll_token = provider_token(&r);
     // Another device cannot orchestrate as RACE.
-    let rq_other = json!({"requesterSystem": {"systemName": "OTHER"}, "requestedService": {"serviceDefinitionRequirement": "ctrlpoll"}});
-    let r = common::reply(
-        c.agent
-            .post(format!("{}/orchestrator/orchestration", h1.url))
-            .header("X-Exosite-CIK", &token)
-            .header("Content-Type", "application/json")
-            .send(rq_other.to_string()),
-    );
+    let r = orchestrate(&c, &token, "OTHER", "ctrlpoll");
     assert_eq!(r.status, 403, "{}", r.text());
     // On PostgreSQL a second hub shares the database; on SQLite the same hub twice.
     let h2 = match backend {
@@ -383,16 +386,7 @@ fn fetched_once(backend: Backend) {
         assert_eq!(got.load(Ordering::Relaxed), 1, "round {round}: the command was fetched by exactly one poller");
     }
     // A batch sent twice (its confirmation was lost) is stored once.
-    let rq = json!({"requesterSystem": {"systemName": "RACE"}, "requestedService": {"serviceDefinitionRequirement": "batch"}});
-    let r = common::reply(
-        c.agent
-            .post(format!("{}/orchestrator/orchestration", h1.url))
-            .header("X-Exosite-CIK", &token)
-            .header("Content-Type", "application/json")
-            .send(rq.to_string()),
-    );
-    let v: Value = serde_json::from_slice(&r.body).unwrap();
-    let batch_token = v["response"][0]["authorizationTokens"]["HTTP-INSECURE-JSON"].as_str().unwrap().to_string();
+    let batch_token = provider_token(&orchestrate(&c, &token, "RACE", "batch"));
     let batch = json!({"batch_id": "RACE.1", "system": "RACE", "points": [{"n": "t", "t": 1, "v": "1"}, {"n": "t", "t": 2, "v": "2"}]});
     for (i, h) in [&h1, &h2].into_iter().enumerate() {
         let r = common::reply(
