@@ -31,6 +31,7 @@ ns=gwe-boot-$$
 qemu_pid=""
 hub_pid=""
 cleanup() {
+  set +e
   [ -n "$qemu_pid" ] && kill -KILL "$qemu_pid" 2>/dev/null
   [ -n "$hub_pid" ] && kill -KILL "$hub_pid" 2>/dev/null
   ip netns del "$ns" 2>/dev/null

@@ -7,6 +7,9 @@
 #   scripts/build-image.sh qemu-aarch64-virt
 # GWE_TRUSTED_KEY (64 hex digits) adds the public key OTA packages must be signed with to
 # the board's /etc/gwe/gwe.toml, as a firmware build bakes in its release key.
+# GWE_AGENT_BIN puts that agent binary in the image instead of a fresh release build, and
+# GWE_IMAGE_OUT writes the image there instead of target/boards/BOARD (the power-cut
+# campaign's self-test boots an agent variant without touching the real image).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 board=${1:?usage: $0 BOARD}
@@ -19,8 +22,12 @@ case "$RUST_TARGET" in
   armv7-*) arch=armv7; readelf=arm-linux-gnueabihf-readelf; qemu_user=qemu-arm-static ;;
   *) echo "unknown target $RUST_TARGET" >&2; exit 1 ;;
 esac
-scripts/cross-build.sh "$arch" >/dev/null
-bin=target/$RUST_TARGET/release/gwe
+if [ -n "${GWE_AGENT_BIN:-}" ]; then
+  bin=$GWE_AGENT_BIN
+else
+  scripts/cross-build.sh "$arch" >/dev/null
+  bin=target/$RUST_TARGET/release/gwe
+fi
 
 cache=target/boards/cache/$DEB_ARCH
 mkdir -p "$cache"
@@ -36,7 +43,7 @@ if [ ! -d "$x/bin" ]; then
   for deb in "$cache"/*.deb; do dpkg-deb -x "$deb" "$x"; done
 fi
 
-out=target/boards/$board
+out=${GWE_IMAGE_OUT:-target/boards/$board}
 root=$out/rootfs
 rm -rf "$root"
 mkdir -p "$out" "$root"/{bin,sbin,usr/bin,usr/sbin,lib/modules,proc,sys,dev,run,tmp,var/lib/gwe,var/log/gwe,var/run,etc/init.d}

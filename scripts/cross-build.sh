@@ -12,6 +12,6 @@ esac
 shift
 scripts/setup-cross.sh >/dev/null
 RUSTC=/usr/bin/rustc cargo build --locked --release --target "$target" --bin gwe "$@"
-bin="target/$target/release/gwe"
+bin="${CARGO_TARGET_DIR:-target}/$target/release/gwe"
 "$strip" "$bin" 2>/dev/null || true
 echo "$bin $(stat -c %s "$bin") bytes"

@@ -24,6 +24,7 @@ commands:
   pkg build DIR|FILE [--out DIR] [--key PATH]
                                 make NAME.vVERSION.tar.gz from DIR/build.json (and sign it)
   check-config                  read the config file and report problems
+  check                         check the data partition (queue, apps, state files); read-only
 
 options:
   --config PATH   config file (default /etc/gwe/gwe.toml)
@@ -42,6 +43,8 @@ pub enum Command {
         limit: Option<u64>,
     },
     CheckConfig,
+    /// A read-only check of the data partition.
+    Check,
     /// A request for the running agent's control socket.
     Ctl {
         request: String,
@@ -95,6 +98,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli, 
         ["queue", "stats"] => Command::QueueStats { json },
         ["queue", "dump"] => Command::QueueDump { limit },
         ["check-config"] => Command::CheckConfig,
+        ["check"] => Command::Check,
         ["app", "list"] => Command::Ctl { request: "app list".into(), json },
         ["app", "install", file] => {
             // The agent resolves the path, so send it absolute.

@@ -82,6 +82,23 @@ fn main() -> ExitCode {
             println!("{}: ok", cli.config.display());
             Ok(())
         }
+        Command::Check => {
+            let r = gwe::check::check(&cfg);
+            for l in &r.checked {
+                println!("ok: {l}");
+            }
+            for l in &r.notes {
+                println!("note: {l}");
+            }
+            for l in &r.errors {
+                println!("error: {l}");
+            }
+            if r.errors.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} problems on the data partition", r.errors.len()))
+            }
+        }
         Command::Help
         | Command::Version
         | Command::PkgKeygen { .. }

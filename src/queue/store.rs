@@ -143,7 +143,7 @@ impl Store {
             self.roll(first_seq)?;
         }
         let off = self.active_mut().bytes;
-        let res = self.active.write_all_at(batch, off).and_then(|()| self.active.sync_data());
+        let res = self.active.write_all_at(batch, off).and_then(|()| sync_append(&self.active));
         match res {
             Ok(()) => {
                 self.active_mut().bytes += batch.len() as u64;
@@ -285,4 +285,12 @@ fn quarantine_file(dir: &Path, base: u64) -> io::Result<()> {
     fs::rename(dir.join(&name), cdir.join(&name))?;
     fsio::sync_dir(&cdir)?;
     fsio::sync_dir(dir)
+}
+
+/// Makes an appended batch durable before its producers are told it is stored.
+fn sync_append(f: &File) -> io::Result<()> {
+    if cfg!(feature = "test-skip-queue-fsync") {
+        return Ok(());
+    }
+    f.sync_data()
 }

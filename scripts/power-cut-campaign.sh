@@ -1,0 +1,282 @@
+#!/usr/bin/env bash
+# Power-cut campaign on an emulated ARM board (docs/power-cut-campaign.md).
+#
+# Every cycle boots the board on the same data disk. The board's campaign hook waits for the
+# agent init started, prints what the host checks, and lets the workload go: two apps writing
+# to GMQ as fast as they can (each acknowledged value goes to the console), an app logging
+# fast into a rotating log, and, from the host, an OTA install (every fourth one a version
+# that fails and must be rolled back) and an edge command that rewrites the apps'
+# configuration. At a random moment the emulator is killed: a power cut. The next boot checks:
+#   acked   every value the agent acknowledged is still queued or already at the hub
+#   files   `gwe check`: no queue record, app version, state file or database damaged
+#   apps    each app RUNNING; the OTA app is the old or the new version, whole (the digest of
+#           its files is the package's), never the failing one
+#   config  apps.json is the configuration before the cut's command or after it, never neither
+#   agent   init started the agent; nobody helped
+#
+#   scripts/power-cut-campaign.sh [--cycles N] [--board B] [--disk plain|drop|tear]
+#                                 [--window SECONDS] [--seed S] [--out DIR] [--expect-fail]
+#
+# --disk plain   the guest's writes all reach the disk image (killing QEMU drops only the
+#                guest's own caches)
+# --disk drop|tear  the data disk is served by scripts/lossy_disk.py: writes the guest did not
+#                flush are dropped (or a random part of them torn in) at each cut
+# --window S    the cut comes at a random moment 0..S seconds after the workload started
+# --out DIR      where the images, logs and hub database go (default target/campaign/BOARD);
+#                campaigns with different DIRs can run side by side
+# --expect-fail  succeed only if some cycle fails (the campaign's self-test with an agent
+#                built without the queue's fsync: GWE_AGENT_FEATURES=test-skip-queue-fsync)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cycles=20 board=qemu-aarch64-virt disk=plain window=12 seed=$RANDOM expect_fail=0 out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --cycles) cycles=$2; shift ;;
+    --board) board=$2; shift ;;
+    --disk) disk=$2; shift ;;
+    --window) window=$2; shift ;;
+    --seed) seed=$2; shift ;;
+    --out) out=$2; shift ;;
+    --expect-fail) expect_fail=1 ;;
+    *) echo "usage: $0 [--cycles N] [--board B] [--disk plain|drop|tear] [--window S] [--seed S] [--out DIR] [--expect-fail]" >&2; exit 2 ;;
+  esac
+  shift
+done
+case "$disk" in plain | drop | tear) ;; *) echo "--disk is plain, drop or tear" >&2; exit 2 ;; esac
+RANDOM=$seed
+# shellcheck source=/dev/null
+. "board-configs/$board/board.env"
+features=${GWE_AGENT_FEATURES:-}
+out=${out:-target/campaign/$board${features:+-$features}}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+cargo build -q --bin gwe
+cargo build -q --manifest-path hub/Cargo.toml --bin gwe-hub
+gwe=target/debug/gwe
+key=$out/release.key
+[ -f "$key" ] || "$gwe" pkg keygen "$key" > /dev/null
+case "$RUST_TARGET" in aarch64-*) arch=aarch64 ;; *) arch=armv7 ;; esac
+if [ -n "$features" ]; then
+  # A separate target dir, so the variant never replaces the real build.
+  CARGO_TARGET_DIR=target/variant-$features scripts/cross-build.sh "$arch" --features "$features" > /dev/null
+  agent_bin=target/variant-$features/$RUST_TARGET/release/gwe
+else
+  scripts/cross-build.sh "$arch" > /dev/null
+  agent_bin=target/$RUST_TARGET/release/gwe
+fi
+GWE_AGENT_BIN=$agent_bin GWE_IMAGE_OUT=$out GWE_TRUSTED_KEY=$(cat "$key.pub") scripts/build-image.sh "$board" > /dev/null
+data=$out/data.img
+rm -f "$data" "$out"/cycle*.log "$out/disk.log"
+truncate -s "$DATA_SIZE" "$data"
+mkfs.ext4 -q -F "$data"
+
+ns=gwe-cut-$$
+qemu_pid="" hub_pid="" disk_pid=""
+cleanup() {
+  set +e
+  [ -n "$qemu_pid" ] && kill -KILL "$qemu_pid" 2>/dev/null
+  [ -n "$hub_pid" ] && kill -KILL "$hub_pid" 2>/dev/null && wait "$hub_pid" 2>/dev/null
+  [ -n "$disk_pid" ] && kill -TERM "$disk_pid" 2>/dev/null && wait "$disk_pid" 2>/dev/null
+  ip netns del "$ns" 2>/dev/null
+  true
+}
+trap cleanup EXIT
+ip netns add "$ns"
+in_ns() { ip netns exec "$ns" "$@"; }
+in_ns ip link set lo up
+
+if [ "$disk" = plain ]; then
+  drive="file=$data,format=raw,if=virtio"
+else
+  python3 scripts/lossy_disk.py "$data" "$out/disk.sock" --mode "$disk" --seed "$seed" --log "$out/disk.log" &
+  disk_pid=$!
+  for _ in $(seq 50); do [ -S "$out/disk.sock" ] && break; sleep 0.1; done
+  drive="file=nbd+unix:///?socket=$out/disk.sock,format=raw,if=virtio"
+fi
+boot() { # boot CYCLE: starts the board in the background
+  # shellcheck disable=SC2086
+  ip netns exec "$ns" $QEMU $QEMU_ARGS -nographic -no-reboot -kernel "$out/vmlinuz" -initrd "$out/initrd.gz" \
+    -append "console=$CONSOLE panic=-1 quiet gwe.test=campaign gwe.cycle=$1" \
+    -drive "$drive" \
+    -netdev user,id=n0 -device "virtio-net-pci,netdev=n0,mac=$NET_MAC,romfile=" < /dev/null > "$out/cycle$1.log" 2>&1 &
+  qemu_pid=$!
+}
+cut_power() {
+  kill -KILL "$qemu_pid" 2>/dev/null || true
+  wait "$qemu_pid" 2>/dev/null || true
+  qemu_pid=""
+}
+
+port=18080
+rm -f "$out"/hub.db* "$out/operator.token"
+ip netns exec "$ns" hub/target/debug/gwe-hub serve --listen "127.0.0.1:$port" --db "sqlite:$out/hub.db" \
+  --operator-token-file "$out/operator.token" --system-name gwe-hub --advertise "10.0.2.2:$port" \
+  > "$out/hub.log" 2>&1 &
+hub_pid=$!
+for _ in $(seq 100); do in_ns curl -sf "http://127.0.0.1:$port/timestamp" > /dev/null && break; sleep 0.1; done
+op() { # op METHOD PATH [curl args...]: the hub's operator API
+  local m=$1 p=$2
+  shift 2
+  in_ns curl -sf -X "$m" -H "Authorization: Bearer $(cat "$out/operator.token")" "$@" "http://127.0.0.1:$port$p"
+}
+model=$(sed -n 's/^model = "\(.*\)".*/\1/p' "board-configs/$board/rootfs/etc/gwe/gwe.toml")
+serial=$(echo "$NET_MAC" | tr 'a-f' 'A-F')
+dev=$(op POST /api/v1/devices -H 'Content-Type: application/json' \
+  -d "{\"vendor\":\"gwe\",\"model\":\"$model\",\"sn\":\"$serial\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+
+# The OTA packages: sensor 1.K for cycle K, with 2 MB of data so that download, check and
+# unpacking take a while on the board; every fourth version exits at once (rolled back).
+pkgs=$out/pkgs
+rm -rf "$pkgs"
+mkdir -p "$pkgs"
+make_pkg() { # make_pkg VERSION good|bad: builds, signs and uploads; prints the files' digest
+  local v=$1 src=$pkgs/src-$1
+  cp -r board-configs/qemu-common/ota-sample/sensor "$src"
+  echo "{\"name\": \"sensor\", \"version\": \"$v\", \"excludes\": [\"build.json\"]}" > "$src/build.json"
+  head -c 2000000 /dev/urandom > "$src/calibration.bin"
+  [ "$2" = bad ] && printf '#!/bin/sh\necho "sensor %s: cannot start"\nexit 1\n' "$v" > "$src/run.sh"
+  local pkg
+  pkg=$("$gwe" pkg build "$src" --out "$pkgs" --key "$key")
+  for f in "$pkg" "$pkg.sig"; do
+    op PUT "/api/v1/content/gwe/$model/$(basename "$f")" -H 'Content-Type: application/octet-stream' \
+      --data-binary "@$f" > /dev/null
+  done
+  rm -rf "$pkgs/x-$v" && mkdir -p "$pkgs/x-$v" && tar -xzf "$pkg" -C "$pkgs/x-$v"
+  (cd "$pkgs/x-$v" && find . -type f | sort | xargs sha256sum) | sha256sum | cut -c1-16
+}
+declare -A digest_of
+command_ota() { # command_ota VERSION
+  local cmd="{\"install\":[{\"name\":\"sensor.v$1.tar.gz\"}]}"
+  op PUT "/api/v1/devices/$dev/dataports/engine_fetch" -H 'Content-Type: application/json' \
+    -d "$(python3 -c 'import json,sys; print(json.dumps({"value": sys.argv[1]}))' "$cmd")" > /dev/null
+}
+command_edge() { # command_edge CYCLE: a new configuration for the apps
+  op POST "/edge/cmd/$serial" -H 'Content-Type: application/json' \
+    -d "{\"id\":\"c$1\",\"batch\":{\"gwe-hub\":{\"interval_ms\":$((1000 + $1)),\"filter\":[\"w1\"]}},\"config\":{\"cycle\":$1,\"pad\":\"$(head -c 600 /dev/zero | tr '\0' x)\"}}" > /dev/null
+}
+hub_values() { # the w1/w2 values the hub stored last (outstanding values are recent ones)
+  for a in w1 w2; do
+    { op GET "/api/v1/devices/$dev/dataports/$a/history?limit=20000" || echo '[]'; } |
+      python3 -c "import json,sys; [print('$a', p['value']) for p in json.load(sys.stdin)]"
+  done
+}
+
+wait_for() { # wait_for LOG PATTERN SECONDS
+  local i
+  for ((i = 0; i < $3 * 10; i++)); do
+    grep -aq "$2" "$1" && return 0
+    [ -n "$qemu_pid" ] && ! kill -0 "$qemu_pid" 2>/dev/null && return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+digest_of[none]=""
+good_versions="none"        # versions that may be current after the cut (old or new)
+config_ok="none"            # apps.json "cycle" values that may be there after the cut
+outstanding=$out/outstanding.txt   # acknowledged values not yet seen at the hub
+: > "$outstanding"
+failed=0 total_acked=0 boots=0
+printf '%-5s %-7s %-6s %-34s %-28s %s\n' cycle cut_at acked "in flight at the cut" disk checks
+for ((k = 1; k <= cycles + 1; k++)); do
+  log=$out/cycle$k.log
+  boot "$k"
+  boots=$((boots + 1))
+  problems=()
+  if ! wait_for "$log" GWE-CHECK-END 240; then
+    problems+=("the agent did not come up by itself (no check after 240 s)")
+    tail -15 "$log" | sed 's/^/    | /' >&2
+  else
+    log=$out/cycle$k.txt
+    tr -d '\r' < "$out/cycle$k.log" > "$log"
+    # files: gwe check on the board
+    rc=$(grep -ao 'GWE-CHECK-RC [0-9]*' "$log" | cut -d' ' -f2)
+    [ "$rc" = 0 ] || problems+=("gwe check: $(grep -a '^GWE-CHECK error' "$log" | head -3 | tr '\n' ' ')")
+    # acked: everything acknowledged so far is queued on the board or at the hub
+    hub_values | sort -u > "$out/hub.txt"
+    { grep -ao 'GWE-QUEUED w[12] [0-9.]*' "$log" | cut -d' ' -f2- || true; cat "$out/hub.txt"; } | sort -u > "$out/present.txt"
+    missing=$(sort -u "$outstanding" | comm -23 - "$out/present.txt" | wc -l)
+    [ "$missing" -eq 0 ] || problems+=("$missing acknowledged values lost: $(sort -u "$outstanding" | comm -23 - "$out/present.txt" | head -3 | tr '\n' ' ')")
+    sort -u "$outstanding" | comm -23 - "$out/hub.txt" > "$out/still.txt"
+    mv "$out/still.txt" "$outstanding"
+    # apps: all RUNNING; the OTA app old or new and whole
+    notrun=$(grep -a '^GWE-STATUS' "$log" | grep -v ' RUNNING ' | cut -d' ' -f2-3 | tr '\n' ' ' || true)
+    [ -z "$notrun" ] || problems+=("not RUNNING: $notrun")
+    app=$(grep -ao 'GWE-APP sensor [^ ]* [0-9a-f]*' "$log" | head -1 || true)
+    ver=none
+    if [ -n "$app" ]; then
+      read -r _ _ ver dig <<< "$app"
+      case " $good_versions " in
+        *" $ver "*) [ "$dig" = "${digest_of[$ver]}" ] || problems+=("sensor $ver is not whole (files $dig, package ${digest_of[$ver]})") ;;
+        *) problems+=("sensor $ver is current; expected one of: $good_versions") ;;
+      esac
+      grep -aq "^GWE-STATUS sensor  *RUNNING" "$log" || problems+=("sensor is not RUNNING")
+    else
+      case " $good_versions " in *" none "*) ;; *) problems+=("no sensor version is current; expected one of: $good_versions") ;; esac
+    fi
+    # config: old or new
+    conf=$(grep -a '^GWE-CONFIG' "$log" | head -1 | cut -d' ' -f2-)
+    cyc=none
+    if [ -n "$conf" ]; then
+      cyc=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["cycle"])' "$conf" 2>/dev/null) ||
+        problems+=("apps.json does not parse: ${conf:0:60}")
+    fi
+    case " $config_ok " in *" $cyc "*) ;; *) problems+=("apps.json is from cycle $cyc; expected one of: $config_ok") ;; esac
+    qstats=$(grep -a '^GWE-QSTATS' "$log" | head -1 | cut -d' ' -f2-)
+    lost=$(python3 -c 'import json,sys; v=json.loads(sys.argv[1]); print(v["lost_records"] + v["corrupt_segments"])' "$qstats" 2>/dev/null || echo "?")
+    [ "$lost" = 0 ] || problems+=("queue counted $lost lost records or corrupt segments")
+  fi
+  log=$out/cycle$k.log
+  if [ "$k" -gt "$cycles" ]; then
+    # The last boot only checks.
+    cut_at="-" inflight="(final check)" acked=0 dsk=-
+  else
+    # This cycle's work: an OTA install and an edge command, then the cut at a random moment.
+    ver=$(grep -ao 'GWE-APP sensor [^ ]*' "$log" | head -1 | cut -d' ' -f3 || true)
+    ver=${ver:-none}
+    new=1.$k kind=good
+    [ $((k % 4)) -eq 0 ] && kind=bad
+    digest_of[$new]=$(make_pkg "$new" "$kind")
+    command_ota "$new"
+    command_edge "$k"
+    if [ "$kind" = good ]; then good_versions="$ver $new"; else good_versions="$ver"; fi
+    config_ok="$cyc $k"
+    cut_ms=$((RANDOM % (window * 1000)))
+    sleep "$(printf '%d.%03d' $((cut_ms / 1000)) $((cut_ms % 1000)))"
+    fs=$(op GET "/api/v1/devices/$dev/dataports/fetch_status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["value"].split("\n")[0][:30])' 2>/dev/null || echo "?")
+    edge=$(op GET "/edge/cmd/$serial" | python3 -c 'import json,sys; s=json.load(sys.stdin).get("state") or {}; c=s.get("last_command") or {}; print(c.get("id","-"))' 2>/dev/null || echo "?")
+    cut_power
+    dsk=plain
+    if [ "$disk" != plain ]; then
+      # What the lossy disk did with its write cache at this cut (it logs once it saw it).
+      for _ in $(seq 50); do [ "$(wc -l < "$out/disk.log")" -ge "$k" ] && break; sleep 0.1; done
+      dsk=$(sed -n "${k}p" "$out/disk.log" | sed -n 's/.*; \([0-9]*\) unflushed blocks: \([0-9]*\) reached.*/\1 unflushed, \2 kept/p')
+    fi
+    grep -ao 'GWE-ACKED w[12] [0-9.]*' "$log" | cut -d' ' -f2- >> "$outstanding" || true
+    acked=$(grep -ac 'GWE-ACKED w[12]' "$log" || true)
+    total_acked=$((total_acked + acked))
+    cut_at=$(printf '%d.%03ds' $((cut_ms / 1000)) $((cut_ms % 1000)))
+    inflight="ota $new($kind): ${fs:0:18}; edge c$k:$([ "$edge" = "c$k" ] && echo applied || echo pending)"
+  fi
+  if [ ${#problems[@]} -eq 0 ]; then
+    checks="ok (sensor $ver, config $cyc)"
+  else
+    checks="FAIL: $(printf '%s; ' "${problems[@]}")"
+    failed=$((failed + 1))
+  fi
+  printf '%-5s %-7s %-6s %-34s %-28s %s\n' "$k" "$cut_at" "$acked" "$inflight" "$dsk" "$checks"
+  [ "$k" -gt "$cycles" ] && cut_power
+  if [ "$expect_fail" = 1 ] && [ "$failed" -gt 0 ]; then
+    cut_power
+    break
+  fi
+done
+echo "summary: $cycles power cuts on $board (disk: $disk, seed $seed${features:+, agent features: $features}):" \
+  "$total_acked values acknowledged, $((boots - failed)) of $boots boots passed every check"
+if [ "$expect_fail" = 1 ]; then
+  [ "$failed" -gt 0 ] && { echo "the campaign caught the broken agent, as it must"; exit 0; }
+  echo "the campaign did NOT catch the broken agent" >&2
+  exit 1
+fi
+[ "$failed" -eq 0 ]
