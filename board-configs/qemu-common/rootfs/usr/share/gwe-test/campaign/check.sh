@@ -28,8 +28,12 @@ done
 rc=$?
 while read -r line; do say "GWE-CHECK $line"; done < /tmp/check.out
 say "GWE-CHECK-RC $rc"
-say "GWE-QSTATS $(/usr/bin/gwe queue stats --json)"
-/usr/bin/gwe queue dump | while read -r _seq _ts alias value; do
+stats=$(/usr/bin/gwe queue stats --json)
+say "GWE-QSTATS $stats"
+# What the hub has not confirmed yet (the host finds the rest at the hub).
+fwd=$(echo "$stats" | sed -n 's/.*"forwarder":\([0-9]*\).*/\1/p')
+/usr/bin/gwe queue dump | while read -r seq _ts alias value; do
+    [ "$seq" -gt "${fwd:-0}" ] || continue
     case "$alias" in w1 | w2) say "GWE-QUEUED $alias $value" ;; esac
 done
 for d in /var/lib/gwe/apps/*/; do
