@@ -15,7 +15,8 @@
 #   agent   init started the agent; nobody helped
 #
 #   scripts/power-cut-campaign.sh [--cycles N] [--board B] [--disk plain|drop|tear]
-#                                 [--window SECONDS] [--seed S] [--out DIR] [--expect-fail]
+#                                 [--window SECONDS] [--seed S] [--out DIR] [--no-faults]
+#                                 [--expect-fail]
 #
 # --disk plain   the guest's writes all reach the disk image (killing QEMU drops only the
 #                guest's own caches)
@@ -24,11 +25,15 @@
 # --window S    the cut comes at a random moment 0..S seconds after the workload started
 # --out DIR      where the images, logs and hub database go (default target/campaign/BOARD);
 #                campaigns with different DIRs can run side by side
+# --no-faults    no disk-full (cycles 5, 15, ...) or read-only (cycles 10, 20, ...) faults: in
+#                those, the data partition fills up for 12 s (the agent must report it, keep
+#                supervising, and recover: a new OTA install works, writes are acknowledged
+#                again) or an ext4 error turns it read-only (reported, apps supervised)
 # --expect-fail  succeed only if some cycle fails (the campaign's self-test with an agent
 #                built without the queue's fsync: GWE_AGENT_FEATURES=test-skip-queue-fsync)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cycles=20 board=qemu-aarch64-virt disk=plain window=12 seed=$RANDOM expect_fail=0 out=""
+cycles=20 board=qemu-aarch64-virt disk=plain window=12 seed=$RANDOM expect_fail=0 out="" faults=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --cycles) cycles=$2; shift ;;
@@ -38,6 +43,7 @@ while [ $# -gt 0 ]; do
     --seed) seed=$2; shift ;;
     --out) out=$2; shift ;;
     --expect-fail) expect_fail=1 ;;
+    --no-faults) faults=0 ;;
     *) echo "usage: $0 [--cycles N] [--board B] [--disk plain|drop|tear] [--window S] [--seed S] [--out DIR] [--expect-fail]" >&2; exit 2 ;;
   esac
   shift
@@ -94,10 +100,16 @@ else
   for _ in $(seq 50); do [ -S "$out/disk.sock" ] && break; sleep 0.1; done
   drive="file=nbd+unix:///?socket=$out/disk.sock,format=raw,if=virtio"
 fi
+fault_of() { # fault_of CYCLE: the data partition's fault in that cycle, if any
+  [ "$faults" = 1 ] || return 0
+  case $(($1 % 10)) in 5) echo full ;; 0) echo ro ;; esac
+}
 boot() { # boot CYCLE: starts the board in the background
+  local f
+  f=$(fault_of "$1")
   # shellcheck disable=SC2086
   ip netns exec "$ns" $QEMU $QEMU_ARGS -nographic -no-reboot -kernel "$out/vmlinuz" -initrd "$out/initrd.gz" \
-    -append "console=$CONSOLE panic=-1 quiet gwe.test=campaign gwe.cycle=$1" \
+    -append "console=$CONSOLE panic=-1 quiet gwe.test=campaign gwe.cycle=$1${f:+ gwe.fault=$f}" \
     -drive "$drive" \
     -netdev user,id=n0 -device "virtio-net-pci,netdev=n0,mac=$NET_MAC,romfile=" < /dev/null > "$out/cycle$1.log" 2>&1 &
   qemu_pid=$!
@@ -160,6 +172,45 @@ hub_values() { # the w1/w2 values the hub stored last (outstanding values are re
     { op GET "/api/v1/devices/$dev/dataports/$a/history?limit=20000" || echo '[]'; } |
       python3 -c "import json,sys; [print('$a', p['value']) for p in json.load(sys.stdin)]"
   done
+}
+
+fault_status_ok() { # fault_status_ok LOG ERROR: during the fault every app ran and the agent reported ERROR
+  local n bad
+  n=$(grep -ac '^GWE-STATUS' "$out/cycle$k.txt")
+  bad=$(tr -d '\r' < "$1" | grep -a '^GWE-FAULT-STATUS' | awk -v n="$n" '{ c = gsub(/ RUNNING /, "&"); if (c < n) print }' | head -1)
+  [ -z "$bad" ] || problems+=("an app stopped running during the fault: ${bad:0:120}")
+  grep -a '^GWE-FAULT-STATUS' "$1" | grep -q "fault: .*$2" || problems+=("the agent did not report '$2' (gwe ctl status)")
+}
+fault_full() { # the disk fills up as the OTA download starts, then frees up; the agent must carry on
+  wait_for "$log" "GWE-FAULT full" 60 || { problems+=("the disk did not fill"); return; }
+  # shellcheck disable=SC2154
+  command_ota "$new"
+  wait_for "$log" "GWE-FAULT cleared" 60 || { problems+=("the disk-full fault did not end"); return; }
+  local fs
+  fs=$(op GET "/api/v1/devices/$dev/dataports/fetch_status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["value"])' || true)
+  case "$fs" in *"No space left"* | *"not enough free space"*) ;; *) problems+=("fetch_status does not report the full disk: ${fs:0:80}") ;; esac
+  fault_status_ok "$log" "No space left"
+  # Recovery: a new install works now, and the apps' writes are acknowledged again.
+  local again=$new.1
+  digest_of[$again]=$(make_pkg "$again" good)
+  command_ota "$again"
+  local i
+  for ((i = 0; i < 120; i++)); do
+    fs=$(op GET "/api/v1/devices/$dev/dataports/fetch_status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["value"])' || true)
+    case "$fs" in "installed sensor $again"*) break ;; esac
+    sleep 0.5
+  done
+  case "$fs" in "installed sensor $again"*) ;; *) problems+=("no recovery: installing $again after the disk-full fault: ${fs:0:80}") ;; esac
+  tr -d '\r' < "$log" | sed -n '/GWE-FAULT cleared/,$p' | grep -q 'GWE-ACKED' ||
+    problems+=("no value acknowledged after the disk had space again")
+  good_versions="$ver $new $again"
+  fault_note="disk full: reported, recovered"
+}
+fault_ro() { # an ext4 error makes the partition read-only; the agent must keep supervising
+  wait_for "$log" "GWE-FAULT stays" 60 || { problems+=("the read-only fault did not come"); return; }
+  grep -aq 'GWE-FAULT ro: writes refused' "$log" || problems+=("the partition did not turn read-only")
+  fault_status_ok "$log" "Read-only file system"
+  fault_note="read-only: reported, supervised"
 }
 
 wait_for() { # wait_for LOG PATTERN SECONDS
@@ -237,11 +288,16 @@ for ((k = 1; k <= cycles + 1; k++)); do
     ver=${ver:-none}
     new=1.$k kind=good
     [ $((k % 4)) -eq 0 ] && kind=bad
-    digest_of[$new]=$(make_pkg "$new" "$kind")
-    command_ota "$new"
+    fault=$(fault_of "$k") fault_note=""
+    [ "$fault" = ro ] || digest_of[$new]=$(make_pkg "$new" "$kind")
+    [ -n "$fault" ] || command_ota "$new"
     command_edge "$k"
     if [ "$kind" = good ]; then good_versions="$ver $new"; else good_versions="$ver"; fi
     config_ok="$cyc $k"
+    case "$fault" in
+      full) fault_full ;;
+      ro) fault_ro; good_versions="$ver" ;;
+    esac
     cut_ms=$((RANDOM % (window * 1000)))
     sleep "$(printf '%d.%03d' $((cut_ms / 1000)) $((cut_ms % 1000)))"
     fs=$(op GET "/api/v1/devices/$dev/dataports/fetch_status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["value"].split("\n")[0][:30])' 2>/dev/null || echo "?")
@@ -258,6 +314,7 @@ for ((k = 1; k <= cycles + 1; k++)); do
     total_acked=$((total_acked + acked))
     cut_at=$(printf '%d.%03ds' $((cut_ms / 1000)) $((cut_ms % 1000)))
     inflight="ota $new($kind): ${fs:0:18}; edge c$k:$([ "$edge" = "c$k" ] && echo applied || echo pending)"
+    [ -z "$fault_note" ] || inflight="$fault_note; $inflight"
   fi
   if [ ${#problems[@]} -eq 0 ]; then
     checks="ok (sensor $ver, config $cyc)"

@@ -67,7 +67,7 @@ fn answer(req: &str, apps: &Installer) -> Value {
         Err(e) => json!({"ok": false, "error": e}),
     };
     match words.as_slice() {
-        ["status"] => json!({"ok": true, "apps": sup.status()}),
+        ["status"] => json!({"ok": true, "apps": sup.status(), "faults": crate::health::list()}),
         ["status", name] => match sup.status().into_iter().find(|a| a.name == *name) {
             Some(a) => json!({"ok": true, "apps": [a]}),
             None => json!({"ok": false, "error": format!("no such app: {name}")}),
@@ -164,6 +164,11 @@ pub fn client(run_dir: &Path, request: &str, json_out: bool) -> Outcome {
     } else if let Some(apps) = v.get("apps").and_then(Value::as_array) {
         for a in apps {
             println!("{}", status_line(a));
+        }
+        // Faults go to stderr: stdout keeps supervisorctl's format for scripts.
+        for f in v.get("faults").and_then(Value::as_array).into_iter().flatten() {
+            let s = |k: &str| f[k].as_str().unwrap_or("?").to_string();
+            eprintln!("gwe ctl: fault: {} cannot write: {} ({} failed writes)", s("part"), s("error"), f["count"]);
         }
     }
     if v.get("ok").and_then(Value::as_bool) == Some(true) {

@@ -27,9 +27,13 @@ pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<()> 
         fs::rename(&tmp, path)?;
         sync_dir(dir)
     })();
-    if result.is_err() {
-        // Best effort: the temp file is garbage whether or not this succeeds.
-        let _ = fs::remove_file(&tmp);
+    match &result {
+        Ok(()) => crate::health::ok(&path.to_string_lossy()),
+        Err(e) => {
+            crate::health::failed(&path.to_string_lossy(), e);
+            // Best effort: the temp file is garbage whether or not this succeeds.
+            let _ = fs::remove_file(&tmp);
+        }
     }
     result
 }

@@ -10,6 +10,7 @@ pub mod ctl;
 pub mod edge;
 pub mod forwarder;
 pub mod fsio;
+pub mod health;
 pub mod identity;
 pub mod ingest;
 pub mod logging;

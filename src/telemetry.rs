@@ -127,7 +127,12 @@ pub fn engine_report(apps: &Installer) -> Value {
             }})
         })
         .collect();
-    json!({ "apps": list, "engine_version": crate::ota::selfupdate::version() })
+    let mut report = json!({ "apps": list, "engine_version": crate::ota::selfupdate::version() });
+    let faults = crate::health::list();
+    if !faults.is_empty() {
+        report["faults"] = json!(faults);
+    }
+    report
 }
 
 /// Appends `alias=value` to the queue as a point stamped now.

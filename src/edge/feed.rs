@@ -19,9 +19,11 @@ pub fn run(mut db: EdgeDb, mut consumer: Consumer, max_points: u64, sh: &Shared)
     };
     while !sh.stopped() {
         match once(&mut db, &mut consumer, max_points, &mut fed) {
-            Ok(_) => {}
+            Ok(0) => {}
+            Ok(_) => crate::health::ok("edge store"),
             Err(e) => {
                 log::error!("edge: storing points: {e}; trying again");
+                crate::health::failed("edge store", &e);
                 consumer.rewind();
                 if sh.stop.sleep(Duration::from_secs(5)) {
                     return;

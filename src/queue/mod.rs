@@ -614,7 +614,10 @@ impl Inner {
                 store.append(batch, first)
             };
             match res {
-                Ok(()) => return Ok(Written { disk_bytes: store.disk_bytes(), first_seq: store.first_seq(), lost }),
+                Ok(()) => {
+                    crate::health::ok("queue");
+                    return Ok(Written { disk_bytes: store.disk_bytes(), first_seq: store.first_seq(), lost });
+                }
                 Err(e) if is_disk_full(&e) && drop_oldest && store.disk_bytes() > SEG_HEADER_LEN as u64 => {
                     let min_ack = lock(&self.state).acks.iter().copied().min().unwrap_or(0);
                     match store.drop_oldest(first) {
@@ -631,6 +634,7 @@ impl Inner {
                 }
                 Err(e) => {
                     log::error!("queue {}: writing a batch failed: {e}", self.dir.display());
+                    crate::health::failed("queue", &e);
                     return Err(fail(&e));
                 }
             }

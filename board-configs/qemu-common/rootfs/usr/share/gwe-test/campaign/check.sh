@@ -47,7 +47,41 @@ done
 say "GWE-CONFIG $(tr -d '\n ' < /var/lib/gwe/config/apps.json 2>/dev/null)"
 say "GWE-CHECK-END"
 touch /run/gwe-campaign-go
+# A fault of the data partition while the workload runs (gwe.fault= on the command line):
+#   full  fill it up for 12 s, then free the space again
+#   ro    an ext4 error: the kernel turns it read-only (errors=remount-ro) until the reboot
+fault=$(sed -n 's/.*gwe\.fault=\([a-z]*\).*/\1/p' /proc/cmdline)
+report_fault() {
+    /usr/bin/gwe ctl status > /tmp/fstatus 2>&1
+    say "GWE-FAULT-STATUS $(tr -s ' ' < /tmp/fstatus | tr '\n' ';')"
+}
+case "$fault" in
+    full)
+        sleep 2
+        dd if=/dev/zero of=/var/lib/gwe/ballast bs=65536 2> /dev/null
+        say "GWE-FAULT full: $(df -k /var/lib/gwe | tail -1 | tr -s ' ')"
+        i=0
+        while [ $i -lt 6 ]; do report_fault; sleep 2; i=$((i + 1)); done
+        rm -f /var/lib/gwe/ballast
+        say "GWE-FAULT cleared"
+        ;;
+    ro)
+        sleep 2
+        echo 1 > /sys/fs/ext4/vda/trigger_fs_error
+        sleep 1
+        if touch /var/lib/gwe/.ro-probe 2> /dev/null; then
+            rm -f /var/lib/gwe/.ro-probe
+            say "GWE-FAULT ro: still writable"
+        else
+            say "GWE-FAULT ro: writes refused"
+        fi
+        i=0
+        while [ $i -lt 4 ]; do report_fault; sleep 2; i=$((i + 1)); done
+        say "GWE-FAULT stays until the reboot"
+        ;;
+esac
 while true; do
+    [ -n "$fault" ] && report_fault
     say "GWE-REPORT uptime=$(cut -d' ' -f1 /proc/uptime) $(/usr/bin/gwe ctl status 2>&1 | tr -s ' ' | tr '\n' ';')"
     sleep 2
 done
