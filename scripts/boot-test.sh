@@ -27,7 +27,8 @@ rm -f "$data"
 truncate -s "$DATA_SIZE" "$data"
 mkfs.ext4 -q -F "$data"
 
-ns=gwe-boot-$$
+# shellcheck source=scripts/board-host.sh
+. scripts/board-host.sh
 qemu_pid=""
 hub_pid=""
 cleanup() {
@@ -38,9 +39,7 @@ cleanup() {
   true
 }
 trap cleanup EXIT
-ip netns add "$ns"
-in_ns() { ip netns exec "$ns" "$@"; }
-in_ns ip link set lo up
+ns_up gwe-boot-$$
 
 # romfile= : no PXE option ROM for the NIC (it is for network boot, and comes from a package,
 # ipxe-qemu, a minimal machine does not have).
@@ -55,48 +54,16 @@ boot() { # boot MODE LOG: starts the board in the background
 }
 
 # The hub, on the namespace's loopback: the board reaches it as 10.0.2.2:18080.
-port=18080
-rm -f "$out"/hub.db* "$out/operator.token"
-ip netns exec "$ns" hub/target/debug/gwe-hub serve --listen "127.0.0.1:$port" --db "sqlite:$out/hub.db" \
-  --operator-token-file "$out/operator.token" --system-name gwe-hub --advertise "10.0.2.2:$port" \
-  > "$out/hub.log" 2>&1 &
-hub_pid=$!
-for _ in $(seq 100); do in_ns curl -sf "http://127.0.0.1:$port/timestamp" > /dev/null && break; sleep 0.1; done
-op() { # op METHOD PATH [curl args...]: the hub's operator API
-  local m=$1 p=$2
-  shift 2
-  in_ns curl -sf -X "$m" -H "Authorization: Bearer $(cat "$out/operator.token")" "$@" "http://127.0.0.1:$port$p"
-}
-json() { python3 -c "import json,sys; v=json.load(sys.stdin); print($1)"; }
-model=$(sed -n 's/^model = "\(.*\)".*/\1/p' "board-configs/$board/rootfs/etc/gwe/gwe.toml")
-serial=$(echo "$NET_MAC" | tr 'a-f' 'A-F')
-dev=$(op POST /api/v1/devices -H 'Content-Type: application/json' \
-  -d "{\"vendor\":\"gwe\",\"model\":\"$model\",\"sn\":\"$serial\"}" | json 'v["id"]')
+hub_up
+whitelist
 pkg=$("$gwe" pkg build board-configs/qemu-common/ota-sample/sensor --out "$out" --key "$key")
-for f in "$pkg" "$pkg.sig"; do
-  op PUT "/api/v1/content/gwe/$model/$(basename "$f")" -H 'Content-Type: application/octet-stream' \
-    --data-binary "@$f" > /dev/null
-done
-cmd='{"install":[{"name":"sensor.v1.0.tar.gz"}]}'
-op PUT "/api/v1/devices/$dev/dataports/engine_fetch" -H 'Content-Type: application/json' \
-  -d "$(python3 -c 'import json,sys; print(json.dumps({"value": sys.argv[1]}))' "$cmd")" > /dev/null
+upload "$pkg" "$pkg.sig"
+command_install sensor.v1.0.tar.gz
 # The edge path: the board's agent fetches this through ctrlpoll and batches "tick" here.
 op POST "/edge/cmd/$serial" -H 'Content-Type: application/json' \
   -d '{"id":"boot","batch":{"gwe-hub":{"interval_ms":2000,"filter":["tick"]}}}' > /dev/null
 echo "hub up; device $dev ($serial) whitelisted; $(basename "$pkg") uploaded and commanded"
-dataport() { op GET "/api/v1/devices/$dev/dataports/$1" | json 'v["value"]'; }
 history() { op GET "/api/v1/devices/$dev/dataports/$1/history?limit=100000" | json '"\n".join(p["value"] for p in v)'; }
-
-wait_for() { # wait_for LOG PATTERN SECONDS
-  local i
-  for ((i = 0; i < $3 * 10; i++)); do
-    grep -q "$2" "$1" && return 0
-    sleep 0.1
-  done
-  echo "boot-test: no '$2' in $1 after $3 s; console:" >&2
-  tail -20 "$1" >&2
-  return 1
-}
 acked() { grep -ao 'GWE-ACKED [0-9]*' "$1" | cut -d' ' -f2 | sort -n | uniq; }
 
 echo "--- boot 1: first boot, then a clean reboot"

@@ -77,7 +77,8 @@ rm -f "$data" "$out"/cycle*.log "$out/disk.log"
 truncate -s "$DATA_SIZE" "$data"
 mkfs.ext4 -q -F "$data"
 
-ns=gwe-cut-$$
+# shellcheck source=scripts/board-host.sh
+. scripts/board-host.sh
 qemu_pid="" hub_pid="" disk_pid=""
 cleanup() {
   set +e
@@ -88,9 +89,7 @@ cleanup() {
   true
 }
 trap cleanup EXIT
-ip netns add "$ns"
-in_ns() { ip netns exec "$ns" "$@"; }
-in_ns ip link set lo up
+ns_up gwe-cut-$$
 
 if [ "$disk" = plain ]; then
   drive="file=$data,format=raw,if=virtio"
@@ -120,22 +119,8 @@ cut_power() {
   qemu_pid=""
 }
 
-port=18080
-rm -f "$out"/hub.db* "$out/operator.token"
-ip netns exec "$ns" hub/target/debug/gwe-hub serve --listen "127.0.0.1:$port" --db "sqlite:$out/hub.db" \
-  --operator-token-file "$out/operator.token" --system-name gwe-hub --advertise "10.0.2.2:$port" \
-  > "$out/hub.log" 2>&1 &
-hub_pid=$!
-for _ in $(seq 100); do in_ns curl -sf "http://127.0.0.1:$port/timestamp" > /dev/null && break; sleep 0.1; done
-op() { # op METHOD PATH [curl args...]: the hub's operator API
-  local m=$1 p=$2
-  shift 2
-  in_ns curl -sf -X "$m" -H "Authorization: Bearer $(cat "$out/operator.token")" "$@" "http://127.0.0.1:$port$p"
-}
-model=$(sed -n 's/^model = "\(.*\)".*/\1/p' "board-configs/$board/rootfs/etc/gwe/gwe.toml")
-serial=$(echo "$NET_MAC" | tr 'a-f' 'A-F')
-dev=$(op POST /api/v1/devices -H 'Content-Type: application/json' \
-  -d "{\"vendor\":\"gwe\",\"model\":\"$model\",\"sn\":\"$serial\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+hub_up
+whitelist
 
 # The OTA packages: sensor 1.K for cycle K, with 2 MB of data so that download, check and
 # unpacking take a while on the board; every fourth version exits at once (rolled back).
@@ -150,19 +135,12 @@ make_pkg() { # make_pkg VERSION good|bad: builds, signs and uploads; prints the 
   [ "$2" = bad ] && printf '#!/bin/sh\necho "sensor %s: cannot start"\nexit 1\n' "$v" > "$src/run.sh"
   local pkg
   pkg=$("$gwe" pkg build "$src" --out "$pkgs" --key "$key")
-  for f in "$pkg" "$pkg.sig"; do
-    op PUT "/api/v1/content/gwe/$model/$(basename "$f")" -H 'Content-Type: application/octet-stream' \
-      --data-binary "@$f" > /dev/null
-  done
+  upload "$pkg" "$pkg.sig"
   rm -rf "$pkgs/x-$v" && mkdir -p "$pkgs/x-$v" && tar -xzf "$pkg" -C "$pkgs/x-$v"
   (cd "$pkgs/x-$v" && find . -type f | sort | xargs sha256sum) | sha256sum | cut -c1-16
 }
 declare -A digest_of
-command_ota() { # command_ota VERSION
-  local cmd="{\"install\":[{\"name\":\"sensor.v$1.tar.gz\"}]}"
-  op PUT "/api/v1/devices/$dev/dataports/engine_fetch" -H 'Content-Type: application/json' \
-    -d "$(python3 -c 'import json,sys; print(json.dumps({"value": sys.argv[1]}))' "$cmd")" > /dev/null
-}
+command_ota() { command_install "sensor.v$1.tar.gz"; }
 command_edge() { # command_edge CYCLE: a new configuration for the apps
   op POST "/edge/cmd/$serial" -H 'Content-Type: application/json' \
     -d "{\"id\":\"c$1\",\"batch\":{\"gwe-hub\":{\"interval_ms\":$((1000 + $1)),\"filter\":[\"w1\"]}},\"config\":{\"cycle\":$1,\"pad\":\"$(head -c 600 /dev/zero | tr '\0' x)\"}}" > /dev/null
@@ -187,7 +165,7 @@ fault_full() { # the disk fills up as the OTA download starts, then frees up; th
   command_ota "$new"
   wait_for "$log" "GWE-FAULT cleared" 60 || { problems+=("the disk-full fault did not end"); return; }
   local fs
-  fs=$(op GET "/api/v1/devices/$dev/dataports/fetch_status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["value"])' || true)
+  fs=$(dataport fetch_status || true)
   case "$fs" in *"No space left"* | *"not enough free space"*) ;; *) problems+=("fetch_status does not report the full disk: ${fs:0:80}") ;; esac
   fault_status_ok "$log" "No space left"
   # Recovery: a new install works now, and the apps' writes are acknowledged again.
@@ -196,7 +174,7 @@ fault_full() { # the disk fills up as the OTA download starts, then frees up; th
   command_ota "$again"
   local i
   for ((i = 0; i < 120; i++)); do
-    fs=$(op GET "/api/v1/devices/$dev/dataports/fetch_status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["value"])' || true)
+    fs=$(dataport fetch_status || true)
     case "$fs" in "installed sensor $again"*) break ;; esac
     sleep 0.5
   done
@@ -213,16 +191,6 @@ fault_ro() { # an ext4 error makes the partition read-only; the agent must keep 
   fault_note="read-only: reported, supervised"
 }
 
-wait_for() { # wait_for LOG PATTERN SECONDS
-  local i
-  for ((i = 0; i < $3 * 10; i++)); do
-    grep -aq "$2" "$1" && return 0
-    [ -n "$qemu_pid" ] && ! kill -0 "$qemu_pid" 2>/dev/null && return 1
-    sleep 0.1
-  done
-  return 1
-}
-
 digest_of[none]=""
 good_versions="none"        # versions that may be current after the cut (old or new)
 config_ok="none"            # apps.json "cycle" values that may be there after the cut
@@ -237,7 +205,6 @@ for ((k = 1; k <= cycles + 1; k++)); do
   problems=()
   if ! wait_for "$log" GWE-CHECK-END 240; then
     problems+=("the agent did not come up by itself (no check after 240 s)")
-    tail -15 "$log" | sed 's/^/    | /' >&2
   else
     log=$out/cycle$k.txt
     tr -d '\r' < "$out/cycle$k.log" > "$log"
@@ -300,7 +267,7 @@ for ((k = 1; k <= cycles + 1; k++)); do
     esac
     cut_ms=$((RANDOM % (window * 1000)))
     sleep "$(printf '%d.%03d' $((cut_ms / 1000)) $((cut_ms % 1000)))"
-    fs=$(op GET "/api/v1/devices/$dev/dataports/fetch_status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["value"].split("\n")[0][:30])' 2>/dev/null || echo "?")
+    fs=$(dataport fetch_status 2>/dev/null | head -1 || echo "?")
     edge=$(op GET "/edge/cmd/$serial" | python3 -c 'import json,sys; s=json.load(sys.stdin).get("state") or {}; c=s.get("last_command") or {}; print(c.get("id","-"))' 2>/dev/null || echo "?")
     cut_power
     dsk=plain
@@ -313,7 +280,9 @@ for ((k = 1; k <= cycles + 1; k++)); do
     acked=$(grep -ac 'GWE-ACKED w[12]' "$log" || true)
     total_acked=$((total_acked + acked))
     cut_at=$(printf '%d.%03ds' $((cut_ms / 1000)) $((cut_ms % 1000)))
-    inflight="ota $new($kind): ${fs:0:18}; edge c$k:$([ "$edge" = "c$k" ] && echo applied || echo pending)"
+    ota="ota $new($kind): ${fs:0:24}"
+    [ "$fault" = ro ] && ota="no ota"
+    inflight="$ota; edge c$k:$([ "$edge" = "c$k" ] && echo applied || echo pending)"
     [ -z "$fault_note" ] || inflight="$fault_note; $inflight"
   fi
   if [ ${#problems[@]} -eq 0 ]; then

@@ -18,7 +18,7 @@ cargo fmt --manifest-path hub/Cargo.toml -- --check
 
 step "shellcheck (init scripts and project scripts)"
 shellcheck -x init/sysv/gwe scripts/*.sh .ci/run
-shellcheck -s sh board-configs/*/rootfs/etc/init.d/* board-configs/*/rootfs/usr/share/gwe-test/*.sh board-configs/*/ota-sample/*/*.sh
+shellcheck -s sh board-configs/*/rootfs/etc/init.d/* board-configs/*/rootfs/usr/share/gwe-test/*.sh board-configs/*/rootfs/usr/share/gwe-test/*/*.sh board-configs/*/ota-sample/*/*.sh
 
 step "clippy (warnings are errors; incompatible_msrv denied against rust-version)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -59,6 +59,11 @@ scripts/test-arm.sh aarch64 armv7
 step "the emulated aarch64 and armv7 boards: boot, clean reboot, power cut"
 scripts/boot-test.sh qemu-aarch64-virt
 scripts/boot-test.sh qemu-armv7-virt
+
+step "power-cut campaign on the aarch64 board, 20 cycles, a disk that tears unflushed writes (full size: --cycles 1000)"
+scripts/power-cut-campaign.sh --cycles 20 --disk tear
+step "the campaign's self-test: an agent without the queue's fsync must fail it"
+GWE_AGENT_FEATURES=test-skip-queue-fsync scripts/power-cut-campaign.sh --cycles 3 --disk drop --expect-fail
 
 step "fuzz the segment decoder (30 s)"
 scripts/fuzz.sh --seconds 30

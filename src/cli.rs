@@ -138,6 +138,8 @@ mod tests {
         assert_eq!((c.config, c.command), (PathBuf::from("/tmp/x.toml"), Command::QueueStats { json: true }));
         assert_eq!(p("queue dump --limit 5").unwrap().command, Command::QueueDump { limit: Some(5) });
         assert!(p("queue explode").is_err());
+        assert_eq!(p("check").unwrap().command, Command::Check);
+        assert!(p("check everything").is_err());
         assert_eq!(
             p("ctl restart modbus --json").unwrap().command,
             Command::Ctl { request: "restart modbus".into(), json: true }
