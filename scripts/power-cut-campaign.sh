@@ -200,6 +200,7 @@ failed=0 total_acked=0 boots=0
 printf '%-5s %-7s %-6s %-34s %-28s %s\n' cycle cut_at acked "in flight at the cut" disk checks
 for ((k = 1; k <= cycles + 1; k++)); do
   log=$out/cycle$k.log
+  : > "$log"
   boot "$k"
   boots=$((boots + 1))
   problems=()
@@ -267,7 +268,8 @@ for ((k = 1; k <= cycles + 1; k++)); do
     esac
     cut_ms=$((RANDOM % (window * 1000)))
     sleep "$(printf '%d.%03d' $((cut_ms / 1000)) $((cut_ms % 1000)))"
-    fs=$(dataport fetch_status 2>/dev/null | head -1 || echo "?")
+    fs=$(dataport fetch_status 2>/dev/null || echo "?")
+    fs=${fs%%$'\n'*}
     edge=$(op GET "/edge/cmd/$serial" | python3 -c 'import json,sys; s=json.load(sys.stdin).get("state") or {}; c=s.get("last_command") or {}; print(c.get("id","-"))' 2>/dev/null || echo "?")
     cut_power
     dsk=plain
