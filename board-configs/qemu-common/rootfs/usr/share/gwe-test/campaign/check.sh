@@ -13,7 +13,7 @@ done
 say "GWE-AGENT-UP uptime=$(cut -d' ' -f1 /proc/uptime)"
 # Let the apps settle: a version a cut left on trial is watched, and rolled back if it fails.
 settled() {
-    /usr/bin/gwe ctl status > /tmp/status 2>&1 || return 1
+    /usr/bin/gwe ctl status > /tmp/status 2> /dev/null || return 1
     grep -v ' RUNNING ' /tmp/status | grep -q . && return 1
     for t in /var/lib/gwe/apps/*/trial; do [ -e "$t" ] && return 1; done
     return 0
@@ -23,7 +23,7 @@ until settled || [ $i -ge 60 ]; do
     sleep 1
     i=$((i + 1))
 done
-/usr/bin/gwe ctl status 2>&1 | while read -r line; do say "GWE-STATUS $line"; done
+/usr/bin/gwe ctl status 2> /dev/null | while read -r line; do say "GWE-STATUS $line"; done
 /usr/bin/gwe check > /tmp/check.out 2>&1
 rc=$?
 while read -r line; do say "GWE-CHECK $line"; done < /tmp/check.out
