@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::install::Installer;
+use super::install::{InstallError, Installer};
 use super::package::PackageName;
 use crate::cloud::{Cloud, CloudError};
 use crate::fsio;
@@ -27,6 +27,8 @@ use crate::stop::{jitter, Stop};
 
 pub const ALIAS: &str = "engine_fetch";
 pub const STATUS: &str = "fetch_status";
+/// How OTA shows in the faults of the data partition (`gwe ctl status`, `engine_report`).
+const HEALTH_PART: &str = "ota downloads";
 /// Tries of one download while the hub is unreachable or the link drops.
 const DOWNLOAD_TRIES: u32 = 6;
 
@@ -195,8 +197,14 @@ impl Fetcher {
     fn install(&self, file: &str, stop: &Stop) -> bool {
         self.status(&format!("downloading {file}"));
         let pkg = match self.download(file, stop) {
-            Ok(p) => p,
+            Ok(p) => {
+                crate::health::ok(HEALTH_PART);
+                p
+            }
             Err(e) => {
+                if e.contains("not enough free space") || e.contains("No space left") {
+                    crate::health::failed(HEALTH_PART, &e);
+                }
                 self.status(&format!("{file}: {e}"));
                 return false;
             }
@@ -211,6 +219,11 @@ impl Fetcher {
                 r.name == super::selfupdate::AGENT && r.output != "already installed"
             }
             Err(e) => {
+                if matches!(e, InstallError::NoSpace { .. })
+                    || matches!(&e, InstallError::Io(_, io) if io.raw_os_error() == Some(libc::ENOSPC))
+                {
+                    crate::health::failed(HEALTH_PART, &e);
+                }
                 self.status(&format!("{file}: {e}"));
                 false
             }
