@@ -12,10 +12,11 @@ ns_up() {
 }
 in_ns() { ip netns exec "$ns" "$@"; }
 
-# hub_up: starts the hub with a fresh database in $out; sets hub_pid, port.
+# hub_up fresh|keep: starts the hub with a fresh database in $out (keep: the one there, and its
+# operator token); sets hub_pid, port.
 hub_up() {
   port=18080
-  rm -f "$out"/hub.db* "$out/operator.token"
+  [ "$1" = keep ] || rm -f "$out"/hub.db* "$out/operator.token"
   ip netns exec "$ns" hub/target/debug/gwe-hub serve --listen "127.0.0.1:$port" --db "sqlite:$out/hub.db" \
     --operator-token-file "$out/operator.token" --system-name gwe-hub --advertise "10.0.2.2:$port" \
     > "$out/hub.log" 2>&1 &

@@ -54,7 +54,7 @@ boot() { # boot MODE LOG: starts the board in the background
 }
 
 # The hub, on the namespace's loopback: the board reaches it as 10.0.2.2:18080.
-hub_up
+hub_up fresh
 whitelist
 pkg=$("$gwe" pkg build board-configs/qemu-common/ota-sample/sensor --out "$out" --key "$key")
 upload "$pkg" "$pkg.sig"

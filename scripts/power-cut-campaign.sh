@@ -17,6 +17,7 @@
 #   scripts/power-cut-campaign.sh [--cycles N] [--board B] [--disk plain|drop|tear]
 #                                 [--window SECONDS] [--seed S] [--out DIR] [--no-faults]
 #                                 [--expect-fail]
+#   scripts/power-cut-campaign.sh --resume --out DIR
 #
 # --disk plain   the guest's writes all reach the disk image (killing QEMU drops only the
 #                guest's own caches)
@@ -31,9 +32,15 @@
 #                again) or an ext4 error turns it read-only (reported, apps supervised)
 # --expect-fail  succeed only if some cycle fails (the campaign's self-test with an agent
 #                built without the queue's fsync: GWE_AGENT_FEATURES=test-skip-queue-fsync)
+# --resume       go on with the paused campaign in DIR: same disk, hub database, agent image,
+#                packages and bookkeeping, from the cycle after the last one it finished
+#
+# A campaign pauses after the current cycle's power cut on SIGINT/SIGTERM or when DIR/pause
+# exists; its state (DIR/state.env) is saved after every cycle, so a long run (--cycles 1000)
+# can be spread over several sittings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cycles=20 board=qemu-aarch64-virt disk=plain window=12 seed=$RANDOM expect_fail=0 out="" faults=1
+cycles=20 board=qemu-aarch64-virt disk=plain window=12 seed=$RANDOM expect_fail=0 out="" faults=1 resume=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --cycles) cycles=$2; shift ;;
@@ -44,15 +51,25 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift ;;
     --expect-fail) expect_fail=1 ;;
     --no-faults) faults=0 ;;
+    --resume) resume=1 ;;
     *) echo "usage: $0 [--cycles N] [--board B] [--disk plain|drop|tear] [--window S] [--seed S] [--out DIR] [--expect-fail]" >&2; exit 2 ;;
   esac
   shift
 done
+if [ "$resume" = 1 ]; then
+  if [ -z "$out" ] || [ ! -f "$out/state.env" ]; then
+    echo "--resume needs --out DIR of a paused campaign (DIR/state.env)" >&2
+    exit 2
+  fi
+  # shellcheck source=/dev/null
+  . "$out/state.env"
+  rm -f "$out/pause"
+fi
 case "$disk" in plain | drop | tear) ;; *) echo "--disk is plain, drop or tear" >&2; exit 2 ;; esac
 RANDOM=$seed
 # shellcheck source=/dev/null
 . "board-configs/$board/board.env"
-features=${GWE_AGENT_FEATURES:-}
+[ "$resume" = 1 ] || features=${GWE_AGENT_FEATURES:-}
 out=${out:-target/campaign/$board${features:+-$features}}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -63,7 +80,9 @@ gwe=target/debug/gwe
 key=$out/release.key
 [ -f "$key" ] || "$gwe" pkg keygen "$key" > /dev/null
 case "$RUST_TARGET" in aarch64-*) arch=aarch64 ;; *) arch=armv7 ;; esac
-if [ -n "$features" ]; then
+if [ "$resume" = 1 ]; then
+  : # the agent image the campaign started with, in $out
+elif [ -n "$features" ]; then
   # A separate target dir, so the variant never replaces the real build.
   CARGO_TARGET_DIR=target/variant-$features scripts/cross-build.sh "$arch" --features "$features" > /dev/null
   agent_bin=target/variant-$features/$RUST_TARGET/release/gwe
@@ -71,11 +90,13 @@ else
   scripts/cross-build.sh "$arch" > /dev/null
   agent_bin=target/$RUST_TARGET/release/gwe
 fi
-GWE_AGENT_BIN=$agent_bin GWE_IMAGE_OUT=$out GWE_TRUSTED_KEY=$(cat "$key.pub") scripts/build-image.sh "$board" > /dev/null
 data=$out/data.img
-rm -f "$data" "$out"/cycle*.log "$out/disk.log"
-truncate -s "$DATA_SIZE" "$data"
-mkfs.ext4 -q -F "$data"
+if [ "$resume" = 0 ]; then
+  GWE_AGENT_BIN=$agent_bin GWE_IMAGE_OUT=$out GWE_TRUSTED_KEY=$(cat "$key.pub") scripts/build-image.sh "$board" > /dev/null
+  rm -f "$data" "$out"/cycle*.log "$out"/cycle*.txt "$out/disk.log" "$out/state.env" "$out/pause"
+  truncate -s "$DATA_SIZE" "$data"
+  mkfs.ext4 -q -F "$data"
+fi
 
 # shellcheck source=scripts/board-host.sh
 . scripts/board-host.sh
@@ -94,6 +115,7 @@ ns_up gwe-cut-$$
 if [ "$disk" = plain ]; then
   drive="file=$data,format=raw,if=virtio"
 else
+  rm -f "$out/disk.sock"
   python3 scripts/lossy_disk.py "$data" "$out/disk.sock" --mode "$disk" --seed "$seed" --log "$out/disk.log" &
   disk_pid=$!
   for _ in $(seq 50); do [ -S "$out/disk.sock" ] && break; sleep 0.1; done
@@ -119,15 +141,18 @@ cut_power() {
   qemu_pid=""
 }
 
-hub_up
-whitelist
+if [ "$resume" = 1 ]; then
+  hub_up keep
+else
+  hub_up fresh
+  whitelist
+fi
 
 # The OTA packages: three good versions of sensor, with 2 MB of data so that download, check
 # and unpacking take a while on the board, and one that exits at once (rolled back). Each
 # cycle installs one that is not current; every fourth cycle, the failing one.
 pkgs=$out/pkgs
-rm -rf "$pkgs"
-mkdir -p "$pkgs"
+[ "$resume" = 1 ] || { rm -rf "$pkgs"; mkdir -p "$pkgs"; }
 make_pkg() { # make_pkg VERSION good|bad: builds, signs and uploads; prints the files' digest
   local v=$1 src=$pkgs/src-$1
   cp -r board-configs/qemu-common/ota-sample/sensor "$src"
@@ -142,8 +167,13 @@ make_pkg() { # make_pkg VERSION good|bad: builds, signs and uploads; prints the 
 }
 declare -A digest_of
 goods=(2.1 2.2 2.3) bad=2.9
-for v in "${goods[@]}"; do digest_of[$v]=$(make_pkg "$v" good); done
-digest_of[$bad]=$(make_pkg "$bad" bad)
+if [ "$resume" = 1 ]; then
+  # shellcheck disable=SC2154 # from state.env
+  for v in "${!saved_digest[@]}"; do digest_of[$v]=${saved_digest[$v]}; done
+else
+  for v in "${goods[@]}"; do digest_of[$v]=$(make_pkg "$v" good); done
+  digest_of[$bad]=$(make_pkg "$bad" bad)
+fi
 pick_good() { # pick_good VERSION...: a good version that is none of these
   local v
   for v in "${goods[@]}"; do
@@ -210,7 +240,7 @@ fault_full() { # the disk fills up as the OTA download starts, then frees up; th
   case "$fs" in "installed sensor $again"*) ;; *) problems+=("no recovery: installing $again after the disk-full fault: ${fs:0:80}") ;; esac
   tr -d '\r' < "$log" | sed -n '/GWE-FAULT cleared/,$p' | grep -q 'GWE-ACKED' ||
     problems+=("no value acknowledged after the disk had space again")
-  good_versions="$ver $new $again"
+  good_versions="$was_versions $new $again"
   fault_note="$fault_note, recovered"
 }
 fault_ro() { # an ext4 error makes the partition read-only; the agent must keep supervising
@@ -221,13 +251,39 @@ fault_ro() { # an ext4 error makes the partition read-only; the agent must keep 
 }
 
 digest_of[none]=""
-good_versions="none"        # versions that may be current after the cut (old or new)
-config_ok="none"            # apps.json "cycle" values that may be there after the cut
 outstanding=$out/outstanding.txt   # acknowledged values not yet seen at the hub
-: > "$outstanding"
-failed=0 total_acked=0 boots=0
+if [ "$resume" = 0 ]; then
+  good_versions="none"      # versions that may be current after the cut (old or new)
+  config_ok="none"          # apps.json "cycle" values that may be there after the cut
+  : > "$outstanding"
+  failed=0 total_acked=0 boots=0 next=1
+else
+  echo "resuming at cycle $next of $cycles (disk: $disk, seed $seed): $total_acked values acknowledged so far, $((boots - failed)) of $boots boots passed"
+  if [ -s "$out/cycle$next.log" ]; then
+    # The campaign stopped in the middle of this cycle (killed, not paused): what the board
+    # acknowledged then must still be there, and the commands sent then may have come.
+    grep -ao 'GWE-ACKED w[12] [0-9.]*' "$out/cycle$next.log" | cut -d' ' -f2- >> "$outstanding" || true
+    good_versions="$good_versions ${goods[*]}" config_ok="$config_ok $next"
+    echo "cycle $next was cut short: its acknowledged values are checked, its OTA and edge command may have come"
+  fi
+  RANDOM=$((seed + next))
+fi
+save_state() { # save_state NEXT-CYCLE: what --resume needs, replaced whole
+  {
+    declare -p cycles board disk window seed faults features expect_fail model serial dev
+    declare -p good_versions config_ok failed total_acked boots
+    echo "next=$1"
+    local v
+    echo "declare -A saved_digest=()"
+    for v in "${goods[@]}" "$bad"; do echo "saved_digest[$v]=${digest_of[$v]}"; done
+  } > "$out/state.env.tmp"
+  mv "$out/state.env.tmp" "$out/state.env"
+}
+pause_asked=0
+trap 'pause_asked=1' INT TERM
+save_state "$next"
 printf '%-5s %-7s %-6s %-34s %-28s %s\n' cycle cut_at acked "in flight at the cut" disk checks
-for ((k = 1; k <= cycles + 1; k++)); do
+for ((k = next; k <= cycles + 1; k++)); do
   log=$out/cycle$k.log
   : > "$log"
   boot "$k"
@@ -281,18 +337,24 @@ for ((k = 1; k <= cycles + 1; k++)); do
     cut_at="-" inflight="(final check)" acked=0 dsk=-
   else
     # This cycle's work: an OTA install and an edge command, then the cut at a random moment.
+    # What the board reported before the work; when it reported nothing (it failed), what
+    # was possible before stays possible.
     ver=$(grep -ao 'GWE-APP sensor [^ ]*' "$log" | head -1 | cut -d' ' -f3 || true)
-    ver=${ver:-none}
+    if grep -aq GWE-CHECK-END "$log"; then
+      ver=${ver:-none} was_versions=$ver was_config=$cyc
+    else
+      ver=${good_versions%% *} was_versions=$good_versions was_config=$config_ok
+    fi
     new=$(pick_good "$ver") kind=good
     [ $((k % 4)) -eq 0 ] && new=$bad kind=bad
     fault=$(fault_of "$k") fault_note=""
     [ -n "$fault" ] || command_ota "$new"
     command_edge "$k"
-    if [ "$kind" = good ]; then good_versions="$ver $new"; else good_versions="$ver"; fi
-    config_ok="$cyc $k"
+    if [ "$kind" = good ]; then good_versions="$was_versions $new"; else good_versions="$was_versions"; fi
+    config_ok="$was_config $k"
     case "$fault" in
       full) fault_full ;;
-      ro) fault_ro; good_versions="$ver" ;;
+      ro) fault_ro; good_versions="$was_versions" ;;
     esac
     cut_ms=$((RANDOM % (window * 1000)))
     sleep "$(printf '%d.%03d' $((cut_ms / 1000)) $((cut_ms % 1000)))"
@@ -323,6 +385,12 @@ for ((k = 1; k <= cycles + 1; k++)); do
   fi
   printf '%-5s %-7s %-6s %-34s %-28s %s\n' "$k" "$cut_at" "$acked" "$inflight" "$dsk" "$checks"
   [ "$k" -gt "$cycles" ] && cut_power
+  save_state $((k + 1))
+  if [ "$k" -le "$cycles" ] && { [ "$pause_asked" = 1 ] || [ -e "$out/pause" ]; }; then
+    echo "paused after cycle $k of $cycles: $total_acked values acknowledged, $((boots - failed)) of $boots boots passed;" \
+      "go on with: $0 --resume --out $out"
+    exit 0
+  fi
   if [ "$expect_fail" = 1 ] && [ "$failed" -gt 0 ]; then
     cut_power
     break
