@@ -307,6 +307,9 @@ for ((k = next; k <= cycles + 1; k++)); do
     # apps: all RUNNING; the OTA app old or new and whole
     notrun=$(grep -a '^GWE-STATUS' "$log" | grep -v ' RUNNING ' | cut -d' ' -f2-3 | tr '\n' ' ' || true)
     [ -z "$notrun" ] || problems+=("not RUNNING: $notrun")
+    for a in w1 w2 chatter logger idler ticker; do
+      grep -aq "^GWE-STATUS $a  *RUNNING" "$log" || problems+=("$a is not RUNNING")
+    done
     app=$(grep -ao 'GWE-APP sensor [^ ]* [0-9a-f]*' "$log" | head -1 || true)
     ver=none
     if [ -n "$app" ]; then

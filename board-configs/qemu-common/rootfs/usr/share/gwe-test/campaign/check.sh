@@ -11,19 +11,24 @@ until /usr/bin/gwe ctl status > /dev/null 2>&1; do
     usleep 100000
 done
 say "GWE-AGENT-UP uptime=$(cut -d' ' -f1 /proc/uptime)"
-# Let the apps settle: a version a cut left on trial is watched, and rolled back if it fails.
+# Let the apps settle: an OTA command the cut interrupted is carried out (download, install),
+# and a version on trial is watched, then confirmed or rolled back if it fails.
 settled() {
+    [ -e /var/lib/gwe/state/engine_fetch ] && return 1
     /usr/bin/gwe ctl status > /tmp/status 2> /dev/null || return 1
     grep -v ' RUNNING ' /tmp/status | grep -q . && return 1
     for t in /var/lib/gwe/apps/*/trial; do [ -e "$t" ] && return 1; done
     return 0
 }
 i=0
-until settled || [ $i -ge 60 ]; do
+until settled || [ $i -ge 120 ]; do
     sleep 1
     i=$((i + 1))
 done
-/usr/bin/gwe ctl status 2> /dev/null | while read -r line; do say "GWE-STATUS $line"; done
+[ $i -lt 120 ] || /usr/bin/gwe ctl status > /tmp/status 2> /dev/null
+# The states settled() saw: an OTA command that comes from the hub only now may restart an
+# app a moment later, which is no failure of this boot.
+while read -r line; do say "GWE-STATUS $line"; done < /tmp/status
 /usr/bin/gwe check > /tmp/check.out 2>&1
 rc=$?
 while read -r line; do say "GWE-CHECK $line"; done < /tmp/check.out
