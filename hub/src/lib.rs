@@ -16,6 +16,7 @@ pub mod notify;
 pub mod operator;
 pub mod server;
 pub mod store;
+pub mod ui;
 
 use notify::Notifier;
 use store::Store;
@@ -148,7 +149,10 @@ pub fn router(hub: Arc<Hub>) -> axum::Router {
     let edge = edge::routes()
         .layer(DefaultBodyLimit::max(body))
         .layer(from_fn(move |rq, next| refuse_declared_over(body, rq, next)));
-    device.merge(operator).merge(edge).with_state(hub)
+    let ui = ui::routes()
+        .layer(DefaultBodyLimit::max(body))
+        .layer(from_fn(move |rq, next| refuse_declared_over(body, rq, next)));
+    device.merge(operator).merge(edge).merge(ui).with_state(hub)
 }
 
 /// 413 at once for a body whose Content-Length is over the limit, before it is sent

@@ -8,6 +8,8 @@
 //! gwe-hub device add VENDOR MODEL SN [--db URL]     whitelist a device
 //! gwe-hub device enable ID [--db URL]               let it activate again
 //! gwe-hub device list [--db URL]
+//! gwe-hub operator add NAME [--db URL]              a dashboard operator; password on stdin
+//! gwe-hub operator passwd NAME [--db URL]           a new password (signs out its sessions)
 //! ```
 //! `--db` is `sqlite:PATH` (default `sqlite:/var/lib/gwe-hub/hub.db`) or `postgres://...`.
 //! The hub registers its edge services (`batch`, `ctrlpoll`, `ctrlupdate`, `cmd`) as
@@ -33,7 +35,8 @@ const USAGE: &str = "usage: gwe-hub serve [--listen ADDR] [--db URL] [--tls-cert
                [--edge-secret-file FILE] [--registry URL --registry-token-file FILE]
        gwe-hub device add VENDOR MODEL SN [--db URL]
        gwe-hub device enable ID [--db URL]
-       gwe-hub device list [--db URL]";
+       gwe-hub device list [--db URL]
+       gwe-hub operator add|passwd NAME [--db URL]   (the password is read from stdin)";
 
 struct Args {
     cmd: Vec<String>,
@@ -197,6 +200,17 @@ async fn run(a: Args) -> Result<(), String> {
                 }
                 _ => return Err(USAGE.into()),
             }
+            return Ok(());
+        }
+        ["operator", verb @ ("add" | "passwd"), name] => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password).map_err(|e| format!("reading the password from stdin: {e}"))?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            gwe_hub::ui::check_new_operator(name, password)?;
+            let hash = gwe_hub::ui::hash_password(password)?;
+            let db = store::open(&a.db, notifier).await?;
+            db.put_operator(name, &hash, *verb == "passwd", now_ms()).await.map_err(|e| e.to_string())?;
+            eprintln!("operator {name}: password set");
             return Ok(());
         }
         _ => return Err(USAGE.into()),

@@ -179,8 +179,50 @@ pub trait EdgeStore: Send + Sync {
     async fn edge_batches(&self, system: &str, provider: Option<&str>) -> Result<Vec<EdgeBatchRow>>;
 }
 
+/// The longest a dashboard session lives.
+pub const SESSION_MAX_MS: i64 = 12 * 3600 * 1000;
+
+/// A dashboard operator. `password_hash` is an Argon2id PHC string, never the password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator {
+    pub id: i64,
+    pub name: String,
+    pub password_hash: String,
+}
+
+/// A signed-in dashboard session (the cookie holds the token; the store its SHA-256).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub operator: String,
+    /// Every state-changing request of the session must echo this (`X-CSRF-Token`).
+    pub csrf: String,
+    pub expires_ms: i64,
+}
+
+/// One gateway on the fleet page: the device and its latest `engine_report`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetRow {
+    pub device: Device,
+    pub engine_report: Option<String>,
+    pub report_ms: Option<i64>,
+}
+
+/// The dashboard's storage: operators, sessions, the fleet at a glance.
 #[async_trait]
-pub trait Store: EdgeStore + Send + Sync {
+pub trait FleetStore: Send + Sync {
+    /// Adds an operator, or (`replace`) sets the password of an existing one.
+    async fn put_operator(&self, name: &str, password_hash: &str, replace: bool, now_ms: i64) -> Result<()>;
+    async fn operator(&self, name: &str) -> Result<Option<Operator>>;
+    async fn add_session(&self, token_hash: &[u8; 32], operator_id: i64, csrf: &str, expires_ms: i64) -> Result<()>;
+    /// The session, if it exists and has not expired at `now_ms` (expired ones are deleted).
+    async fn session(&self, token_hash: &[u8; 32], now_ms: i64) -> Result<Option<Session>>;
+    async fn drop_session(&self, token_hash: &[u8; 32]) -> Result<()>;
+    /// Every device with its latest engine_report, in id order: one query for the fleet.
+    async fn fleet(&self) -> Result<Vec<FleetRow>>;
+}
+
+#[async_trait]
+pub trait Store: EdgeStore + FleetStore + Send + Sync {
     /// Whitelists a device so it can activate.
     async fn add_device(&self, key: &DeviceKey, now_ms: i64) -> Result<Device>;
     /// Allows a device to activate again; its old token stops working.

@@ -17,6 +17,7 @@ use super::{Activation, ContentInfo, Device, DeviceKey, Point, Result, Store, St
 use crate::notify::Notifier;
 
 mod edge;
+mod fleet;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS devices(
@@ -102,7 +103,10 @@ impl PgStore {
             let c = pool.get().await.map_err(|e| e.to_string())?;
             c.execute("SELECT pg_advisory_lock($1)", &[&SCHEMA_LOCK]).await.map_err(|e| e.to_string())?;
             let made = match c.batch_execute(SCHEMA).await {
-                Ok(()) => c.batch_execute(edge::SCHEMA).await,
+                Ok(()) => match c.batch_execute(edge::SCHEMA).await {
+                    Ok(()) => c.batch_execute(fleet::SCHEMA).await,
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             };
             c.execute("SELECT pg_advisory_unlock($1)", &[&SCHEMA_LOCK]).await.map_err(|e| e.to_string())?;

@@ -16,6 +16,7 @@ use super::{Activation, ContentInfo, Device, DeviceKey, Point, Result, Store, St
 use crate::notify::Notifier;
 
 mod edge;
+mod fleet;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS devices(
@@ -85,6 +86,7 @@ impl SqliteStore {
         let wconn = connect(path)?;
         wconn.execute_batch(SCHEMA)?;
         wconn.execute_batch(edge::SCHEMA)?;
+        wconn.execute_batch(fleet::SCHEMA)?;
         let (wtx, wrx) = mpsc::channel::<WriteJob>();
         std::thread::Builder::new()
             .name("db-writer".into())

@@ -1,0 +1,237 @@
+//! The dashboard's server side over real sockets, against SQLite and PostgreSQL: operators
+//! made with the command line, sign-in, sessions that survive a hub restart, CSRF and
+//! Origin checks, the fleet and gateway JSON, whitelisting and commands from the UI.
+//! (The pages themselves are driven in Chromium by `tests/browser.rs`.)
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use common::{Backend, Client, HubProc, Reply};
+use serde_json::{json, Value};
+
+const PASSWORD: &str = "a long enough secret";
+
+fn operator(db: &str, verb: &str, name: &str, password: &str) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gwe-hub"))
+        .args(["operator", verb, name, "--db", db])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A browser's view of the hub: no redirects followed, cookies by hand.
+struct Browser {
+    url: String,
+    agent: ureq::Agent,
+    cookie: Option<String>,
+    csrf: Option<String>,
+}
+
+impl Browser {
+    fn new(hub: &HubProc) -> Self {
+        let agent = ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build().into();
+        Self { url: hub.url.clone(), agent, cookie: None, csrf: None }
+    }
+
+    fn get(&self, path: &str) -> Reply {
+        let mut rq = self.agent.get(format!("{}{path}", self.url));
+        if let Some(c) = &self.cookie {
+            rq = rq.header("Cookie", format!("gwe_session={c}"));
+        }
+        common::reply(rq.call())
+    }
+
+    fn post(&self, path: &str, headers: &[(&str, &str)], ctype: &str, body: &str) -> Reply {
+        let mut rq = self.agent.post(format!("{}{path}", self.url)).header("Content-Type", ctype);
+        if let Some(c) = &self.cookie {
+            rq = rq.header("Cookie", format!("gwe_session={c}"));
+        }
+        for (k, v) in headers {
+            rq = rq.header(*k, *v);
+        }
+        common::reply(rq.send(body))
+    }
+
+    /// A state-changing API call as the page makes it: JSON, the CSRF token, our Origin.
+    fn act(&self, path: &str, body: &Value) -> Reply {
+        let origin = self.url.clone();
+        let csrf = self.csrf.clone().unwrap_or_default();
+        self.post(path, &[("X-CSRF-Token", &csrf), ("Origin", &origin)], "application/json", &body.to_string())
+    }
+
+    fn sign_in(&mut self, name: &str, password: &str) -> Reply {
+        let body = format!("name={name}&password={}", password.replace(' ', "+"));
+        let r = self.post("/ui/login", &[], "application/x-www-form-urlencoded", &body);
+        if r.status == 303 {
+            let set = r.headers.get("set-cookie").unwrap().to_str().unwrap().to_string();
+            for attr in ["HttpOnly", "SameSite=Strict", "Path=/ui"] {
+                assert!(set.contains(attr), "the session cookie lacks {attr}: {set}");
+            }
+            self.cookie = Some(set.split(';').next().unwrap().strip_prefix("gwe_session=").unwrap().to_string());
+            let page = self.get("/ui/fleet");
+            assert_eq!(page.status, 200);
+            let html = page.text();
+            let csrf = html.split("name=\"csrf-token\" content=\"").nth(1).unwrap().split('"').next().unwrap();
+            self.csrf = Some(csrf.to_string());
+        }
+        r
+    }
+
+    fn json(&self, path: &str) -> Value {
+        let r = self.get(path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        serde_json::from_slice(&r.body).unwrap()
+    }
+}
+
+fn sign_in_and_sessions(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::db_url(b, dir.path());
+    // Operators come from the command line; weak passwords are refused with the rule.
+    let (ok, msg) = operator(&db, "add", "ops", "short");
+    assert!(!ok && msg.contains("at least 10 characters"), "{msg}");
+    let (ok, msg) = operator(&db, "add", "ops", PASSWORD);
+    assert!(ok, "{msg}");
+    let (ok, msg) = operator(&db, "add", "ops", PASSWORD);
+    assert!(!ok && msg.contains("already exists"), "{msg}");
+
+    let hub = HubProc::start(&db, dir.path());
+    let mut br = Browser::new(&hub);
+    // Signed out: pages send to the sign-in page, the API answers 401.
+    let r = br.get("/ui/fleet");
+    assert_eq!((r.status.as_u16(), r.headers["location"].to_str().unwrap()), (303, "/ui/login"));
+    assert_eq!(br.get("/ui/api/fleet").status, 401);
+    let login = br.get("/ui/login");
+    assert_eq!(login.status, 200);
+    let csp = login.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+
+    // Wrong password and unknown operator: the same answer.
+    let wrong = br.sign_in("ops", "not the secret");
+    let unknown = br.sign_in("nobody", PASSWORD);
+    assert_eq!((wrong.status.as_u16(), unknown.status.as_u16()), (401, 401));
+    assert!(wrong.text().contains("Wrong name or password") && unknown.text().contains("Wrong name or password"));
+    // A login posted from another site is refused.
+    let r = br.post(
+        "/ui/login",
+        &[("Origin", "http://evil.example")],
+        "application/x-www-form-urlencoded",
+        &format!("name=ops&password={}", PASSWORD.replace(' ', "+")),
+    );
+    assert_eq!(r.status, 403);
+
+    assert_eq!(br.sign_in("ops", PASSWORD).status, 303);
+    let fleet = br.json("/ui/api/fleet");
+    assert_eq!(fleet["devices"], json!([]));
+
+    // The session is in the database: a restarted hub still knows it.
+    drop(hub);
+    let hub = HubProc::start(&db, dir.path());
+    br.url = hub.url.clone();
+    assert_eq!(br.get("/ui/api/fleet").status, 200, "the session did not survive a restart");
+
+    // Changing the password signs the operator out everywhere.
+    let (ok, msg) = operator(&db, "passwd", "ops", "another long secret");
+    assert!(ok, "{msg}");
+    assert_eq!(br.get("/ui/api/fleet").status, 401);
+    assert_eq!(br.sign_in("ops", PASSWORD).status, 401);
+    assert_eq!(br.sign_in("ops", "another long secret").status, 303);
+
+    // Signing out ends the session (and needs the CSRF token like any change).
+    let r = br.post("/ui/logout", &[], "application/json", "");
+    assert_eq!(r.status, 403, "sign-out without the CSRF token: {}", r.text());
+    assert_eq!(br.act("/ui/logout", &json!(null)).status, 204);
+    assert_eq!(br.get("/ui/api/fleet").status, 401);
+}
+backends!(sign_in, sign_in_and_sessions);
+
+fn fleet_and_commands(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::db_url(b, dir.path());
+    assert!(operator(&db, "add", "ops", PASSWORD).0);
+    let hub = Arc::new(HubProc::start(&db, dir.path()));
+    let c = Client::new(hub.clone());
+    let mut br = Browser::new(&hub);
+    assert_eq!(br.sign_in("ops", PASSWORD).status, 303);
+
+    // Whitelisting from the UI: CSRF token and same origin required.
+    let key = json!({"vendor": "acme", "model": "gw1", "sn": "SN-1"});
+    let no_csrf = br.post("/ui/api/devices", &[], "application/json", &key.to_string());
+    assert_eq!(no_csrf.status, 403, "{}", no_csrf.text());
+    let csrf = br.csrf.clone().unwrap();
+    let cross = br.post(
+        "/ui/api/devices",
+        &[("X-CSRF-Token", &csrf), ("Origin", "http://evil.example")],
+        "application/json",
+        &key.to_string(),
+    );
+    assert_eq!(cross.status, 403, "{}", cross.text());
+    assert_eq!(br.act("/ui/api/devices", &key).status, 201);
+    assert_eq!(br.act("/ui/api/devices", &key).status, 409, "whitelisted twice");
+    let bad = br.act("/ui/api/devices", &json!({"vendor": "acme", "model": "gw1", "sn": ""}));
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("serial"), "{}", bad.text());
+    assert_eq!(br.act("/ui/api/devices", &json!({"vendor": "acme", "model": "gw1", "sn": "SN-2"})).status, 201);
+
+    // The gateway activates and reports; the fleet shows what it runs and its backlog.
+    let r = c.activate("acme", "gw1", "SN-1");
+    assert_eq!(r.status, 200);
+    let token = r.text();
+    let report = json!({"apps": [{"sensor": {"status": "RUNNING", "version": "2.1"}}, {"logger": {"status": "FATAL", "version": null}}],
+                        "engine_version": "0.3.0", "queue": {"backlog": 17}});
+    let body = format!("engine_report={}", urlencode(&report.to_string()));
+    assert_eq!(c.dev_post(&token, "/onep:v1/stack/alias", &body).status, 204);
+    let fleet = br.json("/ui/api/fleet");
+    let devs = fleet["devices"].as_array().unwrap();
+    assert_eq!(devs.len(), 2);
+    let d = &devs[0];
+    assert_eq!(
+        (d["sn"].as_str(), d["online"].as_bool(), d["engine_version"].as_str()),
+        (Some("SN-1"), Some(true), Some("0.3.0"))
+    );
+    assert_eq!(d["apps"], json!([["sensor", "2.1", "RUNNING"], ["logger", null, "FATAL"]]));
+    assert_eq!(d["backlog"], 17);
+    assert_eq!((devs[1]["online"].as_bool(), devs[1]["engine_version"].is_null()), (Some(false), true));
+    // The token is never shown, only its first four characters.
+    let raw = br.get("/ui/api/fleet").text() + &br.get(&format!("/ui/api/devices/{}", d["id"])).text();
+    assert!(!raw.contains(&token), "the device token leaked into the dashboard");
+    assert_eq!(d["token_hint"].as_str().map(str::len), Some(4));
+
+    // Commands from the gateway's page.
+    let id = d["id"].as_i64().unwrap();
+    let cmd = |v: Value| br.act(&format!("/ui/api/devices/{id}/command"), &v);
+    let r = cmd(json!({"kind": "install", "package": "sensor.v2.2.tar.gz"}));
+    assert_eq!(r.status, 400, "a package the hub does not host: {}", r.text());
+    assert!(r.text().contains("no package"), "{}", r.text());
+    let up = c.op_send("PUT", "/api/v1/content/acme/gw1/sensor.v2.2.tar.gz", "application/octet-stream", b"pkg");
+    assert_eq!(up.status, 201, "{}", up.text());
+    assert_eq!(cmd(json!({"kind": "install", "package": "sensor.v2.2.tar.gz"})).status, 202);
+    let fetch = c.dev_get(&token, "/onep:v1/stack/alias?engine_fetch", &[]).text();
+    assert!(fetch.contains("sensor.v2.2.tar.gz"), "engine_fetch: {fetch}");
+    assert_eq!(cmd(json!({"kind": "edge", "command": {"id": "c1", "config": {"rate": 5}}})).status, 202);
+    assert_eq!(cmd(json!({"kind": "edge", "command": {"config": {}}})).status, 400, "an edge command needs an id");
+    assert_eq!(cmd(json!({"kind": "reboot"})).status, 400, "unknown command kinds are refused");
+    let page = br.json(&format!("/ui/api/devices/{id}"));
+    assert!(page["control"]["pending"].as_str().unwrap().contains("\"c1\""), "{}", page["control"]);
+    assert_eq!(page["packages"], json!(["sensor.v2.2.tar.gz"]));
+    assert_eq!(page["series"]["engine_report"].as_array().unwrap().len(), 1);
+    assert_eq!(br.get("/ui/api/devices/999").status, 404);
+}
+backends!(fleet, fleet_and_commands);
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
