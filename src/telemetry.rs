@@ -110,7 +110,9 @@ pub fn device_info() -> Value {
 }
 
 /// `{"apps":[{"NAME":{"status","exitstatus","uptime","version"}}]}`.
-pub fn engine_report(apps: &Installer) -> Value {
+/// `"queue": {"backlog", "disk_bytes", "max_bytes"}`: what waits on flash for the slowest
+/// consumer (the fleet page's backlog column).
+pub fn engine_report(apps: &Installer, queue: &Queue) -> Value {
     let versions: BTreeMap<String, Option<String>> =
         apps.store.list().into_iter().map(|i| (i.name, i.current)).collect();
     let list: Vec<Value> = apps
@@ -127,7 +129,12 @@ pub fn engine_report(apps: &Installer) -> Value {
             }})
         })
         .collect();
-    let mut report = json!({ "apps": list, "engine_version": crate::ota::selfupdate::version() });
+    let q = queue.stats();
+    let mut report = json!({
+        "apps": list,
+        "engine_version": crate::ota::selfupdate::version(),
+        "queue": {"backlog": q.backlog(), "disk_bytes": q.disk_bytes, "max_bytes": q.max_bytes},
+    });
     let faults = crate::health::list();
     if !faults.is_empty() {
         report["faults"] = json!(faults);
@@ -166,9 +173,11 @@ impl Telemetry {
     fn report(&self) {
         let boot_id = read("/proc/sys/kernel/random/boot_id");
         let usage = self.usage.report(&read("/proc/net/dev"), &boot_id);
-        for (alias, v) in
-            [("device_info", device_info()), ("usage_report", usage), ("engine_report", engine_report(&self.apps))]
-        {
+        for (alias, v) in [
+            ("device_info", device_info()),
+            ("usage_report", usage),
+            ("engine_report", engine_report(&self.apps, &self.queue)),
+        ] {
             if let Err(e) = enqueue(&self.queue, alias, &v.to_string()) {
                 log::warn!("telemetry: queueing {alias}: {e}");
             }

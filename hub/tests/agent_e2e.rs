@@ -29,6 +29,8 @@ fn outage(backend: Backend) {
     assert!(info["uname"]["release"].is_string() && info["free"]["total_kb"].is_u64(), "{info}");
     let report: serde_json::Value = serde_json::from_str(&values(&c, dev, "engine_report")[0]).unwrap();
     assert!(report["apps"].is_array(), "{report}");
+    // The queue's backlog for the fleet page: a number, and the queue's bounds.
+    assert!(report["queue"]["backlog"].is_u64() && report["queue"]["max_bytes"].as_u64() > Some(0), "{report}");
 
     // 10,000 points, the hub stopped for the middle part.
     let http = common::agent();

@@ -179,7 +179,7 @@ impl Fetcher {
                         Err(e) => self.status(&format!("remove {name}: {e}")),
                     };
                 }
-                let report = crate::telemetry::engine_report(&self.apps).to_string();
+                let report = crate::telemetry::engine_report(&self.apps, &self.queue).to_string();
                 if let Err(e) = crate::telemetry::enqueue(&self.queue, "engine_report", &report) {
                     log::warn!("queueing engine_report: {e}");
                 }
