@@ -11,6 +11,9 @@ command -v shellcheck >/dev/null || need_apt+=(shellcheck)
 command -v start-stop-daemon >/dev/null || need_apt+=(dpkg)
 # The hub's tests start a private PostgreSQL server (never the system's cluster).
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need_apt+=(postgresql)
+# The dashboard's browser tests drive Debian's headless Chromium through chromedriver.
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

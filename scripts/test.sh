@@ -34,7 +34,7 @@ python3 scripts/check-msrv-deps.py hub
 step "tests (includes the 20-cycle SIGKILL crash harness)"
 cargo test --workspace --locked
 
-step "hub tests: device and operator APIs over sockets, on SQLite and on a private PostgreSQL"
+step "hub tests: device, operator and dashboard APIs over sockets on SQLite and a private PostgreSQL; the dashboard in headless Chromium"
 cargo test --manifest-path hub/Cargo.toml --locked
 
 step "bytes on the wire per 1,000 points: forwarder vs form-encoded record requests"

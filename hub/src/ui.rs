@@ -5,6 +5,8 @@
 //! `Origin` of this host. Pages are static HTML and JavaScript (`hub/ui/`) that read the
 //! JSON under `/ui/api/`; a device's token is never shown, only its first four characters.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -229,7 +231,10 @@ async fn asset(Path(file): Path<String>) -> UiResult {
 
 /// JSON, deflated with gzip when the browser takes it (the fleet of 10,000 is megabytes).
 fn json_response(headers: &HeaderMap, v: &Value) -> Response {
-    let body = serde_json::to_vec(v).unwrap_or_default();
+    json_bytes(headers, serde_json::to_vec(v).unwrap_or_default())
+}
+
+fn json_bytes(headers: &HeaderMap, body: Vec<u8>) -> Response {
     let gzip = headers
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -250,46 +255,111 @@ fn json_response(headers: &HeaderMap, v: &Value) -> Response {
     r
 }
 
-/// What the fleet page shows of an `engine_report`: agent version, apps, queue backlog,
-/// faults. Anything unreadable shows as unknown.
-pub fn report_summary(report: Option<&str>) -> (Option<String>, Vec<Value>, Option<u64>, usize) {
-    let Some(v) = report.and_then(|r| serde_json::from_str::<Value>(r).ok()) else {
-        return (None, Vec::new(), None, 0);
-    };
-    let version = v.get("engine_version").and_then(|x| x.as_str()).map(str::to_string);
-    let mut apps = Vec::new();
-    for entry in v.get("apps").and_then(|a| a.as_array()).into_iter().flatten() {
-        for (name, a) in entry.as_object().into_iter().flatten() {
-            apps.push(json!([
-                name,
-                a.get("version").cloned().unwrap_or(Value::Null),
-                a.get("status").cloned().unwrap_or(Value::Null)
-            ]));
-        }
-    }
-    let backlog = v.pointer("/queue/backlog").and_then(|b| b.as_u64());
-    let faults = v.get("faults").and_then(|f| f.as_array()).map_or(0, |f| f.len());
-    (version, apps, backlog, faults)
+/// What the fleet page reads of an `engine_report` (borrowed from its text; the rest of
+/// the report is skipped, not built).
+#[derive(Deserialize, Default)]
+struct Report<'a> {
+    #[serde(borrow, default)]
+    engine_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    apps: Vec<BTreeMap<Cow<'a, str>, AppReport<'a>>>,
+    #[serde(default)]
+    queue: Option<QueueReport>,
+    #[serde(default)]
+    faults: Vec<serde::de::IgnoredAny>,
 }
+
+#[derive(Deserialize)]
+struct AppReport<'a> {
+    #[serde(borrow, default)]
+    status: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    version: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct QueueReport {
+    backlog: Option<u64>,
+}
+
+/// An app on the fleet page: name, version, state.
+type AppCell<'a> = (Cow<'a, str>, Option<Cow<'a, str>>, Option<Cow<'a, str>>);
+
+/// What the fleet page shows of an `engine_report`: agent version, apps, queue backlog,
+/// faults standing. Anything unreadable shows as unknown.
+fn report_summary(report: Option<&str>) -> (Option<Cow<'_, str>>, Vec<AppCell<'_>>, Option<u64>, usize) {
+    let r: Report = report.and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default();
+    let apps = r.apps.into_iter().flatten().map(|(name, a)| (name, a.version, a.status)).collect();
+    (r.engine_version, apps, r.queue.and_then(|q| q.backlog), r.faults.len())
+}
+
+/// The fleet page's columns, in the order of each row's array.
+const FLEET_COLUMNS: [&str; 12] = [
+    "id",
+    "vendor",
+    "model",
+    "sn",
+    "status",
+    "token_hint",
+    "last_seen_ms",
+    "online",
+    "engine_version",
+    "apps",
+    "backlog",
+    "faults",
+];
+
+#[derive(serde::Serialize)]
+struct FleetCells<'a>(
+    i64,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Option<i64>,
+    bool,
+    Option<Cow<'a, str>>,
+    Vec<AppCell<'a>>,
+    Option<u64>,
+    usize,
+);
 
 async fn fleet(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> UiResult {
     signed_in(&hub, &headers).await?;
     let rows = hub.store.fleet().await?;
     let now = now_ms();
-    let devices: Vec<Value> = rows
+    let cells: Vec<FleetCells> = rows
         .iter()
         .map(|r| {
             let d = &r.device;
             let (version, apps, backlog, faults) = report_summary(r.engine_report.as_deref());
             let online = d.last_seen_ms.is_some_and(|t| now - t < ONLINE_MS);
-            json!({
-                "id": d.id, "vendor": d.vendor, "model": d.model, "sn": d.sn, "status": d.status,
-                "token_hint": d.token_hint, "last_seen_ms": d.last_seen_ms, "online": online,
-                "engine_version": version, "apps": apps, "backlog": backlog, "faults": faults,
-            })
+            FleetCells(
+                d.id,
+                &d.vendor,
+                &d.model,
+                &d.sn,
+                &d.status,
+                d.token_hint.as_deref(),
+                d.last_seen_ms,
+                online,
+                version,
+                apps,
+                backlog,
+                faults,
+            )
         })
         .collect();
-    Ok(json_response(&headers, &json!({"now_ms": now, "online_ms": ONLINE_MS, "devices": devices})))
+    #[derive(serde::Serialize)]
+    struct Fleet<'a> {
+        now_ms: i64,
+        online_ms: i64,
+        columns: [&'static str; 12],
+        rows: Vec<FleetCells<'a>>,
+    }
+    let body = serde_json::to_vec(&Fleet { now_ms: now, online_ms: ONLINE_MS, columns: FLEET_COLUMNS, rows: cells });
+    Ok(json_bytes(&headers, body.unwrap_or_default()))
 }
 
 /// Telemetry over time is read from these dataports' history.
@@ -454,9 +524,13 @@ mod tests {
                    "engine_version":"0.1.0","queue":{"backlog":42},"faults":[{"part":"queue"}]}"#;
         let (v, apps, backlog, faults) = report_summary(Some(r));
         assert_eq!(v.as_deref(), Some("0.1.0"));
-        assert_eq!(apps, vec![json!(["w1", "1.2", "RUNNING"]), json!(["x", null, "FATAL"])]);
+        assert_eq!(json!(apps), json!([["w1", "1.2", "RUNNING"], ["x", null, "FATAL"]]));
         assert_eq!((backlog, faults), (Some(42), 1));
-        assert_eq!(report_summary(Some("not json")), (None, vec![], None, 0));
+        let (v, apps, backlog, faults) = report_summary(Some("not json"));
+        assert_eq!((v, apps.len(), backlog, faults), (None, 0, None, 0));
         assert_eq!(report_summary(None).0, None);
+        // Escaped strings are unescaped (owned), plain ones borrowed.
+        let (v, ..) = report_summary(Some(r#"{"engine_version":"0.1\u0041"}"#));
+        assert_eq!(v.as_deref(), Some("0.1A"));
     }
 }

@@ -130,7 +130,7 @@ fn sign_in_and_sessions(b: Backend) {
 
     assert_eq!(br.sign_in("ops", PASSWORD).status, 303);
     let fleet = br.json("/ui/api/fleet");
-    assert_eq!(fleet["devices"], json!([]));
+    assert_eq!(fleet["rows"], json!([]));
 
     // The session is in the database: a restarted hub still knows it.
     drop(hub);
@@ -189,8 +189,7 @@ fn fleet_and_commands(b: Backend) {
                         "engine_version": "0.3.0", "queue": {"backlog": 17}});
     let body = format!("engine_report={}", urlencode(&report.to_string()));
     assert_eq!(c.dev_post(&token, "/onep:v1/stack/alias", &body).status, 204);
-    let fleet = br.json("/ui/api/fleet");
-    let devs = fleet["devices"].as_array().unwrap();
+    let devs = fleet_rows(&br.json("/ui/api/fleet"));
     assert_eq!(devs.len(), 2);
     let d = &devs[0];
     assert_eq!(
@@ -226,6 +225,17 @@ fn fleet_and_commands(b: Backend) {
     assert_eq!(br.get("/ui/api/devices/999").status, 404);
 }
 backends!(fleet, fleet_and_commands);
+
+/// The fleet's rows (arrays, in the order of `columns`) as objects.
+fn fleet_rows(fleet: &Value) -> Vec<Value> {
+    let cols: Vec<&str> = fleet["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    let rows = fleet["rows"].as_array().unwrap();
+    rows.iter()
+        .map(|r| {
+            Value::Object(cols.iter().zip(r.as_array().unwrap()).map(|(c, v)| (c.to_string(), v.clone())).collect())
+        })
+        .collect()
+}
 
 fn urlencode(s: &str) -> String {
     s.bytes()

@@ -81,8 +81,15 @@ function searchText(d) {
 async function fleetPage() {
   const t0 = performance.now();
   const data = await api("GET", "/ui/api/fleet");
-  const all = data.devices;
-  for (const d of all) d._q = searchText(d);
+  const tFetched = performance.now();
+  // Rows come as arrays (a third of the bytes of objects); name their cells once.
+  const cols = data.columns;
+  const all = data.rows.map(r => {
+    const d = {};
+    for (let i = 0; i < cols.length; i++) d[cols[i]] = r[i];
+    d._q = searchText(d);
+    return d;
+  });
   let shown = all, sortKey = "id", sortDir = 1;
 
   const count = el("span", { id: "fleet-count", class: "muted" });
@@ -160,12 +167,16 @@ async function fleetPage() {
     requestAnimationFrame(() => { pending = false; draw(); });
   });
   filter.addEventListener("input", refresh);
+  const tPrepared = performance.now();
   refresh();
-  // What the browser test reads: from navigation start to the rows in the page.
+  const tDrawn = performance.now();
+  // What the browser test reads: from navigation start to the rows on screen, and its parts
+  // (the script starting, the API answering and parsed, the rows prepared, sorted and drawn).
   requestAnimationFrame(() => {
     const ms = Math.round(performance.now());
-    document.body.dataset.fleetRenderedMs = ms;
-    document.body.dataset.fleetApiMs = Math.round(performance.now() - t0);
+    const b = document.body.dataset;
+    b.fleetRenderedMs = ms;
+    b.fleetParts = [t0, tFetched - t0, tPrepared - tFetched, tDrawn - tPrepared].map(Math.round).join(" ");
     count.title = "rendered in " + ms + " ms";
   });
 }
