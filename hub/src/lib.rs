@@ -14,6 +14,7 @@ pub mod device;
 pub mod edge;
 pub mod notify;
 pub mod operator;
+pub mod rollout;
 pub mod server;
 pub mod store;
 pub mod ui;

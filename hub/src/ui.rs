@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::operator::{json_body, same};
-use crate::store::{DeviceKey, Session, SESSION_MAX_MS};
+use crate::store::{DeviceKey, Rollout, Session, SESSION_MAX_MS};
 use crate::{err, new_token, now_ms, token_hash, ApiError, Hub};
 
 const COOKIE: &str = "gwe_session";
@@ -49,6 +49,11 @@ pub fn routes() -> Router<Arc<Hub>> {
         .route("/ui/api/devices/{id}", get(device))
         .route("/ui/api/devices/{id}/enable", post(enable))
         .route("/ui/api/devices/{id}/command", post(command))
+        .route("/ui/rollouts", get(page))
+        .route("/ui/rollouts/{id}", get(page))
+        .route("/ui/api/rollouts", get(rollouts).post(new_rollout))
+        .route("/ui/api/rollouts/{id}", get(rollout))
+        .route("/ui/api/rollouts/{id}/{action}", post(rollout_action))
 }
 
 type UiResult = Result<Response, ApiError>;
@@ -470,6 +475,146 @@ async fn command(State(hub): State<Arc<Hub>>, Path(id): Path<i64>, headers: Head
     };
     log::info!("dashboard: {} sent {what} to device {id}", s.operator);
     Ok((StatusCode::ACCEPTED, Json(json!({"sent": what}))).into_response())
+}
+
+/// A rollout with how many of its gateways are in each state.
+fn rollout_json(r: &Rollout, devs: &[crate::store::RolloutDevice]) -> Value {
+    let mut counts = BTreeMap::new();
+    for d in devs {
+        *counts.entry(d.state.as_str()).or_insert(0u64) += 1;
+    }
+    let mut v = json!(r);
+    v["counts"] = json!(counts);
+    v["gateways"] = json!(devs.len());
+    v
+}
+
+async fn rollouts(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> UiResult {
+    signed_in(&hub, &headers).await?;
+    let mut out = Vec::new();
+    for r in hub.store.rollouts().await?.into_iter().rev() {
+        if let Some((r, devs)) = hub.store.rollout(r.id).await? {
+            out.push(rollout_json(&r, &devs));
+        }
+    }
+    Ok(json_response(&headers, &json!(out)))
+}
+
+async fn rollout(State(hub): State<Arc<Hub>>, Path(id): Path<i64>, headers: HeaderMap) -> UiResult {
+    signed_in(&hub, &headers).await?;
+    let (r, devs) =
+        hub.store.rollout(id).await?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no rollout {id}")))?;
+    let mut v = rollout_json(&r, &devs);
+    v["devices"] = json!(devs);
+    Ok(json_response(&headers, &v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRollout {
+    name: String,
+    package: String,
+    vendor: String,
+    model: String,
+    /// Gateways whose serial contains this (empty: all of the model).
+    #[serde(default)]
+    serial_contains: String,
+    stages: Vec<i64>,
+    max_failure_pct: i64,
+}
+
+async fn new_rollout(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> UiResult {
+    let s = changing(&hub, &headers).await?;
+    let n: NewRollout = json_body(&body)?;
+    let bad = |m: String| err(StatusCode::BAD_REQUEST, m);
+    if n.name.trim().is_empty() || n.name.len() > 100 {
+        return Err(bad("a rollout's name is 1 to 100 characters".into()));
+    }
+    crate::rollout::check_stages(&n.stages).map_err(bad)?;
+    if !(0..=100).contains(&n.max_failure_pct) {
+        return Err(bad("max_failure_pct is 0 to 100".into()));
+    }
+    if crate::rollout::package_parts(&n.package).is_none() {
+        return Err(bad(format!("package {:?} is not NAME.vVERSION.tar.gz", n.package)));
+    }
+    if hub.store.content_info((&n.vendor, &n.model), &n.package).await?.is_none() {
+        return Err(bad(format!("the hub has no package {:?} for {}/{}", n.package, n.vendor, n.model)));
+    }
+    let mut ids: Vec<i64> = hub
+        .store
+        .devices()
+        .await?
+        .into_iter()
+        .filter(|d| d.vendor == n.vendor && d.model == n.model && d.status == "activated")
+        .filter(|d| d.sn.contains(&n.serial_contains))
+        .map(|d| d.id)
+        .collect();
+    if ids.is_empty() {
+        return Err(bad(format!("no activated gateway of {}/{} matches", n.vendor, n.model)));
+    }
+    crate::rollout::rollout_order(&n.name, &mut ids);
+    let stages = crate::rollout::assign_stages(ids.len(), &n.stages);
+    let devices: Vec<(i64, i64)> = ids.into_iter().zip(stages).collect();
+    let filter = if n.serial_contains.is_empty() {
+        format!("{}/{}", n.vendor, n.model)
+    } else {
+        format!("{}/{}, serial contains {:?}", n.vendor, n.model, n.serial_contains)
+    };
+    let now = now_ms();
+    let r = Rollout {
+        id: 0,
+        name: n.name.trim().to_string(),
+        package: n.package,
+        vendor: n.vendor,
+        model: n.model,
+        filter,
+        stages: n.stages,
+        max_failure_pct: n.max_failure_pct,
+        state: "running".into(),
+        stage: 0,
+        accepted_stage: -1,
+        reason: String::new(),
+        created_ms: now,
+        updated_ms: now,
+    };
+    let id = hub.store.create_rollout(&r, &devices).await?;
+    log::info!("dashboard: {} started rollout {} ({} to {} gateways)", s.operator, r.name, r.package, devices.len());
+    Ok((StatusCode::CREATED, Json(json!({"id": id, "gateways": devices.len()}))).into_response())
+}
+
+async fn rollout_action(
+    State(hub): State<Arc<Hub>>,
+    Path((id, action)): Path<(i64, String)>,
+    headers: HeaderMap,
+) -> UiResult {
+    let s = changing(&hub, &headers).await?;
+    let (mut r, _) =
+        hub.store.rollout(id).await?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no rollout {id}")))?;
+    let from: &[&str] = match action.as_str() {
+        "pause" => {
+            r.state = "paused".into();
+            r.reason = format!("paused by {}", s.operator);
+            &["running"]
+        }
+        "resume" => {
+            // Resuming accepts the failures of the stage it paused in.
+            r.state = "running".into();
+            r.accepted_stage = r.stage;
+            r.reason.clear();
+            &["paused"]
+        }
+        "abort" => {
+            r.state = "aborted".into();
+            r.reason = format!("aborted by {}", s.operator);
+            &["running", "paused"]
+        }
+        _ => return Err(err(StatusCode::NOT_FOUND, format!("no rollout action {action:?} (pause, resume, abort)"))),
+    };
+    if !hub.store.update_rollout(&r, from, now_ms()).await? {
+        return Err(err(StatusCode::CONFLICT, format!("rollout {id} cannot {action} now")));
+    }
+    log::info!("dashboard: {} did {action} on rollout {}", s.operator, r.name);
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[cfg(test)]

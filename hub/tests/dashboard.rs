@@ -245,3 +245,144 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// Gateways that answer a rollout's engine_fetch as an agent would, in fetch_status.
+struct FakeFleet<'a> {
+    c: &'a Client,
+    tokens: Vec<(String, String)>,
+}
+
+impl FakeFleet<'_> {
+    /// Each gateway that holds an engine_fetch for `package` and has not answered yet
+    /// answers: installed, or (serial in `fail`) rolled back. Returns the serials that did.
+    fn answer(&self, package: &str, fail: &[&str], answered: &mut Vec<String>) -> Vec<String> {
+        let mut now = Vec::new();
+        for (sn, token) in &self.tokens {
+            if answered.contains(sn) {
+                continue;
+            }
+            let f = self.c.dev_get(token, "/onep:v1/stack/alias?engine_fetch", &[]).text();
+            if !f.contains(package) {
+                continue;
+            }
+            let status = if fail.contains(&sn.as_str()) {
+                format!("{package}: version 2.2 did not stay up (exited at once); rolled back to 2.1")
+            } else {
+                "installed sensor 2.2\nok".to_string()
+            };
+            let r = self.c.dev_post(token, "/onep:v1/stack/alias", &format!("fetch_status={}", urlencode(&status)));
+            assert_eq!(r.status, 204);
+            answered.push(sn.clone());
+            now.push(sn.clone());
+        }
+        now
+    }
+}
+
+fn wait_rollout(br: &Browser, id: i64, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = br.json(&format!("/ui/api/rollouts/{id}"));
+        if f(&r) {
+            return r;
+        }
+        assert!(std::time::Instant::now() < until, "rollout {id}: no {what} in 30 s: {r}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
+fn staged_rollouts(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::db_url(b, dir.path());
+    assert!(operator(&db, "add", "ops", PASSWORD).0);
+    let hub = Arc::new(HubProc::start(&db, dir.path()));
+    let c = Client::new(hub.clone());
+    let mut br = Browser::new(&hub);
+    assert_eq!(br.sign_in("ops", PASSWORD).status, 303);
+    let mut tokens = Vec::new();
+    for i in 0..10 {
+        let sn = format!("R{i:02}");
+        c.whitelist("acme", "gw1", &sn);
+        tokens.push((sn.clone(), c.activate("acme", "gw1", &sn).text()));
+    }
+    c.whitelist("acme", "gw1", "NOT-ACTIVATED");
+    let pkg = "sensor.v2.2.tar.gz";
+    assert_eq!(
+        c.op_send("PUT", &format!("/api/v1/content/acme/gw1/{pkg}"), "application/octet-stream", b"p").status,
+        201
+    );
+    let fleet = FakeFleet { c: &c, tokens };
+    let new = |stages: Value, name: &str| json!({"name": name, "package": pkg, "vendor": "acme", "model": "gw1", "stages": stages, "max_failure_pct": 20});
+    let r = br.act("/ui/api/rollouts", &new(json!([50, 10, 100]), "bad"));
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("rising"), "{}", r.text());
+    let mut missing = new(json!([10, 50, 100]), "x");
+    missing["package"] = json!("sensor.v9.tar.gz");
+    assert_eq!(br.act("/ui/api/rollouts", &missing).status, 400);
+
+    // Stages 10 %, 50 %, 100 % of the ten activated gateways: 1, then 4, then 5.
+    let r = br.act("/ui/api/rollouts", &new(json!([10, 50, 100]), "sensor 2.2"));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = serde_json::from_slice::<Value>(&r.body).unwrap()["id"].as_i64().unwrap();
+    let v = wait_rollout(&br, id, "first stage sent", |v| v["counts"]["sent"] == 1);
+    assert_eq!((v["gateways"].as_i64(), v["counts"]["pending"].as_i64()), (Some(10), Some(9)));
+    let stage_of = |v: &Value, sn: &str| {
+        v["devices"].as_array().unwrap().iter().find(|d| d["sn"] == sn).unwrap()["stage"].as_i64().unwrap()
+    };
+    let mut answered = Vec::new();
+    assert_eq!(fleet.answer(pkg, &[], &mut answered).len(), 1, "only the first stage was sent the package");
+
+    // Stage 2: one of its four gateways fails; 1 of 4 is over 20 %: the rollout pauses.
+    let v = wait_rollout(&br, id, "second stage sent", |v| v["counts"]["sent"] == 4);
+    let second: Vec<String> = v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["stage"] == 1)
+        .map(|d| d["sn"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(second.len(), 4);
+    assert_eq!(fleet.answer(pkg, &[&second[0]], &mut answered).len(), 4);
+    let v = wait_rollout(&br, id, "a pause", |v| v["state"] == "paused");
+    assert!(v["reason"].as_str().unwrap().contains("1 of 4 gateways failed"), "{}", v["reason"]);
+    assert_eq!(v["counts"]["pending"], 5, "the third stage was not sent");
+    assert!(v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["state"] == "failed" && d["detail"].as_str().unwrap().contains("rolled back")));
+    assert_eq!(stage_of(&v, &second[0]), 1);
+
+    // Progress survives a hub restart (and the gateways' tokens with it).
+    let tokens = fleet.tokens.clone();
+    drop(fleet);
+    drop(c);
+    let before = v["devices"].clone();
+    drop(hub);
+    let hub = Arc::new(HubProc::start(&db, dir.path()));
+    br.url = hub.url.clone();
+    let c = Client::new(hub.clone());
+    let fleet = FakeFleet { c: &c, tokens };
+    let v = br.json(&format!("/ui/api/rollouts/{id}"));
+    assert_eq!((v["state"].as_str(), &v["devices"]), (Some("paused"), &before));
+
+    // Resuming accepts that stage's failure; the last stage goes out and the rollout ends.
+    assert_eq!(br.act(&format!("/ui/api/rollouts/{id}/resume"), &json!(null)).status, 204);
+    assert_eq!(br.act(&format!("/ui/api/rollouts/{id}/resume"), &json!(null)).status, 409, "already running");
+    let v = wait_rollout(&br, id, "third stage sent", |v| v["counts"]["sent"] == 5);
+    assert_eq!(v["stage"], 2);
+    assert_eq!(fleet.answer(pkg, &[], &mut answered).len(), 5);
+    let v = wait_rollout(&br, id, "the end", |v| v["state"] == "done");
+    assert_eq!((v["counts"]["installed"].as_i64(), v["counts"]["failed"].as_i64()), (Some(9), Some(1)));
+
+    // Abort: what was not sent is skipped, and an aborted rollout does not resume.
+    let r = br.act("/ui/api/rollouts", &new(json!([10, 100]), "to abort"));
+    let id2 = serde_json::from_slice::<Value>(&r.body).unwrap()["id"].as_i64().unwrap();
+    wait_rollout(&br, id2, "first stage sent", |v| v["counts"]["sent"] == 1);
+    assert_eq!(br.act(&format!("/ui/api/rollouts/{id2}/abort"), &json!(null)).status, 204);
+    let v = br.json(&format!("/ui/api/rollouts/{id2}"));
+    assert_eq!((v["state"].as_str(), v["counts"]["skipped"].as_i64()), (Some("aborted"), Some(9)));
+    assert_eq!(br.act(&format!("/ui/api/rollouts/{id2}/resume"), &json!(null)).status, 409);
+    assert_eq!(br.json("/ui/api/rollouts").as_array().unwrap().len(), 2);
+}
+backends!(rollouts, staged_rollouts);

@@ -207,7 +207,45 @@ pub struct FleetRow {
     pub report_ms: Option<i64>,
 }
 
-/// The dashboard's storage: operators, sessions, the fleet at a glance.
+/// A staged OTA rollout: one package to a group of gateways, stage by stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rollout {
+    pub id: i64,
+    pub name: String,
+    /// `NAME.vVER.tar.gz`, hosted for `vendor`/`model`.
+    pub package: String,
+    pub vendor: String,
+    pub model: String,
+    /// How the group was chosen (shown; the devices are fixed at creation).
+    pub filter: String,
+    /// Cumulative percentages of the group, e.g. `[1, 10, 100]`.
+    pub stages: Vec<i64>,
+    /// A stage whose failed share passes this pauses the rollout.
+    pub max_failure_pct: i64,
+    /// `running`, `paused`, `aborted`, `done`.
+    pub state: String,
+    /// The stage under way (index into `stages`).
+    pub stage: i64,
+    /// The stage whose failures the operator accepted by resuming (-1: none).
+    pub accepted_stage: i64,
+    pub reason: String,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// One gateway of a rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RolloutDevice {
+    pub device_id: i64,
+    pub sn: String,
+    pub stage: i64,
+    /// `pending`, `sent`, `installed`, `failed`, `skipped` (the rollout was aborted).
+    pub state: String,
+    pub detail: String,
+    pub updated_ms: i64,
+}
+
+/// The dashboard's storage: operators, sessions, the fleet at a glance, rollouts.
 #[async_trait]
 pub trait FleetStore: Send + Sync {
     /// Adds an operator, or (`replace`) sets the password of an existing one.
@@ -219,6 +257,24 @@ pub trait FleetStore: Send + Sync {
     async fn drop_session(&self, token_hash: &[u8; 32]) -> Result<()>;
     /// Every device with its latest engine_report, in id order: one query for the fleet.
     async fn fleet(&self) -> Result<Vec<FleetRow>>;
+    /// Makes a rollout (`r.id` is ignored) and its devices, `(device id, stage)`, pending.
+    async fn create_rollout(&self, r: &Rollout, devices: &[(i64, i64)]) -> Result<i64>;
+    async fn rollouts(&self) -> Result<Vec<Rollout>>;
+    async fn rollout(&self, id: i64) -> Result<Option<(Rollout, Vec<RolloutDevice>)>>;
+    /// Sets state, stage, accepted stage and reason, if the state is now one of `from`;
+    /// says whether it was.
+    async fn update_rollout(&self, r: &Rollout, from: &[&str], now_ms: i64) -> Result<bool>;
+    /// Moves a device of a rollout from state `from` to `to`; says whether it was in `from`
+    /// (so that of several hubs only one sends a device its command).
+    async fn move_rollout_device(
+        &self,
+        id: i64,
+        dev: i64,
+        from: &str,
+        to: &str,
+        detail: &str,
+        now_ms: i64,
+    ) -> Result<bool>;
 }
 
 #[async_trait]

@@ -3,11 +3,43 @@
 use async_trait::async_trait;
 
 use super::{db, device_row, PgStore, DEVICE_COLS};
-use crate::store::{FleetRow, FleetStore, Operator, Result, Session, StoreError};
+use crate::store::{FleetRow, FleetStore, Operator, Result, Rollout, RolloutDevice, Session, StoreError};
+
+const ROLLOUT_COLS: &str = "id, name, package, vendor, model, filter, stages, max_failure_pct, state, stage, \
+accepted_stage, reason, created_ms, updated_ms";
+
+fn rollout_row(r: &tokio_postgres::Row) -> Rollout {
+    let stages: String = r.get(6);
+    Rollout {
+        id: r.get(0),
+        name: r.get(1),
+        package: r.get(2),
+        vendor: r.get(3),
+        model: r.get(4),
+        filter: r.get(5),
+        stages: serde_json::from_str(&stages).unwrap_or_default(),
+        max_failure_pct: r.get(7),
+        state: r.get(8),
+        stage: r.get(9),
+        accepted_stage: r.get(10),
+        reason: r.get(11),
+        created_ms: r.get(12),
+        updated_ms: r.get(13),
+    }
+}
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS operators(
     id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL, created_ms BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS rollouts(
+    id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, package TEXT NOT NULL, vendor TEXT NOT NULL, model TEXT NOT NULL,
+    filter TEXT NOT NULL, stages TEXT NOT NULL, max_failure_pct BIGINT NOT NULL, state TEXT NOT NULL,
+    stage BIGINT NOT NULL, accepted_stage BIGINT NOT NULL, reason TEXT NOT NULL, created_ms BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS rollout_devices(
+    rollout_id BIGINT NOT NULL REFERENCES rollouts(id) ON DELETE CASCADE, device_id BIGINT NOT NULL,
+    stage BIGINT NOT NULL, state TEXT NOT NULL, detail TEXT NOT NULL, updated_ms BIGINT NOT NULL,
+    PRIMARY KEY(rollout_id, device_id));
 CREATE TABLE IF NOT EXISTS sessions(
     token_hash BYTEA PRIMARY KEY, operator_id BIGINT NOT NULL REFERENCES operators(id) ON DELETE CASCADE,
     csrf TEXT NOT NULL, expires_ms BIGINT NOT NULL);
@@ -106,5 +138,123 @@ impl FleetStore for PgStore {
             .iter()
             .map(|r| FleetRow { device: device_row(r), engine_report: r.get(8), report_ms: r.get(9) })
             .collect())
+    }
+
+    async fn create_rollout(&self, r: &Rollout, devices: &[(i64, i64)]) -> Result<i64> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db)?;
+        let stages = serde_json::to_string(&r.stages).unwrap_or_default();
+        let row = tx
+            .query_one(
+                "INSERT INTO rollouts(name, package, vendor, model, filter, stages, max_failure_pct, state, stage,
+                     accepted_stage, reason, created_ms, updated_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, -1, '', $9, $9) RETURNING id",
+                &[
+                    &r.name,
+                    &r.package,
+                    &r.vendor,
+                    &r.model,
+                    &r.filter,
+                    &stages,
+                    &r.max_failure_pct,
+                    &r.state,
+                    &r.created_ms,
+                ],
+            )
+            .await
+            .map_err(db)?;
+        let id: i64 = row.get(0);
+        let st = tx
+            .prepare(
+                "INSERT INTO rollout_devices(rollout_id, device_id, stage, state, detail, updated_ms)
+                 VALUES ($1, $2, $3, 'pending', '', $4)",
+            )
+            .await
+            .map_err(db)?;
+        for (dev, stage) in devices {
+            tx.execute(&st, &[&id, dev, stage, &r.created_ms]).await.map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(id)
+    }
+
+    async fn rollouts(&self) -> Result<Vec<Rollout>> {
+        let c = self.client().await?;
+        let rows = c.query(&format!("SELECT {ROLLOUT_COLS} FROM rollouts ORDER BY id"), &[]).await.map_err(db)?;
+        Ok(rows.iter().map(rollout_row).collect())
+    }
+
+    async fn rollout(&self, id: i64) -> Result<Option<(Rollout, Vec<RolloutDevice>)>> {
+        let c = self.client().await?;
+        let Some(r) =
+            c.query_opt(&format!("SELECT {ROLLOUT_COLS} FROM rollouts WHERE id = $1"), &[&id]).await.map_err(db)?
+        else {
+            return Ok(None);
+        };
+        let rows = c
+            .query(
+                "SELECT r.device_id, d.sn, r.stage, r.state, r.detail, r.updated_ms FROM rollout_devices r
+                 JOIN devices d ON d.id = r.device_id WHERE r.rollout_id = $1 ORDER BY r.stage, r.device_id",
+                &[&id],
+            )
+            .await
+            .map_err(db)?;
+        let devs = rows
+            .iter()
+            .map(|x| RolloutDevice {
+                device_id: x.get(0),
+                sn: x.get(1),
+                stage: x.get(2),
+                state: x.get(3),
+                detail: x.get(4),
+                updated_ms: x.get(5),
+            })
+            .collect();
+        Ok(Some((rollout_row(&r), devs)))
+    }
+
+    async fn update_rollout(&self, r: &Rollout, from: &[&str], now_ms: i64) -> Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db)?;
+        let from: Vec<String> = from.iter().map(|s| s.to_string()).collect();
+        let n = tx
+            .execute(
+                "UPDATE rollouts SET state = $2, stage = $3, accepted_stage = $4, reason = $5, updated_ms = $6
+                 WHERE id = $1 AND state = ANY($7)",
+                &[&r.id, &r.state, &r.stage, &r.accepted_stage, &r.reason, &now_ms, &from],
+            )
+            .await
+            .map_err(db)?;
+        if n > 0 && r.state == "aborted" {
+            tx.execute(
+                "UPDATE rollout_devices SET state = 'skipped', updated_ms = $2 WHERE rollout_id = $1 AND state = 'pending'",
+                &[&r.id, &now_ms],
+            )
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(n > 0)
+    }
+
+    async fn move_rollout_device(
+        &self,
+        id: i64,
+        dev: i64,
+        from: &str,
+        to: &str,
+        detail: &str,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE rollout_devices SET state = $4, detail = $5, updated_ms = $6
+                 WHERE rollout_id = $1 AND device_id = $2 AND state = $3",
+                &[&id, &dev, &from, &to, &detail, &now_ms],
+            )
+            .await
+            .map_err(db)?;
+        Ok(n > 0)
     }
 }

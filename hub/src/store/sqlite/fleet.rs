@@ -4,11 +4,43 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 
 use super::{db, device_row, SqliteStore, DEVICE_COLS};
-use crate::store::{FleetRow, FleetStore, Operator, Result, Session, StoreError};
+use crate::store::{FleetRow, FleetStore, Operator, Result, Rollout, RolloutDevice, Session, StoreError};
+
+const ROLLOUT_COLS: &str = "id, name, package, vendor, model, filter, stages, max_failure_pct, state, stage, \
+accepted_stage, reason, created_ms, updated_ms";
+
+fn rollout_row(r: &rusqlite::Row) -> rusqlite::Result<Rollout> {
+    let stages: String = r.get(6)?;
+    Ok(Rollout {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        package: r.get(2)?,
+        vendor: r.get(3)?,
+        model: r.get(4)?,
+        filter: r.get(5)?,
+        stages: serde_json::from_str(&stages).unwrap_or_default(),
+        max_failure_pct: r.get(7)?,
+        state: r.get(8)?,
+        stage: r.get(9)?,
+        accepted_stage: r.get(10)?,
+        reason: r.get(11)?,
+        created_ms: r.get(12)?,
+        updated_ms: r.get(13)?,
+    })
+}
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS operators(
     id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL, created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS rollouts(
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, package TEXT NOT NULL, vendor TEXT NOT NULL, model TEXT NOT NULL,
+    filter TEXT NOT NULL, stages TEXT NOT NULL, max_failure_pct INTEGER NOT NULL, state TEXT NOT NULL,
+    stage INTEGER NOT NULL, accepted_stage INTEGER NOT NULL, reason TEXT NOT NULL, created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS rollout_devices(
+    rollout_id INTEGER NOT NULL REFERENCES rollouts(id) ON DELETE CASCADE, device_id INTEGER NOT NULL,
+    stage INTEGER NOT NULL, state TEXT NOT NULL, detail TEXT NOT NULL, updated_ms INTEGER NOT NULL,
+    PRIMARY KEY(rollout_id, device_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sessions(
     token_hash BLOB PRIMARY KEY, operator_id INTEGER NOT NULL REFERENCES operators(id) ON DELETE CASCADE,
     csrf TEXT NOT NULL, expires_ms INTEGER NOT NULL);
@@ -114,6 +146,119 @@ impl FleetStore for SqliteStore {
                 })
                 .map_err(db)?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn create_rollout(&self, r: &Rollout, devices: &[(i64, i64)]) -> Result<i64> {
+        let (r, devices) = (r.clone(), devices.to_vec());
+        self.write(move |c| {
+            let stages = serde_json::to_string(&r.stages).unwrap_or_default();
+            c.execute(
+                "INSERT INTO rollouts(name, package, vendor, model, filter, stages, max_failure_pct, state, stage,
+                     accepted_stage, reason, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, -1, '', ?9, ?9)",
+                params![r.name, r.package, r.vendor, r.model, r.filter, stages, r.max_failure_pct, r.state, r.created_ms],
+            )
+            .map_err(db)?;
+            let id = c.last_insert_rowid();
+            let mut st = c
+                .prepare_cached(
+                    "INSERT INTO rollout_devices(rollout_id, device_id, stage, state, detail, updated_ms)
+                     VALUES (?1, ?2, ?3, 'pending', '', ?4)",
+                )
+                .map_err(db)?;
+            for (dev, stage) in devices {
+                st.execute(params![id, dev, stage, r.created_ms]).map_err(db)?;
+            }
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn rollouts(&self) -> Result<Vec<Rollout>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(&format!("SELECT {ROLLOUT_COLS} FROM rollouts ORDER BY id")).map_err(db)?;
+            let rows = st.query_map([], rollout_row).map_err(db)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn rollout(&self, id: i64) -> Result<Option<(Rollout, Vec<RolloutDevice>)>> {
+        self.read(move |c| {
+            let Some(r) = c
+                .query_row(&format!("SELECT {ROLLOUT_COLS} FROM rollouts WHERE id = ?1"), params![id], rollout_row)
+                .optional()
+                .map_err(db)?
+            else {
+                return Ok(None);
+            };
+            let mut st = c
+                .prepare_cached(
+                    "SELECT r.device_id, d.sn, r.stage, r.state, r.detail, r.updated_ms FROM rollout_devices r
+                     JOIN devices d ON d.id = r.device_id WHERE r.rollout_id = ?1 ORDER BY r.stage, r.device_id",
+                )
+                .map_err(db)?;
+            let devs = st
+                .query_map(params![id], |x| {
+                    Ok(RolloutDevice {
+                        device_id: x.get(0)?,
+                        sn: x.get(1)?,
+                        stage: x.get(2)?,
+                        state: x.get(3)?,
+                        detail: x.get(4)?,
+                        updated_ms: x.get(5)?,
+                    })
+                })
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            Ok(Some((r, devs)))
+        })
+        .await
+    }
+
+    async fn update_rollout(&self, r: &Rollout, from: &[&str], now_ms: i64) -> Result<bool> {
+        let r = r.clone();
+        let from = serde_json::to_string(from).unwrap_or_default();
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE rollouts SET state = ?2, stage = ?3, accepted_stage = ?4, reason = ?5, updated_ms = ?6
+                     WHERE id = ?1 AND state IN (SELECT value FROM json_each(?7))",
+                    params![r.id, r.state, r.stage, r.accepted_stage, r.reason, now_ms, from],
+                )
+                .map_err(db)?;
+            if n > 0 && r.state == "aborted" {
+                c.execute(
+                    "UPDATE rollout_devices SET state = 'skipped', updated_ms = ?2 WHERE rollout_id = ?1 AND state = 'pending'",
+                    params![r.id, now_ms],
+                )
+                .map_err(db)?;
+            }
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn move_rollout_device(
+        &self,
+        id: i64,
+        dev: i64,
+        from: &str,
+        to: &str,
+        detail: &str,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let (from, to, detail) = (from.to_string(), to.to_string(), detail.to_string());
+        self.write(move |c| {
+            c.execute(
+                "UPDATE rollout_devices SET state = ?4, detail = ?5, updated_ms = ?6
+                 WHERE rollout_id = ?1 AND device_id = ?2 AND state = ?3",
+                params![id, dev, from, to, detail, now_ms],
+            )
+            .map(|n| n > 0)
+            .map_err(db)
         })
         .await
     }

@@ -1,0 +1,192 @@
+//! Staged OTA rollouts. A rollout sends one package to a group of gateways, chosen when it
+//! is made, stage by stage: each stage is a cumulative share of the group (for example 1 %,
+//! 10 %, 100 %). A hub task looks every 2 s: it reads what each gateway it sent the
+//! package to says in `fetch_status`, pauses the rollout when the failed share of the stage
+//! under way passes the limit, sends the stage's gateways their `engine_fetch`, and moves
+//! on when the stage is done. Everything lives in the store, so progress survives a hub
+//! restart, and with several hubs on one PostgreSQL each gateway is sent its command once
+//! (a device moves from `pending` to `sent` in one conditional update).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::store::{Rollout, RolloutDevice};
+use crate::{now_ms, Hub};
+
+pub const TICK: Duration = Duration::from_secs(2);
+
+/// `NAME.vVER.tar.gz` -> (NAME, VER).
+pub fn package_parts(package: &str) -> Option<(&str, &str)> {
+    let stem = package.strip_suffix(".tar.gz")?;
+    let (name, ver) = stem.rsplit_once(".v")?;
+    (!name.is_empty() && !ver.is_empty()).then_some((name, ver))
+}
+
+/// Checks a rollout's stages: cumulative percentages, rising, ending at 100.
+pub fn check_stages(stages: &[i64]) -> Result<(), String> {
+    if stages.is_empty() || stages.len() > 10 {
+        return Err("a rollout has 1 to 10 stages".into());
+    }
+    if stages.windows(2).any(|w| w[0] >= w[1]) || stages[0] < 1 || *stages.last().unwrap_or(&0) != 100 {
+        return Err(format!("stages {stages:?}: rising percentages of the group, the last one 100"));
+    }
+    Ok(())
+}
+
+/// The stage of each of `n` devices (in rollout order): the first stage whose share covers it.
+pub fn assign_stages(n: usize, stages: &[i64]) -> Vec<i64> {
+    let upto: Vec<usize> = stages.iter().map(|p| ((n as i64 * p + 99) / 100).max(1) as usize).collect();
+    (0..n).map(|i| upto.iter().position(|&u| i < u).unwrap_or(stages.len() - 1) as i64).collect()
+}
+
+/// The order gateways go in: fixed per rollout name, spread over the fleet (not by id, so
+/// the first stage is not always the oldest gateways).
+pub fn rollout_order(name: &str, ids: &mut [i64]) {
+    ids.sort_by_cached_key(|id| Sha256::digest(format!("{name}/{id}").as_bytes()));
+}
+
+/// What a gateway's `fetch_status` says of the package: installed (`Some(true)`), failed
+/// (`Some(false)`), or nothing yet (downloading, installing, about something else).
+pub fn outcome(fetch_status: &str, package: &str) -> Option<bool> {
+    let first = fetch_status.lines().next().unwrap_or("");
+    let (name, ver) = package_parts(package)?;
+    if let Some(rest) = first.strip_prefix("installed ") {
+        let mut w = rest.split_whitespace();
+        return (w.next() == Some(name) && w.next() == Some(ver)).then_some(true);
+    }
+    first.strip_prefix(package).filter(|r| r.starts_with(':')).map(|_| false)
+}
+
+/// Runs the rollouts for as long as the hub runs.
+pub fn spawn(hub: Arc<Hub>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(TICK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if let Err(e) = tick(&hub).await {
+                log::warn!("rollouts: {e}");
+            }
+        }
+    });
+}
+
+/// One look at every running rollout.
+pub async fn tick(hub: &Hub) -> Result<(), crate::store::StoreError> {
+    for r in hub.store.rollouts().await? {
+        if r.state == "running" {
+            step(hub, r.id).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn step(hub: &Hub, id: i64) -> Result<(), crate::store::StoreError> {
+    let Some((mut r, mut devs)) = hub.store.rollout(id).await? else { return Ok(()) };
+    let now = now_ms();
+    // What the gateways said since they were sent the package.
+    for d in devs.iter_mut().filter(|d| d.state == "sent") {
+        let Some(Some(v)) = hub.store.read(d.device_id, &["fetch_status".to_string()]).await?.pop() else {
+            continue;
+        };
+        if v.modified_ms < d.updated_ms {
+            continue;
+        }
+        if let Some(ok) = outcome(&v.value, &r.package) {
+            let to = if ok { "installed" } else { "failed" };
+            let detail = v.value.lines().next().unwrap_or("").chars().take(300).collect::<String>();
+            if hub.store.move_rollout_device(id, d.device_id, "sent", to, &detail, now).await? {
+                log::info!("rollout {}: {} {to}: {detail}", r.name, d.sn);
+                d.state = to.into();
+            }
+        }
+    }
+    let stage: Vec<&RolloutDevice> = devs.iter().filter(|d| d.stage == r.stage).collect();
+    let failed = stage.iter().filter(|d| d.state == "failed").count() as i64;
+    let total = stage.len() as i64;
+    if r.accepted_stage != r.stage && total > 0 && failed * 100 > r.max_failure_pct * total {
+        r.state = "paused".into();
+        r.reason = format!(
+            "stage {} ({} %): {failed} of {total} gateways failed, over the limit of {} %",
+            r.stage + 1,
+            r.stages.get(r.stage as usize).copied().unwrap_or(100),
+            r.max_failure_pct
+        );
+        if hub.store.update_rollout(&r, &["running"], now).await? {
+            log::warn!("rollout {} paused: {}", r.name, r.reason);
+        }
+        return Ok(());
+    }
+    let command = serde_json::json!({"install": [{"name": r.package}]}).to_string();
+    for d in stage.iter().filter(|d| d.state == "pending") {
+        if hub.store.move_rollout_device(id, d.device_id, "pending", "sent", "sent", now).await? {
+            hub.store.write(d.device_id, &[("engine_fetch".into(), command.clone())], now / 1000, now).await?;
+        }
+    }
+    if stage.iter().all(|d| d.state == "installed" || d.state == "failed") {
+        next_stage(hub, r, now).await?;
+    }
+    Ok(())
+}
+
+async fn next_stage(hub: &Hub, mut r: Rollout, now: i64) -> Result<(), crate::store::StoreError> {
+    if (r.stage as usize) + 1 < r.stages.len() {
+        r.stage += 1;
+        r.reason.clear();
+        log::info!("rollout {}: stage {} of {}", r.name, r.stage + 1, r.stages.len());
+    } else {
+        r.state = "done".into();
+        log::info!("rollout {}: done", r.name);
+    }
+    hub.store.update_rollout(&r, &["running"], now).await.map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_cover_the_group_cumulatively() {
+        assert_eq!(assign_stages(10, &[10, 50, 100]), vec![0, 1, 1, 1, 1, 2, 2, 2, 2, 2]);
+        // 1 % of 20 rounds up to one gateway: a first stage is never empty.
+        assert_eq!(assign_stages(20, &[1, 100]).iter().filter(|&&s| s == 0).count(), 1);
+        assert_eq!(assign_stages(3, &[100]), vec![0, 0, 0]);
+        assert!(check_stages(&[1, 10, 100]).is_ok());
+        assert!(check_stages(&[10, 5, 100]).is_err());
+        assert!(check_stages(&[10, 50]).is_err());
+        assert!(check_stages(&[]).is_err());
+    }
+
+    #[test]
+    fn fetch_status_says_installed_failed_or_nothing_yet() {
+        let p = "sensor.v2.2.tar.gz";
+        assert_eq!(outcome("installed sensor 2.2\nok", p), Some(true));
+        assert_eq!(outcome("installed sensor 2.1\nok", p), None, "another version");
+        assert_eq!(outcome("installed other 2.2", p), None);
+        assert_eq!(
+            outcome("sensor.v2.2.tar.gz: version 2.2 did not stay up (exited); rolled back to 2.1", p),
+            Some(false)
+        );
+        assert_eq!(outcome("sensor.v2.2.tar.gz: not enough free space", p), Some(false));
+        assert_eq!(outcome("downloading sensor.v2.2.tar.gz", p), None);
+        assert_eq!(outcome("installing sensor.v2.2.tar.gz", p), None);
+        assert_eq!(outcome("sensor.v2.21.tar.gz: bad signature", p), None);
+        assert_eq!(package_parts("my.app.v1.0.3.tar.gz"), Some(("my.app", "1.0.3")));
+        assert_eq!(package_parts("nover.tar.gz"), None);
+    }
+
+    #[test]
+    fn the_order_is_spread_and_fixed_per_rollout() {
+        let mut a: Vec<i64> = (1..=100).collect();
+        let mut b = a.clone();
+        rollout_order("r1", &mut a);
+        rollout_order("r1", &mut b);
+        assert_eq!(a, b);
+        assert_ne!(a, (1..=100).collect::<Vec<_>>());
+        let mut c: Vec<i64> = (1..=100).collect();
+        rollout_order("r2", &mut c);
+        assert_ne!(a, c);
+    }
+}
