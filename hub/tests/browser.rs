@@ -3,6 +3,8 @@
 //!
 //! - an operator signs in, finds the gateway on the fleet page, opens it, sees its
 //!   telemetry charts, sends an edge command and sees the gateway's state change;
+//! - an operator starts a staged rollout of a version that fails; it pauses by itself after
+//!   the first stage, says why, and the operator aborts it;
 //! - the fleet page with 10,000 gateways: how long until the rows are on screen (printed;
 //!   the figure goes in the README, this is not a timed pass/fail).
 
@@ -254,4 +256,79 @@ fn the_fleet_page_with_10000_gateways() {
         }
         b.close().await.unwrap();
     });
+}
+
+#[test]
+fn a_rollout_pauses_on_failures_and_is_aborted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::db_url(Backend::Sqlite, dir.path());
+    add_operator(&db);
+    let hub = Arc::new(HubProc::start(&db, dir.path()));
+    let c = Arc::new(Client::new(hub.clone()));
+    let mut tokens = Vec::new();
+    for i in 0..10 {
+        let sn = format!("R{i:02}");
+        c.whitelist("acme", "gw1", &sn);
+        tokens.push(c.activate("acme", "gw1", &sn).text());
+    }
+    let pkg = "sensor.v2.9.tar.gz";
+    assert_eq!(
+        c.op_send("PUT", &format!("/api/v1/content/acme/gw1/{pkg}"), "application/octet-stream", b"p").status,
+        201
+    );
+    // Gateways whose new version does not stay up: each rolls back and says so.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gateways = {
+        let (c, stop) = (c.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut answered = vec![false; tokens.len()];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (i, t) in tokens.iter().enumerate() {
+                    if !answered[i] && c.dev_get(t, "/onep:v1/stack/alias?engine_fetch", &[]).text().contains(pkg) {
+                        let status = format!("{pkg}: version 2.9 did not stay up (exited at once); rolled back to 2.1");
+                        let body: String = form_urlencoded::Serializer::new(String::new())
+                            .append_pair("fetch_status", &status)
+                            .finish();
+                        c.dev_post(t, "/onep:v1/stack/alias", &body);
+                        answered[i] = true;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+
+    let driver = chromedriver();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let b = browser(&driver).await;
+        sign_in(&b, &hub.url).await;
+        b.find(Locator::Css("#nav-rollouts")).await.unwrap().click().await.unwrap();
+        let form = b.wait().for_element(Locator::Css("#new-rollout")).await.unwrap();
+        for (name, value) in [("name", "sensor 2.9"), ("package", pkg), ("vendor", "acme"), ("model", "gw1")] {
+            form.find(Locator::Css(&format!("input[name='{name}']"))).await.unwrap().send_keys(value).await.unwrap();
+        }
+        let stages = form.find(Locator::Css("input[name='stages']")).await.unwrap();
+        stages.clear().await.unwrap();
+        stages.send_keys("10, 50, 100").await.unwrap();
+        b.find(Locator::Css("#start-rollout")).await.unwrap().click().await.unwrap();
+        // The first stage (one gateway) fails: the rollout pauses by itself and says why.
+        wait_text(&b, "#rollout-state", "paused", 30, false).await;
+        let reason = b.find(Locator::Css("#rollout-reason")).await.unwrap().text().await.unwrap();
+        assert!(reason.contains("stage 1") && reason.contains("1 of 1 gateways failed"), "{reason}");
+        let counts = b.find(Locator::Css("#rollout-counts")).await.unwrap().text().await.unwrap();
+        assert!(counts.contains("1 failed") && counts.contains("9 pending"), "{counts}");
+        let failed = b.find(Locator::Css("#rollout-devices b.state.failed")).await.unwrap();
+        let row = failed.find(Locator::XPath("./ancestor::tr")).await.unwrap().text().await.unwrap();
+        assert!(row.contains("rolled back to 2.1"), "{row}");
+        // The operator aborts it: nothing more is sent.
+        b.find(Locator::Css("#abort")).await.unwrap().click().await.unwrap();
+        wait_text(&b, "#rollout-state", "aborted", 10, false).await;
+        wait_text(&b, "#rollout-counts", "9 skipped", 5, false).await;
+        b.find(Locator::Css("#nav-rollouts")).await.unwrap().click().await.unwrap();
+        wait_text(&b, "#rollouts", "aborted", 10, false).await;
+        b.close().await.unwrap();
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    gateways.join().unwrap();
 }

@@ -353,12 +353,90 @@ async function devicePage(id) {
   }
 }
 
+// ---------------------------------------------------------------- rollouts
+
+function counts(r) {
+  return ["installed", "failed", "sent", "pending", "skipped"].filter(k => r.counts[k])
+    .map(k => r.counts[k] + " " + k).join(", ");
+}
+
+async function rolloutsPage() {
+  const list = await api("GET", "/ui/api/rollouts");
+  const msg = el("p", { class: "notice", id: "rollout-msg" });
+  const form = el("form", { class: "card", id: "new-rollout" },
+    el("h2", {}, "New rollout"),
+    el("p", { class: "inline" },
+      el("input", { name: "name", placeholder: "name", required: "" }),
+      el("input", { name: "package", placeholder: "NAME.vVER.tar.gz", required: "" }),
+      el("input", { name: "vendor", placeholder: "vendor", required: "" }),
+      el("input", { name: "model", placeholder: "model", required: "" }),
+      el("input", { name: "serial_contains", placeholder: "serial contains (optional)" })),
+    el("p", { class: "inline" },
+      el("label", {}, "Stages (%) ", el("input", { name: "stages", value: "1, 10, 100", required: "" })),
+      el("label", {}, "Pause above (% failed) ", el("input", { name: "max_failure_pct", value: "10", type: "number", min: "0", max: "100" })),
+      el("button", { type: "submit", id: "start-rollout" }, "Start")),
+    msg);
+  form.addEventListener("submit", async ev => {
+    ev.preventDefault();
+    const f = new FormData(form);
+    try {
+      const r = await api("POST", "/ui/api/rollouts", {
+        name: f.get("name"), package: f.get("package"), vendor: f.get("vendor"), model: f.get("model"),
+        serial_contains: f.get("serial_contains") || "",
+        stages: String(f.get("stages")).split(",").map(x => parseInt(x, 10)),
+        max_failure_pct: parseInt(f.get("max_failure_pct"), 10),
+      });
+      location.href = "/ui/rollouts/" + r.id;
+    } catch (e) { notice(msg, e.message, false); }
+  });
+  main.replaceChildren(
+    el("h1", {}, "Rollouts"),
+    el("table", { id: "rollouts" },
+      el("tr", {}, ["Name", "Package", "Group", "Stage", "State", "Gateways"].map(h => el("th", {}, h))),
+      list.map(r => el("tr", { "data-id": r.id },
+        el("td", {}, el("a", { href: "/ui/rollouts/" + r.id }, r.name)), el("td", {}, r.package), el("td", {}, r.filter),
+        el("td", {}, (r.stage + 1) + " of " + r.stages.length + " (" + r.stages.join(" / ") + " %)"),
+        el("td", {}, el("b", { class: "state " + r.state }, r.state)), el("td", {}, counts(r))))),
+    form);
+}
+
+async function rolloutPage(id) {
+  const r = await api("GET", "/ui/api/rollouts/" + id);
+  const msg = el("p", { class: "notice", id: "rollout-msg" });
+  const act = a => async () => {
+    try { await api("POST", "/ui/api/rollouts/" + id + "/" + a); await rolloutPage(id); }
+    catch (e) { notice(msg, e.message, false); }
+  };
+  main.replaceChildren(
+    el("h1", {}, r.name, " ", el("b", { class: "state " + r.state, id: "rollout-state" }, r.state)),
+    el("p", { class: "muted" }, r.package + " to " + r.filter + " · stages " + r.stages.join(" / ") +
+      " % · pauses above " + r.max_failure_pct + " % failed · stage " + (r.stage + 1) + " of " + r.stages.length),
+    el("p", { id: "rollout-reason", class: r.state === "paused" ? "notice error" : "muted" }, r.reason),
+    el("p", { id: "rollout-counts" }, counts(r)),
+    el("p", {},
+      r.state === "running" ? el("button", { id: "pause", onclick: act("pause") }, "Pause") : null,
+      r.state === "paused" ? el("button", { id: "resume", onclick: act("resume") }, "Resume") : null,
+      r.state === "running" || r.state === "paused" ? el("button", { id: "abort", onclick: act("abort") }, "Abort") : null),
+    msg,
+    el("table", { id: "rollout-devices" },
+      el("tr", {}, ["Gateway", "Stage", "State", "Detail", "Updated"].map(h => el("th", {}, h))),
+      r.devices.map(d => el("tr", { "data-sn": d.sn },
+        el("td", {}, el("a", { href: "/ui/devices/" + d.device_id }, d.sn)), el("td", {}, d.stage + 1),
+        el("td", {}, el("b", { class: "state " + d.state }, d.state)), el("td", {}, d.detail),
+        el("td", {}, ago(d.updated_ms, Date.now()))))));
+  // A running rollout moves by itself: look again every 2 s.
+  if (r.state === "running") setTimeout(() => { if (location.pathname === "/ui/rollouts/" + id) rolloutPage(id); }, 2000);
+}
+
 // ---------------------------------------------------------------- routing
 
 (async () => {
   try {
-    const m = location.pathname.match(/^\/ui\/devices\/(\d+)$/);
-    if (m) await devicePage(m[1]);
+    const p = location.pathname;
+    let m;
+    if ((m = p.match(/^\/ui\/devices\/(\d+)$/))) await devicePage(m[1]);
+    else if ((m = p.match(/^\/ui\/rollouts\/(\d+)$/))) await rolloutPage(m[1]);
+    else if (p === "/ui/rollouts") await rolloutsPage();
     else await fleetPage();
   } catch (e) {
     main.replaceChildren(el("p", { class: "notice error" }, e.message));
