@@ -114,7 +114,7 @@ async fn step(hub: &Hub, id: i64) -> Result<(), crate::store::StoreError> {
             r.stages.get(r.stage as usize).copied().unwrap_or(100),
             r.max_failure_pct
         );
-        if hub.store.update_rollout(&r, &["running"], now).await? {
+        if hub.store.update_rollout(&r, &["running"], r.stage, now).await? {
             log::warn!("rollout {} paused: {}", r.name, r.reason);
         }
         return Ok(());
@@ -132,6 +132,7 @@ async fn step(hub: &Hub, id: i64) -> Result<(), crate::store::StoreError> {
 }
 
 async fn next_stage(hub: &Hub, mut r: Rollout, now: i64) -> Result<(), crate::store::StoreError> {
+    let was = r.stage;
     if (r.stage as usize) + 1 < r.stages.len() {
         r.stage += 1;
         r.reason.clear();
@@ -140,7 +141,7 @@ async fn next_stage(hub: &Hub, mut r: Rollout, now: i64) -> Result<(), crate::st
         r.state = "done".into();
         log::info!("rollout {}: done", r.name);
     }
-    hub.store.update_rollout(&r, &["running"], now).await.map(drop)
+    hub.store.update_rollout(&r, &["running"], was, now).await.map(drop)
 }
 
 #[cfg(test)]

@@ -610,7 +610,7 @@ async fn rollout_action(
         }
         _ => return Err(err(StatusCode::NOT_FOUND, format!("no rollout action {action:?} (pause, resume, abort)"))),
     };
-    if !hub.store.update_rollout(&r, from, now_ms()).await? {
+    if !hub.store.update_rollout(&r, from, r.stage, now_ms()).await? {
         return Err(err(StatusCode::CONFLICT, format!("rollout {id} cannot {action} now")));
     }
     log::info!("dashboard: {} did {action} on rollout {}", s.operator, r.name);

@@ -386,3 +386,42 @@ fn staged_rollouts(b: Backend) {
     assert_eq!(br.json("/ui/api/rollouts").as_array().unwrap().len(), 2);
 }
 backends!(rollouts, staged_rollouts);
+
+#[test]
+fn two_hubs_on_one_postgres_send_each_gateway_its_command_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::db_url(Backend::Postgres, dir.path());
+    assert!(operator(&db, "add", "ops", PASSWORD).0);
+    let a = Arc::new(HubProc::start(&db, dir.path()));
+    let b_dir = dir.path().join("b");
+    std::fs::create_dir_all(&b_dir).unwrap();
+    std::fs::copy(dir.path().join("operator.token"), b_dir.join("operator.token")).unwrap();
+    let b = Arc::new(HubProc::start(&db, &b_dir));
+    let c = Client::new(a.clone());
+    for i in 0..20 {
+        let sn = format!("P{i:02}");
+        c.whitelist("acme", "gw1", &sn);
+        assert_eq!(c.activate("acme", "gw1", &sn).status, 200);
+    }
+    let pkg = "sensor.v3.0.tar.gz";
+    assert_eq!(
+        c.op_send("PUT", &format!("/api/v1/content/acme/gw1/{pkg}"), "application/octet-stream", b"p").status,
+        201
+    );
+    let mut br = Browser::new(&b);
+    assert_eq!(br.sign_in("ops", PASSWORD).status, 303);
+    let r = br.act(
+        "/ui/api/rollouts",
+        &json!({"name": "both hubs", "package": pkg, "vendor": "acme", "model": "gw1", "stages": [100], "max_failure_pct": 50}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = serde_json::from_slice::<Value>(&r.body).unwrap()["id"].as_i64().unwrap();
+    let v = wait_rollout(&br, id, "every gateway sent", |v| v["counts"]["sent"] == 20);
+    // Both hubs ran their rollout task for a few rounds more.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    for d in v["devices"].as_array().unwrap() {
+        let h = c.op_get(&format!("/api/v1/devices/{}/dataports/engine_fetch/history?limit=10", d["device_id"]));
+        let n = serde_json::from_slice::<Vec<Value>>(&h.body).unwrap().len();
+        assert_eq!(n, 1, "{} got its engine_fetch {n} times", d["sn"]);
+    }
+}

@@ -261,9 +261,10 @@ pub trait FleetStore: Send + Sync {
     async fn create_rollout(&self, r: &Rollout, devices: &[(i64, i64)]) -> Result<i64>;
     async fn rollouts(&self) -> Result<Vec<Rollout>>;
     async fn rollout(&self, id: i64) -> Result<Option<(Rollout, Vec<RolloutDevice>)>>;
-    /// Sets state, stage, accepted stage and reason, if the state is now one of `from`;
-    /// says whether it was.
-    async fn update_rollout(&self, r: &Rollout, from: &[&str], now_ms: i64) -> Result<bool>;
+    /// Sets state, stage, accepted stage and reason, if the state is now one of `from` and
+    /// the stage still `stage` (what the caller read: of two hubs looking at once, one
+    /// moves it); says whether it was.
+    async fn update_rollout(&self, r: &Rollout, from: &[&str], stage: i64, now_ms: i64) -> Result<bool>;
     /// Moves a device of a rollout from state `from` to `to`; says whether it was in `from`
     /// (so that of several hubs only one sends a device its command).
     async fn move_rollout_device(

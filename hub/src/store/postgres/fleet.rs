@@ -213,15 +213,15 @@ impl FleetStore for PgStore {
         Ok(Some((rollout_row(&r), devs)))
     }
 
-    async fn update_rollout(&self, r: &Rollout, from: &[&str], now_ms: i64) -> Result<bool> {
+    async fn update_rollout(&self, r: &Rollout, from: &[&str], stage: i64, now_ms: i64) -> Result<bool> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
         let from: Vec<String> = from.iter().map(|s| s.to_string()).collect();
         let n = tx
             .execute(
                 "UPDATE rollouts SET state = $2, stage = $3, accepted_stage = $4, reason = $5, updated_ms = $6
-                 WHERE id = $1 AND state = ANY($7)",
-                &[&r.id, &r.state, &r.stage, &r.accepted_stage, &r.reason, &now_ms, &from],
+                 WHERE id = $1 AND state = ANY($7) AND stage = $8",
+                &[&r.id, &r.state, &r.stage, &r.accepted_stage, &r.reason, &now_ms, &from, &stage],
             )
             .await
             .map_err(db)?;

@@ -218,15 +218,15 @@ impl FleetStore for SqliteStore {
         .await
     }
 
-    async fn update_rollout(&self, r: &Rollout, from: &[&str], now_ms: i64) -> Result<bool> {
+    async fn update_rollout(&self, r: &Rollout, from: &[&str], stage: i64, now_ms: i64) -> Result<bool> {
         let r = r.clone();
         let from = serde_json::to_string(from).unwrap_or_default();
         self.write(move |c| {
             let n = c
                 .execute(
                     "UPDATE rollouts SET state = ?2, stage = ?3, accepted_stage = ?4, reason = ?5, updated_ms = ?6
-                     WHERE id = ?1 AND state IN (SELECT value FROM json_each(?7))",
-                    params![r.id, r.state, r.stage, r.accepted_stage, r.reason, now_ms, from],
+                     WHERE id = ?1 AND state IN (SELECT value FROM json_each(?7)) AND stage = ?8",
+                    params![r.id, r.state, r.stage, r.accepted_stage, r.reason, now_ms, from, stage],
                 )
                 .map_err(db)?;
             if n > 0 && r.state == "aborted" {
