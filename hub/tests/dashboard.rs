@@ -92,6 +92,18 @@ impl Browser {
     }
 }
 
+/// A hub with an operator `ops`, a client for its APIs, and a browser signed in as `ops`.
+fn signed_in(b: Backend) -> (tempfile::TempDir, String, Arc<HubProc>, Client, Browser) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::db_url(b, dir.path());
+    assert!(operator(&db, "add", "ops", PASSWORD).0);
+    let hub = Arc::new(HubProc::start(&db, dir.path()));
+    let c = Client::new(hub.clone());
+    let mut br = Browser::new(&hub);
+    assert_eq!(br.sign_in("ops", PASSWORD).status, 303);
+    (dir, db, hub, c, br)
+}
+
 fn sign_in_and_sessions(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let db = common::db_url(b, dir.path());
@@ -154,13 +166,7 @@ fn sign_in_and_sessions(b: Backend) {
 backends!(sign_in, sign_in_and_sessions);
 
 fn fleet_and_commands(b: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = common::db_url(b, dir.path());
-    assert!(operator(&db, "add", "ops", PASSWORD).0);
-    let hub = Arc::new(HubProc::start(&db, dir.path()));
-    let c = Client::new(hub.clone());
-    let mut br = Browser::new(&hub);
-    assert_eq!(br.sign_in("ops", PASSWORD).status, 303);
+    let (_dir, _db, _hub, c, br) = signed_in(b);
 
     // Whitelisting from the UI: CSRF token and same origin required.
     let key = json!({"vendor": "acme", "model": "gw1", "sn": "SN-1"});
@@ -292,13 +298,7 @@ fn wait_rollout(br: &Browser, id: i64, what: &str, f: impl Fn(&Value) -> bool) -
 }
 
 fn staged_rollouts(b: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = common::db_url(b, dir.path());
-    assert!(operator(&db, "add", "ops", PASSWORD).0);
-    let hub = Arc::new(HubProc::start(&db, dir.path()));
-    let c = Client::new(hub.clone());
-    let mut br = Browser::new(&hub);
-    assert_eq!(br.sign_in("ops", PASSWORD).status, 303);
+    let (dir, db, hub, c, mut br) = signed_in(b);
     let mut tokens = Vec::new();
     for i in 0..10 {
         let sn = format!("R{i:02}");
