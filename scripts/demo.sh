@@ -5,7 +5,8 @@
 #  3. the hub goes down, the app keeps writing, the agent is SIGKILLed (a power cut) and
 #     restarted, the hub comes back: every point arrives, none twice;
 #  4. the operator installs an app over the air (signed package, engine_fetch) and sees
-#     fetch_status and engine_report.
+#     fetch_status and engine_report;
+#  5. the operator signs in to the fleet dashboard and sees the gateway and its apps.
 #   scripts/demo.sh [--keep]    --keep leaves hub and agent running until Ctrl-C
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -129,7 +130,21 @@ echo "fetch_status: $(value fetch_status | tr '\n' ' ')"
 for _ in $(seq 100); do value engine_report 2>/dev/null | grep -q '"hello"' && break; sleep 0.2; done
 echo "engine_report: $(value engine_report)"
 
+echo "--- 5. the fleet dashboard: operator 'demo' signs in and reads the fleet"
+password=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+echo "$password" | "$hubbin" operator add demo --db "sqlite:$work/hub.db"
+curl -s -o /dev/null -c "$work/cookies" --data "name=demo&password=$password" "$hub/ui/login"
+curl -sf -b "$work/cookies" "$hub/ui/api/fleet" | python3 -c '
+import json, sys
+f = json.load(sys.stdin)
+for r in f["rows"]:
+    d = dict(zip(f["columns"], r))
+    apps = ", ".join("%s %s %s" % (a[0], a[1] or "-", a[2]) for a in d["apps"])
+    state = "online" if d["online"] else "offline"
+    print("dashboard: %s %s, agent %s, backlog %s, apps: %s" % (d["sn"], state, d["engine_version"], d["backlog"], apps))'
+
 if [ $keep = 1 ]; then
+  echo "dashboard on $hub/ui/ (operator demo, password $password)"
   echo "hub on $hub (operator token in $work/operator.token), agent config $work/gwe.toml; Ctrl-C to stop"
   wait "$agent"
 fi
