@@ -201,7 +201,9 @@ fault_status_ok() { # fault_status_ok LOG ERROR: during the fault every app ran 
   # The board asks every 2 s; a fault that came just now shows at the next look.
   local i
   for ((i = 0; i < 40; i++)); do
-    grep -a '^GWE-FAULT-STATUS' "$1" | grep -q "fault: .*$2" && return 0
+    # grep -c, not -q: under pipefail, a grep that stops at the first match fails the
+    # pipeline when the writer before it gets SIGPIPE.
+    grep -a '^GWE-FAULT-STATUS' "$1" | grep -c "fault: .*$2" > /dev/null && return 0
     sleep 0.2
   done
   problems+=("the agent did not report '$2' (gwe ctl status)")
@@ -238,7 +240,7 @@ fault_full() { # the disk fills up as the OTA download starts, then frees up; th
     sleep 0.5
   done
   case "$fs" in "installed sensor $again"*) ;; *) problems+=("no recovery: installing $again after the disk-full fault: ${fs:0:80}") ;; esac
-  tr -d '\r' < "$log" | sed -n '/GWE-FAULT cleared/,$p' | grep -q 'GWE-ACKED' ||
+  tr -d '\r' < "$log" | sed -n '/GWE-FAULT cleared/,$p' | grep -c 'GWE-ACKED' > /dev/null ||
     problems+=("no value acknowledged after the disk had space again")
   good_versions="$was_versions $new $again"
   fault_note="$fault_note, recovered"
