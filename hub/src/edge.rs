@@ -407,12 +407,17 @@ async fn cmd_issue(
         return Err(err(StatusCode::PAYLOAD_TOO_LARGE, "command is over 68 KiB"));
     }
     let v: serde_json::Value = json_body(&body)?;
-    let Some(id) = v.get("id").and_then(|i| i.as_str()) else {
-        return Err(err(StatusCode::BAD_REQUEST, "command must be a JSON object with a string id"));
-    };
-    let id = id.to_string();
+    let id = command_id(&v)?;
     hub.store.issue_command(&system, &v.to_string(), now_ms()).await?;
     Ok((StatusCode::CREATED, Json(json!({"system": system, "id": id}))).into_response())
+}
+
+/// An edge command's id: it must be a JSON object with a string `id`.
+pub fn command_id(v: &serde_json::Value) -> Result<String, ApiError> {
+    v.get("id")
+        .and_then(|i| i.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| err(StatusCode::BAD_REQUEST, "command must be a JSON object with a string id"))
 }
 
 #[derive(Deserialize)]

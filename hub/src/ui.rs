@@ -16,7 +16,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Form, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -161,9 +161,8 @@ struct LoginForm {
     password: String,
 }
 
-async fn login(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> UiResult {
+async fn login(State(hub): State<Arc<Hub>>, headers: HeaderMap, Form(form): Form<LoginForm>) -> UiResult {
     same_origin(&headers)?;
-    let form: LoginForm = serde_urlencoded_form(&body)?;
     let op = hub.store.operator(&form.name).await?;
     // Unknown names cost a hash check too: the answer's time does not tell them apart.
     let stored = op.as_ref().map(|o| o.password_hash.clone()).unwrap_or_else(|| DUMMY_HASH.to_string());
@@ -193,12 +192,6 @@ async fn login(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> 
 /// A valid Argon2id hash of a random password nobody knows.
 const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$1dI4H0nq6nKpBKl1B8GqiY6QHIkAJt9pFTt8yM6cN1k";
-
-fn serde_urlencoded_form<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
-    let pairs: serde_json::Map<String, Value> =
-        form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), Value::String(v.into_owned()))).collect();
-    serde_json::from_value(Value::Object(pairs)).map_err(|e| err(StatusCode::BAD_REQUEST, format!("form: {e}")))
-}
 
 async fn logout(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> UiResult {
     changing(&hub, &headers).await?;
@@ -462,9 +455,7 @@ async fn command(State(hub): State<Arc<Hub>>, Path(id): Path<i64>, headers: Head
             format!("remove {app}")
         }
         Command::Edge { command } => {
-            let Some(cid) = command.get("id").and_then(|i| i.as_str()).map(str::to_string) else {
-                return Err(err(StatusCode::BAD_REQUEST, "an edge command is a JSON object with a string id"));
-            };
+            let cid = crate::edge::command_id(&command)?;
             let text = command.to_string();
             if text.len() > gwe_wire::edge::MAX_CONFIG_BYTES + 4096 {
                 return Err(err(StatusCode::PAYLOAD_TOO_LARGE, "command is over 68 KiB"));
