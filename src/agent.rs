@@ -92,6 +92,7 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
     if edge_on && !cfg!(feature = "edge") {
         log::warn!("[edge] is enabled but this agent was built without the edge feature");
     }
+    #[cfg_attr(not(feature = "edge"), allow(unused_mut))]
     let mut qopts = cfg.queue.options();
     #[cfg(feature = "edge")]
     if edge_on {
