@@ -93,7 +93,7 @@ wait_for "$out/boot2.log" "uptime=6[0-9]\." 120
 for app in ticker logger idler sensor; do
   grep -aq "$app RUNNING" "$out/boot2.log" || { echo "boot-test: $app is not RUNNING" >&2; exit 1; }
 done
-rss=$(grep -a 'uptime=6[0-9]\.' "$out/boot2.log" | grep -ao 'VmRSS:[^k]*kB' | head -1)
+rss=$(grep -a 'uptime=6[0-9]\.' "$out/boot2.log" | head -1 | sed -n 's/.*\(VmRSS:.*kB\).*/\1/p')
 echo "agent and its 4 apps (one installed over the air) back by themselves; agent after a minute: $rss"
 for alias in tick sensor; do
   n=$(history "$alias" | grep -c . || true)

@@ -11,6 +11,10 @@ case "${1:-}" in
 esac
 shift
 scripts/setup-cross.sh >/dev/null
+# No unwind tables in the C code the agent compiles in (ring, and SQLite in the default
+# build): with panic = "abort" nothing unwinds through it. -131 KB on aarch64 with SQLite.
+# (Rust's own come mostly from the precompiled std and stay.)
+export "CFLAGS_${target//-/_}=-fno-asynchronous-unwind-tables -fno-unwind-tables"
 RUSTC=/usr/bin/rustc cargo build --locked --release --target "$target" --bin gwe "$@"
 bin="${CARGO_TARGET_DIR:-target}/$target/release/gwe"
 "$strip" "$bin" 2>/dev/null || true
