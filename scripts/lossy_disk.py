@@ -13,6 +13,7 @@ power cut), the cache is lost:
 A clean disconnect (the emulator shut down; QEMU flushes first) keeps the cache. One line per
 connection goes to --log: how much was unflushed at the cut and what became of it. The server
 serves one connection at a time, for as many boots as the campaign makes, until SIGTERM.
+`lossy_disk.py --self-test` checks on a scratch image what a cut leaves in each mode.
 
 Protocol: the NBD fixed-newstyle handshake (NBD_OPT_GO / NBD_OPT_EXPORT_NAME) and simple
 replies; it advertises flush but not FUA, so QEMU turns a FUA write into write + flush.
@@ -92,9 +93,10 @@ class Disk:
             kept = {b: d for b, d in self.cache.items() if rng.random() < 0.5}
         else:
             kept = {}
+        reached = len(kept)  # counted first: flush() empties the cache, which is `kept` now
         self.cache = kept
         self.flush()
-        return pending, len(kept)
+        return pending, reached
 
 
 def handshake(s, disk):
@@ -160,7 +162,40 @@ def serve(conn, disk):
         return False, stats
 
 
+def self_test():
+    """What a cut does to the image, checked block by block on a scratch image."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "disk.img")
+        for mode in ("drop", "tear"):
+            with open(path, "wb") as f:
+                f.truncate(256 * BLOCK)
+            disk = Disk(path)
+            disk.write(0, b"F" * (8 * BLOCK))  # flushed: must stay whatever the cut does
+            disk.flush()
+            disk.write(8 * BLOCK + 100, b"U" * (200 * BLOCK))  # unflushed, unaligned: 201 blocks
+            assert disk.read(8 * BLOCK + 100, 3) == b"UUU", "the guest must read its own writes"
+            pending, reached = disk.cut(mode, random.Random(7))
+            os.close(disk.fd)
+            with open(path, "rb") as f:
+                image = f.read()
+            blocks = [image[b * BLOCK:(b + 1) * BLOCK] for b in range(256)]
+            assert all(b == b"F" * BLOCK for b in blocks[:8]), f"{mode}: a flushed block was lost"
+            landed = sum(1 for b in blocks[8:] if b.strip(b"\0"))
+            assert pending == 201, f"{mode}: {pending} unflushed blocks counted, 201 written"
+            assert landed == reached, f"{mode}: {landed} blocks reached the image, {reached} reported"
+            if mode == "drop":
+                assert reached == 0, f"drop: {reached} unflushed blocks reached the image"
+            else:
+                assert 0 < reached < pending, f"tear: {reached} of {pending} reached (want some, not all)"
+            print(f"lossy_disk self-test, {mode}: {pending} unflushed blocks, {reached} reached the image")
+
+
 def main():
+    if sys.argv[1:] == ["--self-test"]:
+        self_test()
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("image")
     ap.add_argument("socket")

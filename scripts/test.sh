@@ -60,7 +60,9 @@ step "the emulated aarch64 and armv7 boards: boot, clean reboot, power cut"
 scripts/boot-test.sh qemu-aarch64-virt
 scripts/boot-test.sh qemu-armv7-virt
 
-step "power-cut campaign on the aarch64 board, 20 cycles, a disk that tears unflushed writes (full size: --cycles 1000)"
+step "the lossy disk's self-test: what a cut leaves on the image (drop, tear)"
+python3 scripts/lossy_disk.py --self-test
+step "power-cut campaign on the aarch64 board, 20 cycles, a disk that tears unflushed writes (full size: power-cut-full.sh)"
 scripts/power-cut-campaign.sh --cycles 20 --disk tear
 step "the campaign's self-test: an agent without the queue's fsync must fail it"
 GWE_AGENT_FEATURES=test-skip-queue-fsync scripts/power-cut-campaign.sh --cycles 3 --disk drop --expect-fail
