@@ -13,8 +13,8 @@
 #
 # Each board's table goes to DIR/board-K.log as it runs; this script prints every board's
 # summary line and the total at the end, and fails if any board failed a check.
-# `touch DIR/board-K/pause` (or DIR/pause for all) pauses the boards after their current
-# cut; --resume goes on with all of them.
+# Ctrl-C or SIGTERM pauses every board after its current cut (each campaign's own pause;
+# `touch DIR/board-K/pause` pauses one board); --resume goes on with all of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cycles=1000 boards=6 seed=$RANDOM out=target/campaign-full resume=0
@@ -36,7 +36,9 @@ while [ $# -gt 0 ]; do
 done
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-if [ "$resume" = 0 ]; then
+if [ "$resume" = 1 ]; then
+  boards=$(find "$out" -maxdepth 1 -type d -name 'board-*' | wc -l)
+else
   if [ "$boards" -lt 1 ] || [ "$cycles" -lt "$boards" ]; then
     echo "--cycles must be at least --boards (at least 1)" >&2
     exit 2
@@ -58,21 +60,17 @@ for ((b = 1; b <= boards; b++)); do
     [ $((b % 2)) -eq 0 ] && disk=plain
     args=(--cycles "$n" --disk "$disk" --seed $((seed + 1000 * b)) --out "$dir" "${extra[@]}")
   fi
-  rm -f "$out/pause"
   bash scripts/power-cut-campaign.sh "${args[@]}" >> "$out/board-$b.log" 2>&1 < /dev/null &
   pids+=($!)
   echo "board $b: scripts/power-cut-campaign.sh ${args[*]} (table in $out/board-$b.log)"
 done
 [ ${#pids[@]} -gt 0 ] || { echo "no board to resume in $out" >&2; exit 2; }
-# DIR/pause pauses every board.
-( while sleep 2; do
-    [ -e "$out/pause" ] && for ((b = 1; b <= boards; b++)); do touch "$out/board-$b/pause" 2> /dev/null || true; done
-  done ) &
-watcher=$!
-trap 'kill "$watcher" 2> /dev/null; kill -TERM "${pids[@]}" 2> /dev/null; wait' INT TERM
+trap 'kill -TERM "${pids[@]}" 2> /dev/null' INT TERM
 rc=0
-for p in "${pids[@]}"; do wait "$p" || rc=1; done
-kill "$watcher" 2> /dev/null || true
+for p in "${pids[@]}"; do
+  # A signal ends `wait` early while the board is still pausing: wait again until it is gone.
+  until wait "$p"; do kill -0 "$p" 2> /dev/null || { rc=1; break; }; done
+done
 counts() { # counts STATE.ENV: cuts done, values acknowledged, boots, failed boots
   # shellcheck source=/dev/null disable=SC2154 # the campaign's saved state
   (. "$1" && echo "$((next - 1 > cycles ? cycles : next - 1)) $total_acked $boots $failed")
