@@ -29,6 +29,12 @@ use gwe_hub::store::{self, DeviceKey};
 use gwe_hub::{now_ms, server, Hub, Limits};
 use lexopt::prelude::*;
 
+/// glibc's malloc took about a third of the request path's user time under load (10,000
+/// writes/s over 17,000 connections per process: consolidating its free lists); mimalloc
+/// keeps per-thread pages.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: gwe-hub serve [--listen ADDR] [--db URL] [--tls-cert PEM --tls-key PEM] \
 [--operator-token-file FILE] [--max-body BYTES]
                [--system-name NAME] [--advertise HOST:PORT] [--group NAME]
@@ -273,7 +279,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(|| {
+            // Request handling runs at nice 5, below the database threads: on a loaded
+            // machine a writer preempted inside its transaction (and its lock) kept every
+            // other hub process's writes waiting. Under load, write p99 went from
+            // 136-300 ms to 93-143 ms with this (six hubs, 10,000 writes/s, 2 cores).
+            // SAFETY: setpriority on the calling thread (tid 0); no pointers.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 5) };
+        })
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gwe-hub: starting the runtime: {e}");

@@ -87,10 +87,16 @@ impl SqliteStore {
         wconn.execute_batch(SCHEMA)?;
         wconn.execute_batch(edge::SCHEMA)?;
         wconn.execute_batch(fleet::SCHEMA)?;
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push("-writer.lock");
+        let lock =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| {
+                rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(14), Some(format!("{lock_path:?}: {e}")))
+            })?;
         let (wtx, wrx) = mpsc::channel::<WriteJob>();
         std::thread::Builder::new()
             .name("db-writer".into())
-            .spawn(move || writer(wconn, wrx))
+            .spawn(move || writer(wconn, WriterLock(lock), wrx))
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         let (rtx, rrx) = mpsc::channel::<ReadJob>();
         let rrx = Arc::new(Mutex::new(rrx));
@@ -146,8 +152,54 @@ impl SqliteStore {
     }
 }
 
-fn writer(conn: Connection, rx: Receiver<WriteJob>) {
+/// An advisory lock (`flock`) on `<db>-writer.lock` that the hub processes sharing one
+/// database take around each write transaction. SQLite's own write lock cannot be waited
+/// on, only polled (every 1 ms here): a process that just committed took it again before
+/// the pollers woke, and with six hubs on one file the write p99 was 1.0 to 2.0 s; with
+/// this lock, 0.5 s, before the other changes of that run. A blocked `flock` wakes the
+/// moment the lock is free. (A strict first-come-first-served ticket lock did worse: the
+/// turn waited for a writer thread that was not yet running.) If the lock cannot be taken,
+/// SQLite's lock and the busy handler still keep the transactions apart.
+struct WriterLock(std::fs::File);
+
+impl WriterLock {
+    fn lock(&self) -> bool {
+        self.flock(libc::LOCK_EX)
+    }
+
+    fn unlock(&self) {
+        self.flock(libc::LOCK_UN);
+    }
+
+    fn flock(&self, op: libc::c_int) -> bool {
+        use std::os::fd::AsRawFd;
+        loop {
+            // SAFETY: flock on a file descriptor this struct owns.
+            if unsafe { libc::flock(self.0.as_raw_fd(), op) } == 0 {
+                return true;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                log::warn!("database: writer lock: {e}");
+                return false;
+            }
+        }
+    }
+}
+
+/// The least time between two commits of one hub process. A commit costs about the same
+/// for one write as for fifty (an fsync, and, when another hub process committed in
+/// between, reading again every page it touches: SQLite drops its cache then), so under
+/// load a process gathers writes for this long; a write that comes after a quiet spell is
+/// committed at once.
+const COMMIT_GAP: std::time::Duration = std::time::Duration::from_millis(10);
+
+fn writer(conn: Connection, lock: WriterLock, rx: Receiver<WriteJob>) {
+    let mut last = std::time::Instant::now() - COMMIT_GAP;
     while let Ok(first) = rx.recv() {
+        if let Some(wait) = (last + COMMIT_GAP).checked_duration_since(std::time::Instant::now()) {
+            std::thread::sleep(wait);
+        }
         let mut jobs = vec![first];
         while jobs.len() < 4096 {
             match rx.try_recv() {
@@ -156,7 +208,18 @@ fn writer(conn: Connection, rx: Receiver<WriteJob>) {
             }
         }
         let mut dones = Vec::with_capacity(jobs.len());
+        let locked = lock.lock();
+        // Writes that arrived while this hub waited for its turn go in the same commit.
+        while jobs.len() < 4096 {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            if locked {
+                lock.unlock();
+            }
             log::error!("database: cannot begin a transaction: {e}");
             for job in jobs {
                 let (_, done) = job(None);
@@ -165,11 +228,14 @@ fn writer(conn: Connection, rx: Receiver<WriteJob>) {
             continue;
         }
         for job in jobs {
-            let sp = conn.execute_batch("SAVEPOINT job");
+            // Cached statements: not parsed again for every write.
+            let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut st| st.execute([])).map(drop);
+            let sp = run("SAVEPOINT job");
             let (ok, done) = job(Some(&conn));
             if sp.is_ok() {
-                let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-                if let Err(e) = conn.execute_batch(end) {
+                let end =
+                    if ok { run("RELEASE job") } else { run("ROLLBACK TO job").and_then(|()| run("RELEASE job")) };
+                if let Err(e) = end {
                     log::error!("database: ending a savepoint: {e}");
                 }
             }
@@ -179,6 +245,10 @@ fn writer(conn: Connection, rx: Receiver<WriteJob>) {
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
+        if locked {
+            lock.unlock();
+        }
+        last = std::time::Instant::now();
         for done in dones {
             done(committed.clone());
         }
