@@ -77,8 +77,19 @@ async fn sign_in(b: &Browser, url: &str) {
     b.find(Locator::Css("#name")).await.unwrap().send_keys("ops").await.unwrap();
     b.find(Locator::Css("#password")).await.unwrap().send_keys("wrong password").await.unwrap();
     b.find(Locator::Css("#signin")).await.unwrap().click().await.unwrap();
-    let msg = b.wait().for_element(Locator::Css("#message")).await.unwrap().text().await.unwrap();
-    assert!(msg.contains("Wrong name or password"), "{msg}");
+    // The sign-in page has an empty #message too: until the answer has replaced the page,
+    // the element found may be the old one (or go stale while it is read).
+    let mut msg = String::new();
+    for _ in 0..100 {
+        if let Ok(e) = b.find(Locator::Css("#message")).await {
+            msg = e.text().await.unwrap_or_default();
+            if !msg.is_empty() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(msg.contains("Wrong name or password"), "{msg:?}");
     b.find(Locator::Css("#name")).await.unwrap().send_keys("ops").await.unwrap();
     b.find(Locator::Css("#password")).await.unwrap().send_keys(PASSWORD).await.unwrap();
     b.find(Locator::Css("#signin")).await.unwrap().click().await.unwrap();
