@@ -91,6 +91,35 @@ pub fn apply(notifier: &Notifier, payload: &str) {
     }
 }
 
+/// Payloads for the changes of many devices: [`payload`]s joined by an empty line (an
+/// alias is never empty), each payload at most ~7 kB. A group commit of hundreds of writes
+/// sends a few notifications, not hundreds, to every hub listening.
+pub fn payloads<'a, A: IntoIterator<Item = &'a str>>(changes: impl IntoIterator<Item = (i64, A)>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for (dev, aliases) in changes {
+        let p = payload(dev, aliases);
+        if !cur.is_empty() && cur.len() + 2 + p.len() > 7000 {
+            out.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push_str("\n\n");
+        }
+        cur.push_str(&p);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Applies a payload made by [`payloads`].
+pub fn apply_many(notifier: &Notifier, payloads: &str) {
+    for p in payloads.split("\n\n") {
+        apply(notifier, p);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +141,29 @@ mod tests {
         }
         n.release(7, "b c", w);
         assert_eq!(n.watched(), 0);
+    }
+
+    #[test]
+    fn many_devices_share_notifications() {
+        let changes: Vec<(i64, Vec<&str>)> = (0..1000).map(|d| (d, vec!["temperature", "cmd"])).collect();
+        let ps = payloads(changes.iter().map(|(d, a)| (*d, a.iter().copied())));
+        assert!(ps.len() > 1 && ps.len() < 10, "{} payloads", ps.len());
+        assert!(ps.iter().all(|p| p.len() <= 7000));
+        let n = Notifier::default();
+        let (first, last) = (n.watch(0, "cmd"), n.watch(999, "temperature"));
+        let other = n.watch(5, "engine_fetch");
+        {
+            let (f, l, o) = (first.notified(), last.notified(), other.notified());
+            tokio::pin!(f, l, o);
+            f.as_mut().enable();
+            l.as_mut().enable();
+            o.as_mut().enable();
+            for p in &ps {
+                apply_many(&n, p);
+            }
+            assert!(futures_util::FutureExt::now_or_never(f.as_mut()).is_some());
+            assert!(futures_util::FutureExt::now_or_never(l.as_mut()).is_some());
+            assert!(futures_util::FutureExt::now_or_never(o.as_mut()).is_none(), "an alias not written stays asleep");
+        }
     }
 }

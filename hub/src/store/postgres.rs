@@ -1,6 +1,6 @@
 //! PostgreSQL storage, for fleets that outgrow one machine: several hub processes share the
-//! database. Writes that change dataports send `NOTIFY gwe_dataport` with the device id and
-//! aliases; every hub LISTENs, so a long-poll on one hub wakes for a write that landed on
+//! database. Writes that change dataports send `NOTIFY gwe_dataports` with the device ids and
+//! aliases (many devices a notification); every hub LISTENs, so a long-poll on one hub wakes for a write that landed on
 //! another. Dataport writes are group-committed: one task per hub puts the writes waiting at
 //! that moment in one transaction, so a commit (its WAL flush, and NOTIFY's global commit
 //! lock) serves many gateways.
@@ -83,10 +83,10 @@ async fn group_commit(pool: Pool, mut rx: tokio::sync::mpsc::UnboundedReceiver<R
 async fn commit_records(pool: &Pool, jobs: &[RecordJob]) -> Result<()> {
     let mut c = pool.get().await.map_err(db)?;
     let tx = c.transaction().await.map_err(db)?;
-    for j in jobs {
-        let refs: Vec<&Point> = j.points.iter().collect();
-        store_points(&tx, j.dev, &refs, j.now_ms).await?;
-    }
+    let refs: Vec<Vec<&Point>> = jobs.iter().map(|j| j.points.iter().collect()).collect();
+    let writes: Vec<(i64, &[&Point], i64)> =
+        jobs.iter().zip(&refs).map(|(j, r)| (j.dev, r.as_slice(), j.now_ms)).collect();
+    store_points(&tx, &writes).await?;
     tx.commit().await.map_err(db)
 }
 
@@ -123,7 +123,7 @@ impl PgStore {
     }
 }
 
-/// Forwards `gwe_dataport` notifications to the local long-polls, reconnecting forever.
+/// Forwards `gwe_dataports` notifications to the local long-polls, reconnecting forever.
 async fn listen(cfg: tokio_postgres::Config, notifier: Arc<Notifier>) {
     loop {
         match cfg.connect(NoTls).await {
@@ -146,11 +146,11 @@ async fn listen(cfg: tokio_postgres::Config, notifier: Arc<Notifier>) {
                         }
                     }
                 });
-                if let Err(e) = client.batch_execute("LISTEN gwe_dataport").await {
+                if let Err(e) = client.batch_execute("LISTEN gwe_dataports").await {
                     log::warn!("PostgreSQL LISTEN: {e}");
                 } else {
                     while let Some(p) = rx.recv().await {
-                        crate::notify::apply(&notifier, &p);
+                        crate::notify::apply_many(&notifier, &p);
                     }
                 }
                 driver.abort();
@@ -180,54 +180,95 @@ fn content_row(r: &Row) -> ContentInfo {
     ContentInfo { id: r.get(0), content_type: r.get(1), size: r.get(2), updated: r.get(3), meta: r.get(4) }
 }
 
-/// Appends points and moves each alias's latest value forward, in `tx`.
-async fn store_points(tx: &deadpool_postgres::Transaction<'_>, dev: i64, points: &[&Point], now_ms: i64) -> Result<()> {
-    if points.is_empty() {
+/// Appends points and moves each alias's latest value forward, in `tx`, for any number of
+/// writes (`(device, points, now_ms)`): four statements whatever their number. A group
+/// commit of a few hundred writes used to make four round trips for each.
+async fn store_points(tx: &deadpool_postgres::Transaction<'_>, writes: &[(i64, &[&Point], i64)]) -> Result<()> {
+    let n: usize = writes.iter().map(|(_, p, _)| p.len()).sum();
+    if n == 0 {
         return Ok(());
     }
-    let aliases: Vec<&str> = points.iter().map(|p| p.alias.as_str()).collect();
-    let ts: Vec<i64> = points.iter().map(|p| p.ts).collect();
-    let values: Vec<&str> = points.iter().map(|p| p.value.as_str()).collect();
-    tx.execute(&tx.prepare_cached("INSERT INTO points(device_id, alias, ts, value) SELECT $1, a, t, v FROM unnest($2::text[], $3::bigint[], $4::text[]) AS x(a, t, v)").await.map_err(db)?,
-        &[&dev, &aliases, &ts, &values],
-    )
-    .await
-    .map_err(db)?;
-    // One row per alias: an upsert may not touch the same row twice.
-    let mut newest: HashMap<&str, &Point> = HashMap::new();
-    for p in points {
-        let e = newest.entry(p.alias.as_str()).or_insert(p);
-        if p.ts >= e.ts {
-            *e = p;
+    let (mut devs, mut aliases, mut ts, mut values) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    // One row per (device, alias): an upsert may not touch the same row twice. The newest
+    // point wins; of equal timestamps, the later one (as one upsert after another did).
+    let mut newest: HashMap<(i64, &str), (&Point, i64)> = HashMap::new();
+    let mut seen: HashMap<i64, i64> = HashMap::new();
+    for &(dev, points, now_ms) in writes {
+        for &p in points {
+            devs.push(dev);
+            aliases.push(p.alias.as_str());
+            ts.push(p.ts);
+            values.push(p.value.as_str());
+            let e = newest.entry((dev, p.alias.as_str())).or_insert((p, now_ms));
+            if p.ts >= e.0.ts {
+                *e = (p, now_ms);
+            }
+        }
+        if !points.is_empty() {
+            let t = seen.entry(dev).or_insert(now_ms);
+            *t = (*t).max(now_ms);
         }
     }
-    let aliases: Vec<&str> = newest.keys().copied().collect();
-    let ts: Vec<i64> = aliases.iter().map(|a| newest[a].ts).collect();
-    let values: Vec<&str> = aliases.iter().map(|a| newest[a].value.as_str()).collect();
     tx.execute(
         &tx.prepare_cached(
-            "INSERT INTO dataports(device_id, alias, value, ts, modified_ms)
-         SELECT $1, a, v, t, $5 FROM unnest($2::text[], $3::text[], $4::bigint[]) AS x(a, v, t)
-         ON CONFLICT(device_id, alias) DO UPDATE SET value = excluded.value, ts = excluded.ts,
-             modified_ms = excluded.modified_ms
-         WHERE excluded.ts >= dataports.ts",
+            "INSERT INTO points(device_id, alias, ts, value)
+             SELECT d, a, t, v FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[]) AS x(d, a, t, v)",
         )
         .await
         .map_err(db)?,
-        &[&dev, &aliases, &values, &ts, &now_ms],
+        &[&devs, &aliases, &ts, &values],
+    )
+    .await
+    .map_err(db)?;
+    let (mut devs, mut aliases, mut ts, mut values, mut modified) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((dev, alias), (p, now_ms)) in &newest {
+        devs.push(*dev);
+        aliases.push(*alias);
+        ts.push(p.ts);
+        values.push(p.value.as_str());
+        modified.push(*now_ms);
+    }
+    tx.execute(
+        &tx.prepare_cached(
+            "INSERT INTO dataports(device_id, alias, value, ts, modified_ms)
+             SELECT d, a, v, t, m FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
+                 AS x(d, a, v, t, m)
+             ON CONFLICT(device_id, alias) DO UPDATE SET value = excluded.value, ts = excluded.ts,
+                 modified_ms = excluded.modified_ms
+             WHERE excluded.ts >= dataports.ts",
+        )
+        .await
+        .map_err(db)?,
+        &[&devs, &aliases, &values, &ts, &modified],
     )
     .await
     .map_err(db)?;
     // Kept to within 30 s: most writes then make no new device row version.
-    tx.execute(&tx.prepare_cached("UPDATE devices SET last_seen_ms = $2::bigint WHERE id = $1 AND (last_seen_ms IS NULL OR last_seen_ms < $2::bigint - 30000)").await.map_err(db)?,
-        &[&dev, &now_ms],
+    let (ids, times): (Vec<i64>, Vec<i64>) = seen.into_iter().unzip();
+    tx.execute(
+        &tx.prepare_cached(
+            "UPDATE devices SET last_seen_ms = x.t FROM unnest($1::bigint[], $2::bigint[]) AS x(id, t)
+             WHERE devices.id = x.id AND (devices.last_seen_ms IS NULL OR devices.last_seen_ms < x.t - 30000)",
+        )
+        .await
+        .map_err(db)?,
+        &[&ids, &times],
     )
     .await
     .map_err(db)?;
-    let payload = crate::notify::payload(dev, aliases.iter().copied());
-    tx.execute(&tx.prepare_cached("SELECT pg_notify('gwe_dataport', $1)").await.map_err(db)?, &[&payload])
-        .await
-        .map_err(db)?;
+    let mut by_dev: HashMap<i64, Vec<&str>> = HashMap::new();
+    for (dev, alias) in newest.keys() {
+        by_dev.entry(*dev).or_default().push(alias);
+    }
+    let payloads = crate::notify::payloads(by_dev.iter().map(|(d, a)| (*d, a.iter().copied())));
+    tx.execute(
+        &tx.prepare_cached("SELECT pg_notify('gwe_dataports', p) FROM unnest($1::text[]) AS x(p)").await.map_err(db)?,
+        &[&payloads],
+    )
+    .await
+    .map_err(db)?;
     Ok(())
 }
 
@@ -360,7 +401,7 @@ impl Store for PgStore {
         let prev = prev as u64;
         let fresh: Vec<&Point> = points.iter().filter(|(s, _)| *s > prev).map(|(_, p)| p).collect();
         let last = points.iter().map(|(s, _)| *s).max().unwrap_or(0).max(prev);
-        store_points(&tx, dev, &fresh, now_ms).await?;
+        store_points(&tx, &[(dev, fresh.as_slice(), now_ms)]).await?;
         if last > prev {
             tx.execute(
                 "UPDATE streams SET last_seq = $3 WHERE device_id = $1 AND stream = $2",
