@@ -40,8 +40,11 @@ impl Default for Limits {
 }
 
 /// How long a token lookup is remembered; an operator's re-enable on another hub takes
-/// effect here within this time.
+/// effect here within this time. [`Hub::check_tokens`] renews what is still valid every
+/// [`TOKEN_SWEEP`]: with 50,000 gateways, a lookup per gateway every 30 s cost the hubs
+/// and the database more CPU than one query for all of them.
 const TOKEN_TTL: Duration = Duration::from_secs(30);
+const TOKEN_SWEEP: Duration = Duration::from_secs(15);
 
 pub struct Hub {
     pub store: Arc<dyn Store>,
@@ -127,6 +130,35 @@ impl Hub {
                 Ok(dev)
             }
             None => Err(err(StatusCode::UNAUTHORIZED, "unknown or revoked device token")),
+        }
+    }
+
+    /// Every [`TOKEN_SWEEP`], renews the remembered tokens that are still a device's and
+    /// forgets the others. If the database cannot be read, entries age out as before.
+    pub async fn check_tokens(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(TOKEN_SWEEP);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.tokens.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+                continue;
+            }
+            let started = Instant::now();
+            match self.store.token_devices().await {
+                Ok(valid) => {
+                    let valid: HashMap<[u8; 32], i64> = valid.into_iter().collect();
+                    self.tokens.lock().unwrap_or_else(|e| e.into_inner()).retain(|hash, (dev, at)| {
+                        if valid.get(hash) == Some(dev) {
+                            // Valid when the sweep began; a revocation since is caught next time.
+                            *at = (*at).max(started);
+                            true
+                        } else {
+                            false
+                        }
+                    });
+                }
+                Err(e) => log::warn!("checking device tokens: {e}"),
+            }
         }
     }
 

@@ -256,6 +256,7 @@ async fn run(a: Args) -> Result<(), String> {
         (Some(_), None) => return Err("--registry needs --registry-token-file".into()),
     }
     gwe_hub::rollout::spawn(hub.clone());
+    tokio::spawn(hub.clone().check_tokens());
     // Tests and scripts read this line to learn the port.
     println!("gwe-hub listening on {addr} ({})", if tls.is_some() { "https" } else { "http" });
     let shutdown = async {

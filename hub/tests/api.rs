@@ -345,3 +345,28 @@ fn tls_with_a_private_ca() {
     let e = common::trusting(&other.ca_pem).get(format!("{}/timestamp", hub.url)).call().unwrap_err();
     assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
 }
+
+/// A hub remembers tokens, and checks all it remembers against the database every 15 s:
+/// a token replaced through another hub stops working here within that, not after the
+/// 30 s a remembered lookup lives.
+fn token_replaced_on_another_hub(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::db_url(b, dir.path());
+    let (a, other) = (
+        Client::new(Arc::new(HubProc::start(&db, dir.path()))),
+        Client::new(Arc::new(HubProc::start(&db, dir.path()))),
+    );
+    let (id, old) = device(&a, "SN1");
+    assert_eq!(a.dev_post(&old, "/onep:v1/stack/alias", "a=1").status, 204, "remembered by hub a now");
+    assert_eq!(other.op_send("POST", &format!("/api/v1/devices/{id}/enable"), FORM, b"").status, 204);
+    let r = other.activate("acme", "gw1", "SN1");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let fresh = r.text();
+    let t0 = Instant::now();
+    while a.dev_post(&old, "/onep:v1/stack/alias", "a=2").status != 401 {
+        assert!(t0.elapsed() < Duration::from_secs(25), "hub a still takes the replaced token");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(a.dev_post(&fresh, "/onep:v1/stack/alias", "a=3").status, 204);
+}
+backends!(a_token_replaced_on_another_hub_stops_working_within_15_s, token_replaced_on_another_hub);

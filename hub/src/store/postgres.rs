@@ -368,6 +368,15 @@ impl Store for PgStore {
         Ok(row.map(|r| r.get(0)))
     }
 
+    async fn token_devices(&self) -> Result<Vec<([u8; 32], i64)>> {
+        let c = self.client().await?;
+        let rows = c.query("SELECT token_hash, id FROM devices WHERE token_hash IS NOT NULL", &[]).await.map_err(db)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| Some((<[u8; 32]>::try_from(r.get::<_, &[u8]>(0)).ok()?, r.get::<_, i64>(1))))
+            .collect())
+    }
+
     async fn write(&self, dev: i64, values: &[(String, String)], ts: i64, now_ms: i64) -> Result<()> {
         let points: Vec<Point> = values.iter().map(|(a, v)| Point { alias: a.clone(), ts, value: v.clone() }).collect();
         self.record(dev, &points, now_ms).await

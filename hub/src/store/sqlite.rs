@@ -406,6 +406,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn token_devices(&self) -> Result<Vec<([u8; 32], i64)>> {
+        self.read(|c| {
+            let mut st =
+                c.prepare_cached("SELECT token_hash, id FROM devices WHERE token_hash IS NOT NULL").map_err(db)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(db)?
+                .filter_map(|r| r.ok().and_then(|(h, id)| Some((<[u8; 32]>::try_from(h.as_slice()).ok()?, id))))
+                .collect();
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn write(&self, dev: i64, values: &[(String, String)], ts: i64, now_ms: i64) -> Result<()> {
         let owned = values.to_vec();
         self.write(move |c| {
