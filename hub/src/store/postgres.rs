@@ -57,10 +57,19 @@ struct RecordJob {
 /// Most writes in one group commit.
 const GROUP_MAX: usize = 512;
 
+/// The least time between two group commits of one hub, as with SQLite: a commit's cost
+/// (six round trips, a WAL flush, waking a server process) hardly depends on its size, so
+/// under load a hub gathers writes this long; after a quiet spell a write goes at once.
+/// At 10,000 gateways the server spent 0.85 cores committing without it.
+const COMMIT_GAP: Duration = Duration::from_millis(10);
+
 /// Commits the waiting writes together, in turn.
 async fn group_commit(pool: Pool, mut rx: tokio::sync::mpsc::UnboundedReceiver<RecordJob>) {
     let mut jobs = Vec::with_capacity(GROUP_MAX);
+    let mut last = tokio::time::Instant::now() - COMMIT_GAP;
     while let Some(first) = rx.recv().await {
+        tokio::time::sleep_until(last + COMMIT_GAP).await;
+        last = tokio::time::Instant::now();
         jobs.push(first);
         while jobs.len() < GROUP_MAX {
             match rx.try_recv() {
