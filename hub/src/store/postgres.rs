@@ -1,7 +1,7 @@
 //! PostgreSQL storage, for fleets that outgrow one machine: several hub processes share the
-//! database. Writes that change dataports send `NOTIFY gwe_dataports` with the device ids and
-//! aliases (many devices a notification); every hub LISTENs, so a long-poll on one hub wakes for a write that landed on
-//! another. Dataport writes are group-committed: one task per hub puts the writes waiting at
+//! database. Writes that change dataports send `NOTIFY gwe_dataports` with the device ids
+//! and aliases (many devices a notification); every hub LISTENs, so a long-poll on one hub
+//! wakes for a write that landed on another. Dataport writes are group-committed: one task per hub puts the writes waiting at
 //! that moment in one transaction, so a commit (its WAL flush, and NOTIFY's global commit
 //! lock) serves many gateways.
 
@@ -57,18 +57,12 @@ struct RecordJob {
 /// Most writes in one group commit.
 const GROUP_MAX: usize = 512;
 
-/// The least time between two group commits of one hub, as with SQLite: a commit's cost
-/// (six round trips, a WAL flush, waking a server process) hardly depends on its size, so
-/// under load a hub gathers writes this long; after a quiet spell a write goes at once.
-/// At 10,000 gateways the server spent 0.85 cores committing without it.
-const COMMIT_GAP: Duration = Duration::from_millis(10);
-
 /// Commits the waiting writes together, in turn.
 async fn group_commit(pool: Pool, mut rx: tokio::sync::mpsc::UnboundedReceiver<RecordJob>) {
     let mut jobs = Vec::with_capacity(GROUP_MAX);
-    let mut last = tokio::time::Instant::now() - COMMIT_GAP;
+    let mut last = tokio::time::Instant::now() - super::COMMIT_GAP;
     while let Some(first) = rx.recv().await {
-        tokio::time::sleep_until(last + COMMIT_GAP).await;
+        tokio::time::sleep_until(last + super::COMMIT_GAP).await;
         last = tokio::time::Instant::now();
         jobs.push(first);
         while jobs.len() < GROUP_MAX {

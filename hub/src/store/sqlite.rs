@@ -162,13 +162,13 @@ impl SqliteStore {
 /// SQLite's lock and the busy handler still keep the transactions apart.
 struct WriterLock(std::fs::File);
 
-impl WriterLock {
-    fn lock(&self) -> bool {
-        self.flock(libc::LOCK_EX)
-    }
+/// This process's turn; it ends when dropped.
+struct Turn<'a>(&'a WriterLock);
 
-    fn unlock(&self) {
-        self.flock(libc::LOCK_UN);
+impl WriterLock {
+    /// None when the lock cannot be taken (SQLite's lock still applies).
+    fn lock(&self) -> Option<Turn<'_>> {
+        self.flock(libc::LOCK_EX).then_some(Turn(self))
     }
 
     fn flock(&self, op: libc::c_int) -> bool {
@@ -187,39 +187,34 @@ impl WriterLock {
     }
 }
 
-/// The least time between two commits of one hub process. A commit costs about the same
-/// for one write as for fifty (an fsync, and, when another hub process committed in
-/// between, reading again every page it touches: SQLite drops its cache then), so under
-/// load a process gathers writes for this long; a write that comes after a quiet spell is
-/// committed at once.
-const COMMIT_GAP: std::time::Duration = std::time::Duration::from_millis(10);
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.flock(libc::LOCK_UN);
+    }
+}
 
 fn writer(conn: Connection, lock: WriterLock, rx: Receiver<WriteJob>) {
-    let mut last = std::time::Instant::now() - COMMIT_GAP;
+    let drain = |jobs: &mut Vec<WriteJob>| {
+        while jobs.len() < 4096 {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+    };
+    let mut last = std::time::Instant::now() - super::COMMIT_GAP;
     while let Ok(first) = rx.recv() {
-        if let Some(wait) = (last + COMMIT_GAP).checked_duration_since(std::time::Instant::now()) {
+        if let Some(wait) = (last + super::COMMIT_GAP).checked_duration_since(std::time::Instant::now()) {
             std::thread::sleep(wait);
         }
         let mut jobs = vec![first];
-        while jobs.len() < 4096 {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
-        let mut dones = Vec::with_capacity(jobs.len());
-        let locked = lock.lock();
+        drain(&mut jobs);
+        let turn = lock.lock();
         // Writes that arrived while this hub waited for its turn go in the same commit.
-        while jobs.len() < 4096 {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
+        drain(&mut jobs);
+        let mut dones = Vec::with_capacity(jobs.len());
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            if locked {
-                lock.unlock();
-            }
+            drop(turn);
             log::error!("database: cannot begin a transaction: {e}");
             for job in jobs {
                 let (_, done) = job(None);
@@ -245,9 +240,7 @@ fn writer(conn: Connection, lock: WriterLock, rx: Receiver<WriteJob>) {
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
-        if locked {
-            lock.unlock();
-        }
+        drop(turn);
         last = std::time::Instant::now();
         for done in dones {
             done(committed.clone());
