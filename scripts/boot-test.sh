@@ -95,6 +95,8 @@ for app in ticker logger idler sensor; do
 done
 rss=$(grep -a 'uptime=6[0-9]\.' "$out/boot2.log" | head -1 | sed -n 's/.*\(VmRSS:.*kB\).*/\1/p')
 echo "agent and its 4 apps (one installed over the air) back by themselves; agent after a minute: $rss"
+wait_for "$out/boot2.log" "GWE-SMAPS" 30
+grep -a 'GWE-SMAPS' "$out/boot2.log" | tr -d '\r' | sed 's/^.*GWE-SMAPS/  /'
 for alias in tick sensor; do
   n=$(history "$alias" | grep -c . || true)
   [ "$n" -gt 0 ] || { echo "boot-test: no $alias values reached the hub" >&2; exit 1; }

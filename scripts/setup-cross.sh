@@ -2,15 +2,19 @@
 # Cross toolchain for aarch64 and armv7 on a fresh Debian 12 machine, from Debian packages
 # (rustup cannot add targets here; see ../shared/FIRMWARE-TESTING.md). Idempotent.
 #   - Debian's rustc-web at a version whose std also exists for arm64 and armhf
-#   - that std unpacked into /usr/lib/rustlib for both targets
-#   - GNU linkers, qemu-user (to run ARM test binaries) and qemu-system-arm (to boot boards)
+#   - that std unpacked into /usr/lib/rustlib for both targets; the matching std source and
+#     cargo, to compile std with the agent (scripts/cross-build.sh)
+#   - GNU compilers and lld (packed relocations), qemu-user (to run ARM test binaries) and
+#     qemu-system-arm (to boot boards)
 set -euo pipefail
 
 have_std() { [ -d "/usr/lib/rustlib/$1/lib" ] && ls "/usr/lib/rustlib/$1/lib"/libstd-*.rlib >/dev/null 2>&1; }
 
 if [ -x /usr/bin/rustc ] && have_std aarch64-unknown-linux-gnu && have_std armv7-unknown-linux-gnueabihf \
    && command -v aarch64-linux-gnu-gcc >/dev/null && command -v arm-linux-gnueabihf-gcc >/dev/null \
-   && command -v qemu-aarch64-static >/dev/null && command -v qemu-system-aarch64 >/dev/null; then
+   && command -v qemu-aarch64-static >/dev/null && command -v qemu-system-aarch64 >/dev/null \
+   && [ -x /usr/bin/cargo ] && [ -f /usr/lib/rustlib/src/rust/library/Cargo.lock ] \
+   && [ -x /usr/lib/llvm-16/bin/ld.lld ]; then
   echo "cross toolchain: already set up ($(/usr/bin/rustc --version))"
   exit 0
 fi
@@ -39,7 +43,8 @@ echo "cross toolchain: rustc-web $pick"
 
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   "rustc-web=$pick" "libstd-rust-web-dev=$pick" "libstd-rust-web-$series=$pick" \
-  gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross \
+  "cargo-web=$pick" "rust-web-src=$pick" \
+  gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf lld-16 libc6-dev-arm64-cross libc6-dev-armhf-cross \
   qemu-user-static qemu-system-arm cpio e2fsprogs
 
 tmp=$(mktemp -d)

@@ -74,6 +74,17 @@ pub fn lean_malloc() {
     }
 }
 
+/// Gives the heap's free pages back to the system. glibc returns only the top of the heap by
+/// itself; the pages of chunks freed below a live one (what starting up, activating or a big
+/// batch used for a moment) stay resident until this. Called after each telemetry report.
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases the allocator's free memory, under its own lock.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Why the agent stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {

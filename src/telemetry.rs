@@ -225,6 +225,7 @@ impl Telemetry {
         loop {
             interval = self.check_interval(interval);
             self.report();
+            crate::agent::trim_heap();
             // Save unreported usage now and then, so a power cut loses little of it.
             let mut left = interval;
             while !left.is_zero() {
@@ -234,6 +235,7 @@ impl Telemetry {
                     return;
                 }
                 self.usage.save();
+                crate::agent::trim_heap();
                 left -= step;
             }
         }
