@@ -18,14 +18,14 @@ cfg=board-configs/$board
 . "$cfg/board.env"
 
 case "$RUST_TARGET" in
-  aarch64-*) arch=aarch64; readelf=aarch64-linux-gnu-readelf; qemu_user=qemu-aarch64-static ;;
-  armv7-*) arch=armv7; readelf=arm-linux-gnueabihf-readelf; qemu_user=qemu-arm-static ;;
+  aarch64-*) readelf=aarch64-linux-gnu-readelf; qemu_user=qemu-aarch64-static ;;
+  armv7-*) readelf=arm-linux-gnueabihf-readelf; qemu_user=qemu-arm-static ;;
   *) echo "unknown target $RUST_TARGET" >&2; exit 1 ;;
 esac
 if [ -n "${GWE_AGENT_BIN:-}" ]; then
   bin=$GWE_AGENT_BIN
 else
-  scripts/cross-build.sh "$arch" >/dev/null
+  scripts/cross-build.sh "$RUST_TARGET" >/dev/null
   bin=target/$RUST_TARGET/release/gwe
 fi
 
@@ -62,12 +62,14 @@ done
 ln -sf ../bin/busybox "$root/sbin/init"
 ln -sf bin/busybox "$root/init"
 
-# The agent, its init script, and the C libraries it links.
+# The agent, its init script, and the C libraries it links (none when it is static).
 install -m 0755 "$bin" "$root/usr/bin/gwe"
 install -m 0755 init/sysv/gwe "$root/etc/init.d/gwe"
-for lib in $("$readelf" -d "$bin" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p') "$LOADER"; do
-  cp -L "$SYSROOT/lib/$lib" "$root/lib/$lib"
-done
+if "$readelf" -l "$bin" | grep -q INTERP; then
+  for lib in $("$readelf" -d "$bin" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p') "$LOADER"; do
+    cp -L "$SYSROOT/lib/$lib" "$root/lib/$lib"
+  done
+fi
 
 # Kernel modules the board needs, in load order.
 kdir=$(find "$x/lib/modules" -mindepth 2 -maxdepth 2 -name kernel -type d | head -1)

@@ -79,15 +79,14 @@ cargo build -q --manifest-path hub/Cargo.toml --bin gwe-hub
 gwe=target/debug/gwe
 key=$out/release.key
 [ -f "$key" ] || "$gwe" pkg keygen "$key" > /dev/null
-case "$RUST_TARGET" in aarch64-*) arch=aarch64 ;; *) arch=armv7 ;; esac
 if [ "$resume" = 1 ]; then
   : # the agent image the campaign started with, in $out
 elif [ -n "$features" ]; then
   # A separate target dir, so the variant never replaces the real build.
-  CARGO_TARGET_DIR=target/variant-$features scripts/cross-build.sh "$arch" --features "$features" > /dev/null
+  CARGO_TARGET_DIR=target/variant-$features scripts/cross-build.sh "$RUST_TARGET" --features "$features" > /dev/null
   agent_bin=target/variant-$features/$RUST_TARGET/release/gwe
 else
-  scripts/cross-build.sh "$arch" > /dev/null
+  scripts/cross-build.sh "$RUST_TARGET" > /dev/null
   agent_bin=target/$RUST_TARGET/release/gwe
 fi
 data=$out/data.img

@@ -46,7 +46,7 @@ else
   # Built once before the boards start: each board's own builds then find them done.
   cargo build -q --bin gwe
   cargo build -q --manifest-path hub/Cargo.toml --bin gwe-hub
-  scripts/cross-build.sh aarch64 > /dev/null
+  scripts/cross-build.sh aarch64-unknown-linux-musl > /dev/null
 fi
 pids=()
 for ((b = 1; b <= boards; b++)); do

@@ -3,7 +3,7 @@
 # (rustup cannot add targets here; see ../shared/FIRMWARE-TESTING.md). Idempotent.
 #   - Debian's rustc-web at a version whose std also exists for arm64 and armhf
 #   - that std unpacked into /usr/lib/rustlib for both targets; the matching std source and
-#     cargo, to compile std with the agent (scripts/cross-build.sh)
+#     cargo, to compile std with the agent (scripts/cross-build.sh); musl for both targets
 #   - GNU compilers and lld (packed relocations), qemu-user (to run ARM test binaries) and
 #     qemu-system-arm (to boot boards)
 set -euo pipefail
@@ -14,7 +14,8 @@ if [ -x /usr/bin/rustc ] && have_std aarch64-unknown-linux-gnu && have_std armv7
    && command -v aarch64-linux-gnu-gcc >/dev/null && command -v arm-linux-gnueabihf-gcc >/dev/null \
    && command -v qemu-aarch64-static >/dev/null && command -v qemu-system-aarch64 >/dev/null \
    && [ -x /usr/bin/cargo ] && [ -f /usr/lib/rustlib/src/rust/library/Cargo.lock ] \
-   && [ -x /usr/lib/llvm-16/bin/ld.lld ]; then
+   && [ -x /usr/lib/llvm-16/bin/ld.lld ] && [ -f /usr/lib/aarch64-linux-musl/musl-gcc.specs ] \
+   && [ -f /usr/lib/arm-linux-musleabihf/musl-gcc.specs ]; then
   echo "cross toolchain: already set up ($(/usr/bin/rustc --version))"
   exit 0
 fi
@@ -49,9 +50,17 @@ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-(cd "$tmp" && apt-get download "libstd-rust-web-dev:arm64=$pick" "libstd-rust-web-dev:armhf=$pick")
+(cd "$tmp" && apt-get download "libstd-rust-web-dev:arm64=$pick" "libstd-rust-web-dev:armhf=$pick" \
+  musl-dev:arm64 musl-dev:armhf)
 for deb in "$tmp"/*.deb; do
   dpkg-deb -x "$deb" "$tmp/x"
+done
+# musl's static library, start files, headers and gcc specs for both targets (the static
+# agent the QEMU boards run): they live in their own directories, beside nothing else.
+for m in aarch64-linux-musl arm-linux-musleabihf; do
+  rm -rf "/usr/lib/$m" "/usr/include/$m"
+  cp -a "$tmp/x/usr/lib/$m" /usr/lib/
+  cp -a "$tmp/x/usr/include/$m" /usr/include/
 done
 for t in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
   rm -rf "/usr/lib/rustlib/$t"
