@@ -21,12 +21,12 @@ scripts/setup-cross.sh >/dev/null
 . scripts/sqlite-flags.sh
 t_env=${target//-/_}
 T_ENV=${t_env^^}
-cflags="-fno-asynchronous-unwind-tables -fno-unwind-tables"
-rustflags_var=CARGO_TARGET_${T_ENV}_RUSTFLAGS
-rustflags="${!rustflags_var:-} -C link-arg=-B/usr/lib/llvm-16/bin -C link-arg=-fuse-ld=lld"
 # No unwind tables in the C code the agent compiles in (ring, and SQLite in the default
 # build): with panic = "abort" nothing unwinds through it. -131 KB on aarch64 with SQLite.
+cflags="-fno-asynchronous-unwind-tables -fno-unwind-tables"
 # Linked by lld (Debian's lld-16).
+rustflags_var=CARGO_TARGET_${T_ENV}_RUSTFLAGS
+rustflags="${!rustflags_var:-} -C link-arg=-B/usr/lib/llvm-16/bin -C link-arg=-fuse-ld=lld"
 if [ -z "$musl" ]; then
   # Packed relative relocations (DT_RELR, glibc 2.36 and newer): the position-independent
   # binary's relocation table goes from 145 KB to 2 KB on aarch64, and so does what the

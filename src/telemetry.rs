@@ -235,7 +235,6 @@ impl Telemetry {
                     return;
                 }
                 self.usage.save();
-                crate::agent::trim_heap();
                 left -= step;
             }
         }

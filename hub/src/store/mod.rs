@@ -148,7 +148,6 @@ pub struct EdgeBatchRow {
     pub points: i64,
 }
 
-/// The edge services' storage: service registry, commands and states, batches.
 /// The least time between two group commits of one hub process, with either database. A
 /// commit has a fixed cost (an fsync or WAL flush, round trips or, with SQLite shared by
 /// several hubs, reading again the pages another process changed), so under load a hub
@@ -156,6 +155,7 @@ pub struct EdgeBatchRow {
 /// gateways PostgreSQL spent 0.85 cores committing without it, 0.22 with it.
 pub(crate) const COMMIT_GAP: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// The edge services' storage: service registry, commands and states, batches.
 #[async_trait]
 pub trait EdgeStore: Send + Sync {
     /// Adds a service or replaces the one with the same definition, system, address, port.
