@@ -17,12 +17,10 @@ case "${1:-}" in
 esac
 shift
 scripts/setup-cross.sh >/dev/null
-# shellcheck source=scripts/sqlite-flags.sh
-. scripts/sqlite-flags.sh
 t_env=${target//-/_}
 T_ENV=${t_env^^}
-# No unwind tables in the C code the agent compiles in (ring, and SQLite in the default
-# build): with panic = "abort" nothing unwinds through it. -131 KB on aarch64 with SQLite.
+# No unwind tables in the C code the agent compiles in (ring's): with panic = "abort"
+# nothing unwinds through it.
 cflags="-fno-asynchronous-unwind-tables -fno-unwind-tables"
 # Linked by lld (Debian's lld-16).
 rustflags_var=CARGO_TARGET_${T_ENV}_RUSTFLAGS

@@ -6,8 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-cross.sh >/dev/null
-# shellcheck source=scripts/sqlite-flags.sh
-. scripts/sqlite-flags.sh
 
 # binfmt_misc, so an ARM binary started by a test runs under qemu too. (Doctests are
 # left to the native run: rustup's rustdoc has no ARM standard library here.)

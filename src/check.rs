@@ -4,7 +4,7 @@
 //!
 //! Errors are states the agent's own writes must never leave behind, whatever instant the
 //! power went: a queue record that is there but damaged, an active app version that is not
-//! a whole directory, a state file that does not parse, a damaged edge database. Notes are
+//! a whole directory, a state file (the edge store's too) that does not parse. Notes are
 //! what a power cut may legitimately leave (a half-written record nobody was told was
 //! stored, a temp file from a replacement that never got its name) and the agent clears at
 //! its next start.
@@ -34,8 +34,6 @@ pub fn check(cfg: &Config) -> Report {
     queue(cfg, &mut r);
     apps(&cfg.paths.apps_dir(), &mut r);
     state_files(cfg, &mut r);
-    #[cfg(feature = "edge")]
-    edge_db(&cfg.paths.edge_db(), &mut r);
     r
 }
 
@@ -129,7 +127,11 @@ fn apps(root: &Path, r: &mut Report) {
 /// The small files the agent replaces whole: each must be there entirely or not at all.
 fn state_files(cfg: &Config, r: &mut Report) {
     let mut n = 0;
-    for dir in [cfg.paths.secrets_dir(), cfg.paths.app_config().parent().map(Path::to_path_buf).unwrap_or_default()] {
+    for dir in [
+        cfg.paths.secrets_dir(),
+        cfg.paths.app_config().parent().map(Path::to_path_buf).unwrap_or_default(),
+        cfg.paths.edge_dir(),
+    ] {
         for e in fs::read_dir(&dir).into_iter().flatten().filter_map(|e| e.ok()) {
             let path = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
@@ -156,25 +158,6 @@ fn state_files(cfg: &Config, r: &mut Report) {
         }
     }
     r.checked.push(format!("state files: {n}"));
-}
-
-#[cfg(feature = "edge")]
-fn edge_db(path: &Path, r: &mut Report) {
-    use rusqlite::{Connection, OpenFlags};
-    if !path.exists() {
-        return;
-    }
-    let res = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).and_then(|c| {
-        c.busy_timeout(std::time::Duration::from_secs(10))?;
-        let mut s = c.prepare("PRAGMA quick_check")?;
-        let rows: Vec<String> = s.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
-        Ok(rows)
-    });
-    match res {
-        Ok(rows) if rows == ["ok"] => r.checked.push("edge database: ok".into()),
-        Ok(rows) => r.error(format!("edge database: {}", rows.join("; "))),
-        Err(e) => r.error(format!("edge database: {e}")),
-    }
 }
 
 #[cfg(test)]

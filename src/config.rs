@@ -40,7 +40,8 @@ pub struct EdgeConfig {
     pub discovery_secs: u64,
     /// How often the supported parameters are sent with the state.
     pub parameters_secs: u64,
-    /// Points kept in the edge store; the oldest go first.
+    /// Queue records kept for the batch providers; when one falls further behind, the
+    /// oldest go first.
     pub max_points: u64,
     /// Most points in one batch (a larger backlog goes in several).
     pub max_batch_points: usize,
@@ -184,9 +185,9 @@ impl Paths {
         self.state_dir.join("queue")
     }
 
-    /// The edge store (data points, batch and control state).
-    pub fn edge_db(&self) -> PathBuf {
-        self.state_dir.join("edge.db")
+    /// The edge store's state files (provider cursors, batch and control state).
+    pub fn edge_dir(&self) -> PathBuf {
+        self.state_dir.join("edge")
     }
 
     /// The generic configuration apps read (`config/apps.json`).

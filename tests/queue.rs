@@ -392,3 +392,34 @@ fn sealed_segments_end_at_their_last_record() {
     }
     assert_eq!(fs::metadata(segs.last().unwrap()).unwrap().len(), 64 << 10);
 }
+
+#[test]
+fn seek_reads_from_any_unacknowledged_record_and_skips_count_for_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), small_segments()).unwrap();
+    for i in 1..=4000 {
+        q.append(&payload(i)).unwrap();
+    }
+    assert!(segment_files(dir.path()).len() > 3);
+    let mut c = q.consumer("fwd").unwrap();
+    // Readers taking turns, forward and back, across segment boundaries.
+    for start in [3000u64, 10, 2500, 11, 3999, 1, 1500, 2999] {
+        assert_eq!(c.seek(start), start);
+        let mut got = Vec::new();
+        c.poll(300, Duration::ZERO, |s, p| got.push((s, p.to_vec()))).unwrap();
+        let want: Vec<_> = (start..=(start + 299).min(4000)).map(|s| (s, payload(s))).collect();
+        assert_eq!(got, want, "from {start}");
+    }
+    // Past the newest: clamped to the next seq to come.
+    assert_eq!(c.seek(9999), 4001);
+    // Skipped records may be acknowledged; then nothing before them can be sought.
+    c.ack(3500).unwrap();
+    assert_eq!(c.seek(1), 3501);
+    let mut first = None;
+    c.poll(1, Duration::ZERO, |s, _| first = Some(s)).unwrap();
+    assert_eq!(first, Some(3501));
+    drop(c);
+    assert_eq!(q.stats().consumers, vec![("fwd".to_string(), 3500)]);
+    let left = segment_files(dir.path()).len();
+    assert!(left <= 2, "{left} segments left after acknowledging 3500 of 4000");
+}

@@ -3,6 +3,8 @@
 //! - points per second from an app, through the edge store, in batches to the hub's
 //!   database, beside the forwarder (GMQ queue to the hub's dataports) carrying the very
 //!   same points in the same run;
+//! - the bytes the agent process wrote to disk meanwhile (`write_bytes` of `/proc/PID/io`:
+//!   pages dirtied, so each small synced write counts a whole page), per point;
 //! - the latency from an operator issuing a command to the hub showing the edge's new state
 //!   (ctrlpoll every `--poll-ms`, default 5000 as deployed), p50 and p99.
 //!
@@ -36,6 +38,12 @@ fn forwarded(c: &Client, dev: i64) -> usize {
     NAMES.iter().map(|a| c.point_count(dev, a)).sum()
 }
 
+/// Bytes the process has caused to be written to storage.
+fn disk_writes(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines().find_map(|l| l.strip_prefix("write_bytes: ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -56,6 +64,7 @@ fn run(backend: Backend, points: usize, commands: usize, poll_ms: u64) {
 
     // Data path: the app writes `points` points, 1,000 per request.
     let http = common::agent();
+    let written0 = disk_writes(agent.child.id());
     let start = Instant::now();
     let per_name = points / NAMES.len();
     for chunk_start in (0..per_name).step_by(100) {
@@ -79,6 +88,7 @@ fn run(backend: Backend, points: usize, commands: usize, poll_ms: u64) {
         t_edge.is_some() && t_fwd.is_some()
     });
     let (t_edge, t_fwd) = (t_edge.unwrap().as_secs_f64(), t_fwd.unwrap().as_secs_f64());
+    let disk = disk_writes(agent.child.id()) - written0;
     assert_eq!(edge_count(&c), total, "every point once at the batch provider");
     let stored = c.op_get("/api/v1/edge/BENCH/points?limit=10000000");
     let n = serde_json::from_slice::<Value>(&stored.body).unwrap()["points"].as_array().unwrap().len();
@@ -104,6 +114,11 @@ fn run(backend: Backend, points: usize, commands: usize, poll_ms: u64) {
          ({eps:.0} points/s), via the forwarder after {t_fwd:.2} s ({fps:.0} points/s); edge/forwarder {:.2}",
         written.as_secs_f64(),
         eps / fps
+    );
+    println!(
+        "{backend:?}: the agent wrote {:.1} MB to disk for them, {:.0} bytes per point (queue, forwarder, edge)",
+        disk as f64 / 1e6,
+        disk as f64 / total as f64
     );
     if !lat.is_empty() {
         println!(

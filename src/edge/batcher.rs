@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use gwe_wire::edge::{Batch, BatchAck, BatchConfig, GROUP_PREFIX};
 
-use super::store::EdgeDb;
+use super::store::PointLog;
 use super::{Provider, Shared};
 use crate::cloud::{Cloud, CloudError};
 use crate::stop::jitter;
@@ -18,6 +18,8 @@ use crate::stop::jitter;
 const DEFLATE_OVER: usize = 1024;
 /// Most batches sent to one provider in a row before the others get their turn.
 const BURST: usize = 16;
+/// How often the queue is told what the providers no longer need (and may be deleted).
+const RELEASE_EVERY: Duration = Duration::from_secs(30);
 
 /// The configuration a provider gets: its own by name, else its group's.
 pub fn config_for<'a>(configs: &'a BTreeMap<String, BatchConfig>, p: &Provider) -> Option<&'a BatchConfig> {
@@ -32,23 +34,21 @@ struct Timing {
     retry_at: Option<Instant>,
 }
 
-pub fn run(mut db: EdgeDb, cloud: &Cloud, max: usize, sh: &Shared) {
+pub fn run(mut log: PointLog, cloud: &Cloud, max: usize, sh: &Shared) {
     let mut timing: HashMap<String, Timing> = HashMap::new();
     let mut body = Vec::new();
     let mut deflated = Vec::new();
+    let mut next_release = Instant::now() + RELEASE_EVERY;
     while !sh.stopped() {
         let seen = sh.bell.generation();
         let providers = sh.dir.lock().unwrap_or_else(|e| e.into_inner()).batch.clone();
-        let configs = match db.batch_configs() {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("edge: reading batch configurations: {e}");
-                sh.bell.wait(seen, Duration::from_secs(5));
-                continue;
-            }
-        };
+        let configs = sh.configs.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let now = Instant::now();
-        let mut wake = now + Duration::from_secs(3600);
+        if now >= next_release {
+            release(&mut log);
+            next_release = now + RELEASE_EVERY;
+        }
+        let mut wake = next_release;
         for p in &providers {
             let Some(cfg) = config_for(&configs, p) else {
                 continue;
@@ -64,7 +64,7 @@ pub fn run(mut db: EdgeDb, cloud: &Cloud, max: usize, sh: &Shared) {
                 wake = wake.min(due);
                 continue;
             }
-            match send_round(&mut db, cloud, sh, p, cfg, max, &mut body, &mut deflated) {
+            match send_round(&mut log, cloud, sh, p, cfg, max, &mut body, &mut deflated) {
                 Ok(()) => {
                     if t.failures > 0 {
                         log::info!("edge: batch provider {} is reachable again", p.name);
@@ -88,13 +88,20 @@ pub fn run(mut db: EdgeDb, cloud: &Cloud, max: usize, sh: &Shared) {
         }
         sh.bell.wait(seen, wake.saturating_duration_since(Instant::now()));
     }
+    release(&mut log);
+}
+
+fn release(log: &mut PointLog) {
+    if let Err(e) = log.release() {
+        log::error!("edge: acknowledging sent points in the queue: {e}");
+    }
 }
 
 /// Sends what is due to one provider: the batch in flight, then new ones while they come
 /// full (at most `BURST`).
 #[allow(clippy::too_many_arguments)]
 fn send_round(
-    db: &mut EdgeDb,
+    log: &mut PointLog,
     cloud: &Cloud,
     sh: &Shared,
     p: &Provider,
@@ -104,7 +111,7 @@ fn send_round(
     deflated: &mut Vec<u8>,
 ) -> Result<(), String> {
     for _ in 0..BURST {
-        let Some(b) = db.next_batch(&sh.system, &p.name, cfg, max).map_err(|e| format!("edge store: {e}"))? else {
+        let Some(b) = log.next_batch(&sh.system, &p.name, cfg, max).map_err(|e| format!("edge store: {e}"))? else {
             return Ok(());
         };
         let full = b.points.len() >= max;
@@ -126,7 +133,7 @@ fn send_round(
                 if ack.batch_id != batch.batch_id {
                     return Err(format!("the provider confirmed batch {}, not {}", ack.batch_id, batch.batch_id));
                 }
-                db.batch_done(&p.name, &batch.batch_id).map_err(|e| format!("edge store: {e}"))?;
+                log.batch_done(&p.name, &batch.batch_id).map_err(|e| format!("edge store: {e}"))?;
                 log::debug!("edge: batch {} ({} points) stored by {}", batch.batch_id, batch.points.len(), p.name);
             }
             Ok((401, resp)) => {

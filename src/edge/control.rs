@@ -12,14 +12,14 @@ use gwe_wire::arrowhead::{
 };
 use gwe_wire::edge::{self, Command, CtrlUpdate};
 
-use super::store::EdgeDb;
+use super::store::ControlStore;
 use super::{Provider, Shared};
 use crate::cloud::Cloud;
 use crate::fsio;
 use crate::supervisor::Supervisor;
 
 pub struct Control {
-    pub db: EdgeDb,
+    pub db: ControlStore,
     pub cloud: Arc<Cloud>,
     pub sup: Supervisor,
     pub shared: Arc<Shared>,
@@ -83,13 +83,9 @@ impl Control {
             log::error!("edge: {e}");
         }
         let mut report = true;
-        match self.db.inbox() {
-            Ok(Some(raw)) => {
-                log::info!("edge: finishing a command fetched before the restart");
-                self.handle(&raw);
-            }
-            Ok(None) => {}
-            Err(e) => log::error!("edge: reading the command inbox: {e}"),
+        if let Some(raw) = self.db.state().inbox.clone() {
+            log::info!("edge: finishing a command fetched before the restart");
+            self.handle(&raw);
         }
         let mut next_discovery = Instant::now();
         let mut next_parameters = Instant::now();
@@ -186,7 +182,7 @@ impl Control {
         Ok(changed)
     }
 
-    /// A fetched command: kept, checked, applied (or rejected) in one transaction.
+    /// A fetched command: kept, checked, applied (or rejected) in one file replacement.
     fn handle(&mut self, raw: &str) {
         if let Err(e) = self.db.save_inbox(raw) {
             log::error!("edge: keeping a fetched command: {e}");
@@ -204,6 +200,7 @@ impl Control {
         }
         match self.db.apply(parsed, now_ms()) {
             Ok(config_changed) => {
+                *self.shared.configs.lock().unwrap_or_else(|e| e.into_inner()) = self.db.state().batch.clone();
                 self.shared.bell.ring();
                 if config_changed {
                     if let Err(e) = self.sync_app_config(true) {
@@ -218,14 +215,11 @@ impl Control {
     /// Writes the generic configuration for the apps when the file differs from the
     /// store, and tells the apps that asked (always after a command changed it).
     fn sync_app_config(&self, changed: bool) -> Result<(), String> {
-        let state =
-            self.db.state(&self.shared.system).map_err(|e| format!("reading the generic configuration: {e}"))?;
-        if state.config_version == 0 {
+        let Some(cfg) = &self.db.state().config else {
             // None received yet: no file, so apps can tell "not configured" from "empty".
             return Ok(());
-        }
-        let cfg = state.config;
-        let mut text = serde_json::to_vec_pretty(&cfg).map_err(|e| e.to_string())?;
+        };
+        let mut text = serde_json::to_vec_pretty(cfg).map_err(|e| e.to_string())?;
         text.push(b'\n');
         let on_disk = std::fs::read(&self.app_config).ok();
         if on_disk.as_deref() == Some(&text[..]) && !changed {
@@ -248,7 +242,7 @@ impl Control {
     /// Sends the state read back from the store (and the parameters) to every
     /// `ctrlupdate` provider.
     fn report(&self, with_parameters: bool) -> Result<(), String> {
-        let state = self.db.state(&self.shared.system).map_err(|e| format!("reading the state: {e}"))?;
+        let state = self.db.edge_state(&self.shared.system);
         let u = CtrlUpdate {
             system: self.shared.system.clone(),
             state: Some(state),

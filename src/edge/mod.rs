@@ -1,19 +1,23 @@
 //! The edge data and control paths (`docs/edge-protocol.md`).
 //!
-//! - `feed`: the `edge` queue consumer copies every data point apps wrote into the edge
-//!   store (SQLite), then acknowledges it.
+//! - `store`: no copy of the points: they stay in the queue, read through the `edge`
+//!   consumer from each provider's cursor; cursors, batches in flight and the control state
+//!   are two small files replaced atomically.
 //! - `batcher`: every batch provider found through the orchestrator gets, at its own
 //!   interval, the points its configuration selects (by provider name, else by the
 //!   provider's group). A batch is saved before it is sent and sent again until the provider
 //!   confirms it, so it survives restarts; providers store a batch id once.
 //! - `control`: polls every `ctrlpoll` provider, checks each command against its schema,
-//!   applies it in one transaction, writes the apps' generic configuration power-safely,
+//!   applies it in one file replacement, writes the apps' generic configuration power-safely,
 //!   tells the apps that asked, and reports the state read back to every `ctrlupdate`
 //!   provider. It also refreshes the provider lists.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use gwe_wire::edge::BatchConfig;
 
 use crate::cloud::Cloud;
 use crate::config::Config;
@@ -23,7 +27,6 @@ use crate::supervisor::Supervisor;
 
 mod batcher;
 mod control;
-mod feed;
 pub mod store;
 
 pub const CONSUMER: &str = "edge";
@@ -73,6 +76,8 @@ impl Bell {
 pub struct Shared {
     pub system: String,
     pub dir: Mutex<Directory>,
+    /// The batch configurations, as the control store last saved them.
+    pub configs: Mutex<BTreeMap<String, BatchConfig>>,
     pub bell: Bell,
     /// A provider refused its token: orchestrate again soon.
     pub stale: std::sync::atomic::AtomicBool,
@@ -100,27 +105,28 @@ impl Edge {
         system: &str,
         stop: Arc<Stop>,
     ) -> Result<Self, String> {
-        let path = cfg.paths.edge_db();
-        let opened =
-            |what: &str| store::EdgeDb::open(&path).map_err(|e| format!("edge store {} ({what}): {e}", path.display()));
+        let dir = cfg.paths.edge_dir();
+        let mut control = store::ControlStore::open(&dir).map_err(|e| format!("edge store: {e}"))?;
+        migrate(cfg, &mut control);
         let shared = Arc::new(Shared {
             system: system.to_string(),
             dir: Mutex::new(Directory::default()),
+            configs: Mutex::new(control.state().batch.clone()),
             bell: Bell::default(),
             stale: std::sync::atomic::AtomicBool::new(true),
             stop,
         });
         let consumer = queue.consumer(CONSUMER).map_err(|e| e.to_string())?;
+        let log = store::PointLog::open(&dir, queue.clone(), consumer, cfg.edge.max_points)
+            .map_err(|e| format!("edge store: {e}"))?;
         let mut threads = Vec::new();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new().name(name.into()).spawn(f).map_err(|e| format!("starting {name}: {e}"))
         };
-        let (db, sh, max) = (opened("feed")?, shared.clone(), cfg.edge.max_points);
-        threads.push(spawn("edge-feed", Box::new(move || feed::run(db, consumer, max, &sh)))?);
-        let (db, sh, c, max) = (opened("batcher")?, shared.clone(), cloud.clone(), cfg.edge.max_batch_points);
-        threads.push(spawn("edge-batch", Box::new(move || batcher::run(db, &c, max, &sh)))?);
+        let (sh, c, max) = (shared.clone(), cloud.clone(), cfg.edge.max_batch_points);
+        threads.push(spawn("edge-batch", Box::new(move || batcher::run(log, &c, max, &sh)))?);
         let ctl = control::Control {
-            db: opened("control")?,
+            db: control,
             cloud,
             sup,
             shared: shared.clone(),
@@ -140,5 +146,57 @@ impl Edge {
         for t in self.threads {
             let _ = t.join();
         }
+    }
+}
+
+/// An earlier agent kept the edge state in SQLite (`edge.db`). Its generic
+/// configuration is also in the apps' file, so it is taken from there; its batch
+/// configurations and unsent points are not carried over (an operator sends the batch
+/// configuration again). The old database files are removed.
+fn migrate(cfg: &Config, control: &mut store::ControlStore) {
+    let old = cfg.paths.state_dir.join("edge.db");
+    if !old.exists() {
+        return;
+    }
+    log::warn!(
+        "edge: {} from an earlier agent is no longer used; its batch configurations must be sent again",
+        old.display()
+    );
+    if let Some(v) = std::fs::read(cfg.paths.app_config())
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .filter(serde_json::Value::is_object)
+    {
+        if let Err(e) = control.adopt_config(v) {
+            log::error!("edge: keeping the generic configuration: {e}");
+            return;
+        }
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(cfg.paths.state_dir.join(format!("edge.db{suffix}")));
+    }
+    let _ = crate::fsio::sync_dir(&cfg.paths.state_dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_old_sqlite_store_leaves_its_generic_configuration_and_goes() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("gwe.toml");
+        std::fs::write(&p, format!("[paths]\nstate_dir = \"{}\"\n", d.path().display())).unwrap();
+        let cfg = Config::from_file(&p).unwrap();
+        std::fs::write(d.path().join("edge.db"), b"SQLite format 3\0").unwrap();
+        std::fs::write(d.path().join("edge.db-wal"), b"").unwrap();
+        std::fs::create_dir_all(cfg.paths.app_config().parent().unwrap()).unwrap();
+        std::fs::write(cfg.paths.app_config(), br#"{"rate": 5}"#).unwrap();
+        let mut control = store::ControlStore::open(&cfg.paths.edge_dir()).unwrap();
+        migrate(&cfg, &mut control);
+        assert!(!d.path().join("edge.db").exists() && !d.path().join("edge.db-wal").exists());
+        let again = store::ControlStore::open(&cfg.paths.edge_dir()).unwrap();
+        assert_eq!(again.edge_state("gw").config, serde_json::json!({"rate": 5}));
+        assert_eq!(again.edge_state("gw").config_version, 1);
     }
 }

@@ -1,279 +1,222 @@
-//! The edge store: one SQLite file (`edge.db`, WAL, synchronous=FULL) holding the data
-//! points apps wrote, the batch configurations, each provider's cursor and its batch in
-//! flight, and the control state (generic configuration, last command). Each thread opens
-//! its own connection; every change is one transaction.
+//! The edge store, without a database: the points stay where apps wrote them, in the
+//! queue, and each provider reads them from there through the `edge` consumer. Besides the
+//! queue, two small JSON files in `STATE/edge/`, each only ever replaced atomically
+//! (`fsio::write_atomic`: temp file, fsync, rename, fsync of the directory):
+//! - `control.json`, the control thread's: batch configurations, the generic configuration
+//!   and its version, the last command's result, and the inbox (a command fetched from a
+//!   provider and not yet applied);
+//! - `cursors.json`, the batcher's: the store id, and for each provider its cursor (the
+//!   last queue seq it has been sent past), the number of its next batch, and its batch in
+//!   flight (id, seq range, filter).
+//!
+//! The `edge` consumer's acknowledgement is the oldest seq a provider still needs, but at
+//! most `max_points` records behind the newest: only then may the queue delete segments.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gwe_wire::edge::{BatchConfig, Command, CommandResult, EdgePoint, EdgeState};
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS points(id INTEGER PRIMARY KEY, name TEXT NOT NULL, ts INTEGER NOT NULL, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS batch_config(key TEXT PRIMARY KEY, interval_ms INTEGER NOT NULL, filter TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS cursors(provider TEXT PRIMARY KEY, last_id INTEGER NOT NULL, next_seq INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS pending(
-    provider TEXT PRIMARY KEY, batch_id TEXT NOT NULL, from_id INTEGER NOT NULL, to_id INTEGER NOT NULL,
-    filter TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS control(k TEXT PRIMARY KEY, v TEXT NOT NULL);
-";
+use crate::fsio;
+use crate::queue::{Consumer, Queue, QueueError};
 
-pub type Result<T> = rusqlite::Result<T>;
+pub const CONTROL_FILE: &str = "control.json";
+pub const CURSORS_FILE: &str = "cursors.json";
 
-// Every transaction that may write begins IMMEDIATE: a deferred one that read first and
-// then writes fails at once with "database is locked" (no busy wait) when another thread
-// committed in between.
-
-pub struct EdgeDb {
-    c: Connection,
+/// Whether `name` matches the SQLite GLOB `pattern`: `*` any run, `?` one character,
+/// `[...]` one of a set (`^` first inverts it, `a-z` ranges, `]` first is literal),
+/// everything else itself, case-sensitive.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    glob(pattern, name) == Glob::Match
 }
 
-/// A batch to send (or to send again): its id, the point range it covers, its points.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Pending {
-    pub batch_id: String,
-    pub to_id: i64,
-    pub points: Vec<EdgePoint>,
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum Glob {
+    Match,
+    No,
+    /// No match, and none for the `*` before either: stops the search (as SQLite does).
+    NoWild,
 }
 
-/// SQL for "name matches one of the patterns" (SQLite GLOB: `*`, `?`, `[...]`).
-fn glob_clause(n: usize, first: usize) -> String {
-    if n == 0 {
-        return "0".into();
-    }
-    let parts: Vec<String> = (0..n).map(|i| format!("name GLOB ?{}", first + i)).collect();
-    format!("({})", parts.join(" OR "))
-}
-
-impl EdgeDb {
-    pub fn open(path: &Path) -> Result<Self> {
-        let c = Connection::open(path)?;
-        c.busy_timeout(Duration::from_secs(10))?;
-        c.pragma_update(None, "journal_mode", "WAL")?;
-        // An acknowledged record leaves the queue once its point is here: commits must be
-        // on flash when they return.
-        c.pragma_update(None, "synchronous", "FULL")?;
-        // Three connections on a gateway with a few MB to spare: 256 KiB of page cache each.
-        c.pragma_update(None, "cache_size", -256)?;
-        c.execute_batch(SCHEMA)?;
-        let db = Self { c };
-        if db.get("store_id")?.is_none() {
-            let mut b = [0u8; 6];
-            getrandom::getrandom(&mut b)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(std::io::Error::other(e.to_string()))))?;
-            db.c.execute("INSERT OR IGNORE INTO control(k, v) VALUES ('store_id', ?1)", [hex::encode(b)])?;
-        }
-        Ok(db)
-    }
-
-    fn get(&self, k: &str) -> Result<Option<String>> {
-        self.c.query_row("SELECT v FROM control WHERE k = ?1", [k], |r| r.get(0)).optional()
-    }
-
-    fn set(tx: &Transaction, k: &str, v: &str) -> Result<()> {
-        tx.execute("INSERT INTO control(k, v) VALUES (?1, ?2) ON CONFLICT(k) DO UPDATE SET v = excluded.v", [k, v])
-            .map(drop)
-    }
-
-    /// Stores points in one transaction, then drops the oldest beyond `max_points`.
-    #[cfg(test)]
-    pub fn insert_points<'a>(
-        &mut self,
-        points: impl Iterator<Item = (&'a str, i64, &'a str)>,
-        max_points: u64,
-    ) -> Result<usize> {
-        let tx = self.c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut n = 0;
-        {
-            let mut st = tx.prepare_cached("INSERT INTO points(name, ts, value) VALUES (?1, ?2, ?3)")?;
-            for (name, ts, value) in points {
-                st.execute(params![name, ts, value])?;
-                n += 1;
+fn glob(pattern: &str, name: &str) -> Glob {
+    let mut p = pattern.chars();
+    let mut s = name.chars();
+    while let Some(c) = p.next() {
+        match c {
+            '*' => {
+                let rest = loop {
+                    let rest = p.as_str();
+                    match p.next() {
+                        Some('*') => {}
+                        Some('?') => {
+                            if s.next().is_none() {
+                                return Glob::NoWild;
+                            }
+                        }
+                        Some(_) => break rest,
+                        None => return Glob::Match,
+                    }
+                };
+                loop {
+                    let r = glob(rest, s.as_str());
+                    if r != Glob::No {
+                        return r;
+                    }
+                    if s.next().is_none() {
+                        return Glob::NoWild;
+                    }
+                }
+            }
+            '[' => {
+                let Some(c2) = s.next() else { return Glob::No };
+                let (mut seen, mut prior) = (false, None::<char>);
+                let mut c = p.next();
+                let invert = c == Some('^');
+                if invert {
+                    c = p.next();
+                }
+                if c == Some(']') {
+                    seen = c2 == ']';
+                    c = p.next();
+                }
+                while let Some(ch) = c.filter(|&ch| ch != ']') {
+                    let range_to = p.as_str().chars().next().filter(|&n| n != ']');
+                    match (ch, prior, range_to) {
+                        ('-', Some(lo), Some(hi)) => {
+                            p.next();
+                            seen |= (lo..=hi).contains(&c2);
+                            prior = None;
+                        }
+                        _ => {
+                            seen |= ch == c2;
+                            prior = Some(ch);
+                        }
+                    }
+                    c = p.next();
+                }
+                if c.is_none() || seen == invert {
+                    return Glob::No;
+                }
+            }
+            '?' => {
+                if s.next().is_none() {
+                    return Glob::No;
+                }
+            }
+            _ => {
+                if s.next() != Some(c) {
+                    return Glob::No;
+                }
             }
         }
-        tx.execute(
-            "DELETE FROM points WHERE id <= (SELECT max(id) FROM points) - ?1",
-            [i64::try_from(max_points).unwrap_or(i64::MAX)],
-        )?;
-        tx.commit()?;
-        Ok(n)
     }
-
-    /// The queue seq of the last record stored here: records up to it are skipped when the
-    /// queue delivers them again (their acknowledgement was lost to a crash).
-    pub fn fed_seq(&self) -> Result<u64> {
-        Ok(self.get("fed_seq")?.and_then(|v| v.parse().ok()).unwrap_or(0))
+    if s.as_str().is_empty() {
+        Glob::Match
+    } else {
+        Glob::No
     }
+}
 
-    /// Runs `f` with an insert statement inside one transaction; `f` answers how many
-    /// records it took and the seq of the last. Commits them with that seq (and applies
-    /// retention).
-    pub fn with_insert(
-        &mut self,
-        max_points: u64,
-        f: impl FnOnce(&mut rusqlite::CachedStatement<'_>) -> Result<(usize, u64)>,
-    ) -> Result<usize> {
-        let tx = self.c.transaction()?;
-        // Deferred on purpose: `f` waits for queue records, and the write lock is taken only
-        // by the first insert, once records are there.
-        let (n, last) = {
-            let mut st = tx.prepare_cached("INSERT INTO points(name, ts, value) VALUES (?1, ?2, ?3)")?;
-            f(&mut st)?
-        };
-        if n == 0 {
-            return Ok(0);
-        }
-        tx.execute(
-            "DELETE FROM points WHERE id <= (SELECT max(id) FROM points) - ?1",
-            [i64::try_from(max_points).unwrap_or(i64::MAX)],
-        )?;
-        Self::set(&tx, "fed_seq", &last.to_string())?;
-        tx.commit()?;
-        Ok(n)
+/// Reads a state file; a missing one is the default. A damaged one (bit rot, a hand edit)
+/// is moved aside to `NAME.bad` and named in the error: the edge starts from the default
+/// rather than not at all.
+fn load<T: DeserializeOwned + Default>(path: &Path) -> Result<T, String> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            let bad = path.with_extension("json.bad");
+            let _ = std::fs::rename(path, &bad);
+            format!("{} is damaged ({e}); moved to {} and started afresh", path.display(), bad.display())
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(format!("reading {}: {e}", path.display())),
     }
+}
 
-    pub fn point_count(&self) -> Result<i64> {
-        self.c.query_row("SELECT count(*) FROM points", [], |r| r.get(0))
-    }
+fn save<T: Serialize>(path: &Path, v: &T) -> io::Result<()> {
+    let text = serde_json::to_vec(v).map_err(io::Error::other)?;
+    fsio::write_atomic(path, &text)
+}
 
-    /// The batch configurations by key (provider name or `group:NAME`).
-    pub fn batch_configs(&self) -> Result<BTreeMap<String, BatchConfig>> {
-        let mut st = self.c.prepare_cached("SELECT key, interval_ms, filter FROM batch_config ORDER BY key")?;
-        let rows = st.query_map([], |r| {
-            let filter: String = r.get(2)?;
-            Ok((
-                r.get::<_, String>(0)?,
-                BatchConfig {
-                    interval_ms: r.get::<_, i64>(1)? as u64,
-                    filter: serde_json::from_str(&filter).unwrap_or_default(),
-                },
-            ))
+/// What `control.json` holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ControlState {
+    pub batch: BTreeMap<String, BatchConfig>,
+    /// The generic configuration; `None` before the first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<Value>,
+    pub config_version: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_command: Option<CommandResult>,
+    /// A command fetched and not yet applied: the provider has already erased it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inbox: Option<String>,
+}
+
+/// The control thread's part of the store.
+pub struct ControlStore {
+    path: PathBuf,
+    state: ControlState,
+}
+
+impl ControlStore {
+    /// Opens `dir/control.json`. An error that is only a damaged file is also logged and
+    /// the store starts empty; only an unreadable directory fails.
+    pub fn open(dir: &Path) -> Result<Self, String> {
+        fsio::create_dir_all_durable(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let path = dir.join(CONTROL_FILE);
+        let state = load(&path).or_else(|e| {
+            if path.exists() {
+                return Err(e);
+            }
+            log::error!("edge: {e}");
+            crate::health::failed("edge store", &e);
+            Ok(ControlState::default())
         })?;
-        rows.collect()
+        Ok(Self { path, state })
     }
 
-    /// The batch in flight for `provider`, rebuilt from the points it covers; else a new
-    /// one of the points after its cursor that `cfg` selects (saved before it is returned).
-    /// `None`: nothing to send. A provider seen for the first time starts after the newest
-    /// point: it receives what is stored from then on.
-    pub fn next_batch(
-        &mut self,
-        system: &str,
-        provider: &str,
-        cfg: &BatchConfig,
-        max: usize,
-    ) -> Result<Option<Pending>> {
-        let tx = self.c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let pending: Option<(String, i64, i64, String)> = tx
-            .query_row("SELECT batch_id, from_id, to_id, filter FROM pending WHERE provider = ?1", [provider], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-            .optional()?;
-        if let Some((batch_id, from, to, filter)) = pending {
-            let filter: Vec<String> = serde_json::from_str(&filter).unwrap_or_default();
-            let points = select(&tx, &filter, from, to, usize::MAX)?;
-            return Ok(Some(Pending { batch_id, to_id: to, points: points.into_iter().map(|(_, p)| p).collect() }));
-        }
-        let newest: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM points", [], |r| r.get(0))?;
-        let cursor: Option<(i64, i64)> = tx
-            .query_row("SELECT last_id, next_seq FROM cursors WHERE provider = ?1", [provider], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
-        let Some((last, seq)) = cursor else {
-            tx.execute(
-                "INSERT INTO cursors(provider, last_id, next_seq) VALUES (?1, ?2, 1)",
-                params![provider, newest],
-            )?;
-            tx.commit()?;
-            return Ok(None);
-        };
-        if newest <= last {
-            return Ok(None);
-        }
-        let points = select(&tx, &cfg.filter, last + 1, newest, max)?;
-        // A full batch ends at its last point; otherwise it covers everything up to the
-        // newest point (points the filter skips need no second look).
-        let to = if points.len() >= max { points.last().map_or(newest, |(id, _)| *id) } else { newest };
-        if points.is_empty() {
-            tx.execute("UPDATE cursors SET last_id = ?2 WHERE provider = ?1", params![provider, to])?;
-            tx.commit()?;
-            return Ok(None);
-        }
-        let store_id: String = tx.query_row("SELECT v FROM control WHERE k = 'store_id'", [], |r| r.get(0))?;
-        let batch_id = format!("{system}.{store_id}.{provider}.{seq}");
-        tx.execute(
-            "INSERT INTO pending(provider, batch_id, from_id, to_id, filter) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![provider, batch_id, last + 1, to, serde_json::to_string(&cfg.filter).unwrap_or_default()],
-        )?;
-        tx.commit()?;
-        Ok(Some(Pending { batch_id, to_id: to, points: points.into_iter().map(|(_, p)| p).collect() }))
+    pub fn state(&self) -> &ControlState {
+        &self.state
     }
 
-    /// The provider confirmed `batch_id`: the cursor moves past it.
-    pub fn batch_done(&mut self, provider: &str, batch_id: &str) -> Result<()> {
-        let tx = self.c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let to: Option<i64> = tx
-            .query_row("SELECT to_id FROM pending WHERE provider = ?1 AND batch_id = ?2", [provider, batch_id], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        if let Some(to) = to {
-            tx.execute("DELETE FROM pending WHERE provider = ?1", [provider])?;
-            tx.execute(
-                "UPDATE cursors SET last_id = ?2, next_seq = next_seq + 1 WHERE provider = ?1",
-                params![provider, to],
-            )?;
-        }
-        tx.commit()
+    fn replace(&mut self, next: ControlState) -> io::Result<()> {
+        save(&self.path, &next)?;
+        self.state = next;
+        Ok(())
     }
 
     /// Keeps a fetched command until it is applied, so a power cut between the two does not
-    /// lose it (the hub has already erased it).
-    pub fn save_inbox(&mut self, raw: &str) -> Result<()> {
-        let tx = self.c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        Self::set(&tx, "inbox", raw)?;
-        tx.commit()
+    /// lose it.
+    pub fn save_inbox(&mut self, raw: &str) -> io::Result<()> {
+        let mut next = self.state.clone();
+        next.inbox = Some(raw.to_string());
+        self.replace(next)
     }
 
-    pub fn inbox(&self) -> Result<Option<String>> {
-        self.get("inbox")
-    }
-
-    /// parseSet: applies a valid command in one transaction (batch configurations, generic
-    /// configuration, the result), or records only its rejection. Clears the inbox. Answers
-    /// whether the generic configuration changed.
-    pub fn apply(&mut self, cmd: std::result::Result<Command, (String, String)>, now_ms: i64) -> Result<bool> {
-        let tx = self.c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    /// parseSet: applies a valid command in one replacement of the file (batch
+    /// configurations, generic configuration, the result), or records only its rejection.
+    /// Clears the inbox. Answers whether the generic configuration changed.
+    pub fn apply(&mut self, cmd: Result<Command, (String, String)>, now_ms: i64) -> io::Result<bool> {
+        let mut next = self.state.clone();
         let mut config_changed = false;
         let result = match cmd {
             Ok(c) => {
-                for (key, cfg) in &c.batch {
+                for (key, cfg) in c.batch {
                     match cfg {
-                        Some(cfg) => tx.execute(
-                            "INSERT INTO batch_config(key, interval_ms, filter) VALUES (?1, ?2, ?3)
-                             ON CONFLICT(key) DO UPDATE SET interval_ms = excluded.interval_ms, filter = excluded.filter",
-                            params![key, cfg.interval_ms as i64, serde_json::to_string(&cfg.filter).unwrap_or_default()],
-                        )?,
-                        None => tx.execute("DELETE FROM batch_config WHERE key = ?1", [key])?,
+                        Some(cfg) => next.batch.insert(key, cfg),
+                        None => next.batch.remove(&key),
                     };
                 }
-                if let Some(config) = &c.config {
-                    let text = config.to_string();
-                    let old: Option<String> =
-                        tx.query_row("SELECT v FROM control WHERE k = 'config'", [], |r| r.get(0)).optional()?;
-                    if old.as_deref() != Some(text.as_str()) {
-                        let version: i64 = tx
-                            .query_row("SELECT v FROM control WHERE k = 'config_version'", [], |r| {
-                                r.get::<_, String>(0)
-                            })
-                            .optional()?
-                            .and_then(|v| v.parse().ok())
-                            .unwrap_or(0);
-                        Self::set(&tx, "config", &text)?;
-                        Self::set(&tx, "config_version", &(version + 1).to_string())?;
+                if let Some(config) = c.config {
+                    if next.config.as_ref() != Some(&config) {
+                        next.config = Some(config);
+                        next.config_version += 1;
                         config_changed = true;
                     }
                 }
@@ -281,114 +224,379 @@ impl EdgeDb {
             }
             Err((id, reason)) => CommandResult { id, result: "rejected".into(), reason: Some(reason), at_ms: now_ms },
         };
-        Self::set(&tx, "last_command", &serde_json::to_string(&result).unwrap_or_default())?;
-        tx.execute("DELETE FROM control WHERE k = 'inbox'", [])?;
-        tx.commit()?;
+        next.last_command = Some(result);
+        next.inbox = None;
+        self.replace(next)?;
         Ok(config_changed)
     }
 
+    /// Takes the generic configuration of an agent that kept it elsewhere (the apps' file),
+    /// when this store has none.
+    pub fn adopt_config(&mut self, config: Value) -> io::Result<()> {
+        if self.state.config.is_some() {
+            return Ok(());
+        }
+        let mut next = self.state.clone();
+        next.config = Some(config);
+        next.config_version = 1;
+        self.replace(next)
+    }
+
     /// The generic configuration (an empty object before the first).
-    pub fn config(&self) -> Result<serde_json::Value> {
-        Ok(self
-            .get("config")?
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_else(|| serde_json::Value::Object(Default::default())))
+    pub fn config(&self) -> Value {
+        self.state.config.clone().unwrap_or_else(|| Value::Object(Default::default()))
     }
 
     /// parseGet: the state as the store holds it.
-    pub fn state(&self, system: &str) -> Result<EdgeState> {
-        Ok(EdgeState {
+    pub fn edge_state(&self, system: &str) -> EdgeState {
+        EdgeState {
             system: system.into(),
-            batch: self.batch_configs()?,
-            config: self.config()?,
-            config_version: self.get("config_version")?.and_then(|v| v.parse().ok()).unwrap_or(0),
-            last_command: self.get("last_command")?.and_then(|t| serde_json::from_str(&t).ok()),
-        })
+            batch: self.state.batch.clone(),
+            config: self.config(),
+            config_version: self.state.config_version,
+            last_command: self.state.last_command.clone(),
+        }
     }
 }
 
-/// Points with ids in `from..=to` whose name matches `filter`, at most `max`, in id order.
-fn select(tx: &Transaction, filter: &[String], from: i64, to: i64, max: usize) -> Result<Vec<(i64, EdgePoint)>> {
-    let sql = format!(
-        "SELECT id, name, ts, value FROM points WHERE id >= ?1 AND id <= ?2 AND {} ORDER BY id LIMIT ?3",
-        glob_clause(filter.len(), 4)
-    );
-    let mut st = tx.prepare_cached(&sql)?;
-    let limit = i64::try_from(max).unwrap_or(i64::MAX);
-    let mut args: Vec<&dyn rusqlite::ToSql> = vec![&from, &to, &limit];
-    for f in filter {
-        args.push(f);
+/// A provider's batch that was saved and not yet confirmed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlight {
+    pub batch_id: String,
+    /// The queue seqs it covers, both included.
+    pub from: u64,
+    pub to: u64,
+    pub filter: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The provider has been sent everything its filter selects up to this seq.
+    pub last: u64,
+    /// The number in the next batch's id.
+    pub next_batch: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<InFlight>,
+}
+
+impl Cursor {
+    /// The newest seq this provider no longer needs.
+    fn done_through(&self) -> u64 {
+        self.pending.as_ref().map_or(self.last, |p| p.from.saturating_sub(1).min(self.last))
     }
-    let rows =
-        st.query_map(&args[..], |r| Ok((r.get::<_, i64>(0)?, EdgePoint { n: r.get(1)?, t: r.get(2)?, v: r.get(3)? })))?;
-    rows.collect()
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+struct Cursors {
+    store_id: String,
+    providers: BTreeMap<String, Cursor>,
+}
+
+/// A batch to send (or to send again): its id, the last seq it covers, its points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub batch_id: String,
+    pub to: u64,
+    pub points: Vec<EdgePoint>,
+}
+
+/// The batcher's part of the store: the provider cursors and the queue they point into.
+pub struct PointLog {
+    queue: Queue,
+    consumer: Consumer,
+    path: PathBuf,
+    cursors: Cursors,
+    max_points: u64,
+}
+
+/// Reads the points with seqs in `from..=to` whose name one of `filter` matches, at most
+/// `max`; answers them and the seq of the last.
+fn read(
+    consumer: &mut Consumer,
+    from: u64,
+    to: u64,
+    filter: &[String],
+    max: usize,
+) -> Result<(Vec<EdgePoint>, u64), QueueError> {
+    let mut points = Vec::new();
+    let mut last = 0;
+    consumer.seek(from);
+    while points.len() < max && consumer.cursor() <= to {
+        let want = usize::try_from(to + 1 - consumer.cursor()).unwrap_or(usize::MAX).min(512);
+        let n = consumer.poll(want, Duration::ZERO, |seq, payload| {
+            if points.len() >= max {
+                return;
+            }
+            // Records that are not data points (none today) are skipped.
+            let Ok(p) = gwe_wire::point::decode(payload) else { return };
+            if filter.iter().any(|f| glob_match(f, p.alias)) {
+                let v = String::from_utf8_lossy(p.value).into_owned();
+                points.push(EdgePoint { n: p.alias.to_string(), t: p.ts, v });
+                last = seq;
+            }
+        })?;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok((points, last))
+}
+
+impl PointLog {
+    /// Opens `dir/cursors.json` over the `edge` consumer of `queue`.
+    pub fn open(dir: &Path, queue: Queue, consumer: Consumer, max_points: u64) -> Result<Self, String> {
+        fsio::create_dir_all_durable(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let path = dir.join(CURSORS_FILE);
+        let mut cursors: Cursors = load(&path).or_else(|e| {
+            if path.exists() {
+                return Err(e);
+            }
+            log::error!("edge: {e}");
+            crate::health::failed("edge store", &e);
+            Ok(Cursors::default())
+        })?;
+        if cursors.store_id.is_empty() {
+            let mut b = [0u8; 6];
+            getrandom::getrandom(&mut b).map_err(|e| format!("making the edge store's id: {e}"))?;
+            cursors.store_id = hex::encode(b);
+            save(&path, &cursors).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        }
+        Ok(Self { queue, consumer, path, cursors, max_points })
+    }
+
+    fn save(&self) -> Result<(), String> {
+        save(&self.path, &self.cursors).map_err(|e| format!("writing {}: {e}", self.path.display()))
+    }
+
+    /// The batch in flight for `provider`, read again from the range and filter it was
+    /// saved with; else a new one of the points after its cursor that `cfg` selects (saved
+    /// before it is returned). `None`: nothing to send. A provider seen for the first time
+    /// starts after the newest point: it receives what apps write from then on.
+    pub fn next_batch(
+        &mut self,
+        system: &str,
+        provider: &str,
+        cfg: &BatchConfig,
+        max: usize,
+    ) -> Result<Option<Pending>, String> {
+        let newest = self.queue.last_seq();
+        let Some(c) = self.cursors.providers.get_mut(provider) else {
+            self.cursors.providers.insert(provider.into(), Cursor { last: newest, next_batch: 1, pending: None });
+            self.save()?;
+            return Ok(None);
+        };
+        if let Some(p) = &c.pending {
+            let (points, _) =
+                read(&mut self.consumer, p.from, p.to, &p.filter, usize::MAX).map_err(|e| e.to_string())?;
+            return Ok(Some(Pending { batch_id: p.batch_id.clone(), to: p.to, points }));
+        }
+        if newest <= c.last {
+            return Ok(None);
+        }
+        let from = c.last + 1;
+        let (points, last) = read(&mut self.consumer, from, newest, &cfg.filter, max).map_err(|e| e.to_string())?;
+        // A full batch ends at its last point; otherwise it covers everything up to the
+        // newest record (records the filter skips need no second look).
+        let to = if points.len() >= max { last } else { newest };
+        if points.is_empty() {
+            // Kept in memory only: after a restart these records are looked at once more.
+            c.last = to;
+            return Ok(None);
+        }
+        let batch_id = format!("{system}.{}.{provider}.{}", self.cursors.store_id, c.next_batch);
+        c.pending = Some(InFlight { batch_id: batch_id.clone(), from, to, filter: cfg.filter.clone() });
+        self.save()?;
+        Ok(Some(Pending { batch_id, to, points }))
+    }
+
+    /// The provider confirmed `batch_id`: its cursor moves past it.
+    pub fn batch_done(&mut self, provider: &str, batch_id: &str) -> Result<(), String> {
+        let Some(c) = self.cursors.providers.get_mut(provider) else { return Ok(()) };
+        let Some(p) = c.pending.take_if(|p| p.batch_id == batch_id) else { return Ok(()) };
+        c.last = p.to;
+        c.next_batch += 1;
+        self.save()
+    }
+
+    /// Acknowledges in the queue what no provider needs any more, and anything more than
+    /// `max_points` records behind the newest, so the queue may delete those segments.
+    pub fn release(&mut self) -> Result<(), QueueError> {
+        let newest = self.queue.last_seq();
+        let needed = self.cursors.providers.values().map(Cursor::done_through).min().unwrap_or(newest);
+        let upto = needed.max(newest.saturating_sub(self.max_points)).min(newest);
+        if upto <= self.consumer.acked() {
+            return Ok(());
+        }
+        if self.consumer.cursor() <= upto {
+            self.consumer.seek(upto + 1);
+        }
+        self.consumer.ack(upto)
+    }
+
+    #[cfg(test)]
+    fn acked(&self) -> u64 {
+        self.consumer.acked()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::Options;
 
     fn cfg(filter: &[&str]) -> BatchConfig {
         BatchConfig { interval_ms: 1000, filter: filter.iter().map(|s| s.to_string()).collect() }
     }
 
-    #[test]
-    fn batches_follow_the_filter_and_resume_the_same_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("edge.db");
-        let mut db = EdgeDb::open(&path).unwrap();
-        db.insert_points([("temp", 1, "old")].into_iter(), 1000).unwrap();
-        // First sight of the provider: it starts after what is stored.
-        assert_eq!(db.next_batch("gw", "hub-a", &cfg(&["temp*"]), 10).unwrap(), None);
-        db.insert_points([("temp1", 2, "a"), ("hum", 2, "b"), ("temp2", 3, "c")].into_iter(), 1000).unwrap();
-        let b = db.next_batch("gw", "hub-a", &cfg(&["temp*"]), 10).unwrap().unwrap();
-        assert_eq!(b.points.iter().map(|p| p.v.as_str()).collect::<Vec<_>>(), ["a", "c"]);
-        // Not confirmed: a reopened store gives the same batch again, even with a new filter.
-        drop(db);
-        let mut db = EdgeDb::open(&path).unwrap();
-        let again = db.next_batch("gw", "hub-a", &cfg(&["hum"]), 10).unwrap().unwrap();
-        assert_eq!(again, b);
-        db.batch_done("hub-a", &b.batch_id).unwrap();
-        db.insert_points([("temp1", 4, "d"), ("hum", 4, "e")].into_iter(), 1000).unwrap();
-        let next = db.next_batch("gw", "hub-a", &cfg(&["hum"]), 10).unwrap().unwrap();
-        assert_ne!(next.batch_id, b.batch_id);
-        assert_eq!(next.points.iter().map(|p| p.v.as_str()).collect::<Vec<_>>(), ["e"]);
+    fn put(q: &Queue, points: &[(&str, &str)]) {
+        for (n, v) in points {
+            let mut rec = vec![0; gwe_wire::point::encoded_len(n, v.as_bytes())];
+            gwe_wire::point::encode(1, n, v.as_bytes(), &mut rec).unwrap();
+            q.append(&rec).unwrap();
+        }
+    }
+
+    fn open(dir: &Path, max_points: u64) -> (Queue, PointLog) {
+        let opts = Options { consumers: vec!["edge".into()], ..Options::default() };
+        let q = Queue::open(&dir.join("queue"), opts).unwrap();
+        let c = q.consumer("edge").unwrap();
+        let log = PointLog::open(&dir.join("edge"), q.clone(), c, max_points).unwrap();
+        (q, log)
+    }
+
+    fn values(p: &Pending) -> Vec<&str> {
+        p.points.iter().map(|p| p.v.as_str()).collect()
     }
 
     #[test]
-    fn a_full_batch_ends_at_its_last_point_and_retention_drops_the_oldest() {
+    fn batches_follow_the_filter_and_resume_the_same_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let mut db = EdgeDb::open(&dir.path().join("edge.db")).unwrap();
-        assert_eq!(db.next_batch("gw", "p", &cfg(&["*"]), 2).unwrap(), None);
-        let pts: Vec<(String, i64, String)> = (0..5).map(|i| (format!("x{i}"), i, i.to_string())).collect();
-        db.insert_points(pts.iter().map(|(n, t, v)| (n.as_str(), *t, v.as_str())), 1000).unwrap();
+        let (q, mut log) = open(dir.path(), 1000);
+        put(&q, &[("temp", "old")]);
+        // First sight of the provider: it starts after what is stored.
+        assert_eq!(log.next_batch("gw", "hub-a", &cfg(&["temp*"]), 10).unwrap(), None);
+        put(&q, &[("temp1", "a"), ("hum", "b"), ("temp2", "c")]);
+        let b = log.next_batch("gw", "hub-a", &cfg(&["temp*"]), 10).unwrap().unwrap();
+        assert_eq!(values(&b), ["a", "c"]);
+        // Not confirmed: a reopened store gives the same batch again, even with a new filter.
+        drop((q, log));
+        let (q, mut log) = open(dir.path(), 1000);
+        let again = log.next_batch("gw", "hub-a", &cfg(&["hum"]), 10).unwrap().unwrap();
+        assert_eq!(again, b);
+        log.batch_done("hub-a", &b.batch_id).unwrap();
+        put(&q, &[("temp1", "d"), ("hum", "e")]);
+        let next = log.next_batch("gw", "hub-a", &cfg(&["hum"]), 10).unwrap().unwrap();
+        assert_ne!(next.batch_id, b.batch_id);
+        assert_eq!(values(&next), ["e"]);
+    }
+
+    #[test]
+    fn two_providers_read_at_their_own_pace_and_hold_the_queue_for_the_slower() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, mut log) = open(dir.path(), 1000);
+        assert_eq!(log.next_batch("gw", "a", &cfg(&["*"]), 2).unwrap(), None);
+        assert_eq!(log.next_batch("gw", "b", &cfg(&["x*"]), 100).unwrap(), None);
+        let pts: Vec<(String, String)> = (0..5).map(|i| (format!("x{i}"), i.to_string())).collect();
+        put(&q, &pts.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect::<Vec<_>>());
         let mut got = Vec::new();
-        while let Some(b) = db.next_batch("gw", "p", &cfg(&["*"]), 2).unwrap() {
+        while let Some(b) = log.next_batch("gw", "a", &cfg(&["*"]), 2).unwrap() {
             assert!(b.points.len() <= 2);
-            got.extend(b.points.iter().map(|p| p.v.clone()));
-            db.batch_done("p", &b.batch_id).unwrap();
+            got.extend(values(&b).into_iter().map(String::from));
+            log.batch_done("a", &b.batch_id).unwrap();
+            // b's batch stays unconfirmed while a goes on: the queue keeps it for b.
+            let pending_b = log.next_batch("gw", "b", &cfg(&["x*"]), 100).unwrap().unwrap();
+            assert_eq!(values(&pending_b), ["0", "1", "2", "3", "4"]);
+            log.release().unwrap();
+            assert_eq!(log.acked(), 0);
         }
         assert_eq!(got, ["0", "1", "2", "3", "4"]);
-        db.insert_points(pts.iter().map(|(n, t, v)| (n.as_str(), *t, v.as_str())), 3).unwrap();
-        assert_eq!(db.point_count().unwrap(), 3);
+        let b = log.next_batch("gw", "b", &cfg(&["x*"]), 100).unwrap().unwrap();
+        log.batch_done("b", &b.batch_id).unwrap();
+        log.release().unwrap();
+        assert_eq!(log.acked(), 5);
+    }
+
+    #[test]
+    fn retention_bounds_what_a_silent_provider_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, mut log) = open(dir.path(), 3);
+        assert_eq!(log.next_batch("gw", "p", &cfg(&["*"]), 100).unwrap(), None);
+        put(&q, &[("a", "1"), ("a", "2"), ("a", "3"), ("a", "4"), ("a", "5")]);
+        log.release().unwrap();
+        assert_eq!(log.acked(), 2);
+        // The oldest two are given up: the provider gets the three kept.
+        let b = log.next_batch("gw", "p", &cfg(&["*"]), 100).unwrap().unwrap();
+        assert_eq!(values(&b), ["3", "4", "5"]);
+    }
+
+    #[test]
+    fn without_providers_the_edge_holds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, mut log) = open(dir.path(), 1000);
+        put(&q, &[("a", "1"), ("a", "2")]);
+        log.release().unwrap();
+        assert_eq!(log.acked(), 2);
     }
 
     #[test]
     fn a_rejected_command_changes_nothing_but_the_result() {
         let dir = tempfile::tempdir().unwrap();
-        let mut db = EdgeDb::open(&dir.path().join("edge.db")).unwrap();
+        let mut db = ControlStore::open(dir.path()).unwrap();
         let good =
             Command::parse(br#"{"id":"1","batch":{"hub-a":{"interval_ms":500,"filter":["t*"]}},"config":{"a":1}}"#)
                 .unwrap();
+        db.save_inbox("raw").unwrap();
         assert!(db.apply(Ok(good), 1).unwrap());
-        let before = db.state("gw").unwrap();
+        assert_eq!(db.state().inbox, None);
+        let before = db.edge_state("gw");
         assert_eq!(before.config_version, 1);
         assert!(!db.apply(Err(("2".into(), "interval_ms 5 is outside".into())), 2).unwrap());
-        let after = db.state("gw").unwrap();
+        let after = ControlStore::open(dir.path()).unwrap().edge_state("gw");
         assert_eq!(after.batch, before.batch);
         assert_eq!(after.config, before.config);
         let r = after.last_command.unwrap();
         assert_eq!((r.id.as_str(), r.result.as_str()), ("2", "rejected"));
         assert!(r.reason.unwrap().contains("interval_ms"));
+    }
+
+    #[test]
+    fn a_damaged_state_file_is_moved_aside_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONTROL_FILE), b"{\"batch\":").unwrap();
+        let db = ControlStore::open(dir.path()).unwrap();
+        assert_eq!(db.state(), &ControlState::default());
+        assert!(dir.path().join("control.json.bad").exists());
+    }
+
+    #[test]
+    fn glob_matches_like_sqlite() {
+        let cases = [
+            ("temp*", "temp1", true),
+            ("temp*", "tem", false),
+            ("t?mp", "temp", true),
+            ("t?mp", "tmp", false),
+            ("[a-c]x", "bx", true),
+            ("[^a-c]x", "bx", false),
+            ("[]]", "]", true),
+            ("[a-]", "-", true),
+            ("*[0-9]", "ab7", true),
+            ("*a*b", "xaxxb", true),
+            ("*a*b", "xaxxbc", false),
+            ("a[", "a[", false),
+            ("", "", true),
+        ];
+        for (p, n, want) in cases {
+            assert_eq!(glob_match(p, n), want, "{p:?} {n:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn glob_agrees_with_sqlite(p in "[ab*?^\\[\\]-]{0,7}", n in "[ab\\]^-]{0,6}") {
+            let c = rusqlite::Connection::open_in_memory().unwrap();
+            let want: bool = c.query_row("SELECT ?1 GLOB ?2", [&n, &p], |r| r.get(0)).unwrap();
+            proptest::prop_assert_eq!(glob_match(&p, &n), want, "pattern {:?} name {:?}", p, n);
+        }
     }
 }

@@ -357,6 +357,11 @@ impl Queue {
         &self.inner.opts
     }
 
+    /// The seq of the newest durable record (0: none yet).
+    pub fn last_seq(&self) -> u64 {
+        lock(&self.inner.state).next_seq - 1
+    }
+
     /// Appends one record; returns its seq once it is durable.
     pub fn append(&self, payload: &[u8]) -> Result<u64, QueueError> {
         self.append_with(payload.len(), |buf| buf.copy_from_slice(payload))
@@ -437,7 +442,16 @@ impl Queue {
         }
         st.open_consumers[idx] = true;
         let acked = st.acks[idx];
-        Ok(Consumer { q: self.clone(), idx, acked, cursor: acked + 1, reader: None, buf: Vec::new() })
+        Ok(Consumer {
+            q: self.clone(),
+            idx,
+            acked,
+            cursor: acked + 1,
+            passed: acked,
+            reader: None,
+            buf: Vec::new(),
+            marks: Vec::new(),
+        })
     }
 
     pub fn stats(&self) -> Stats {
@@ -697,9 +711,17 @@ pub struct Consumer {
     acked: u64,
     /// Next seq to deliver.
     cursor: u64,
+    /// The highest seq delivered or skipped by `seek`: the most `ack` takes.
+    passed: u64,
     reader: Option<(u64, SegmentReader<File>)>,
     buf: Vec<u8>,
+    /// Where reads left off before a `seek` moved away: (seq, segment base, offset), so a
+    /// seek back resumes there instead of scanning the segment from its start.
+    marks: Vec<(u64, u64, u64)>,
 }
+
+/// Read positions a consumer remembers across seeks (one per reader it serves).
+const MARKS: usize = 8;
 
 impl Drop for Consumer {
     fn drop(&mut self) {
@@ -755,6 +777,7 @@ impl Consumer {
                     if seq >= self.cursor {
                         f(seq, payload);
                         self.cursor = seq + 1;
+                        self.passed = self.passed.max(seq);
                         n += 1;
                     }
                 }
@@ -795,10 +818,19 @@ impl Consumer {
             (seg, store.segment_path(seg.base))
         };
         let mut file = File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
-        file.seek(SeekFrom::Start(SEG_HEADER_LEN as u64)).map_err(io_err("seeking a segment"))?;
         self.cursor = self.cursor.max(seg.base);
+        // The closest remembered position at or before the cursor in this segment, else its
+        // first record.
+        let (seq, offset) = self
+            .marks
+            .iter()
+            .filter(|m| m.1 == seg.base && m.0 <= self.cursor)
+            .map(|m| (m.0, m.2))
+            .max()
+            .unwrap_or((seg.base, SEG_HEADER_LEN as u64));
+        file.seek(SeekFrom::Start(offset)).map_err(io_err("seeking a segment"))?;
         let buf = std::mem::take(&mut self.buf);
-        Ok((seg.base, SegmentReader::with_buffer(file, SEG_HEADER_LEN as u64, seg.base, inner.opts.max_record, buf)))
+        Ok((seg.base, SegmentReader::with_buffer(file, offset, seq, inner.opts.max_record, buf)))
     }
 
     fn quarantine(&mut self, base: u64, why: &str) -> Result<(), QueueError> {
@@ -835,6 +867,31 @@ impl Consumer {
         inner.save_counters(&st.counters);
     }
 
+    /// Moves the read position to `seq`: back to any unacknowledged record, or forward past
+    /// records not read (they count as passed for `ack`), at most to the newest durable
+    /// record + 1. Answers the position taken. Positions left are remembered, so readers
+    /// taking turns on one consumer do not rescan segments.
+    pub fn seek(&mut self, seq: u64) -> u64 {
+        let next = lock(&self.q.inner.state).next_seq;
+        let seq = seq.clamp(self.acked + 1, next);
+        if seq == self.cursor {
+            return seq;
+        }
+        if let Some((base, r)) = self.reader.take() {
+            let mark = (r.next_seq(), base, r.offset());
+            if !self.marks.contains(&mark) {
+                if self.marks.len() == MARKS {
+                    self.marks.remove(0);
+                }
+                self.marks.push(mark);
+            }
+            self.buf = r.into_buffer();
+        }
+        self.cursor = seq;
+        self.passed = self.passed.max(seq - 1);
+        seq
+    }
+
     /// Goes back to the first unacknowledged record (after a failed send).
     pub fn rewind(&mut self) {
         self.cursor = self.acked + 1;
@@ -846,7 +903,7 @@ impl Consumer {
     /// Acknowledges every record up to `seq` (clamped to what was delivered), persists that,
     /// and deletes segments that every consumer has acknowledged.
     pub fn ack(&mut self, seq: u64) -> Result<(), QueueError> {
-        let seq = seq.min(self.cursor - 1);
+        let seq = seq.min(self.passed.max(self.cursor - 1));
         if seq <= self.acked {
             return Ok(());
         }
@@ -856,6 +913,7 @@ impl Consumer {
         fsio::write_atomic(&path, format!("{seq}\n").as_bytes())
             .map_err(io_err(format!("writing {}", path.display())))?;
         self.acked = seq;
+        self.marks.retain(|m| m.0 > seq);
         let min_ack = {
             let mut st = lock(&inner.state);
             st.acks[self.idx] = seq;
@@ -870,5 +928,43 @@ impl Consumer {
             st.first_seq = first_seq;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seek_back_resumes_where_the_reader_left_that_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options { consumers: vec!["c".into()], ..Options::default() };
+        let q = Queue::open(dir.path(), opts).unwrap();
+        for i in 0..1000u32 {
+            q.append(&i.to_le_bytes()).unwrap();
+        }
+        let mut c = q.consumer("c").unwrap();
+        c.seek(700);
+        c.poll(100, Duration::ZERO, |_, _| {}).unwrap();
+        let left_at = c.reader.as_ref().map(|r| r.1.offset()).unwrap();
+        c.seek(5);
+        c.poll(10, Duration::ZERO, |_, _| {}).unwrap();
+        let second = c.reader.as_ref().map(|r| r.1.offset()).unwrap();
+        // Back to where the first read stopped: no scan from the segment's start.
+        c.seek(800);
+        let r = c.open_reader().unwrap();
+        assert_eq!((r.1.offset(), r.1.next_seq()), (left_at, 800));
+        // Between the marks: from the closest one before.
+        c.seek(300);
+        let r = c.open_reader().unwrap();
+        assert_eq!((r.1.offset(), r.1.next_seq()), (second, 15));
+        // After an ack past every mark: from the segment's start.
+        c.ack(400).unwrap();
+        c.seek(401);
+        let r = c.open_reader().unwrap();
+        assert_eq!((r.1.offset(), r.1.next_seq()), (SEG_HEADER_LEN as u64, 1));
+        let mut got = Vec::new();
+        c.poll(2, Duration::ZERO, |s, p| got.push((s, p.to_vec()))).unwrap();
+        assert_eq!(got, [(401, 400u32.to_le_bytes().to_vec()), (402, 401u32.to_le_bytes().to_vec())]);
     }
 }

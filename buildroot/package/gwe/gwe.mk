@@ -13,13 +13,11 @@ GWE_LICENSE_FILES = LICENSE
 # gwe.hash still checks the license file.
 BR_NO_CHECK_HASH_FOR += $(GWE_SOURCE)
 
-# Only the agent binary, not the benches/examples of the workspace. SQLite comes from the
-# image (not compiled into the agent).
+# Only the agent binary, not the benches/examples of the workspace.
 GWE_CARGO_BUILD_OPTS = --bin gwe --no-default-features
 GWE_CARGO_INSTALL_OPTS = --bin gwe --no-default-features
 
 ifeq ($(BR2_PACKAGE_GWE_EDGE),y)
-GWE_DEPENDENCIES += sqlite host-pkgconf
 GWE_CARGO_BUILD_OPTS += --features edge
 GWE_CARGO_INSTALL_OPTS += --features edge
 endif
