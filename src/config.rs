@@ -40,8 +40,8 @@ pub struct EdgeConfig {
     pub discovery_secs: u64,
     /// How often the supported parameters are sent with the state.
     pub parameters_secs: u64,
-    /// Queue records kept for the batch providers; when one falls further behind, the
-    /// oldest go first.
+    /// Queue records kept for the batch providers (and at most half the queue's bytes); when
+    /// one falls further behind, the oldest go first.
     pub max_points: u64,
     /// Most points in one batch (a larger backlog goes in several).
     pub max_batch_points: usize,

@@ -18,8 +18,9 @@ use crate::stop::jitter;
 const DEFLATE_OVER: usize = 1024;
 /// Most batches sent to one provider in a row before the others get their turn.
 const BURST: usize = 16;
-/// How often the queue is told what the providers no longer need (and may be deleted).
-const RELEASE_EVERY: Duration = Duration::from_secs(30);
+/// How often the queue is told what the providers no longer need (and may be deleted):
+/// often enough that a small queue does not fill with what the edge no longer needs.
+const RELEASE_EVERY: Duration = Duration::from_secs(5);
 
 /// The configuration a provider gets: its own by name, else its group's.
 pub fn config_for<'a>(configs: &'a BTreeMap<String, BatchConfig>, p: &Provider) -> Option<&'a BatchConfig> {

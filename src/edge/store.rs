@@ -10,7 +10,8 @@
 //!   flight (id, seq range, filter).
 //!
 //! The `edge` consumer's acknowledgement is the oldest seq a provider still needs, but at
-//! most `max_points` records behind the newest: only then may the queue delete segments.
+//! most `max_points` records behind the newest, and at most half the queue's `max_bytes`:
+//! a provider that stays away never fills the queue the apps write to.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -308,23 +309,30 @@ pub struct PointLog {
     path: PathBuf,
     cursors: Cursors,
     max_points: u64,
+    /// Bytes a record takes in the queue, on average (header included), as last read; 0
+    /// before the first read.
+    record_bytes: u64,
+}
+
+/// What `read` found: the points, the seq of the last, and the records and bytes it read.
+struct Read {
+    points: Vec<EdgePoint>,
+    last: u64,
+    records: u64,
+    bytes: u64,
 }
 
 /// Reads the points with seqs in `from..=to` whose name one of `filter` matches, at most
-/// `max`; answers them and the seq of the last.
-fn read(
-    consumer: &mut Consumer,
-    from: u64,
-    to: u64,
-    filter: &[String],
-    max: usize,
-) -> Result<(Vec<EdgePoint>, u64), QueueError> {
+/// `max`.
+fn read(consumer: &mut Consumer, from: u64, to: u64, filter: &[String], max: usize) -> Result<Read, QueueError> {
     let mut points = Vec::new();
-    let mut last = 0;
+    let (mut last, mut records, mut bytes) = (0, 0, 0);
     consumer.seek(from);
     while points.len() < max && consumer.cursor() <= to {
         let want = usize::try_from(to + 1 - consumer.cursor()).unwrap_or(usize::MAX).min(512);
         let n = consumer.poll(want, Duration::ZERO, |seq, payload| {
+            records += 1;
+            bytes += payload.len() as u64 + 16;
             if points.len() >= max {
                 return;
             }
@@ -340,7 +348,7 @@ fn read(
             break;
         }
     }
-    Ok((points, last))
+    Ok(Read { points, last, records, bytes })
 }
 
 impl PointLog {
@@ -362,7 +370,7 @@ impl PointLog {
             cursors.store_id = hex::encode(b);
             save(&path, &cursors).map_err(|e| format!("writing {}: {e}", path.display()))?;
         }
-        Ok(Self { queue, consumer, path, cursors, max_points })
+        Ok(Self { queue, consumer, path, cursors, max_points, record_bytes: 0 })
     }
 
     fn save(&self) -> Result<(), String> {
@@ -387,15 +395,18 @@ impl PointLog {
             return Ok(None);
         };
         if let Some(p) = &c.pending {
-            let (points, _) =
-                read(&mut self.consumer, p.from, p.to, &p.filter, usize::MAX).map_err(|e| e.to_string())?;
-            return Ok(Some(Pending { batch_id: p.batch_id.clone(), to: p.to, points }));
+            let r = read(&mut self.consumer, p.from, p.to, &p.filter, usize::MAX).map_err(|e| e.to_string())?;
+            return Ok(Some(Pending { batch_id: p.batch_id.clone(), to: p.to, points: r.points }));
         }
         if newest <= c.last {
             return Ok(None);
         }
         let from = c.last + 1;
-        let (points, last) = read(&mut self.consumer, from, newest, &cfg.filter, max).map_err(|e| e.to_string())?;
+        let Read { points, last, records, bytes } =
+            read(&mut self.consumer, from, newest, &cfg.filter, max).map_err(|e| e.to_string())?;
+        if let Some(seen) = bytes.checked_div(records) {
+            self.record_bytes = if self.record_bytes == 0 { seen } else { (self.record_bytes * 3 + seen) / 4 };
+        }
         // A full batch ends at its last point; otherwise it covers everything up to the
         // newest record (records the filter skips need no second look).
         let to = if points.len() >= max { last } else { newest };
@@ -420,11 +431,14 @@ impl PointLog {
     }
 
     /// Acknowledges in the queue what no provider needs any more, and anything more than
-    /// `max_points` records behind the newest, so the queue may delete those segments.
+    /// `max_points` records or half the queue's bytes behind the newest, so the queue may
+    /// delete those segments.
     pub fn release(&mut self) -> Result<(), QueueError> {
         let newest = self.queue.last_seq();
         let needed = self.cursors.providers.values().map(Cursor::done_through).min().unwrap_or(newest);
-        let upto = needed.max(newest.saturating_sub(self.max_points)).min(newest);
+        let per_record = if self.record_bytes == 0 { 64 } else { self.record_bytes.max(17) };
+        let keep = self.max_points.min(self.queue.options().max_bytes / 2 / per_record);
+        let upto = needed.max(newest.saturating_sub(keep)).min(newest);
         if upto <= self.consumer.acked() {
             return Ok(());
         }
@@ -528,6 +542,26 @@ mod tests {
         // The oldest two are given up: the provider gets the three kept.
         let b = log.next_batch("gw", "p", &cfg(&["*"]), 100).unwrap().unwrap();
         assert_eq!(values(&b), ["3", "4", "5"]);
+    }
+
+    #[test]
+    fn a_silent_provider_holds_at_most_half_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options { max_bytes: 256 << 10, consumers: vec!["edge".into()], ..Options::default() };
+        let q = Queue::open(&dir.path().join("queue"), opts).unwrap();
+        let mut log =
+            PointLog::open(&dir.path().join("edge"), q.clone(), q.consumer("edge").unwrap(), 100_000).unwrap();
+        assert_eq!(log.next_batch("gw", "p", &cfg(&["*"]), 10).unwrap(), None);
+        let v = "x".repeat(100);
+        for _ in 0..2000 {
+            put(&q, &[("a", v.as_str())]);
+        }
+        // One read teaches the edge the records' size (about 128 bytes).
+        let b = log.next_batch("gw", "p", &cfg(&["*"]), 10).unwrap().unwrap();
+        assert_eq!(b.points.len(), 10);
+        log.release().unwrap();
+        let held = q.last_seq() - log.acked();
+        assert!(held * 128 <= 128 << 10 && held * 128 > 64 << 10, "{held} records held");
     }
 
     #[test]
