@@ -154,10 +154,19 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
     }
     #[cfg(feature = "edge")]
     let edge = match &cloud {
-        Some(cloud) if edge_on => Some(
-            crate::edge::Edge::start(cfg, &queue, cloud.clone(), apps.sup.clone(), &identity.serial, stop.clone())
-                .map_err(StartError::Cloud)?,
-        ),
+        // The edge paths are an extra: when their state cannot be read (a failing data
+        // partition), the agent runs without them rather than not at all.
+        Some(cloud) if edge_on => {
+            match crate::edge::Edge::start(cfg, &queue, cloud.clone(), apps.sup.clone(), &identity.serial, stop.clone())
+            {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    log::error!("edge paths not started: {e}");
+                    crate::health::failed("edge store", &e);
+                    None
+                }
+            }
+        }
         _ => None,
     };
     let telemetry = Telemetry {

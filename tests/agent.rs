@@ -267,3 +267,22 @@ fn apps_installed_with_gwe_app_install_come_back_after_a_restart() {
     let list = agent.ctl_raw(&["app", "list"]);
     assert!(String::from_utf8_lossy(&list.stdout).contains("meter"), "{}", String::from_utf8_lossy(&list.stdout));
 }
+
+#[test]
+fn an_unreadable_edge_store_leaves_the_agent_running_and_is_reported() {
+    let mut a = Agent::new(&[]);
+    let cfg = a.path().join("gwe.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("[cloud]\nurl = \"http://127.0.0.1:9\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    // Where the edge store's directory belongs, a file: its state cannot be read.
+    std::fs::create_dir_all(a.path().join("state")).unwrap();
+    std::fs::write(a.path().join("state/edge"), b"not a directory").unwrap();
+    a.start();
+    a.wait_running_agent();
+    // Faults go to stderr, beside the apps' table.
+    let status = String::from_utf8_lossy(&a.ctl(&["status"]).stderr).into_owned();
+    assert!(status.contains("fault: edge store"), "the fault is shown: {status}");
+    let err = std::fs::read_to_string(a.path().join("agent.err")).unwrap();
+    assert!(err.contains("edge paths not started"), "{err}");
+}
