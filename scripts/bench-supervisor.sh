@@ -17,8 +17,7 @@ if [ ! -x "$venv/bin/supervisord" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet supervisor
 fi
-# The app-hosting agent, without the edge paths: SQLite compiled in (the default build) adds
-# about 0.7 MB of resident relocated pages even when the edge is off (5.0 MB here);
+# The app-hosting agent alone, without the edge paths (which add 87 KB of binary);
 # GWE_FEATURES= (empty) measures the default build.
 # shellcheck disable=SC2086
 cargo build --release --locked --bin gwe ${GWE_FEATURES---no-default-features}
