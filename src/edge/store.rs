@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::fsio;
+use crate::queue::format::REC_HEADER_LEN;
 use crate::queue::{Consumer, Queue, QueueError};
 
 pub const CONTROL_FILE: &str = "control.json";
@@ -123,18 +124,29 @@ fn glob(pattern: &str, name: &str) -> Glob {
     }
 }
 
-/// Reads a state file; a missing one is the default. A damaged one (bit rot, a hand edit)
-/// is moved aside to `NAME.bad` and named in the error: the edge starts from the default
-/// rather than not at all.
-fn load<T: DeserializeOwned + Default>(path: &Path) -> Result<T, String> {
-    match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+/// Reads the state file `dir/name` (creating `dir`); a missing one is the default. A
+/// damaged one (bit rot, a hand edit) is moved aside to `NAME.bad`, logged and reported as
+/// a fault, and the edge starts from the default rather than not at all. Only a file or
+/// directory that cannot be read or set aside is an error.
+fn load<T: DeserializeOwned + Default>(dir: &Path, name: &str) -> Result<(PathBuf, T), String> {
+    fsio::create_dir_all_durable(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(name);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((path, T::default())),
+        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(v) => Ok((path, v)),
+        Err(e) => {
             let bad = path.with_extension("json.bad");
-            let _ = std::fs::rename(path, &bad);
-            format!("{} is damaged ({e}); moved to {} and started afresh", path.display(), bad.display())
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(T::default()),
-        Err(e) => Err(format!("reading {}: {e}", path.display())),
+            std::fs::rename(&path, &bad)
+                .map_err(|r| format!("{} is damaged ({e}) and cannot be moved aside: {r}", path.display()))?;
+            let msg = format!("{} is damaged ({e}); moved to {} and started afresh", path.display(), bad.display());
+            log::error!("edge: {msg}");
+            crate::health::failed("edge store", &msg);
+            Ok((path, T::default()))
+        }
     }
 }
 
@@ -166,19 +178,9 @@ pub struct ControlStore {
 }
 
 impl ControlStore {
-    /// Opens `dir/control.json`. An error that is only a damaged file is also logged and
-    /// the store starts empty; only an unreadable directory fails.
+    /// Opens `dir/control.json` (see `load` for a damaged one).
     pub fn open(dir: &Path) -> Result<Self, String> {
-        fsio::create_dir_all_durable(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let path = dir.join(CONTROL_FILE);
-        let state = load(&path).or_else(|e| {
-            if path.exists() {
-                return Err(e);
-            }
-            log::error!("edge: {e}");
-            crate::health::failed("edge store", &e);
-            Ok(ControlState::default())
-        })?;
+        let (path, state) = load(dir, CONTROL_FILE)?;
         Ok(Self { path, state })
     }
 
@@ -332,7 +334,7 @@ fn read(consumer: &mut Consumer, from: u64, to: u64, filter: &[String], max: usi
         let want = usize::try_from(to + 1 - consumer.cursor()).unwrap_or(usize::MAX).min(512);
         let n = consumer.poll(want, Duration::ZERO, |seq, payload| {
             records += 1;
-            bytes += payload.len() as u64 + 16;
+            bytes += (REC_HEADER_LEN + payload.len()) as u64;
             if points.len() >= max {
                 return;
             }
@@ -354,16 +356,7 @@ fn read(consumer: &mut Consumer, from: u64, to: u64, filter: &[String], max: usi
 impl PointLog {
     /// Opens `dir/cursors.json` over the `edge` consumer of `queue`.
     pub fn open(dir: &Path, queue: Queue, consumer: Consumer, max_points: u64) -> Result<Self, String> {
-        fsio::create_dir_all_durable(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let path = dir.join(CURSORS_FILE);
-        let mut cursors: Cursors = load(&path).or_else(|e| {
-            if path.exists() {
-                return Err(e);
-            }
-            log::error!("edge: {e}");
-            crate::health::failed("edge store", &e);
-            Ok(Cursors::default())
-        })?;
+        let (path, mut cursors): (_, Cursors) = load(dir, CURSORS_FILE)?;
         if cursors.store_id.is_empty() {
             let mut b = [0u8; 6];
             getrandom::getrandom(&mut b).map_err(|e| format!("making the edge store's id: {e}"))?;
