@@ -370,3 +370,73 @@ fn token_replaced_on_another_hub(b: Backend) {
     assert_eq!(a.dev_post(&fresh, "/onep:v1/stack/alias", "a=3").status, 204);
 }
 backends!(a_token_replaced_on_another_hub_stops_working_within_15_s, token_replaced_on_another_hub);
+
+fn signal(hub: &HubProc, sig: libc::c_int) {
+    // SAFETY: kill(2) on the pid of a child this test started; no pointers.
+    assert_eq!(unsafe { libc::kill(hub.child.id() as libc::pid_t, sig) }, 0);
+}
+
+/// Writes `alias=value` through `c` on another thread, and says whether it was still
+/// waiting after `wait` (and so was sent to a hub that is stopped).
+fn write_waits_for_a_stopped_hub(c: &Arc<Client>, token: &str, body: &str, stopped: &HubProc) {
+    signal(stopped, libc::SIGSTOP);
+    let (c2, t2, b2) = (c.clone(), token.to_string(), body.to_string());
+    let w = std::thread::spawn(move || c2.dev_post(&t2, "/onep:v1/stack/alias", &b2));
+    std::thread::sleep(Duration::from_millis(1500));
+    let waiting = !w.is_finished();
+    signal(stopped, libc::SIGCONT);
+    let r = w.join().unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert!(waiting, "a write through a follower must wait for the writing hub ({body})");
+}
+
+/// Hubs serving one SQLite file write their values through one of them, which keeps its
+/// page cache warm (`store/sqlite/leader.rs`); when it dies another takes over, and no
+/// write is lost or stored twice on the way.
+#[test]
+fn sqlite_hubs_sharing_a_file_write_through_one_and_take_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::db_url(Backend::Sqlite, dir.path());
+    let a = Arc::new(HubProc::start(&db, dir.path()));
+    let b = Arc::new(HubProc::start(&db, dir.path()));
+    let (ca, cb) = (Client::new(a.clone()), Arc::new(Client::new(b.clone())));
+    let (id, t) = device(&ca, "SN1");
+    assert_eq!(cb.dev_post(&t, "/onep:v1/stack/alias", "x=1").status, 204);
+    assert_eq!(ca.dev_get(&t, "/onep:v1/stack/alias?x", &[]).text(), "x=1");
+    // b sends its writes to a: with a stopped, a write through b waits.
+    write_waits_for_a_stopped_hub(&cb, &t, "x=2", &a);
+    assert_eq!(ca.dev_get(&t, "/onep:v1/stack/alias?x", &[]).text(), "x=2");
+
+    // A malformed request on the writer socket closes that connection only.
+    let mut bad = std::os::unix::net::UnixStream::connect(dir.path().join("hub.db-writer.sock")).unwrap();
+    bad.write_all(b"{\"id\":1,\"op\":{\"Drop\":\"table\"}}\n").unwrap();
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut bad, &mut rest).unwrap();
+    assert!(rest.is_empty(), "a malformed request gets no answer, only a closed connection");
+    assert_eq!(cb.dev_post(&t, "/onep:v1/stack/alias", "x=3").status, 204);
+
+    // a dies: b writes on its own at once, and leads within a few seconds.
+    drop(ca);
+    signal(&a, libc::SIGKILL);
+    drop(a);
+    assert_eq!(cb.dev_post(&t, "/onep:v1/stack/alias", "x=4").status, 204);
+    std::thread::sleep(Duration::from_secs(3));
+    let c = Arc::new(HubProc::start(&db, dir.path()));
+    let cc = Arc::new(Client::new(c.clone()));
+    write_waits_for_a_stopped_hub(&cc, &t, "x=5", &b);
+    assert_eq!(cb.dev_get(&t, "/onep:v1/stack/alias?x", &[]).text(), "x=5");
+    // Batches through the follower are idempotent by sequence, as through any hub.
+    let send = |cl: &Client| {
+        common::reply(
+            cl.agent
+                .post(format!("{}/gwe/v1/batch", cl.hub.url))
+                .header("X-Exosite-CIK", &t)
+                .header("Content-Encoding", "deflate")
+                .send(encode_batch(1, 1..=50, "y")),
+        )
+    };
+    assert_eq!(send(&cc).text(), "acked=50");
+    assert_eq!(send(&cc).text(), "acked=50");
+    assert_eq!(cb.point_count(id, "x"), 5, "each write once");
+    assert_eq!(cb.point_count(id, "y"), 50);
+}
