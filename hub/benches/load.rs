@@ -297,13 +297,38 @@ fn cpu_secs(pid: u32) -> f64 {
     ns as f64 / 1e9
 }
 
-/// Busy CPU seconds of the whole machine.
-fn machine_busy_secs() -> f64 {
+/// Busy CPU seconds of the whole machine, and the seconds the host gave to others (steal:
+/// on a shared virtual machine a run's tail can be the neighbours').
+fn machine_busy_steal_secs() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let f: Vec<u64> =
         stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
     let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
-    (f.iter().sum::<u64>() - idle) as f64 / 100.0
+    ((f.iter().sum::<u64>() - idle) as f64 / 100.0, f.get(7).copied().unwrap_or(0) as f64 / 100.0)
+}
+
+/// Bytes the block devices were asked to write so far (`/sys/block/*/stat`, in sectors).
+fn disk_written_bytes() -> u64 {
+    let Ok(devs) = std::fs::read_dir("/sys/block") else { return 0 };
+    devs.flatten()
+        .filter_map(|d| std::fs::read_to_string(d.path().join("stat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(6).and_then(|v| v.parse::<u64>().ok()))
+        .sum::<u64>()
+        * 512
+}
+
+/// Connections of earlier runs still in TIME_WAIT (`/proc/net/sockstat`): 100,000 of them
+/// in the kernel's tables made the next run's tail several times longer.
+fn tcp_time_wait() -> u64 {
+    let s = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    let tcp = s.lines().find(|l| l.starts_with("TCP:")).unwrap_or("");
+    let mut it = tcp.split_whitespace();
+    while let Some(w) = it.next() {
+        if w == "tw" {
+            return it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+    }
+    0
 }
 
 fn pct(v: &mut [u32], p: f64) -> u32 {
@@ -323,6 +348,16 @@ struct Args {
 }
 
 fn run(db_kind: &str, a: &Args) -> bool {
+    let t0 = Instant::now();
+    while tcp_time_wait() > 1_000 && t0.elapsed() < Duration::from_secs(90) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    if t0.elapsed() > Duration::from_secs(1) {
+        eprintln!(
+            "load: waited {:.0} s for an earlier run's connections to leave TIME_WAIT",
+            t0.elapsed().as_secs_f64()
+        );
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let db = common::db_url(
         if db_kind == "postgres" { common::Backend::Postgres } else { common::Backend::Sqlite },
@@ -395,10 +430,11 @@ fn run(db_kind: &str, a: &Args) -> bool {
     while unix_ms() < w_start {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (cpu_hub0, cpu_gen0, busy0) = (
+    let (cpu_hub0, cpu_gen0, (busy0, steal0), disk0) = (
         procs.iter().map(|h| cpu_secs(h.child.id())).sum::<f64>(),
         children.iter().map(|c| cpu_secs(c.id())).sum::<f64>(),
-        machine_busy_secs(),
+        machine_busy_steal_secs(),
+        disk_written_bytes(),
     );
     let clients: Vec<Client> = procs.iter().map(|h| Client::new(h.clone())).collect();
     let mut cmds = 0u64;
@@ -419,11 +455,13 @@ fn run(db_kind: &str, a: &Args) -> bool {
     while unix_ms() < w_end {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (cpu_hub, cpu_gen, busy) = (
+    let (cpu_hub, cpu_gen, (busy, steal), disk) = (
         procs.iter().map(|h| cpu_secs(h.child.id())).sum::<f64>() - cpu_hub0,
         children.iter().map(|c| cpu_secs(c.id())).sum::<f64>() - cpu_gen0,
-        machine_busy_secs() - busy0,
+        machine_busy_steal_secs(),
+        disk_written_bytes().saturating_sub(disk0),
     );
+    let (busy, steal) = (busy - busy0, steal - steal0);
     let mut all = Stats::default();
     for mut c in children {
         let mut line = String::new();
@@ -438,7 +476,7 @@ fn run(db_kind: &str, a: &Args) -> bool {
     let (w50, w99) = (pct(&mut all.wake_ms, 0.50), pct(&mut all.wake_ms, 0.99));
     let other = (busy - cpu_hub - cpu_gen).max(0.0);
     println!(
-        "| {db_kind} | {n} | {hubs} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {}/{cmds} | {w50} | {w99} | {:.2} | {:.2} | {:.2} | {} |",
+        "| {db_kind} | {n} | {hubs} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {}/{cmds} | {w50} | {w99} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {} |",
         all.sustained,
         writes as f64 / secs,
         p50 as f64 / 1000.0,
@@ -448,6 +486,8 @@ fn run(db_kind: &str, a: &Args) -> bool {
         cpu_hub / secs,
         other / secs,
         cpu_gen / secs,
+        steal / secs,
+        disk as f64 / 1e6 / secs,
         all.write_errors + all.poll_errors,
     );
     let ok = all.sustained as usize == n && p99 < 100_000;
@@ -490,8 +530,8 @@ fn main() {
         "load: {} gateways, a write every {} ms each plus a long-poll, {} s measured",
         a.gateways, a.interval_ms, a.seconds
     );
-    println!("| db | gateways | hub procs | sustained | writes/s | write p50 ms | p99 ms | max ms | cmds woken | wake p50 ms | p99 ms | hub cores | db+other cores | generator cores | errors |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| db | gateways | hub procs | sustained | writes/s | write p50 ms | p99 ms | max ms | cmds woken | wake p50 ms | p99 ms | hub cores | db+other cores | generator cores | stolen cores | disk MB/s | errors |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let dbs = a.dbs.clone();
     let mut all_ok = true;
     for db in dbs {
