@@ -227,7 +227,7 @@ async fn run(a: Args) -> Result<(), String> {
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
     let token = a.token_file.as_deref().map(operator_token).transpose()?;
-    let db = store::open_serving(&a.db, notifier.clone()).await?;
+    let db = store::open(&a.db, notifier.clone()).await?;
     let limits = Limits { max_body: a.max_body, ..Limits::default() };
     let listener =
         tokio::net::TcpListener::bind(a.listen).await.map_err(|e| format!("listening on {}: {e}", a.listen))?;

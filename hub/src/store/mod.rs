@@ -16,7 +16,7 @@ pub mod postgres;
 pub mod sqlite;
 
 /// A storage failure, or a request the data refuses.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
     /// The row already exists (e.g. whitelisting a device twice).
     Exists(String),
@@ -82,7 +82,7 @@ pub struct Value {
 }
 
 /// One timestamped value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Point {
     pub alias: String,
     pub ts: i64,
@@ -321,24 +321,9 @@ pub trait Store: EdgeStore + FleetStore + Send + Sync {
 
 /// Opens the store a URL names: `sqlite:PATH` or `postgres://...` (also `postgresql://`).
 pub async fn open(url: &str, notifier: Arc<Notifier>) -> std::result::Result<Arc<dyn Store>, String> {
-    open_with(url, notifier, false).await
-}
-
-/// [`open`] for `gwe-hub serve`: on SQLite the hubs serving one file elect one of them to
-/// write the dataport writes of all (`sqlite::leader`).
-pub async fn open_serving(url: &str, notifier: Arc<Notifier>) -> std::result::Result<Arc<dyn Store>, String> {
-    open_with(url, notifier, true).await
-}
-
-async fn open_with(url: &str, notifier: Arc<Notifier>, serving: bool) -> std::result::Result<Arc<dyn Store>, String> {
     if let Some(path) = url.strip_prefix("sqlite:") {
-        let path = std::path::Path::new(path);
-        let db = if serving {
-            sqlite::SqliteStore::open_serving(path, notifier)
-        } else {
-            sqlite::SqliteStore::open(path, notifier)
-        }
-        .map_err(|e| format!("opening SQLite database {}: {e}", path.display()))?;
+        let db = sqlite::SqliteStore::open(std::path::Path::new(path), notifier)
+            .map_err(|e| format!("opening SQLite database {path}: {e}"))?;
         Ok(Arc::new(db))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("host=") {
         let db =

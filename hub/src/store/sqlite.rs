@@ -2,8 +2,7 @@
 //! writes are waiting in one transaction (group commit: one fsync for many requests), each
 //! request inside its own savepoint so one failing request does not undo the others.
 //! Reads go to a few reader threads with their own connections (WAL lets them run beside
-//! the writer). Hubs serving one file send their dataport writes to one of them
-//! ([`leader`]).
+//! the writer).
 
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -18,9 +17,6 @@ use crate::notify::Notifier;
 
 mod edge;
 mod fleet;
-mod leader;
-
-use leader::Op;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS devices(
@@ -52,8 +48,6 @@ pub struct SqliteStore {
     writer: Mutex<Sender<WriteJob>>,
     readers: Mutex<Sender<ReadJob>>,
     notifier: Arc<Notifier>,
-    /// Set when serving: the hub that writes the dataport writes of all hubs on this file.
-    shared: Option<Arc<leader::Shared>>,
 }
 
 fn db(e: rusqlite::Error) -> StoreError {
@@ -82,91 +76,14 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
     Ok(c)
 }
 
-/// A write job running `f` in its savepoint and giving `reply` its result once committed.
-fn write_job<T: Send + 'static>(
-    f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
-    reply: impl FnOnce(Result<T>) + Send + 'static,
-) -> WriteJob {
-    Box::new(move |c| {
-        let r = match c {
-            Some(c) => f(c),
-            None => Err(StoreError::Db("cannot begin a transaction".into())),
-        };
-        let ok = r.is_ok();
-        let done: Done = Box::new(move |committed| reply(committed.and(r)));
-        (ok, done)
-    })
-}
-
-/// The dataport writes (`write`, `record`, `ingest`): what the writing hub runs for the
-/// others. Ok: the stream's last sequence number for `ingest`, 0 otherwise.
-fn apply(c: &Connection, op: &Op) -> Result<u64> {
-    let point = |dev, alias: &str, value: &str, ts, now_ms| {
-        upsert_value(c, dev, alias, value, ts, now_ms).and_then(|()| insert_point(c, dev, alias, ts, value)).map_err(db)
-    };
-    let (dev, now_ms, last) = match op {
-        Op::Write { dev, values, ts, now_ms } => {
-            for (alias, value) in values {
-                point(*dev, alias, value, *ts, *now_ms)?;
-            }
-            (*dev, *now_ms, 0)
-        }
-        Op::Record { dev, points, now_ms } => {
-            for p in points {
-                point(*dev, &p.alias, &p.value, p.ts, *now_ms)?;
-            }
-            (*dev, *now_ms, 0)
-        }
-        Op::Ingest { dev, stream, points, now_ms } => {
-            let (dev, stream) = (*dev, *stream as i64);
-            let prev: u64 = c
-                .prepare_cached("SELECT last_seq FROM streams WHERE device_id = ?1 AND stream = ?2")
-                .and_then(|mut st| st.query_row(params![dev, stream], |r| r.get::<_, i64>(0)).optional())
-                .map_err(db)?
-                .unwrap_or(0) as u64;
-            let mut last = prev;
-            for (seq, p) in points.iter().filter(|(s, _)| *s > prev) {
-                point(dev, &p.alias, &p.value, p.ts, *now_ms)?;
-                last = last.max(*seq);
-            }
-            if last > prev {
-                c.prepare_cached(
-                    "INSERT INTO streams(device_id, stream, last_seq) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(device_id, stream) DO UPDATE SET last_seq = excluded.last_seq",
-                )
-                .and_then(|mut st| st.execute(params![dev, stream, last as i64]))
-                .map_err(db)?;
-            }
-            (dev, *now_ms, last)
-        }
-    };
-    seen(c, dev, now_ms).map_err(db)?;
-    Ok(last)
-}
-
 impl SqliteStore {
-    /// Opens (and creates) the database for a command of the hub's own: it writes through
-    /// its own writer only.
     pub fn open(path: &Path, notifier: Arc<Notifier>) -> rusqlite::Result<Self> {
-        Self::open_with(path, notifier, false)
-    }
-
-    /// Opens the database for `serve`: the hubs serving one file elect one of them to
-    /// write their dataport writes ([`leader`]).
-    pub fn open_serving(path: &Path, notifier: Arc<Notifier>) -> rusqlite::Result<Self> {
-        Self::open_with(path, notifier, true)
-    }
-
-    fn open_with(path: &Path, notifier: Arc<Notifier>, serving: bool) -> rusqlite::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(14), Some(format!("{}: {e}", dir.display())))
             })?;
         }
         let wconn = connect(path)?;
-        // The writer's pages stay cached between its commits (as long as no other process
-        // commits): 64 MB at most, where SQLite's default is 2 MB.
-        wconn.pragma_update(None, "cache_size", -65536)?;
         wconn.execute_batch(SCHEMA)?;
         wconn.execute_batch(edge::SCHEMA)?;
         wconn.execute_batch(fleet::SCHEMA)?;
@@ -197,24 +114,21 @@ impl SqliteStore {
                 })
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         }
-        let shared = serving.then(|| leader::Shared::start(path, wtx.clone()));
-        Ok(Self { writer: Mutex::new(wtx), readers: Mutex::new(rtx), notifier, shared })
-    }
-
-    /// A dataport write: through the writing hub when there is one, else here.
-    async fn hot(&self, op: Op) -> Result<u64> {
-        if let Some(shared) = &self.shared {
-            if let Some(answer) = shared.send(&op).await {
-                return answer;
-            }
-        }
-        self.write(move |c| apply(c, &op)).await
+        Ok(Self { writer: Mutex::new(wtx), readers: Mutex::new(rtx), notifier })
     }
 
     async fn write<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
         let (tx, rx) = oneshot::channel();
-        let job = write_job(f, move |r| {
-            let _ = tx.send(r);
+        let job: WriteJob = Box::new(move |c| {
+            let r = match c {
+                Some(c) => f(c),
+                None => Err(StoreError::Db("cannot begin a transaction".into())),
+            };
+            let ok = r.is_ok();
+            let done: Done = Box::new(move |committed| {
+                let _ = tx.send(committed.and(r));
+            });
+            (ok, done)
         });
         self.writer
             .lock()
@@ -500,20 +414,62 @@ impl Store for SqliteStore {
     }
 
     async fn write(&self, dev: i64, values: &[(String, String)], ts: i64, now_ms: i64) -> Result<()> {
-        self.hot(Op::Write { dev, values: values.to_vec(), ts, now_ms }).await?;
+        let owned = values.to_vec();
+        self.write(move |c| {
+            for (alias, value) in &owned {
+                upsert_value(c, dev, alias, value, ts, now_ms).map_err(db)?;
+                insert_point(c, dev, alias, ts, value).map_err(db)?;
+            }
+            seen(c, dev, now_ms).map_err(db)
+        })
+        .await?;
         self.notifier.changed(dev, values.iter().map(|(a, _)| a.as_str()));
         Ok(())
     }
 
     async fn record(&self, dev: i64, points: &[Point], now_ms: i64) -> Result<()> {
-        self.hot(Op::Record { dev, points: points.to_vec(), now_ms }).await?;
+        let owned = points.to_vec();
+        self.write(move |c| {
+            for p in &owned {
+                upsert_value(c, dev, &p.alias, &p.value, p.ts, now_ms).map_err(db)?;
+                insert_point(c, dev, &p.alias, p.ts, &p.value).map_err(db)?;
+            }
+            seen(c, dev, now_ms).map_err(db)
+        })
+        .await?;
         self.notifier.changed(dev, points.iter().map(|p| p.alias.as_str()));
         Ok(())
     }
 
     async fn ingest(&self, dev: i64, stream: u64, points: &[(u64, Point)], now_ms: i64) -> Result<u64> {
         let aliases: std::collections::BTreeSet<String> = points.iter().map(|(_, p)| p.alias.clone()).collect();
-        let last = self.hot(Op::Ingest { dev, stream, points: points.to_vec(), now_ms }).await?;
+        let points = points.to_vec();
+        let last = self
+            .write(move |c| {
+                let stream = stream as i64;
+                let prev: u64 = c
+                    .prepare_cached("SELECT last_seq FROM streams WHERE device_id = ?1 AND stream = ?2")
+                    .and_then(|mut st| st.query_row(params![dev, stream], |r| r.get::<_, i64>(0)).optional())
+                    .map_err(db)?
+                    .unwrap_or(0) as u64;
+                let mut last = prev;
+                for (seq, p) in points.iter().filter(|(s, _)| *s > prev) {
+                    upsert_value(c, dev, &p.alias, &p.value, p.ts, now_ms).map_err(db)?;
+                    insert_point(c, dev, &p.alias, p.ts, &p.value).map_err(db)?;
+                    last = last.max(*seq);
+                }
+                if last > prev {
+                    c.prepare_cached(
+                        "INSERT INTO streams(device_id, stream, last_seq) VALUES (?1, ?2, ?3)
+                         ON CONFLICT(device_id, stream) DO UPDATE SET last_seq = excluded.last_seq",
+                    )
+                    .and_then(|mut st| st.execute(params![dev, stream, last as i64]))
+                    .map_err(db)?;
+                }
+                seen(c, dev, now_ms).map_err(db)?;
+                Ok(last)
+            })
+            .await?;
         self.notifier.changed(dev, aliases.iter().map(String::as_str));
         Ok(last)
     }
