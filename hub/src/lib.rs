@@ -89,6 +89,17 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// Sets the calling thread's nice value. A lower value than the current one needs root,
+/// `CAP_SYS_NICE` or an `RLIMIT_NICE`.
+pub fn set_thread_nice(nice: i32) -> std::io::Result<()> {
+    // SAFETY: setpriority on the calling thread (who 0); no memory is passed.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }

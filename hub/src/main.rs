@@ -287,8 +287,7 @@ fn main() -> ExitCode {
             // machine a writer preempted inside its transaction (and its lock) kept every
             // other hub process's writes waiting. Under load, write p99 went from
             // 136-300 ms to 93-143 ms with this (six hubs, 10,000 writes/s, 2 cores).
-            // SAFETY: setpriority on the calling thread (tid 0); no pointers.
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 5) };
+            let _ = gwe_hub::set_thread_nice(5);
         })
         .build()
     {

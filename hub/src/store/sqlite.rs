@@ -195,24 +195,18 @@ impl Drop for Turn<'_> {
 
 /// The writer's nice value. Its turn holds the lock that every hub process sharing the
 /// file waits for, so a writer the scheduler preempts mid-turn for request handling stalls
-/// all of them. The request threads already run at nice 5 (`main.rs`); with the writer at
-/// nice 0 besides, at 50,000 gateways over six hubs on two cores (2026-12-02, alternating
-/// runs), the SQL of the turns took 19–25 s in a run and the write p99 was 2.0–4.8 s; at
-/// nice -10, 11 s and 0.78–1.0 s.
-const WRITER_NICE: libc::c_int = -10;
-
-/// Raises this thread's priority to [`WRITER_NICE`]. That needs root, `CAP_SYS_NICE` or an
-/// `RLIMIT_NICE` (systemd: `LimitNICE=`); without them the writer keeps the default.
-fn raise_priority() {
-    // SAFETY: gettid and setpriority on the calling thread only; no memory is passed.
-    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, WRITER_NICE) };
-    if r != 0 {
-        log::debug!("database: writer keeps the default priority: {}", std::io::Error::last_os_error());
-    }
-}
+/// all of them. The request threads already run at nice 5 (`main.rs`). At 50,000 gateways
+/// over six hubs on two cores (2026-12-02, eight alternating pairs), the writer at nice -10
+/// had a lower write p99 in every pair: 229–2,036 ms (median 858) against 1,835–4,840 ms
+/// (median 2,470) at nice 0, and the SQL of the turns took 11 s a run instead of 19–25 s.
+/// Without root, `CAP_SYS_NICE` or an `RLIMIT_NICE` (systemd: `LimitNICE=`) the writer
+/// keeps nice 0.
+const WRITER_NICE: i32 = -10;
 
 fn writer(conn: Connection, lock: WriterLock, rx: Receiver<WriteJob>) {
-    raise_priority();
+    if let Err(e) = crate::set_thread_nice(WRITER_NICE) {
+        log::debug!("database: writer keeps the default priority: {e}");
+    }
     let drain = |jobs: &mut Vec<WriteJob>| {
         while jobs.len() < 4096 {
             match rx.try_recv() {
