@@ -83,13 +83,24 @@ pub fn spawn_oneoff(command: &[String], dir: &Path, env: &[(String, String)], ou
 }
 
 /// Starts `cmd` in a session of its own with a parent-death signal; the supervisor reaps it.
+///
+/// Every signal starts at its default action. A signal ignored when exec runs stays ignored
+/// in the new program, and a shell cannot even trap it: an agent started under `nohup`, or
+/// by an init that ignores SIGHUP, would otherwise pass that on to every app, and an app
+/// asking for SIGHUP on a configuration change (`config_change = HUP`) would never get it.
+/// (The standard library already empties the signal mask and resets SIGPIPE.)
 fn start(mut cmd: Command) -> io::Result<Pid> {
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (setsid, prctl, getppid).
+    // async-signal-safe system calls (setsid, signal, prctl, getppid).
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(io::Error::from)?;
+            for sig in 1..=libc::SIGSYS {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+            }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -104,4 +115,35 @@ fn start(mut cmd: Command) -> io::Result<Pid> {
     let pid = Pid::from_raw(child.id() as i32);
     drop(cmd); // closes our copies of the pipes' write ends
     Ok(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The signals a process ignores, from its `SigIgn` line in /proc.
+    fn ignored(status: &str) -> u64 {
+        let line = status.lines().find_map(|l| l.strip_prefix("SigIgn:")).expect("a SigIgn line");
+        u64::from_str_radix(line.trim(), 16).expect("a hex mask")
+    }
+
+    #[test]
+    fn an_app_starts_with_signals_at_their_default_even_when_the_agent_ignores_them() {
+        // As under nohup. Nothing in this test process sends itself SIGHUP or SIGUSR2.
+        // SAFETY: setting a signal's disposition to SIG_IGN; no handler runs.
+        unsafe {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            libc::signal(libc::SIGUSR2, libc::SIG_IGN);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("status");
+        let cmd = ["/bin/cat".to_string(), "/proc/self/status".to_string()];
+        let pid = spawn_oneoff(&cmd, dir.path(), &[], &out).unwrap();
+        nix::sys::wait::waitpid(pid, None).unwrap();
+        let mine = ignored(&std::fs::read_to_string("/proc/self/status").unwrap());
+        let app = ignored(&std::fs::read_to_string(&out).unwrap());
+        let bit = |sig: libc::c_int| 1u64 << (sig - 1);
+        assert_ne!(mine & bit(libc::SIGHUP), 0, "the test did not ignore SIGHUP itself");
+        assert_eq!(app & (bit(libc::SIGHUP) | bit(libc::SIGUSR2)), 0, "the app inherited ignored signals: {app:#x}");
+    }
 }
