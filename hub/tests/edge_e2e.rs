@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::agent::{wait_for, Agent};
+use common::agent::{wait_for, wait_for_or, Agent};
 use common::{Backend, Client, HubOpts, HubProc};
 use serde_json::{json, Value};
 
@@ -313,16 +313,13 @@ fn two_edges_two_providers(backend: Backend) {
     let file: Value = serde_json::from_slice(&std::fs::read(e2_dir.join("state/config/apps.json")).unwrap()).unwrap();
     assert_eq!(file, json!({"sensor": {"rate_hz": 5}}));
     let hups = || std::fs::read_to_string(&marker).map(|t| t.lines().count()).unwrap_or(0);
-    let until = std::time::Instant::now() + Duration::from_secs(10);
-    while hups() != 1 {
-        if std::time::Instant::now() > until {
-            // What the agent did about the apps, to tell a lost signal from a doubled one.
-            let log = std::fs::read_to_string(e2_dir.join("agent.err")).unwrap_or_default();
-            let told: Vec<&str> = log.lines().filter(|l| l.contains("cfgapp") || l.contains("configuration")).collect();
-            panic!("the app got {} SIGHUPs, not 1; the agent's lines about it:\n{}", hups(), told.join("\n"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // What the agent did about the apps, to tell a lost signal from a doubled one.
+    let told = || {
+        let log = std::fs::read_to_string(e2_dir.join("agent.err")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("cfgapp") || l.contains("configuration")).collect();
+        format!(": the app got {} SIGHUPs; the agent's lines about it:\n{}", hups(), lines.join("\n"))
+    };
+    wait_for_or("the app's one SIGHUP", 10, || hups() == 1, told);
     let _ = w2.finish();
     assert!(points(&a, "EDGE2", "hub-a").is_empty() && points(&b, "EDGE2", "hub-b").is_empty());
     drop(e1);

@@ -91,12 +91,14 @@ pub fn spawn_oneoff(command: &[String], dir: &Path, env: &[(String, String)], ou
 /// (The standard library already empties the signal mask and resets SIGPIPE.)
 fn start(mut cmd: Command) -> io::Result<Pid> {
     let parent = nix::unistd::getpid();
+    // Real-time signals too; the C library's own (32, 33) refuse the call, which is harmless.
+    let last_signal = libc::SIGRTMAX();
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe system calls (setsid, signal, prctl, getppid).
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(io::Error::from)?;
-            for sig in 1..=libc::SIGSYS {
+            for sig in 1..=last_signal {
                 if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                     libc::signal(sig, libc::SIG_DFL);
                 }
@@ -129,11 +131,12 @@ mod tests {
 
     #[test]
     fn an_app_starts_with_signals_at_their_default_even_when_the_agent_ignores_them() {
-        // As under nohup. Nothing in this test process sends itself SIGHUP or SIGUSR2.
+        // As under nohup. Nothing in this test process sends itself these signals.
         // SAFETY: setting a signal's disposition to SIG_IGN; no handler runs.
         unsafe {
             libc::signal(libc::SIGHUP, libc::SIG_IGN);
             libc::signal(libc::SIGUSR2, libc::SIG_IGN);
+            libc::signal(libc::SIGRTMIN() + 1, libc::SIG_IGN);
         }
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("status");
@@ -144,6 +147,11 @@ mod tests {
         let app = ignored(&std::fs::read_to_string(&out).unwrap());
         let bit = |sig: libc::c_int| 1u64 << (sig - 1);
         assert_ne!(mine & bit(libc::SIGHUP), 0, "the test did not ignore SIGHUP itself");
-        assert_eq!(app & (bit(libc::SIGHUP) | bit(libc::SIGUSR2)), 0, "the app inherited ignored signals: {app:#x}");
+        let rt = bit(libc::SIGRTMIN() + 1);
+        assert_eq!(
+            app & (bit(libc::SIGHUP) | bit(libc::SIGUSR2) | rt),
+            0,
+            "the app inherited ignored signals: {app:#x}"
+        );
     }
 }

@@ -97,10 +97,17 @@ impl Agent {
     }
 }
 
-pub fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, secs: u64, f: impl FnMut() -> bool) {
+    wait_for_or(what, secs, f, String::new);
+}
+
+/// [`wait_for`], with `detail()` in the message when it times out.
+pub fn wait_for_or(what: &str, secs: u64, mut f: impl FnMut() -> bool, detail: impl FnOnce() -> String) {
     let until = Instant::now() + Duration::from_secs(secs);
     while !f() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
+        if Instant::now() >= until {
+            panic!("timed out waiting for {what}{}", detail());
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
