@@ -203,7 +203,7 @@ fn seed_fleet(path: &std::path::Path, n: usize) {
                      {"modbus": {"status": "RUNNING", "version": "3.1"}}, {"ticker": {"status": "RUNNING", "version": null}}],
             "queue": {"backlog": i % 100, "disk_bytes": 4194304, "max_bytes": 16777216}});
         tx.execute(
-            "INSERT INTO dataports(device_id, alias, value, ts, modified_ms) VALUES (?1, 'engine_report', ?2, ?3, ?4)",
+            "INSERT INTO points(device_id, alias, value, ts, modified_ms) VALUES (?1, 'engine_report', ?2, ?3, ?4)",
             rusqlite::params![id, report.to_string(), now / 1000, now],
         )
         .unwrap();

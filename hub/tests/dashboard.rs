@@ -260,9 +260,21 @@ struct FakeFleet<'a> {
 
 impl FakeFleet<'_> {
     /// Each gateway that holds an engine_fetch for `package` and has not answered yet
-    /// answers: installed, or (serial in `fail`) rolled back. Returns the serials that did.
-    fn answer(&self, package: &str, fail: &[&str], answered: &mut Vec<String>) -> Vec<String> {
+    /// answers: installed, or (serial in `fail`) rolled back, until `n` did (a rollout marks
+    /// a gateway sent just before it writes the command). Returns the serials that did.
+    fn answer(&self, package: &str, fail: &[&str], answered: &mut Vec<String>, n: usize) -> Vec<String> {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let mut now = Vec::new();
+        loop {
+            self.answer_once(package, fail, answered, &mut now);
+            if now.len() >= n || std::time::Instant::now() > until {
+                return now;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    fn answer_once(&self, package: &str, fail: &[&str], answered: &mut Vec<String>, now: &mut Vec<String>) {
         for (sn, token) in &self.tokens {
             if answered.contains(sn) {
                 continue;
@@ -281,7 +293,6 @@ impl FakeFleet<'_> {
             answered.push(sn.clone());
             now.push(sn.clone());
         }
-        now
     }
 }
 
@@ -330,7 +341,7 @@ fn staged_rollouts(b: Backend) {
         v["devices"].as_array().unwrap().iter().find(|d| d["sn"] == sn).unwrap()["stage"].as_i64().unwrap()
     };
     let mut answered = Vec::new();
-    assert_eq!(fleet.answer(pkg, &[], &mut answered).len(), 1, "only the first stage was sent the package");
+    assert_eq!(fleet.answer(pkg, &[], &mut answered, 1).len(), 1, "only the first stage was sent the package");
 
     // Stage 2: one of its four gateways fails; 1 of 4 is over 20 %: the rollout pauses.
     let v = wait_rollout(&br, id, "second stage sent", |v| v["counts"]["sent"] == 4);
@@ -342,7 +353,7 @@ fn staged_rollouts(b: Backend) {
         .map(|d| d["sn"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(second.len(), 4);
-    assert_eq!(fleet.answer(pkg, &[&second[0]], &mut answered).len(), 4);
+    assert_eq!(fleet.answer(pkg, &[&second[0]], &mut answered, 4).len(), 4);
     let v = wait_rollout(&br, id, "a pause", |v| v["state"] == "paused");
     assert!(v["reason"].as_str().unwrap().contains("1 of 4 gateways failed"), "{}", v["reason"]);
     assert_eq!(v["counts"]["pending"], 5, "the third stage was not sent");
@@ -371,7 +382,7 @@ fn staged_rollouts(b: Backend) {
     assert_eq!(br.act(&format!("/ui/api/rollouts/{id}/resume"), &json!(null)).status, 409, "already running");
     let v = wait_rollout(&br, id, "third stage sent", |v| v["counts"]["sent"] == 5);
     assert_eq!(v["stage"], 2);
-    assert_eq!(fleet.answer(pkg, &[], &mut answered).len(), 5);
+    assert_eq!(fleet.answer(pkg, &[], &mut answered, 5).len(), 5);
     let v = wait_rollout(&br, id, "the end", |v| v["state"] == "done");
     assert_eq!((v["counts"]["installed"].as_i64(), v["counts"]["failed"].as_i64()), (Some(9), Some(1)));
 

@@ -18,15 +18,17 @@ use crate::notify::Notifier;
 mod edge;
 mod fleet;
 
+/// A dataport's value is its newest point (latest `ts`, then the last stored): there is no
+/// table of latest values beside `points`. A write then dirties one random page (of
+/// `points_by_alias`) where an upsert of a latest-values table dirtied a second one, and
+/// the pages written are what a write costs the hub (fsync, WAL, checkpoint).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS devices(
     id INTEGER PRIMARY KEY, vendor TEXT NOT NULL, model TEXT NOT NULL, sn TEXT NOT NULL,
     status TEXT NOT NULL, token_hash BLOB UNIQUE, token_hint TEXT,
     created_ms INTEGER NOT NULL, last_seen_ms INTEGER, UNIQUE(vendor, model, sn));
-CREATE TABLE IF NOT EXISTS dataports(
-    device_id INTEGER NOT NULL, alias TEXT NOT NULL, value TEXT NOT NULL, ts INTEGER NOT NULL,
-    modified_ms INTEGER NOT NULL, PRIMARY KEY(device_id, alias)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS points(device_id INTEGER NOT NULL, alias TEXT NOT NULL, ts INTEGER NOT NULL, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS points(
+    device_id INTEGER NOT NULL, alias TEXT NOT NULL, ts INTEGER NOT NULL, value TEXT NOT NULL, modified_ms INTEGER);
 CREATE INDEX IF NOT EXISTS points_by_alias ON points(device_id, alias, ts);
 CREATE TABLE IF NOT EXISTS streams(
     device_id INTEGER NOT NULL, stream INTEGER NOT NULL, last_seq INTEGER NOT NULL,
@@ -85,6 +87,7 @@ impl SqliteStore {
         }
         let wconn = connect(path)?;
         wconn.execute_batch(SCHEMA)?;
+        migrate(&wconn)?;
         wconn.execute_batch(edge::SCHEMA)?;
         wconn.execute_batch(fleet::SCHEMA)?;
         let mut lock_path = path.as_os_str().to_owned();
@@ -276,20 +279,43 @@ fn device_row(r: &rusqlite::Row) -> rusqlite::Result<Device> {
     })
 }
 
-fn upsert_value(c: &Connection, dev: i64, alias: &str, value: &str, ts: i64, now_ms: i64) -> rusqlite::Result<()> {
-    c.prepare_cached(
-        "INSERT INTO dataports(device_id, alias, value, ts, modified_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(device_id, alias) DO UPDATE SET value = excluded.value, ts = excluded.ts,
-             modified_ms = excluded.modified_ms
-         WHERE excluded.ts >= dataports.ts",
-    )?
-    .execute(params![dev, alias, value, ts, now_ms])?;
-    Ok(())
+/// Databases made before the latest values were read from `points` (`SCHEMA`) kept them in
+/// a table `dataports`: their times of change move to the newest points, and it goes. One
+/// transaction, so a hub stopped midway finds the old layout whole.
+fn migrate(c: &Connection) -> rusqlite::Result<()> {
+    let count = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0));
+    c.execute_batch("BEGIN IMMEDIATE")?;
+    let r = (|| {
+        if count("SELECT count(*) FROM pragma_table_info('points') WHERE name = 'modified_ms'")? == 0 {
+            c.execute_batch("ALTER TABLE points ADD COLUMN modified_ms INTEGER")?;
+        }
+        if count("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'dataports'")? > 0 {
+            c.execute_batch(
+                "UPDATE points SET modified_ms = (SELECT d.modified_ms FROM dataports d
+                     WHERE d.device_id = points.device_id AND d.alias = points.alias)
+                 WHERE rowid IN (SELECT (SELECT p.rowid FROM points p WHERE p.device_id = d.device_id
+                     AND p.alias = d.alias ORDER BY p.ts DESC, p.rowid DESC LIMIT 1) FROM dataports d);
+                 DROP TABLE dataports;",
+            )?;
+            log::info!("database: latest values are now read from the points (table dataports dropped)");
+        }
+        Ok(())
+    })();
+    match r {
+        Ok(()) => c.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = c.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
 }
 
-fn insert_point(c: &Connection, dev: i64, alias: &str, ts: i64, value: &str) -> rusqlite::Result<()> {
-    c.prepare_cached("INSERT INTO points(device_id, alias, ts, value) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![dev, alias, ts, value])?;
+/// The rowid of a dataport's newest point (`?1` device, `?2` alias): one index seek.
+const NEWEST: &str = "SELECT rowid FROM points WHERE device_id = ?1 AND alias = ?2 ORDER BY ts DESC, rowid DESC LIMIT 1";
+
+fn insert_point(c: &Connection, dev: i64, alias: &str, ts: i64, value: &str, now_ms: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("INSERT INTO points(device_id, alias, ts, value, modified_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![dev, alias, ts, value, now_ms])?;
     Ok(())
 }
 
@@ -430,8 +456,7 @@ impl Store for SqliteStore {
         let owned = values.to_vec();
         self.write(move |c| {
             for (alias, value) in &owned {
-                upsert_value(c, dev, alias, value, ts, now_ms).map_err(db)?;
-                insert_point(c, dev, alias, ts, value).map_err(db)?;
+                insert_point(c, dev, alias, ts, value, now_ms).map_err(db)?;
             }
             seen(c, dev, now_ms).map_err(db)
         })
@@ -444,8 +469,7 @@ impl Store for SqliteStore {
         let owned = points.to_vec();
         self.write(move |c| {
             for p in &owned {
-                upsert_value(c, dev, &p.alias, &p.value, p.ts, now_ms).map_err(db)?;
-                insert_point(c, dev, &p.alias, p.ts, &p.value).map_err(db)?;
+                insert_point(c, dev, &p.alias, p.ts, &p.value, now_ms).map_err(db)?;
             }
             seen(c, dev, now_ms).map_err(db)
         })
@@ -467,8 +491,7 @@ impl Store for SqliteStore {
                     .unwrap_or(0) as u64;
                 let mut last = prev;
                 for (seq, p) in points.iter().filter(|(s, _)| *s > prev) {
-                    upsert_value(c, dev, &p.alias, &p.value, p.ts, now_ms).map_err(db)?;
-                    insert_point(c, dev, &p.alias, p.ts, &p.value).map_err(db)?;
+                    insert_point(c, dev, &p.alias, p.ts, &p.value, now_ms).map_err(db)?;
                     last = last.max(*seq);
                 }
                 if last > prev {
@@ -491,7 +514,9 @@ impl Store for SqliteStore {
         let aliases = aliases.to_vec();
         self.read(move |c| {
             let mut st = c
-                .prepare_cached("SELECT value, ts, modified_ms FROM dataports WHERE device_id = ?1 AND alias = ?2")
+                .prepare_cached(&format!(
+                    "SELECT value, ts, coalesce(modified_ms, ts * 1000) FROM points WHERE rowid = ({NEWEST})"
+                ))
                 .map_err(db)?;
             aliases
                 .iter()
@@ -510,8 +535,17 @@ impl Store for SqliteStore {
     async fn latest(&self, dev: i64) -> Result<Vec<(String, Value)>> {
         self.read(move |c| {
             let mut st = c
+                // The device's aliases by one index seek each, not a scan of its history.
                 .prepare_cached(
-                    "SELECT alias, value, ts, modified_ms FROM dataports WHERE device_id = ?1 ORDER BY alias",
+                    "WITH RECURSIVE a(alias) AS (
+                         SELECT (SELECT min(alias) FROM points WHERE device_id = ?1)
+                         UNION ALL
+                         SELECT (SELECT min(alias) FROM points WHERE device_id = ?1 AND alias > a.alias)
+                         FROM a WHERE a.alias IS NOT NULL)
+                     SELECT p.alias, p.value, p.ts, coalesce(p.modified_ms, p.ts * 1000) FROM a
+                     JOIN points p ON p.rowid = (SELECT rowid FROM points WHERE device_id = ?1 AND alias = a.alias
+                         ORDER BY ts DESC, rowid DESC LIMIT 1)
+                     ORDER BY p.alias",
                 )
                 .map_err(db)?;
             let rows = st
@@ -613,4 +647,49 @@ impl Store for SqliteStore {
 
 fn content_row(r: &rusqlite::Row) -> rusqlite::Result<ContentInfo> {
     Ok(ContentInfo { id: r.get(0)?, content_type: r.get(1)?, size: r.get(2)?, updated: r.get(3)?, meta: r.get(4)? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database of the layout with a `dataports` table opens with its values, their
+    /// times of change and its history intact, and the old table gone.
+    #[tokio::test]
+    async fn an_old_database_keeps_its_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE dataports(device_id INTEGER NOT NULL, alias TEXT NOT NULL, value TEXT NOT NULL,
+                     ts INTEGER NOT NULL, modified_ms INTEGER NOT NULL, PRIMARY KEY(device_id, alias)) WITHOUT ROWID;
+                 CREATE TABLE points(device_id INTEGER NOT NULL, alias TEXT NOT NULL, ts INTEGER NOT NULL, value TEXT NOT NULL);
+                 CREATE INDEX points_by_alias ON points(device_id, alias, ts);
+                 INSERT INTO points VALUES (1, 'a', 10, 'old'), (1, 'a', 20, 'first'), (1, 'a', 20, 'second'),
+                     (1, 'b', 5, 'x'), (2, 'a', 7, 'other');
+                 INSERT INTO dataports VALUES (1, 'a', 'second', 20, 20500), (1, 'b', 'x', 5, 5900),
+                     (2, 'a', 'other', 7, 7100);",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path, Arc::new(Notifier::default())).unwrap();
+        let v = Store::read(&s, 1, &["a".into(), "b".into(), "c".into()]).await.unwrap();
+        let got: Vec<_> = v.iter().map(|v| v.as_ref().map(|v| (v.value.as_str(), v.ts, v.modified_ms))).collect();
+        assert_eq!(got, [Some(("second", 20, 20500)), Some(("x", 5, 5900)), None]);
+        let latest: Vec<_> = s.latest(1).await.unwrap().into_iter().map(|(a, v)| (a, v.value, v.modified_ms)).collect();
+        assert_eq!(latest, [("a".into(), "second".to_string(), 20500), ("b".into(), "x".into(), 5900)]);
+        assert_eq!(s.history(1, "a", 10).await.unwrap().len(), 3);
+        // The newest timestamp wins over the last write, and a tie goes to the last write.
+        s.record(1, &[Point { alias: "a".into(), ts: 15, value: "late".into() }], 30_000).await.unwrap();
+        assert_eq!(Store::read(&s, 1, &["a".into()]).await.unwrap()[0].as_ref().unwrap().value, "second");
+        s.record(1, &[Point { alias: "a".into(), ts: 20, value: "third".into() }], 31_000).await.unwrap();
+        let v = Store::read(&s, 1, &["a".into()]).await.unwrap().pop().flatten().unwrap();
+        assert_eq!((v.value.as_str(), v.modified_ms), ("third", 31_000));
+        drop(s);
+        let c = Connection::open(&path).unwrap();
+        let left: i64 =
+            c.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'dataports'", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0);
+    }
 }

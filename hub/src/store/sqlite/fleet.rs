@@ -136,8 +136,10 @@ impl FleetStore for SqliteStore {
             let cols = DEVICE_COLS.split(", ").map(|x| format!("d.{x}")).collect::<Vec<_>>().join(", ");
             let mut st = c
                 .prepare_cached(&format!(
-                    "SELECT {cols}, p.value, p.modified_ms FROM devices d
-                     LEFT JOIN dataports p ON p.device_id = d.id AND p.alias = 'engine_report' ORDER BY d.id"
+                    "SELECT {cols}, p.value, coalesce(p.modified_ms, p.ts * 1000) FROM devices d
+                     LEFT JOIN points p ON p.rowid = (SELECT rowid FROM points
+                         WHERE device_id = d.id AND alias = 'engine_report' ORDER BY ts DESC, rowid DESC LIMIT 1)
+                     ORDER BY d.id"
                 ))
                 .map_err(db)?;
             let rows = st
