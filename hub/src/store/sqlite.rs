@@ -311,7 +311,8 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
 }
 
 /// The rowid of a dataport's newest point (`?1` device, `?2` alias): one index seek.
-const NEWEST: &str = "SELECT rowid FROM points WHERE device_id = ?1 AND alias = ?2 ORDER BY ts DESC, rowid DESC LIMIT 1";
+const NEWEST: &str =
+    "SELECT rowid FROM points WHERE device_id = ?1 AND alias = ?2 ORDER BY ts DESC, rowid DESC LIMIT 1";
 
 fn insert_point(c: &Connection, dev: i64, alias: &str, ts: i64, value: &str, now_ms: i64) -> rusqlite::Result<()> {
     c.prepare_cached("INSERT INTO points(device_id, alias, ts, value, modified_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?
