@@ -289,24 +289,28 @@ fn a_rollout_pauses_on_failures_and_is_aborted() {
     );
     // Gateways whose new version does not stay up: each rolls back and says so.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let gateways = {
+    let _gateways = {
         let (c, stop) = (c.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut answered = vec![false; tokens.len()];
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                for (i, t) in tokens.iter().enumerate() {
-                    if !answered[i] && c.dev_get(t, "/onep:v1/stack/alias?engine_fetch", &[]).text().contains(pkg) {
-                        let status = format!("{pkg}: version 2.9 did not stay up (exited at once); rolled back to 2.1");
-                        let body: String = form_urlencoded::Serializer::new(String::new())
-                            .append_pair("fetch_status", &status)
-                            .finish();
-                        c.dev_post(t, "/onep:v1/stack/alias", &body);
-                        answered[i] = true;
+        StopOnDrop(
+            stop.clone(),
+            Some(std::thread::spawn(move || {
+                let mut answered = vec![false; tokens.len()];
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for (i, t) in tokens.iter().enumerate() {
+                        if !answered[i] && c.dev_get(t, "/onep:v1/stack/alias?engine_fetch", &[]).text().contains(pkg) {
+                            let status =
+                                format!("{pkg}: version 2.9 did not stay up (exited at once); rolled back to 2.1");
+                            let body: String = form_urlencoded::Serializer::new(String::new())
+                                .append_pair("fetch_status", &status)
+                                .finish();
+                            c.dev_post(t, "/onep:v1/stack/alias", &body);
+                            answered[i] = true;
+                        }
                     }
+                    std::thread::sleep(Duration::from_millis(300));
                 }
-                std::thread::sleep(Duration::from_millis(300));
-            }
-        })
+            })),
+        )
     };
 
     let driver = chromedriver();
@@ -340,6 +344,21 @@ fn a_rollout_pauses_on_failures_and_is_aborted() {
         wait_text(&b, "#rollouts", "aborted", 10, false).await;
         b.close().await.unwrap();
     });
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    gateways.join().unwrap();
+}
+
+/// Stops and joins a helper thread when the test ends, also when it panics: the thread holds
+/// the hub, which is killed only when its last holder lets go. A hub left running keeps the
+/// test run's output pipe open, so `cargo test` would never end.
+struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>, Option<std::thread::JoinHandle<()>>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.1.take() {
+            let r = t.join();
+            if r.is_err() && !std::thread::panicking() {
+                panic!("the fake gateways' thread panicked");
+            }
+        }
+    }
 }
