@@ -370,3 +370,45 @@ fn token_replaced_on_another_hub(b: Backend) {
     assert_eq!(a.dev_post(&fresh, "/onep:v1/stack/alias", "a=3").status, 204);
 }
 backends!(a_token_replaced_on_another_hub_stops_working_within_15_s, token_replaced_on_another_hub);
+
+/// A write moves its device's `last_seen_ms` once 30 s have passed since the last time it
+/// did, and not before (most writes then leave the device row alone). A second hub on the
+/// same database keeps to the same 30 s, counted from its own last try.
+fn last_seen_every_30_s(b: Backend) {
+    use gwe_hub::store::{DeviceKey, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::db_url(b, dir.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let open = || gwe_hub::store::open(&db, Arc::new(gwe_hub::notify::Notifier::default()));
+        let (one, two) = (open().await.unwrap(), open().await.unwrap());
+        let key = DeviceKey { vendor: "acme".into(), model: "gw1".into(), sn: "SN1".into() };
+        let dev = one.add_device(&key, 0).await.unwrap().id;
+        let seen = || async { one.device(dev).await.unwrap().unwrap().last_seen_ms };
+        assert_eq!(seen().await, None);
+        let t0 = 1_700_000_000_000i64;
+        let write = |s: &Arc<dyn Store>, t: i64| {
+            let s = s.clone();
+            async move { s.write(dev, &[("a".into(), t.to_string())], t / 1000, t).await.unwrap() }
+        };
+        write(&one, t0).await;
+        assert_eq!(seen().await, Some(t0), "the first write sets it");
+        write(&one, t0 + 10_000).await;
+        write(&one, t0 + 29_999).await;
+        assert_eq!(seen().await, Some(t0), "writes within 30 s leave it");
+        write(&one, t0 + 30_000).await;
+        assert_eq!(seen().await, Some(t0 + 30_000), "30 s later it moves");
+        // The other hub's first write finds the row 10 s old and leaves it; that hub then
+        // waits its own 30 s, so with writes spread over hubs the row is at most 60 s old.
+        write(&two, t0 + 40_000).await;
+        assert_eq!(seen().await, Some(t0 + 30_000), "another hub keeps to the 30 s");
+        write(&two, t0 + 69_999).await;
+        assert_eq!(seen().await, Some(t0 + 30_000));
+        write(&two, t0 + 70_000).await;
+        assert_eq!(seen().await, Some(t0 + 70_000));
+        // The values themselves are all stored.
+        let v = one.read(dev, &["a".into()]).await.unwrap();
+        assert_eq!(v[0].as_ref().map(|v| v.value.as_str()), Some("1700000070000"));
+    });
+}
+backends!(last_seen_moves_every_30_s, last_seen_every_30_s);

@@ -155,6 +155,35 @@ pub struct EdgeBatchRow {
 /// gateways PostgreSQL spent 0.85 cores committing without it, 0.22 with it.
 pub(crate) const COMMIT_GAP: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// A device's `last_seen_ms` is written at most this often by one hub: most writes then
+/// leave its row alone.
+pub(crate) const SEEN_EVERY_MS: i64 = 30_000;
+
+/// When this hub last wrote each device's `last_seen_ms`. A write of the row is due once
+/// [`SEEN_EVERY_MS`] has passed; until then the statement is not run at all. (Its `WHERE`
+/// would change nothing, but finding the row read a page of `devices`, and with SQLite
+/// shared by several hubs that page is read from the file again after another hub's
+/// commit.) The statement keeps its own condition for the writes of other hubs, and a try
+/// that found the row recent enough counts as a write: with a gateway's writes spread over
+/// several hubs, its row is at most twice [`SEEN_EVERY_MS`] old.
+#[derive(Debug, Default)]
+pub(crate) struct SeenTimes(std::collections::HashMap<i64, i64>);
+
+impl SeenTimes {
+    pub fn due(&self, dev: i64, now_ms: i64) -> bool {
+        self.0.get(&dev).is_none_or(|&t| now_ms - t >= SEEN_EVERY_MS)
+    }
+
+    pub fn wrote(&mut self, dev: i64, now_ms: i64) {
+        self.0.insert(dev, now_ms);
+    }
+
+    /// After a transaction that may have written some of them failed: all are due again.
+    pub fn forget(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// The edge services' storage: service registry, commands and states, batches.
 #[async_trait]
 pub trait EdgeStore: Send + Sync {

@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
-use super::{Activation, ContentInfo, Device, DeviceKey, Point, Result, Store, StoreError, Value};
+use super::{
+    Activation, ContentInfo, Device, DeviceKey, Point, Result, SeenTimes, Store, StoreError, Value, SEEN_EVERY_MS,
+};
 use crate::notify::Notifier;
 
 mod edge;
@@ -61,6 +63,7 @@ const GROUP_MAX: usize = 512;
 async fn group_commit(pool: Pool, mut rx: tokio::sync::mpsc::UnboundedReceiver<RecordJob>) {
     let mut jobs = Vec::with_capacity(GROUP_MAX);
     let mut last = tokio::time::Instant::now() - super::COMMIT_GAP;
+    let mut seen_times = SeenTimes::default();
     while let Some(first) = rx.recv().await {
         tokio::time::sleep_until(last + super::COMMIT_GAP).await;
         last = tokio::time::Instant::now();
@@ -71,26 +74,30 @@ async fn group_commit(pool: Pool, mut rx: tokio::sync::mpsc::UnboundedReceiver<R
                 Err(_) => break,
             }
         }
-        let together = commit_records(&pool, &jobs).await;
+        let together = commit_records(&pool, &jobs, &mut seen_times).await;
         for job in jobs.drain(..) {
             let r = match &together {
                 Ok(()) => Ok(()),
                 // One bad write must not fail the others: each goes alone.
-                Err(_) => commit_records(&pool, std::slice::from_ref(&job)).await,
+                Err(_) => commit_records(&pool, std::slice::from_ref(&job), &mut seen_times).await,
             };
             let _ = job.done.send(r);
         }
     }
 }
 
-async fn commit_records(pool: &Pool, jobs: &[RecordJob]) -> Result<()> {
+async fn commit_records(pool: &Pool, jobs: &[RecordJob], seen_times: &mut SeenTimes) -> Result<()> {
     let mut c = pool.get().await.map_err(db)?;
     let tx = c.transaction().await.map_err(db)?;
     let refs: Vec<Vec<&Point>> = jobs.iter().map(|j| j.points.iter().collect()).collect();
     let writes: Vec<(i64, &[&Point], i64)> =
         jobs.iter().zip(&refs).map(|(j, r)| (j.dev, r.as_slice(), j.now_ms)).collect();
-    store_points(&tx, &writes).await?;
-    tx.commit().await.map_err(db)
+    let seen = store_points(&tx, &writes, seen_times).await?;
+    tx.commit().await.map_err(db)?;
+    for (dev, t) in seen {
+        seen_times.wrote(dev, t);
+    }
+    Ok(())
 }
 
 fn db(e: impl std::fmt::Display) -> StoreError {
@@ -185,11 +192,16 @@ fn content_row(r: &Row) -> ContentInfo {
 
 /// Appends points and moves each alias's latest value forward, in `tx`, for any number of
 /// writes (`(device, points, now_ms)`): four statements whatever their number. A group
-/// commit of a few hundred writes used to make four round trips for each.
-async fn store_points(tx: &deadpool_postgres::Transaction<'_>, writes: &[(i64, &[&Point], i64)]) -> Result<()> {
+/// commit of a few hundred writes used to make four round trips for each. Returns the
+/// devices whose `last_seen_ms` it set, of those `seen_times` says are due.
+async fn store_points(
+    tx: &deadpool_postgres::Transaction<'_>,
+    writes: &[(i64, &[&Point], i64)],
+    seen_times: &SeenTimes,
+) -> Result<Vec<(i64, i64)>> {
     let n: usize = writes.iter().map(|(_, p, _)| p.len()).sum();
     if n == 0 {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let (mut devs, mut aliases, mut ts, mut values) =
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
@@ -208,7 +220,7 @@ async fn store_points(tx: &deadpool_postgres::Transaction<'_>, writes: &[(i64, &
                 *e = (p, now_ms);
             }
         }
-        if !points.is_empty() {
+        if !points.is_empty() && seen_times.due(dev, now_ms) {
             let t = seen.entry(dev).or_insert(now_ms);
             *t = (*t).max(now_ms);
         }
@@ -248,19 +260,22 @@ async fn store_points(tx: &deadpool_postgres::Transaction<'_>, writes: &[(i64, &
     )
     .await
     .map_err(db)?;
-    // Kept to within 30 s: most writes then make no new device row version.
-    let (ids, times): (Vec<i64>, Vec<i64>) = seen.into_iter().unzip();
-    tx.execute(
-        &tx.prepare_cached(
-            "UPDATE devices SET last_seen_ms = x.t FROM unnest($1::bigint[], $2::bigint[]) AS x(id, t)
-             WHERE devices.id = x.id AND (devices.last_seen_ms IS NULL OR devices.last_seen_ms < x.t - 30000)",
+    // Kept to within SEEN_EVERY_MS: most writes then make no new device row version.
+    let seen: Vec<(i64, i64)> = seen.into_iter().collect();
+    if !seen.is_empty() {
+        let (ids, times): (Vec<i64>, Vec<i64>) = seen.iter().copied().unzip();
+        tx.execute(
+            &tx.prepare_cached(
+                "UPDATE devices SET last_seen_ms = x.t FROM unnest($1::bigint[], $2::bigint[]) AS x(id, t)
+                 WHERE devices.id = x.id AND (devices.last_seen_ms IS NULL OR devices.last_seen_ms <= x.t - $3)",
+            )
+            .await
+            .map_err(db)?,
+            &[&ids, &times, &SEEN_EVERY_MS],
         )
         .await
-        .map_err(db)?,
-        &[&ids, &times],
-    )
-    .await
-    .map_err(db)?;
+        .map_err(db)?;
+    }
     let mut by_dev: HashMap<i64, Vec<&str>> = HashMap::new();
     for (dev, alias) in newest.keys() {
         by_dev.entry(*dev).or_default().push(alias);
@@ -272,7 +287,7 @@ async fn store_points(tx: &deadpool_postgres::Transaction<'_>, writes: &[(i64, &
     )
     .await
     .map_err(db)?;
-    Ok(())
+    Ok(seen)
 }
 
 impl PgStore {
@@ -413,7 +428,8 @@ impl Store for PgStore {
         let prev = prev as u64;
         let fresh: Vec<&Point> = points.iter().filter(|(s, _)| *s > prev).map(|(_, p)| p).collect();
         let last = points.iter().map(|(s, _)| *s).max().unwrap_or(0).max(prev);
-        store_points(&tx, &[(dev, fresh.as_slice(), now_ms)]).await?;
+        // Every batch sets last_seen (within SEEN_EVERY_MS): batches come seconds apart.
+        store_points(&tx, &[(dev, fresh.as_slice(), now_ms)], &SeenTimes::default()).await?;
         if last > prev {
             tx.execute(
                 "UPDATE streams SET last_seq = $3 WHERE device_id = $1 AND stream = $2",

@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
-use super::{Activation, ContentInfo, Device, DeviceKey, Point, Result, Store, StoreError, Value};
+use super::{
+    Activation, ContentInfo, Device, DeviceKey, Point, Result, SeenTimes, Store, StoreError, Value, SEEN_EVERY_MS,
+};
 use crate::notify::Notifier;
 
 mod edge;
@@ -255,6 +257,7 @@ fn writer(conn: Connection, lock: WriterLock, rx: Receiver<WriteJob>) {
         let committed = conn.execute_batch("COMMIT").map_err(db);
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
+            SEEN.with(|s| s.borrow_mut().forget());
         }
         drop(turn);
         last = std::time::Instant::now();
@@ -320,12 +323,22 @@ fn insert_point(c: &Connection, dev: i64, alias: &str, ts: i64, value: &str, now
     Ok(())
 }
 
+thread_local! {
+    /// The writer thread's: the jobs run there.
+    static SEEN: std::cell::RefCell<SeenTimes> = std::cell::RefCell::default();
+}
+
+/// A write's `last_seen_ms`, kept to within [`SEEN_EVERY_MS`]: most writes run no statement.
+/// The last statement of a job, so a job that ran it is not rolled back after.
 fn seen(c: &Connection, dev: i64, now_ms: i64) -> rusqlite::Result<()> {
-    // Kept to within 30 s: most writes then dirty no device row.
+    if !SEEN.with(|s| s.borrow().due(dev, now_ms)) {
+        return Ok(());
+    }
     c.prepare_cached(
-        "UPDATE devices SET last_seen_ms = ?2 WHERE id = ?1 AND (last_seen_ms IS NULL OR last_seen_ms < ?2 - 30000)",
+        "UPDATE devices SET last_seen_ms = ?2 WHERE id = ?1 AND (last_seen_ms IS NULL OR last_seen_ms <= ?3)",
     )?
-    .execute(params![dev, now_ms])?;
+    .execute(params![dev, now_ms, now_ms - SEEN_EVERY_MS])?;
+    SEEN.with(|s| s.borrow_mut().wrote(dev, now_ms));
     Ok(())
 }
 
