@@ -92,9 +92,9 @@ async fn commit_records(pool: &Pool, jobs: &[RecordJob], seen_times: &mut SeenTi
     let refs: Vec<Vec<&Point>> = jobs.iter().map(|j| j.points.iter().collect()).collect();
     let writes: Vec<(i64, &[&Point], i64)> =
         jobs.iter().zip(&refs).map(|(j, r)| (j.dev, r.as_slice(), j.now_ms)).collect();
-    let seen = store_points(&tx, &writes, seen_times).await?;
+    let (ids, times) = store_points(&tx, &writes, seen_times).await?;
     tx.commit().await.map_err(db)?;
-    for (dev, t) in seen {
+    for (dev, t) in ids.into_iter().zip(times) {
         seen_times.wrote(dev, t);
     }
     Ok(())
@@ -193,15 +193,15 @@ fn content_row(r: &Row) -> ContentInfo {
 /// Appends points and moves each alias's latest value forward, in `tx`, for any number of
 /// writes (`(device, points, now_ms)`): four statements whatever their number. A group
 /// commit of a few hundred writes used to make four round trips for each. Returns the
-/// devices whose `last_seen_ms` it set, of those `seen_times` says are due.
+/// devices whose `last_seen_ms` it set (those `seen_times` says are due) and the times.
 async fn store_points(
     tx: &deadpool_postgres::Transaction<'_>,
     writes: &[(i64, &[&Point], i64)],
     seen_times: &SeenTimes,
-) -> Result<Vec<(i64, i64)>> {
+) -> Result<(Vec<i64>, Vec<i64>)> {
     let n: usize = writes.iter().map(|(_, p, _)| p.len()).sum();
     if n == 0 {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let (mut devs, mut aliases, mut ts, mut values) =
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
@@ -261,9 +261,8 @@ async fn store_points(
     .await
     .map_err(db)?;
     // Kept to within SEEN_EVERY_MS: most writes then make no new device row version.
-    let seen: Vec<(i64, i64)> = seen.into_iter().collect();
-    if !seen.is_empty() {
-        let (ids, times): (Vec<i64>, Vec<i64>) = seen.iter().copied().unzip();
+    let (ids, times): (Vec<i64>, Vec<i64>) = seen.into_iter().unzip();
+    if !ids.is_empty() {
         tx.execute(
             &tx.prepare_cached(
                 "UPDATE devices SET last_seen_ms = x.t FROM unnest($1::bigint[], $2::bigint[]) AS x(id, t)
@@ -287,7 +286,7 @@ async fn store_points(
     )
     .await
     .map_err(db)?;
-    Ok(seen)
+    Ok((ids, times))
 }
 
 impl PgStore {
