@@ -47,10 +47,14 @@ struct Spec {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Stats {
     write_us: Vec<u32>,
+    /// Writes slower than 100 ms: (ms from the window's start when due, latency ms, hub).
+    slow: Vec<(u32, u32, u8)>,
     wake_ms: Vec<u32>,
     write_errors: u64,
     poll_errors: u64,
     gateways: u64,
+    /// Unix ms when the last of these gateways had its first write answered: the ramp's end.
+    ramp_done_ms: u64,
     /// Gateways with no error and every due write answered.
     sustained: u64,
 }
@@ -58,10 +62,12 @@ struct Stats {
 impl Stats {
     fn merge(&mut self, s: Stats) {
         self.write_us.extend(s.write_us);
+        self.slow.extend(s.slow);
         self.wake_ms.extend(s.wake_ms);
         self.write_errors += s.write_errors;
         self.poll_errors += s.poll_errors;
         self.gateways += s.gateways;
+        self.ramp_done_ms = self.ramp_done_ms.max(s.ramp_done_ms);
         self.sustained += s.sustained;
     }
 }
@@ -163,7 +169,8 @@ async fn gateway(src: std::net::Ipv4Addr, port: u16, token: String, spec: Arc<Sp
     let end = at(w_end + 3_000);
     let host = format!("127.0.0.1:{port}");
     let writer = async {
-        let mut out = (Vec::new(), 0u64, true);
+        let mut out = (Vec::new(), 0u64, true, Vec::new(), 0u64);
+        let hub = spec.ports.iter().position(|&p| p == port).unwrap_or(0) as u8;
         let Ok(mut conn) = Conn::open(src, port).await else {
             out.1 += 1;
             out.2 = false;
@@ -188,8 +195,15 @@ async fn gateway(src: std::net::Ipv4Addr, port: u16, token: String, spec: Arc<Sp
             );
             match conn.call(rq.as_bytes()).await {
                 Ok(Response { status: 204, .. }) => {
+                    if out.4 == 0 {
+                        out.4 = unix_ms();
+                    }
                     if due_ms >= w_start {
-                        out.0.push(due.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        let us = due.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                        out.0.push(us);
+                        if us > 100_000 {
+                            out.3.push(((due_ms - w_start) as u32, us / 1000, hub));
+                        }
                     }
                 }
                 _ => {
@@ -202,6 +216,11 @@ async fn gateway(src: std::net::Ipv4Addr, port: u16, token: String, spec: Arc<Sp
                 }
             }
         }
+        // Kept open until the long-polls close too: 50,000 connections closing in the
+        // window's last 5 s, each after its gateway's last write, cost the hubs as much as
+        // the writes and were measured as a stall of every hub.
+        tokio::time::sleep_until(end).await;
+        drop(conn);
         out
     };
     let poller = async {
@@ -253,8 +272,10 @@ async fn gateway(src: std::net::Ipv4Addr, port: u16, token: String, spec: Arc<Sp
         }
         out
     };
-    let ((write_us, write_errors, all_ok), (wake_ms, poll_errors)) = tokio::join!(writer, poller);
+    let ((write_us, write_errors, all_ok, slow, first_write), (wake_ms, poll_errors)) = tokio::join!(writer, poller);
+    st.ramp_done_ms = first_write;
     st.write_us = write_us;
+    st.slow = slow;
     st.write_errors = write_errors;
     st.wake_ms = wake_ms;
     st.poll_errors = poll_errors;
@@ -267,13 +288,16 @@ fn worker(spec: Spec) {
     let spec = Arc::new(spec);
     let stats = rt.block_on(async {
         let mut tasks = Vec::new();
-        let gap = Duration::from_micros(1_000_000 / spec.ramp_per_sec.max(1));
+        // Each start at its own instant: sleeping a gap after each start ran late by the
+        // timer's millisecond and by a busy machine, and the ramp reached into the window.
+        let gap_us = 1_000_000 / spec.ramp_per_sec.max(1);
+        let t0 = tokio::time::Instant::now();
         for (i, (dev, token)) in spec.tokens.iter().enumerate() {
             let port = spec.ports[dev % spec.ports.len()];
             let phase = (i as u64 * 7919) % spec.interval_ms;
             let src = std::net::Ipv4Addr::new(127, 2, (dev / 250 % 250) as u8, (dev % 250 + 1) as u8);
             tasks.push(tokio::spawn(gateway(src, port, token.clone(), spec.clone(), phase)));
-            tokio::time::sleep(gap).await;
+            tokio::time::sleep_until(t0 + Duration::from_micros((i as u64 + 1) * gap_us)).await;
         }
         let mut all = Stats::default();
         for t in tasks {
@@ -405,6 +429,7 @@ fn run(db_kind: &str, a: &Args) -> bool {
     let ramp_ms = (n as u64 * 1000) / ramp_per_sec;
     let w_start = unix_ms() + ramp_ms + a.interval_ms + 3_000;
     let w_end = w_start + a.seconds * 1000;
+    eprintln!("load: the window is unix ms {w_start} to {w_end}");
     let mut children = Vec::new();
     for w in 0..workers {
         let mine: Vec<(usize, String)> = tokens.iter().skip(w).step_by(workers).cloned().collect();
@@ -490,6 +515,12 @@ fn run(db_kind: &str, a: &Args) -> bool {
         disk as f64 / 1e6 / secs,
         all.write_errors + all.poll_errors,
     );
+    eprintln!(
+        "load: the last gateway's first write was answered {:.1} s {} the window began",
+        (all.ramp_done_ms as f64 - w_start as f64).abs() / 1000.0,
+        if all.ramp_done_ms <= w_start { "before" } else { "after" }
+    );
+    report_slow(&all.slow, hubs);
     let ok = all.sustained as usize == n && p99 < 100_000;
     println!(
         "RESULT db={db_kind} gateways={n} sustained={} write_p99_ms={:.1} wake_p99_ms={w99} hub_cores={:.2} target_met={ok}",
@@ -498,6 +529,29 @@ fn run(db_kind: &str, a: &Args) -> bool {
         cpu_hub / secs
     );
     ok
+}
+
+/// Where the writes slower than 100 ms fell: by 200 ms of the window, how many, the
+/// slowest, and how many went to each hub. A stall of one hub process shows in one column,
+/// a stall of the shared database or of the whole machine in all of them.
+fn report_slow(slow: &[(u32, u32, u8)], hubs: usize) {
+    let mut by: std::collections::BTreeMap<u32, (u32, u32, Vec<u32>)> = Default::default();
+    for &(due, ms, hub) in slow {
+        let b = by.entry(due / 200).or_insert_with(|| (0, 0, vec![0; hubs]));
+        b.0 += 1;
+        b.1 = b.1.max(ms);
+        if let Some(h) = b.2.get_mut(hub as usize) {
+            *h += 1;
+        }
+    }
+    eprintln!("load: {} writes took over 100 ms, in {} spans of 200 ms", slow.len(), by.len());
+    let mut worst: Vec<_> = by.into_iter().collect();
+    worst.sort_by_key(|(_, (n, ..))| std::cmp::Reverse(*n));
+    worst.truncate(12);
+    worst.sort_by_key(|(t, _)| *t);
+    for (t, (n, max, per)) in worst {
+        eprintln!("load:   at {:5.1} s: {n:5} slow, slowest {max} ms, per hub {per:?}", t as f64 / 5.0);
+    }
 }
 
 fn main() {
