@@ -346,9 +346,9 @@ fn tls_with_a_private_ca() {
     assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
 }
 
-/// A hub remembers tokens, and checks all it remembers against the database every 15 s:
-/// a token replaced through another hub stops working here within that, not after the
-/// 30 s a remembered lookup lives.
+/// A hub remembers tokens, and asks the database every 15 s which devices were revoked
+/// lately: a token replaced through another hub stops working here within that, though
+/// each sweep renews what was not revoked (so without the revocation it would work on).
 fn token_replaced_on_another_hub(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let db = common::db_url(b, dir.path());

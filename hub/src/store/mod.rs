@@ -327,8 +327,10 @@ pub trait Store: EdgeStore + FleetStore + Send + Sync {
     /// Activation by serial alone (the Murano `id=` form); ambiguous serials conflict.
     async fn activate_by_sn(&self, sn: &str, token_hash: &[u8; 32], hint: &str) -> Result<Activation>;
     async fn device_for_token(&self, token_hash: &[u8; 32]) -> Result<Option<i64>>;
-    /// Every device's token hash: lets a hub check all the tokens it remembers at once.
-    async fn token_devices(&self) -> Result<Vec<([u8; 32], i64)>>;
+    /// The devices whose token was revoked (by an operator's re-enable) within the last
+    /// `within_ms`, by the database's clock: lets a hub check the tokens it remembers
+    /// without reading every device.
+    async fn revoked_devices(&self, within_ms: i64) -> Result<Vec<i64>>;
     /// Sets dataports to values now (the write API); `ts` is unix seconds.
     async fn write(&self, dev: i64, values: &[(String, String)], ts: i64, now_ms: i64) -> Result<()>;
     /// Appends timestamped points; the latest value follows the newest timestamp.

@@ -26,6 +26,14 @@ CREATE TABLE IF NOT EXISTS devices(
     id BIGSERIAL PRIMARY KEY, vendor TEXT NOT NULL, model TEXT NOT NULL, sn TEXT NOT NULL,
     status TEXT NOT NULL, token_hash BYTEA UNIQUE, token_hint TEXT,
     created_ms BIGINT NOT NULL, last_seen_ms BIGINT, UNIQUE(vendor, model, sn));
+DO $$ BEGIN
+    -- Not ALTER ... IF NOT EXISTS alone: it locks the table even when the column is there.
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'devices' AND column_name = 'token_revoked_ms') THEN
+        ALTER TABLE devices ADD COLUMN token_revoked_ms BIGINT;
+    END IF;
+END $$;
+CREATE INDEX IF NOT EXISTS devices_by_revoked ON devices(token_revoked_ms) WHERE token_revoked_ms IS NOT NULL;
 CREATE TABLE IF NOT EXISTS dataports(
     device_id BIGINT NOT NULL, alias TEXT NOT NULL, value TEXT NOT NULL, ts BIGINT NOT NULL,
     modified_ms BIGINT NOT NULL, PRIMARY KEY(device_id, alias));
@@ -344,7 +352,8 @@ impl Store for PgStore {
         let c = self.client().await?;
         let n = c
             .execute(
-                "UPDATE devices SET status = 'enabled', token_hash = NULL, token_hint = NULL WHERE id = $1",
+                "UPDATE devices SET status = 'enabled', token_hash = NULL, token_hint = NULL,
+                     token_revoked_ms = (extract(epoch FROM now()) * 1000)::bigint WHERE id = $1",
                 &[&id],
             )
             .await
@@ -385,13 +394,18 @@ impl Store for PgStore {
         Ok(row.map(|r| r.get(0)))
     }
 
-    async fn token_devices(&self) -> Result<Vec<([u8; 32], i64)>> {
+    async fn revoked_devices(&self, within_ms: i64) -> Result<Vec<i64>> {
+        // The server's clock on both sides: the hubs sharing it may be on other machines.
         let c = self.client().await?;
-        let rows = c.query("SELECT token_hash, id FROM devices WHERE token_hash IS NOT NULL", &[]).await.map_err(db)?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| Some((<[u8; 32]>::try_from(r.get::<_, &[u8]>(0)).ok()?, r.get::<_, i64>(1))))
-            .collect())
+        let st = c
+            .prepare_cached(
+                "SELECT id FROM devices WHERE token_revoked_ms IS NOT NULL
+                     AND token_revoked_ms >= (extract(epoch FROM clock_timestamp()) * 1000)::bigint - $1",
+            )
+            .await
+            .map_err(db)?;
+        let rows = c.query(&st, &[&within_ms]).await.map_err(db)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     async fn write(&self, dev: i64, values: &[(String, String)], ts: i64, now_ms: i64) -> Result<()> {

@@ -28,7 +28,7 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS devices(
     id INTEGER PRIMARY KEY, vendor TEXT NOT NULL, model TEXT NOT NULL, sn TEXT NOT NULL,
     status TEXT NOT NULL, token_hash BLOB UNIQUE, token_hint TEXT,
-    created_ms INTEGER NOT NULL, last_seen_ms INTEGER, UNIQUE(vendor, model, sn));
+    created_ms INTEGER NOT NULL, last_seen_ms INTEGER, token_revoked_ms INTEGER, UNIQUE(vendor, model, sn));
 CREATE TABLE IF NOT EXISTS points(
     device_id INTEGER NOT NULL, alias TEXT NOT NULL, ts INTEGER NOT NULL, value TEXT NOT NULL, modified_ms INTEGER);
 CREATE INDEX IF NOT EXISTS points_by_alias ON points(device_id, alias, ts);
@@ -292,6 +292,13 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
         if count("SELECT count(*) FROM pragma_table_info('points') WHERE name = 'modified_ms'")? == 0 {
             c.execute_batch("ALTER TABLE points ADD COLUMN modified_ms INTEGER")?;
         }
+        if count("SELECT count(*) FROM pragma_table_info('devices') WHERE name = 'token_revoked_ms'")? == 0 {
+            c.execute_batch("ALTER TABLE devices ADD COLUMN token_revoked_ms INTEGER")?;
+        }
+        c.execute_batch(
+            "CREATE INDEX IF NOT EXISTS devices_by_revoked ON devices(token_revoked_ms)
+                 WHERE token_revoked_ms IS NOT NULL",
+        )?;
         if count("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'dataports'")? > 0 {
             c.execute_batch(
                 "UPDATE points SET modified_ms = (SELECT d.modified_ms FROM dataports d
@@ -383,10 +390,16 @@ impl Store for SqliteStore {
     }
 
     async fn enable_device(&self, id: i64) -> Result<bool> {
+        // The hubs sharing this file are on this machine: its clock is the database's.
+        let now = crate::now_ms();
         self.write(move |c| {
-            c.execute("UPDATE devices SET status = 'enabled', token_hash = NULL, token_hint = NULL WHERE id = ?1", [id])
-                .map(|n| n == 1)
-                .map_err(db)
+            c.execute(
+                "UPDATE devices SET status = 'enabled', token_hash = NULL, token_hint = NULL, token_revoked_ms = ?2
+                 WHERE id = ?1",
+                params![id, now],
+            )
+            .map(|n| n == 1)
+            .map_err(db)
         })
         .await
     }
@@ -452,16 +465,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn token_devices(&self) -> Result<Vec<([u8; 32], i64)>> {
-        self.read(|c| {
-            let mut st =
-                c.prepare_cached("SELECT token_hash, id FROM devices WHERE token_hash IS NOT NULL").map_err(db)?;
-            let rows = st
-                .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
-                .map_err(db)?
-                .filter_map(|r| r.ok().and_then(|(h, id)| Some((<[u8; 32]>::try_from(h.as_slice()).ok()?, id))))
-                .collect();
-            Ok(rows)
+    async fn revoked_devices(&self, within_ms: i64) -> Result<Vec<i64>> {
+        let since = crate::now_ms() - within_ms;
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached("SELECT id FROM devices WHERE token_revoked_ms IS NOT NULL AND token_revoked_ms >= ?1")
+                .map_err(db)?;
+            let rows = st.query_map([since], |r| r.get(0)).map_err(db)?;
+            rows.collect::<rusqlite::Result<Vec<i64>>>().map_err(db)
         })
         .await
     }
@@ -705,5 +716,30 @@ mod tests {
         let left: i64 =
             c.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'dataports'", [], |r| r.get(0)).unwrap();
         assert_eq!(left, 0);
+    }
+
+    /// A `devices` table from before revocations were dated gains the column; a re-enable
+    /// is then among the devices revoked lately, and only for as long as asked.
+    #[tokio::test]
+    async fn re_enables_are_found_without_reading_every_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE devices(id INTEGER PRIMARY KEY, vendor TEXT NOT NULL, model TEXT NOT NULL,
+                     sn TEXT NOT NULL, status TEXT NOT NULL, token_hash BLOB UNIQUE, token_hint TEXT,
+                     created_ms INTEGER NOT NULL, last_seen_ms INTEGER, UNIQUE(vendor, model, sn));
+                 INSERT INTO devices VALUES (1, 'acme', 'gw1', 'A', 'activated', x'01', '0000', 0, NULL),
+                     (2, 'acme', 'gw1', 'B', 'activated', x'02', '0000', 0, NULL);",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path, Arc::new(Notifier::default())).unwrap();
+        assert_eq!(s.revoked_devices(60_000).await.unwrap(), Vec::<i64>::new());
+        assert!(s.enable_device(2).await.unwrap());
+        assert_eq!(s.revoked_devices(60_000).await.unwrap(), [2]);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(s.revoked_devices(10).await.unwrap(), Vec::<i64>::new(), "a revocation older than asked");
     }
 }
