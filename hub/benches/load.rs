@@ -160,21 +160,21 @@ impl Conn {
 }
 
 /// One gateway: a writer and a long-poller until the window ends.
-async fn gateway(src: std::net::Ipv4Addr, port: u16, token: String, spec: Arc<Spec>, phase_ms: u64) -> Stats {
-    let mut st = Stats { gateways: 1, ..Stats::default() };
+async fn gateway(src: std::net::Ipv4Addr, hub: usize, token: String, spec: Arc<Spec>, phase_ms: u64) -> Stats {
+    let port = spec.ports[hub];
     let (w_start, w_end) = spec.window;
     // The long-polls stay open a while after the window: 50,000 of them closing at one
     // instant is a burst of work for the hubs that the writes of the window's last second
     // would otherwise be measured against.
     let end = at(w_end + 3_000);
     let host = format!("127.0.0.1:{port}");
+    // The writer's half of the stats, and whether every due write was answered.
     let writer = async {
-        let mut out = (Vec::new(), 0u64, true, Vec::new(), 0u64);
-        let hub = spec.ports.iter().position(|&p| p == port).unwrap_or(0) as u8;
+        let mut out = Stats::default();
+        let mut all_ok = true;
         let Ok(mut conn) = Conn::open(src, port).await else {
-            out.1 += 1;
-            out.2 = false;
-            return out;
+            out.write_errors += 1;
+            return (out, false);
         };
         let first = unix_ms() + phase_ms;
         let mut k = 0u64;
@@ -195,20 +195,20 @@ async fn gateway(src: std::net::Ipv4Addr, port: u16, token: String, spec: Arc<Sp
             );
             match conn.call(rq.as_bytes()).await {
                 Ok(Response { status: 204, .. }) => {
-                    if out.4 == 0 {
-                        out.4 = unix_ms();
+                    if out.ramp_done_ms == 0 {
+                        out.ramp_done_ms = unix_ms();
                     }
                     if due_ms >= w_start {
                         let us = due.elapsed().as_micros().min(u32::MAX as u128) as u32;
-                        out.0.push(us);
+                        out.write_us.push(us);
                         if us > 100_000 {
-                            out.3.push(((due_ms - w_start) as u32, us / 1000, hub));
+                            out.slow.push(((due_ms - w_start) as u32, us / 1000, hub as u8));
                         }
                     }
                 }
                 _ => {
-                    out.1 += 1;
-                    out.2 = false;
+                    out.write_errors += 1;
+                    all_ok = false;
                     match Conn::open(src, port).await {
                         Ok(c) => conn = c,
                         Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
@@ -221,7 +221,7 @@ async fn gateway(src: std::net::Ipv4Addr, port: u16, token: String, spec: Arc<Sp
         // the writes and were measured as a stall of every hub.
         tokio::time::sleep_until(end).await;
         drop(conn);
-        out
+        (out, all_ok)
     };
     let poller = async {
         let mut out = (Vec::new(), 0u64);
@@ -272,15 +272,8 @@ async fn gateway(src: std::net::Ipv4Addr, port: u16, token: String, spec: Arc<Sp
         }
         out
     };
-    let ((write_us, write_errors, all_ok, slow, first_write), (wake_ms, poll_errors)) = tokio::join!(writer, poller);
-    st.ramp_done_ms = first_write;
-    st.write_us = write_us;
-    st.slow = slow;
-    st.write_errors = write_errors;
-    st.wake_ms = wake_ms;
-    st.poll_errors = poll_errors;
-    st.sustained = u64::from(all_ok && poll_errors == 0);
-    st
+    let ((st, all_ok), (wake_ms, poll_errors)) = tokio::join!(writer, poller);
+    Stats { gateways: 1, sustained: u64::from(all_ok && poll_errors == 0), wake_ms, poll_errors, ..st }
 }
 
 fn worker(spec: Spec) {
@@ -293,10 +286,10 @@ fn worker(spec: Spec) {
         let gap_us = 1_000_000 / spec.ramp_per_sec.max(1);
         let t0 = tokio::time::Instant::now();
         for (i, (dev, token)) in spec.tokens.iter().enumerate() {
-            let port = spec.ports[dev % spec.ports.len()];
+            let hub = dev % spec.ports.len();
             let phase = (i as u64 * 7919) % spec.interval_ms;
             let src = std::net::Ipv4Addr::new(127, 2, (dev / 250 % 250) as u8, (dev % 250 + 1) as u8);
-            tasks.push(tokio::spawn(gateway(src, port, token.clone(), spec.clone(), phase)));
+            tasks.push(tokio::spawn(gateway(src, hub, token.clone(), spec.clone(), phase)));
             tokio::time::sleep_until(t0 + Duration::from_micros((i as u64 + 1) * gap_us)).await;
         }
         let mut all = Stats::default();

@@ -678,16 +678,21 @@ fn content_row(r: &rusqlite::Row) -> rusqlite::Result<ContentInfo> {
 mod tests {
     use super::*;
 
+    /// A database file made by `sql` alone, as an older hub left it.
+    fn old_database(dir: &tempfile::TempDir, sql: &str) -> std::path::PathBuf {
+        let path = dir.path().join("hub.db");
+        Connection::open(&path).unwrap().execute_batch(sql).unwrap();
+        path
+    }
+
     /// A database of the layout with a `dataports` table opens with its values, their
     /// times of change and its history intact, and the old table gone.
     #[tokio::test]
     async fn an_old_database_keeps_its_values() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hub.db");
-        {
-            let c = Connection::open(&path).unwrap();
-            c.execute_batch(
-                "CREATE TABLE dataports(device_id INTEGER NOT NULL, alias TEXT NOT NULL, value TEXT NOT NULL,
+        let path = old_database(
+            &dir,
+            "CREATE TABLE dataports(device_id INTEGER NOT NULL, alias TEXT NOT NULL, value TEXT NOT NULL,
                      ts INTEGER NOT NULL, modified_ms INTEGER NOT NULL, PRIMARY KEY(device_id, alias)) WITHOUT ROWID;
                  CREATE TABLE points(device_id INTEGER NOT NULL, alias TEXT NOT NULL, ts INTEGER NOT NULL, value TEXT NOT NULL);
                  CREATE INDEX points_by_alias ON points(device_id, alias, ts);
@@ -695,9 +700,7 @@ mod tests {
                      (1, 'b', 5, 'x'), (2, 'a', 7, 'other');
                  INSERT INTO dataports VALUES (1, 'a', 'second', 20, 20500), (1, 'b', 'x', 5, 5900),
                      (2, 'a', 'other', 7, 7100);",
-            )
-            .unwrap();
-        }
+        );
         let s = SqliteStore::open(&path, Arc::new(Notifier::default())).unwrap();
         let v = Store::read(&s, 1, &["a".into(), "b".into(), "c".into()]).await.unwrap();
         let got: Vec<_> = v.iter().map(|v| v.as_ref().map(|v| (v.value.as_str(), v.ts, v.modified_ms))).collect();
@@ -723,18 +726,14 @@ mod tests {
     #[tokio::test]
     async fn re_enables_are_found_without_reading_every_device() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hub.db");
-        {
-            let c = Connection::open(&path).unwrap();
-            c.execute_batch(
-                "CREATE TABLE devices(id INTEGER PRIMARY KEY, vendor TEXT NOT NULL, model TEXT NOT NULL,
+        let path = old_database(
+            &dir,
+            "CREATE TABLE devices(id INTEGER PRIMARY KEY, vendor TEXT NOT NULL, model TEXT NOT NULL,
                      sn TEXT NOT NULL, status TEXT NOT NULL, token_hash BLOB UNIQUE, token_hint TEXT,
                      created_ms INTEGER NOT NULL, last_seen_ms INTEGER, UNIQUE(vendor, model, sn));
                  INSERT INTO devices VALUES (1, 'acme', 'gw1', 'A', 'activated', x'01', '0000', 0, NULL),
                      (2, 'acme', 'gw1', 'B', 'activated', x'02', '0000', 0, NULL);",
-            )
-            .unwrap();
-        }
+        );
         let s = SqliteStore::open(&path, Arc::new(Notifier::default())).unwrap();
         assert_eq!(s.revoked_devices(60_000).await.unwrap(), Vec::<i64>::new());
         assert!(s.enable_device(2).await.unwrap());
