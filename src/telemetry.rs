@@ -34,7 +34,16 @@ pub fn uname() -> Value {
     })
 }
 
-/// `df`: every mounted block-device filesystem, plus tmpfs, in KiB.
+/// Where the kernel's pseudo filesystems live: a tmpfs there (`/dev/shm`, `/run`,
+/// `/sys/fs/cgroup`) holds no data of the gateway's, so `df` leaves it out.
+const PSEUDO_ROOTS: [&str; 4] = ["/dev", "/proc", "/run", "/sys"];
+
+fn is_pseudo(mount: &str) -> bool {
+    PSEUDO_ROOTS.iter().any(|r| mount.strip_prefix(r).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
+}
+
+/// `df`: every mounted block-device filesystem, plus tmpfs outside the kernel's pseudo
+/// filesystems, in KiB.
 // statvfs fields are 32-bit on armv7: the casts are not no-ops there.
 #[allow(clippy::unnecessary_cast)]
 pub fn df(mounts: &str) -> Value {
@@ -43,7 +52,7 @@ pub fn df(mounts: &str) -> Value {
     for l in mounts.lines() {
         let f: Vec<&str> = l.split_whitespace().collect();
         let [dev, mount, fstype, ..] = f[..] else { continue };
-        if !(dev.starts_with("/dev/") || fstype == "tmpfs") || !seen.insert(mount.to_string()) {
+        if !(dev.starts_with("/dev/") || fstype == "tmpfs" && !is_pseudo(mount)) || !seen.insert(mount.to_string()) {
             continue;
         }
         let Ok(st) = nix::sys::statvfs::statvfs(mount) else { continue };
@@ -100,8 +109,20 @@ pub fn ipaddrs() -> Value {
     json!(out)
 }
 
+/// The operating system's name and version: `PRETTY_NAME` of os-release(5).
+pub fn os_release(text: &str) -> Option<String> {
+    let v = text.lines().find_map(|l| l.strip_prefix("PRETTY_NAME="))?.trim();
+    let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
+    (!v.is_empty()).then(|| v.to_string())
+}
+
 pub fn device_info() -> Value {
+    let os = std::fs::read_to_string("/etc/os-release")
+        .or_else(|_| std::fs::read_to_string("/usr/lib/os-release"))
+        .ok()
+        .and_then(|t| os_release(&t));
     json!({
+        "os": os,
         "uname": uname(),
         "df": df(&read("/proc/self/mounts")),
         "free": free(&read("/proc/meminfo")),
@@ -249,7 +270,15 @@ mod tests {
     fn free_and_df_read_the_kernel_formats() {
         let m = free("MemTotal:        2048000 kB\nMemFree:          100 kB\nMemAvailable:    1500 kB\nBogus: x\n");
         assert_eq!(m, json!({"total_kb": 2048000, "free_kb": 100, "available_kb": 1500}));
-        let d = df("proc /proc proc rw 0 0\ntmpfs /tmp tmpfs rw 0 0\n");
+        let d = df("proc /proc proc rw 0 0\ntmpfs /tmp tmpfs rw 0 0\ntmpfs /dev/shm tmpfs rw 0 0\n\
+                    tmpfs /run tmpfs rw 0 0\ntmpfs /sys/fs/cgroup tmpfs rw 0 0\n");
+        assert_eq!(d.as_array().unwrap().len(), 1, "pseudo mounts are left out: {d}");
+        assert_eq!(
+            os_release("NAME=x\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n").as_deref(),
+            Some("Debian GNU/Linux 12 (bookworm)")
+        );
+        assert_eq!(os_release("PRETTY_NAME=Buildroot 2025.02\n").as_deref(), Some("Buildroot 2025.02"));
+        assert_eq!(os_release("NAME=x\n"), None);
         let d = d.as_array().unwrap();
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0]["mount"], "/tmp");
