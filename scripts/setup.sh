@@ -2,6 +2,7 @@
 # Installs what building and testing need on a fresh Debian 12 machine. Idempotent: a
 # second run changes nothing. Needs root for apt (CI and the dev machines run as root).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cc >/dev/null || need_apt+=(gcc)
@@ -14,6 +15,8 @@ compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need_apt+=(postgre
 # The dashboard's browser tests drive Debian's headless Chromium through chromedriver.
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+# axe-core (npm) checks the dashboard's accessibility inside those tests.
+command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
@@ -24,3 +27,7 @@ if ! command -v cargo >/dev/null; then
 fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+# The browser tests' JavaScript tools, pinned by hub/tests/browser/package-lock.json.
+if [ ! -f hub/tests/browser/node_modules/axe-core/axe.min.js ]; then
+  npm ci --prefix hub/tests/browser --no-audit --no-fund
+fi

@@ -73,9 +73,17 @@ pub fn spawn(hub: Arc<Hub>) {
     });
 }
 
-/// One look at every running rollout.
+/// One look at every running rollout; a scheduled one whose time has come starts.
 pub async fn tick(hub: &Hub) -> Result<(), crate::store::StoreError> {
-    for r in hub.store.rollouts().await? {
+    let now = now_ms();
+    for mut r in hub.store.rollouts().await? {
+        if r.state == "scheduled" && r.start_ms <= now {
+            r.state = "running".into();
+            if !hub.store.update_rollout(&r, &["scheduled"], r.stage, now).await? {
+                continue; // another hub started it, or an operator aborted it
+            }
+            log::info!("rollout {}: its scheduled start has come", r.name);
+        }
         if r.state == "running" {
             step(hub, r.id).await?;
         }

@@ -229,6 +229,75 @@ fn fleet_and_commands(b: Backend) {
     assert_eq!(page["packages"], json!(["sensor.v2.2.tar.gz"]));
     assert_eq!(page["series"]["engine_report"].as_array().unwrap().len(), 1);
     assert_eq!(br.get("/ui/api/devices/999").status, 404);
+
+    // Field errors are JSON naming the field; nothing changes.
+    let r = cmd(json!({"kind": "install", "package": ""}));
+    assert_eq!((r.status.as_u16(), r.json()["field"].as_str()), (400, Some("package")), "{}", r.text());
+    let dup = br.act("/ui/api/devices", &json!({"vendor": "acme", "model": "gw1", "sn": "SN-1"}));
+    assert_eq!(dup.json()["field"], "sn");
+
+    // Tags on many gateways at once, in one bulk action; odd characters refused.
+    let other = devs[1]["id"].as_i64().unwrap();
+    let bulk = |v: Value| br.act("/ui/api/bulk", &v);
+    let r = bulk(json!({"ids": [id, other], "action": {"kind": "tag", "add": ["north", "eu-west.2"]}}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["done"], 2);
+    let r = bulk(json!({"ids": [id], "action": {"kind": "tag", "add": ["a b"]}}));
+    assert_eq!((r.status.as_u16(), r.json()["field"].as_str()), (400, Some("tags")), "{}", r.text());
+    assert_eq!(bulk(json!({"ids": [], "action": {"kind": "enable"}})).status, 400, "an empty selection");
+    assert_eq!(bulk(json!({"ids": [id, 999], "action": {"kind": "enable"}})).status, 400, "an unknown gateway");
+    assert_eq!(bulk(json!({"ids": [other], "action": {"kind": "tag", "remove": ["eu-west.2"]}})).status, 200);
+    let devs = fleet_rows(&br.json("/ui/api/fleet"));
+    assert_eq!(devs[0]["tags"], json!(["eu-west.2", "north"]));
+    assert_eq!(devs[1]["tags"], json!(["north"]));
+    assert!(devs[0]["q"].as_str().unwrap().contains("tag:north"), "{}", devs[0]["q"]);
+    assert_eq!(br.json(&format!("/ui/api/devices/{id}"))["tags"], json!(["eu-west.2", "north"]));
+    // Bulk install: a gateway whose model has no such package refuses, the others take it.
+    let r = bulk(json!({"ids": [id, other], "action": {"kind": "install", "package": "sensor.v2.2.tar.gz"}}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["done"], 2);
+    let pk = br.json("/ui/api/packages");
+    assert_eq!(pk[0]["id"], "sensor.v2.2.tar.gz");
+    assert_eq!((pk[0]["name"].as_str(), pk[0]["version"].as_str()), (Some("sensor"), Some("2.2")));
+
+    // Saved filters.
+    assert_eq!(br.act("/ui/api/filters", &json!({"name": "eu", "query": "tag:eu-west.2 online"})).status, 201);
+    let r = br.act("/ui/api/filters", &json!({"name": "bad", "query": "tag:<x>"}));
+    assert_eq!((r.status.as_u16(), r.json()["field"].as_str()), (400, Some("query")));
+    assert_eq!(br.act("/ui/api/filters", &json!({"name": "", "query": "x"})).json()["field"], "name");
+    let saved = br.json("/ui/api/filters");
+    assert_eq!(saved.as_array().unwrap().len(), 1);
+    assert_eq!((saved[0]["name"].as_str(), saved[0]["operator"].as_str()), (Some("eu"), Some("ops")));
+    assert_eq!(br.act("/ui/api/filters/nope/delete", &json!({})).status, 404);
+
+    // A rollout's group from a saved filter: the preview names it before Start.
+    let plan = json!({"name": "r1", "package": "sensor.v2.2.tar.gz", "vendor": "acme", "model": "gw1",
+                      "saved_filter": "eu", "stages": [50, 100], "max_failure_pct": 10});
+    let p = br.act("/ui/api/rollouts/preview", &plan);
+    assert_eq!(p.status, 200, "{}", p.text());
+    let p = p.json();
+    assert_eq!(p["gateways"], 1, "only SN-1 is tagged eu-west.2 and online: {p}");
+    assert_eq!(p["stages"][0]["members"], json!(["SN-1"]));
+    let mut bad_stages = plan.clone();
+    bad_stages["stages"] = json!([50, 10]);
+    assert_eq!(br.act("/ui/api/rollouts/preview", &bad_stages).json()["field"], "stages");
+    // Scheduled for later: it waits, and can be aborted before it starts.
+    let mut later = plan.clone();
+    later["start_at_ms"] = json!(common::now_ms() + 3_600_000);
+    let r = br.act("/ui/api/rollouts", &later);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let rid = r.json()["id"].as_i64().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500)); // one tick of the rollout task
+    let r = br.json(&format!("/ui/api/rollouts/{rid}"));
+    assert_eq!(r["state"], "scheduled", "{r}");
+    assert_eq!(r["counts"]["pending"], 1);
+    assert!(r["filter"].as_str().unwrap().contains("saved filter \"eu\""), "{}", r["filter"]);
+    assert_eq!(br.act(&format!("/ui/api/rollouts/{rid}/abort"), &json!({})).status, 204);
+    let mut past = plan.clone();
+    past["start_at_ms"] = json!(1000);
+    assert_eq!(br.act("/ui/api/rollouts", &past).json()["field"], "start_at");
+    assert_eq!(br.act("/ui/api/filters/eu/delete", &json!({})).status, 204);
+    assert_eq!(br.json("/ui/api/filters"), json!([]));
 }
 backends!(fleet, fleet_and_commands);
 

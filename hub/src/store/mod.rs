@@ -241,6 +241,20 @@ pub struct FleetRow {
     pub device: Device,
     pub engine_report: Option<String>,
     pub report_ms: Option<i64>,
+    /// The latest `device_info` (the inventory: addresses, OS, kernel).
+    pub device_info: Option<String>,
+    /// The operator's tags on the device, sorted.
+    pub tags: Vec<String>,
+}
+
+/// A fleet filter an operator saved under a name (the fleet page's filter language,
+/// `docs/dashboard.md`); a rollout may target one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SavedFilter {
+    pub name: String,
+    pub query: String,
+    pub operator: String,
+    pub created_ms: i64,
 }
 
 /// A staged OTA rollout: one package to a group of gateways, stage by stage.
@@ -258,7 +272,7 @@ pub struct Rollout {
     pub stages: Vec<i64>,
     /// A stage whose failed share passes this pauses the rollout.
     pub max_failure_pct: i64,
-    /// `running`, `paused`, `aborted`, `done`.
+    /// `scheduled` (until `start_ms`), `running`, `paused`, `aborted`, `done`.
     pub state: String,
     /// The stage under way (index into `stages`).
     pub stage: i64,
@@ -267,6 +281,8 @@ pub struct Rollout {
     pub reason: String,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// When the first stage starts (the creation time unless it was scheduled).
+    pub start_ms: i64,
 }
 
 /// One gateway of a rollout.
@@ -291,8 +307,19 @@ pub trait FleetStore: Send + Sync {
     /// The session, if it exists and has not expired at `now_ms` (expired ones are deleted).
     async fn session(&self, token_hash: &[u8; 32], now_ms: i64) -> Result<Option<Session>>;
     async fn drop_session(&self, token_hash: &[u8; 32]) -> Result<()>;
-    /// Every device with its latest engine_report, in id order: one query for the fleet.
+    /// Every device with its latest engine_report and device_info and its tags, in id
+    /// order: one query for the fleet.
     async fn fleet(&self) -> Result<Vec<FleetRow>>;
+    /// Adds the tags `add` to and takes `remove` from each device of `ids` (unknown ids are
+    /// passed over); one transaction.
+    async fn set_tags(&self, ids: &[i64], add: &[String], remove: &[String]) -> Result<()>;
+    /// One device's tags, sorted.
+    async fn tags(&self, id: i64) -> Result<Vec<String>>;
+    /// Every saved filter, by name.
+    async fn saved_filters(&self) -> Result<Vec<SavedFilter>>;
+    /// Saves a filter, replacing one of the same name.
+    async fn put_saved_filter(&self, f: &SavedFilter) -> Result<()>;
+    async fn drop_saved_filter(&self, name: &str) -> Result<bool>;
     /// Makes a rollout (`r.id` is ignored) and its devices, `(device id, stage)`, pending.
     async fn create_rollout(&self, r: &Rollout, devices: &[(i64, i64)]) -> Result<i64>;
     async fn rollouts(&self) -> Result<Vec<Rollout>>;

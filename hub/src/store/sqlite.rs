@@ -92,6 +92,7 @@ impl SqliteStore {
         migrate(&wconn)?;
         wconn.execute_batch(edge::SCHEMA)?;
         wconn.execute_batch(fleet::SCHEMA)?;
+        fleet::migrate(&wconn)?;
         let mut lock_path = path.as_os_str().to_owned();
         lock_path.push("-writer.lock");
         let lock =

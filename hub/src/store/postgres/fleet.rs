@@ -3,10 +3,10 @@
 use async_trait::async_trait;
 
 use super::{db, device_row, PgStore, DEVICE_COLS};
-use crate::store::{FleetRow, FleetStore, Operator, Result, Rollout, RolloutDevice, Session, StoreError};
+use crate::store::{FleetRow, FleetStore, Operator, Result, Rollout, RolloutDevice, SavedFilter, Session, StoreError};
 
 const ROLLOUT_COLS: &str = "id, name, package, vendor, model, filter, stages, max_failure_pct, state, stage, \
-accepted_stage, reason, created_ms, updated_ms";
+accepted_stage, reason, created_ms, updated_ms, start_ms";
 
 fn rollout_row(r: &tokio_postgres::Row) -> Rollout {
     let stages: String = r.get(6);
@@ -25,6 +25,7 @@ fn rollout_row(r: &tokio_postgres::Row) -> Rollout {
         reason: r.get(11),
         created_ms: r.get(12),
         updated_ms: r.get(13),
+        start_ms: r.get(14),
     }
 }
 
@@ -43,6 +44,18 @@ CREATE TABLE IF NOT EXISTS rollout_devices(
 CREATE TABLE IF NOT EXISTS sessions(
     token_hash BYTEA PRIMARY KEY, operator_id BIGINT NOT NULL REFERENCES operators(id) ON DELETE CASCADE,
     csrf TEXT NOT NULL, expires_ms BIGINT NOT NULL);
+DO $$ BEGIN
+    -- Rollouts made before schedules started when they were made.
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'rollouts' AND column_name = 'start_ms') THEN
+        ALTER TABLE rollouts ADD COLUMN start_ms BIGINT NOT NULL DEFAULT 0;
+        UPDATE rollouts SET start_ms = created_ms;
+    END IF;
+END $$;
+CREATE TABLE IF NOT EXISTS device_tags(
+    device_id BIGINT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY(device_id, tag));
+CREATE TABLE IF NOT EXISTS saved_filters(
+    name TEXT PRIMARY KEY, query TEXT NOT NULL, operator TEXT NOT NULL, created_ms BIGINT NOT NULL);
 ";
 
 #[async_trait]
@@ -127,8 +140,12 @@ impl FleetStore for PgStore {
         let rows = c
             .query(
                 &format!(
-                    "SELECT {cols}, p.value, p.modified_ms FROM devices d
-                     LEFT JOIN dataports p ON p.device_id = d.id AND p.alias = 'engine_report' ORDER BY d.id"
+                    "SELECT {cols}, p.value, p.modified_ms, i.value,
+                         (SELECT string_agg(tag, ' ' ORDER BY tag) FROM device_tags WHERE device_id = d.id)
+                     FROM devices d
+                     LEFT JOIN dataports p ON p.device_id = d.id AND p.alias = 'engine_report'
+                     LEFT JOIN dataports i ON i.device_id = d.id AND i.alias = 'device_info'
+                     ORDER BY d.id"
                 ),
                 &[],
             )
@@ -136,8 +153,70 @@ impl FleetStore for PgStore {
             .map_err(db)?;
         Ok(rows
             .iter()
-            .map(|r| FleetRow { device: device_row(r), engine_report: r.get(8), report_ms: r.get(9) })
+            .map(|r| {
+                let tags: Option<String> = r.get(11);
+                FleetRow {
+                    device: device_row(r),
+                    engine_report: r.get(8),
+                    report_ms: r.get(9),
+                    device_info: r.get(10),
+                    tags: tags.map(|t| t.split(' ').map(String::from).collect()).unwrap_or_default(),
+                }
+            })
             .collect())
+    }
+
+    async fn set_tags(&self, ids: &[i64], add: &[String], remove: &[String]) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db)?;
+        tx.execute(
+            "INSERT INTO device_tags(device_id, tag) SELECT d.id, t FROM devices d, unnest($2::text[]) t
+             WHERE d.id = ANY($1) ON CONFLICT DO NOTHING",
+            &[&ids, &add],
+        )
+        .await
+        .map_err(db)?;
+        tx.execute("DELETE FROM device_tags WHERE device_id = ANY($1) AND tag = ANY($2)", &[&ids, &remove])
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn tags(&self, id: i64) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        let rows =
+            c.query("SELECT tag FROM device_tags WHERE device_id = $1 ORDER BY tag", &[&id]).await.map_err(db)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn saved_filters(&self) -> Result<Vec<SavedFilter>> {
+        let c = self.client().await?;
+        let rows = c
+            .query("SELECT name, query, operator, created_ms FROM saved_filters ORDER BY name", &[])
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| SavedFilter { name: r.get(0), query: r.get(1), operator: r.get(2), created_ms: r.get(3) })
+            .collect())
+    }
+
+    async fn put_saved_filter(&self, f: &SavedFilter) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO saved_filters(name, query, operator, created_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT(name) DO UPDATE SET query = excluded.query, operator = excluded.operator,
+                 created_ms = excluded.created_ms",
+            &[&f.name, &f.query, &f.operator, &f.created_ms],
+        )
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn drop_saved_filter(&self, name: &str) -> Result<bool> {
+        let c = self.client().await?;
+        Ok(c.execute("DELETE FROM saved_filters WHERE name = $1", &[&name]).await.map_err(db)? > 0)
     }
 
     async fn create_rollout(&self, r: &Rollout, devices: &[(i64, i64)]) -> Result<i64> {
@@ -147,8 +226,8 @@ impl FleetStore for PgStore {
         let row = tx
             .query_one(
                 "INSERT INTO rollouts(name, package, vendor, model, filter, stages, max_failure_pct, state, stage,
-                     accepted_stage, reason, created_ms, updated_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, -1, '', $9, $9) RETURNING id",
+                     accepted_stage, reason, created_ms, updated_ms, start_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, -1, '', $9, $9, $10) RETURNING id",
                 &[
                     &r.name,
                     &r.package,
@@ -159,6 +238,7 @@ impl FleetStore for PgStore {
                     &r.max_failure_pct,
                     &r.state,
                     &r.created_ms,
+                    &r.start_ms,
                 ],
             )
             .await

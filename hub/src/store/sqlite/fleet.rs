@@ -4,10 +4,10 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 
 use super::{db, device_row, SqliteStore, DEVICE_COLS};
-use crate::store::{FleetRow, FleetStore, Operator, Result, Rollout, RolloutDevice, Session, StoreError};
+use crate::store::{FleetRow, FleetStore, Operator, Result, Rollout, RolloutDevice, SavedFilter, Session, StoreError};
 
 const ROLLOUT_COLS: &str = "id, name, package, vendor, model, filter, stages, max_failure_pct, state, stage, \
-accepted_stage, reason, created_ms, updated_ms";
+accepted_stage, reason, created_ms, updated_ms, start_ms";
 
 fn rollout_row(r: &rusqlite::Row) -> rusqlite::Result<Rollout> {
     let stages: String = r.get(6)?;
@@ -26,6 +26,7 @@ fn rollout_row(r: &rusqlite::Row) -> rusqlite::Result<Rollout> {
         reason: r.get(11)?,
         created_ms: r.get(12)?,
         updated_ms: r.get(13)?,
+        start_ms: r.get(14)?,
     })
 }
 
@@ -44,7 +45,24 @@ CREATE TABLE IF NOT EXISTS rollout_devices(
 CREATE TABLE IF NOT EXISTS sessions(
     token_hash BLOB PRIMARY KEY, operator_id INTEGER NOT NULL REFERENCES operators(id) ON DELETE CASCADE,
     csrf TEXT NOT NULL, expires_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS device_tags(
+    device_id INTEGER NOT NULL, tag TEXT NOT NULL, PRIMARY KEY(device_id, tag)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS saved_filters(
+    name TEXT PRIMARY KEY, query TEXT NOT NULL, operator TEXT NOT NULL, created_ms INTEGER NOT NULL);
 ";
+
+/// Rollouts made before schedules have no `start_ms`: they started when they were made.
+pub fn migrate(c: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let n: i64 =
+        c.query_row("SELECT count(*) FROM pragma_table_info('rollouts') WHERE name = 'start_ms'", [], |r| r.get(0))?;
+    if n == 0 {
+        c.execute_batch(
+            "ALTER TABLE rollouts ADD COLUMN start_ms INTEGER NOT NULL DEFAULT 0;
+             UPDATE rollouts SET start_ms = created_ms;",
+        )?;
+    }
+    Ok(())
+}
 
 #[async_trait]
 impl FleetStore for SqliteStore {
@@ -136,18 +154,101 @@ impl FleetStore for SqliteStore {
             let cols = DEVICE_COLS.split(", ").map(|x| format!("d.{x}")).collect::<Vec<_>>().join(", ");
             let mut st = c
                 .prepare_cached(&format!(
-                    "SELECT {cols}, p.value, coalesce(p.modified_ms, p.ts * 1000) FROM devices d
+                    "SELECT {cols}, p.value, coalesce(p.modified_ms, p.ts * 1000), i.value,
+                         (SELECT group_concat(tag, ' ') FROM (SELECT tag FROM device_tags WHERE device_id = d.id
+                             ORDER BY tag))
+                     FROM devices d
                      LEFT JOIN points p ON p.rowid = (SELECT rowid FROM points
                          WHERE device_id = d.id AND alias = 'engine_report' ORDER BY ts DESC, rowid DESC LIMIT 1)
+                     LEFT JOIN points i ON i.rowid = (SELECT rowid FROM points
+                         WHERE device_id = d.id AND alias = 'device_info' ORDER BY ts DESC, rowid DESC LIMIT 1)
                      ORDER BY d.id"
                 ))
                 .map_err(db)?;
             let rows = st
                 .query_map([], |r| {
-                    Ok(FleetRow { device: device_row(r)?, engine_report: r.get(8)?, report_ms: r.get(9)? })
+                    let tags: Option<String> = r.get(11)?;
+                    Ok(FleetRow {
+                        device: device_row(r)?,
+                        engine_report: r.get(8)?,
+                        report_ms: r.get(9)?,
+                        device_info: r.get(10)?,
+                        tags: tags.map(|t| t.split(' ').map(String::from).collect()).unwrap_or_default(),
+                    })
                 })
                 .map_err(db)?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn set_tags(&self, ids: &[i64], add: &[String], remove: &[String]) -> Result<()> {
+        let (ids, add, remove) = (ids.to_vec(), add.to_vec(), remove.to_vec());
+        self.write(move |c| {
+            let mut ins = c
+                .prepare_cached(
+                    "INSERT INTO device_tags(device_id, tag) SELECT id, ?2 FROM devices WHERE id = ?1
+                     ON CONFLICT DO NOTHING",
+                )
+                .map_err(db)?;
+            let mut del = c.prepare_cached("DELETE FROM device_tags WHERE device_id = ?1 AND tag = ?2").map_err(db)?;
+            for id in &ids {
+                for t in &add {
+                    ins.execute(params![id, t]).map_err(db)?;
+                }
+                for t in &remove {
+                    del.execute(params![id, t]).map_err(db)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn tags(&self, id: i64) -> Result<Vec<String>> {
+        self.read(move |c| {
+            let mut st =
+                c.prepare_cached("SELECT tag FROM device_tags WHERE device_id = ?1 ORDER BY tag").map_err(db)?;
+            let rows = st.query_map(params![id], |r| r.get(0)).map_err(db)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn saved_filters(&self) -> Result<Vec<SavedFilter>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached("SELECT name, query, operator, created_ms FROM saved_filters ORDER BY name")
+                .map_err(db)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(SavedFilter { name: r.get(0)?, query: r.get(1)?, operator: r.get(2)?, created_ms: r.get(3)? })
+                })
+                .map_err(db)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn put_saved_filter(&self, f: &SavedFilter) -> Result<()> {
+        let f = f.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO saved_filters(name, query, operator, created_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(name) DO UPDATE SET query = excluded.query, operator = excluded.operator,
+                     created_ms = excluded.created_ms",
+                params![f.name, f.query, f.operator, f.created_ms],
+            )
+            .map(drop)
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn drop_saved_filter(&self, name: &str) -> Result<bool> {
+        let name = name.to_string();
+        self.write(move |c| {
+            c.execute("DELETE FROM saved_filters WHERE name = ?1", params![name]).map(|n| n > 0).map_err(db)
         })
         .await
     }
@@ -158,8 +259,20 @@ impl FleetStore for SqliteStore {
             let stages = serde_json::to_string(&r.stages).unwrap_or_default();
             c.execute(
                 "INSERT INTO rollouts(name, package, vendor, model, filter, stages, max_failure_pct, state, stage,
-                     accepted_stage, reason, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, -1, '', ?9, ?9)",
-                params![r.name, r.package, r.vendor, r.model, r.filter, stages, r.max_failure_pct, r.state, r.created_ms],
+                     accepted_stage, reason, created_ms, updated_ms, start_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, -1, '', ?9, ?9, ?10)",
+                params![
+                    r.name,
+                    r.package,
+                    r.vendor,
+                    r.model,
+                    r.filter,
+                    stages,
+                    r.max_failure_pct,
+                    r.state,
+                    r.created_ms,
+                    r.start_ms
+                ],
             )
             .map_err(db)?;
             let id = c.last_insert_rowid();
