@@ -406,6 +406,11 @@ async function fleetPage() {
   wl.addEventListener("submit", async ev => {
     ev.preventDefault();
     const f = new FormData(wl);
+    const blank = ["vendor", "model", "sn"].find(k => !String(f.get(k)).trim());
+    if (blank) {
+      formError(wl, wlMsg, new ApiError("Type the gateway's " + (blank === "sn" ? "serial" : blank) + ".", blank));
+      return;
+    }
     try {
       const d = await api("POST", "/ui/api/devices", { vendor: f.get("vendor"), model: f.get("model"), sn: f.get("sn") });
       formError(wl, wlMsg, null);
