@@ -31,3 +31,10 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 if [ ! -f hub/tests/browser/node_modules/axe-core/axe.min.js ]; then
   npm ci --prefix hub/tests/browser --no-audit --no-fund
 fi
+# The vendors' own device clients, unmodified, from PyPI (hub/tests/murano_client.rs).
+venv=hub/tests/clients/venv
+if ! "$venv/bin/pip" freeze 2>/dev/null | grep -qxF -f hub/tests/clients/requirements.txt; then
+  command -v python3 >/dev/null || { apt-get update -qq; apt-get install -y -qq python3; }
+  python3 -m venv "$venv" 2>/dev/null || { apt-get update -qq; apt-get install -y -qq python3-venv; python3 -m venv "$venv"; }
+  "$venv/bin/pip" install -q -r hub/tests/clients/requirements.txt
+fi

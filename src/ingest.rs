@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use gwe_wire::point;
+use gwe_wire::{form, point};
 use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::identity::Identity;
@@ -133,11 +133,11 @@ impl Ingest {
         let is_post = *rq.method() == Method::Post;
         match path {
             "/timestamp" if *rq.method() == Method::Get => Reply::new(200, now().to_string()),
-            ACTIVATE_PATH | ALIAS_PATH | RECORD_PATH if !is_post => Reply::new(405, format!("{path} takes POST")),
-            ACTIVATE_PATH => self.body(rq).map_or_else(|r| r, |b| self.activate(&b)),
             ALIAS_PATH if !query.is_empty() => {
                 Reply::new(400, "reads are not served by the local queue; ask the cloud")
             }
+            ACTIVATE_PATH | ALIAS_PATH | RECORD_PATH if !is_post => Reply::new(405, format!("{path} takes POST")),
+            ACTIVATE_PATH => self.body(rq).map_or_else(|r| r, |b| self.activate(&b)),
             ALIAS_PATH => self.authed_body(rq).map_or_else(|r| r, |b| self.write(&b)),
             RECORD_PATH => self.authed_body(rq).map_or_else(|r| r, |b| self.record(None, &b)),
             p if p.starts_with(ALIAS_PATH) && p.as_bytes().get(ALIAS_PATH.len()) == Some(&b'/') => {
@@ -188,12 +188,8 @@ impl Ingest {
     }
 
     fn body(&self, rq: &mut Request) -> Result<Vec<u8>, Reply> {
-        if let Some(ct) = rq.headers().iter().find(|h| h.field.equiv("Content-Type")) {
-            let ct = ct.value.as_str();
-            if !ct.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
-                return Err(Reply::new(415, format!("Content-Type {ct} is not application/x-www-form-urlencoded")));
-            }
-        }
+        let ct = rq.headers().iter().find(|h| h.field.equiv("Content-Type")).map(|h| h.value.as_str());
+        form::content_type(ct).map_err(Reply::from)?;
         let too_big = || Reply::new(413, format!("body is over the limit of {} bytes", self.max_body));
         if rq.body_length().is_some_and(|n| n > self.max_body) {
             return Err(too_big());
@@ -210,7 +206,11 @@ impl Ingest {
 
     fn activate(&self, body: &[u8]) -> Reply {
         let (mut vendor, mut model, mut sn) = (None, None, None);
-        for (k, v) in form_urlencoded::parse(body) {
+        let pairs = match form::all_pairs(body) {
+            Ok(p) => p,
+            Err(e) => return e.into(),
+        };
+        for (k, v) in pairs {
             match &*k {
                 "vendor" => vendor = Some(v),
                 "model" => model = Some(v),
@@ -235,10 +235,10 @@ impl Ingest {
     fn write(&self, body: &[u8]) -> Reply {
         let ts = now();
         let mut pts = Vec::new();
-        for pair in pairs(body) {
+        for pair in form::pairs(body) {
             let (alias, value) = match pair {
                 Ok(p) => p,
-                Err(r) => return r,
+                Err(e) => return e.into(),
             };
             pts.push(Pt { ts, alias, value });
         }
@@ -249,17 +249,18 @@ impl Ingest {
     fn record(&self, alias: Option<&str>, body: &[u8]) -> Reply {
         let mut alias: Option<Cow<'_, str>> = alias.map(Cow::Borrowed);
         let mut pts = Vec::new();
-        for pair in pairs(body) {
+        for pair in form::pairs(body) {
             let (k, value) = match pair {
                 Ok(p) => p,
-                Err(r) => return r,
+                Err(e) => return e.into(),
             };
             if k == "alias" {
                 alias = Some(value);
                 continue;
             }
-            let Ok(ts) = k.parse::<i64>() else {
-                return Reply::new(400, format!("timestamp {k:?} is not a whole number of seconds"));
+            let ts = match form::timestamp(&k) {
+                Ok(ts) => ts,
+                Err(e) => return e.into(),
             };
             let Some(a) = &alias else {
                 return Reply::new(400, "record needs alias=<alias> before its values");
@@ -300,35 +301,8 @@ impl Ingest {
     }
 }
 
-type Pair<'a> = Result<(Cow<'a, str>, Cow<'a, str>), Reply>;
-
-/// Form pairs of a body, refusing pieces that are not `key=value`. Percent-encoded `&` and
-/// `=` inside values decode to themselves (the original GMQ broke on them).
-fn pairs(body: &[u8]) -> impl Iterator<Item = Pair<'_>> {
-    body.split(|&b| b == b'&').filter(|p| !p.is_empty()).enumerate().map(|(i, piece)| {
-        if !piece.contains(&b'=') {
-            let shown = String::from_utf8_lossy(&piece[..piece.len().min(40)]).into_owned();
-            return Err(Reply::new(400, format!("pair {} ({shown:?}) has no '='", i + 1)));
-        }
-        if let Some(bad) = bad_escape(piece) {
-            return Err(Reply::new(400, format!("pair {} has a bad percent escape at byte {bad}", i + 1)));
-        }
-        form_urlencoded::parse(piece).next().ok_or_else(|| Reply::new(400, "empty pair"))
-    })
-}
-
-fn bad_escape(piece: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while i < piece.len() {
-        if piece[i] == b'%' {
-            let ok = piece.len() >= i + 3 && piece[i + 1].is_ascii_hexdigit() && piece[i + 2].is_ascii_hexdigit();
-            if !ok {
-                return Some(i);
-            }
-            i += 3;
-        } else {
-            i += 1;
-        }
+impl From<form::FormError> for Reply {
+    fn from(e: form::FormError) -> Self {
+        Reply::new(e.status(), e.to_string())
     }
-    None
 }

@@ -13,11 +13,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
+use gwe_wire::form::{self, FormError};
+
 use crate::store::{Activation, DeviceKey, Point};
 use crate::{err, new_token, now_ms, token_hash, ApiError, Hub};
 
-/// Longest long-poll the API allows (Exosite's limit).
-pub const MAX_REQUEST_TIMEOUT_MS: u64 = 300_000;
+pub use gwe_wire::form::MAX_REQUEST_TIMEOUT_MS;
+/// The forwarder's batches (`docs/cloud-protocol.md`).
+const BATCH_TYPE: &str = "application/x-gwe-batch";
 const MAX_ALIAS: usize = 255;
 
 pub fn routes() -> Router<Arc<Hub>> {
@@ -46,17 +49,17 @@ fn form(status: StatusCode, body: String) -> Response {
     r
 }
 
-/// The form pairs of a body; 415 for a body that says it is something else.
-fn form_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<form_urlencoded::Parse<'a>, ApiError> {
-    if let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
-        if !ct.trim_start().starts_with("application/x-www-form-urlencoded") {
-            return Err(err(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("Content-Type {ct} is not application/x-www-form-urlencoded"),
-            ));
-        }
-    }
-    Ok(form_urlencoded::parse(body))
+/// A form rule broken: 400, or 415 for a content type.
+fn form_err(e: FormError) -> ApiError {
+    err(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST), e.to_string())
+}
+
+/// The pairs of a form body (`gwe_wire::form`: the agent reads bodies by the same rules);
+/// 415 for a body that says it is something else, 400 for a malformed one.
+fn form_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Vec<form::Pair<'a>>, ApiError> {
+    let ct = headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("(not text)"));
+    form::content_type(ct).map_err(form_err)?;
+    form::all_pairs(body).map_err(form_err)
 }
 
 fn check_alias(a: &str) -> Result<(), ApiError> {
@@ -104,7 +107,7 @@ async fn activate(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) 
 /// Aliases named in a query string (`?a&b`); keys only, values ignored.
 fn query_aliases(q: Option<&str>) -> Result<Vec<String>, ApiError> {
     let aliases: Vec<String> =
-        form_urlencoded::parse(q.unwrap_or("").as_bytes()).map(|(k, _)| k.into_owned()).collect();
+        form::query_names(q.unwrap_or("")).map_err(form_err)?.into_iter().map(|k| k.into_owned()).collect();
     for a in &aliases {
         check_alias(a)?;
     }
@@ -148,10 +151,15 @@ async fn read_values(hub: &Hub, dev: i64, aliases: &[String]) -> ApiResult {
     Ok(form(StatusCode::OK, out.finish()))
 }
 
-/// `If-Modified-Since` as unix milliseconds: a unix timestamp (fractions allowed) or an
-/// HTTP-date (then anything within that second counts as not modified).
+/// `If-Modified-Since` as unix milliseconds: a unix timestamp with a fraction (exact), or
+/// in whole seconds or an HTTP-date (then anything within that second counts as not
+/// modified: Exosite's client re-polls with the whole second of `Last-Modified`, and must
+/// not get the same value again).
 fn parse_since(v: &str) -> Option<i64> {
     let v = v.trim();
+    if let Ok(secs) = v.parse::<i64>() {
+        return secs.checked_mul(1000).map(|ms| ms + 999);
+    }
     if let Ok(secs) = v.parse::<f64>() {
         return secs.is_finite().then_some((secs * 1000.0) as i64);
     }
@@ -168,11 +176,7 @@ async fn read(State(hub): State<Arc<Hub>>, RawQuery(q): RawQuery, headers: Heade
     let Some(timeout) = headers.get("request-timeout") else {
         return read_values(&hub, dev, &aliases).await;
     };
-    let timeout: u64 = timeout
-        .to_str()
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .ok_or_else(|| err(StatusCode::BAD_REQUEST, "Request-Timeout must be milliseconds"))?;
+    let timeout = form::request_timeout(timeout.to_str().unwrap_or("(not text)")).map_err(form_err)?;
     if aliases.len() != 1 {
         return Err(err(StatusCode::BAD_REQUEST, "a long-poll names exactly one alias"));
     }
@@ -182,7 +186,7 @@ async fn read(State(hub): State<Arc<Hub>>, RawQuery(q): RawQuery, headers: Heade
         })?,
         None => now_ms(),
     };
-    long_poll(&hub, dev, &aliases[0], since, Duration::from_millis(timeout.min(MAX_REQUEST_TIMEOUT_MS))).await
+    long_poll(&hub, dev, &aliases[0], since, Duration::from_millis(timeout)).await
 }
 
 async fn long_poll(hub: &Hub, dev: i64, alias: &str, since_ms: i64, timeout: Duration) -> ApiResult {
@@ -226,9 +230,7 @@ fn parse_record(headers: &HeaderMap, body: &[u8], mut alias: Option<String>) -> 
             alias = Some(v.into_owned());
             continue;
         }
-        let ts: i64 = k
-            .parse()
-            .map_err(|_| err(StatusCode::BAD_REQUEST, format!("{k:?} is not a unix timestamp (want <ts>=<value>)")))?;
+        let ts = form::timestamp(&k).map_err(form_err)?;
         let alias =
             alias.clone().ok_or_else(|| err(StatusCode::BAD_REQUEST, "alias=<name> must come before the points"))?;
         points.push(Point { alias, ts, value: v.into_owned() });
@@ -263,6 +265,12 @@ async fn record_alias(
 /// highest seq of the stream the hub has stored, which the agent may now delete.
 async fn batch(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let dev = hub.device_of(&headers).await?;
+    match headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("(not text)")) {
+        None | Some(BATCH_TYPE) => {}
+        Some(ct) => {
+            return Err(err(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Type {ct} is not {BATCH_TYPE}")))
+        }
+    }
     let raw = inflate_body(&hub, &headers, &body)?;
     let (stream, records) =
         gwe_wire::batch::read(&raw).map_err(|e| err(StatusCode::BAD_REQUEST, format!("batch: {e}")))?;
@@ -329,7 +337,7 @@ fn parse_range(v: &str, size: i64) -> Result<Option<(i64, i64)>, ApiError> {
 async fn download(State(hub): State<Arc<Hub>>, RawQuery(q): RawQuery, headers: HeaderMap) -> ApiResult {
     let dev = hub.device_of(&headers).await?;
     let (mut vendor, mut model, mut id, mut info) = (None, None, None, false);
-    for (k, v) in form_urlencoded::parse(q.unwrap_or_default().as_bytes()) {
+    for (k, v) in form::all_pairs(q.unwrap_or_default().as_bytes()).map_err(form_err)? {
         match &*k {
             "vendor" => vendor = Some(v.into_owned()),
             "model" => model = Some(v.into_owned()),
@@ -338,11 +346,11 @@ async fn download(State(hub): State<Arc<Hub>>, RawQuery(q): RawQuery, headers: H
             _ => {}
         }
     }
-    let (Some(vendor), Some(model)) = (vendor, model) else {
-        return Err(err(StatusCode::BAD_REQUEST, "download needs vendor= and model="));
-    };
-    // A device reads only the content of its own vendor and model.
+    // A device reads only the content of its own vendor and model; Murano's form (Exosite's
+    // own client) names neither: the token says which.
     let me = hub.store.device(dev).await?.ok_or_else(|| err(StatusCode::UNAUTHORIZED, "device is gone"))?;
+    let vendor = vendor.unwrap_or_else(|| me.vendor.clone());
+    let model = model.unwrap_or_else(|| me.model.clone());
     if me.vendor != vendor || me.model != model {
         return Err(err(StatusCode::FORBIDDEN, format!("device is not a {vendor}/{model}")));
     }
@@ -404,7 +412,7 @@ mod tests {
 
     #[test]
     fn since() {
-        assert_eq!(parse_since("1700000000"), Some(1_700_000_000_000));
+        assert_eq!(parse_since("1700000000"), Some(1_700_000_000_999), "the whole second");
         assert_eq!(parse_since("1700000000.250"), Some(1_700_000_000_250));
         assert_eq!(parse_since("Tue, 14 Nov 2023 22:13:20 GMT"), Some(1_700_000_000_999));
         assert_eq!(parse_since("yesterday"), None);

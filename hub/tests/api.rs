@@ -197,11 +197,12 @@ fn isolation_and_bad_input(b: Backend) {
         ("/onep:v1/stack/alias", "application/json", "{\"a\":1}", 415, "application/x-www-form-urlencoded"),
         ("/onep:v1/stack/alias", FORM, "", 400, "alias=value"),
         ("/onep:v1/stack/alias", FORM, "=5", 400, "alias"),
-        ("/onep:v1/stack/record", FORM, "alias=secret&yesterday=1", 400, "\"yesterday\" is not a unix timestamp"),
+        ("/onep:v1/stack/record", FORM, "alias=secret&yesterday=1", 400, "\"yesterday\" is not unix seconds"),
         ("/onep:v1/stack/record", FORM, "1700000000=1", 400, "alias=<name>"),
         ("/onep:v1/stack/alias/secret", FORM, "", 400, "no <ts>=<value>"),
-        ("/gwe/v1/batch", "application/octet-stream", "garbage, not a batch", 400, "GWB1"),
-        ("/gwe/v1/batch", "application/octet-stream", "GWB1", 400, "truncated"),
+        ("/gwe/v1/batch", "application/x-gwe-batch", "garbage, not a batch", 400, "GWB1"),
+        ("/gwe/v1/batch", "application/json", "GWB1", 415, "application/x-gwe-batch"),
+        ("/gwe/v1/batch", "application/x-gwe-batch", "GWB1", 400, "truncated"),
         ("/provision/activate", FORM, "vendor=acme", 400, "vendor, model and sn"),
     ];
     for (path, ctype, body, status, msg) in bad {

@@ -3,11 +3,13 @@
 //! [`point`] is the binary encoding of one data point (alias, timestamp, value): the
 //! payload of a GMQ queue record. [`batch`] frames queue records with their seqs as the
 //! forwarder sends them to the hub. [`edge`] holds the JSON shapes of the edge data and
-//! control paths, [`arrowhead`] those of service discovery.
+//! control paths, [`arrowhead`] those of service discovery. [`form`] reads the Exosite
+//! device API's form bodies and headers by one set of rules for both sides.
 
 pub mod arrowhead;
 pub mod batch;
 pub mod edge;
+pub mod form;
 pub mod point;
 
 pub use point::{PointError, PointRef};
