@@ -290,7 +290,7 @@ impl Ingest {
         );
         match res {
             Ok(_) => Reply::no_content(),
-            Err(e @ QueueError::TooLarge { .. }) => Reply::new(413, e.to_string()),
+            Err(e @ (QueueError::TooLarge { .. } | QueueError::BatchTooLarge { .. })) => Reply::new(413, e.to_string()),
             Err(e @ QueueError::Full { .. }) => Reply::new(503, e.to_string()),
             Err(e @ QueueError::DiskFull) => Reply::new(507, e.to_string()),
             Err(e) => {

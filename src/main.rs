@@ -78,10 +78,7 @@ fn main() -> ExitCode {
             }
             .into();
         }
-        Command::CheckConfig => {
-            println!("{}: ok", cli.config.display());
-            Ok(())
-        }
+        Command::CheckConfig => return check_config(&cli.config, &cfg),
         Command::Check => {
             let r = gwe::check::check(&cfg);
             for l in &r.checked {
@@ -112,6 +109,47 @@ fn main() -> ExitCode {
             eprintln!("gwe: {e}");
             Exit::Failure.into()
         }
+    }
+}
+
+/// Writes `text` to stdout. A reader that went away (`gwe queue stats | head`) is not an
+/// error: the rest is not wanted.
+fn emit(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("writing to stdout: {e}")),
+        _ => Ok(()),
+    }
+}
+
+/// The config file (already read) and the program files: every problem, one a line; exit 3
+/// when any is an error.
+fn check_config(path: &std::path::Path, cfg: &Config) -> ExitCode {
+    let loaded = gwe::supervisor::program::load_dir(&cfg.supervisor.programs_dir, &cfg.paths.log_dir);
+    use std::fmt::Write;
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    for w in &loaded.warnings {
+        let _ = writeln!(text, "warning: {w}");
+    }
+    for e in &loaded.errors {
+        let _ = writeln!(text, "error: {e}");
+    }
+    let n = loaded.programs.len();
+    let _ = writeln!(
+        text,
+        "{}: ok; {}: {n} program{}",
+        path.display(),
+        cfg.supervisor.programs_dir.display(),
+        if n == 1 { "" } else { "s" }
+    );
+    let _ = emit(&text);
+    if loaded.errors.is_empty() {
+        Exit::Ok.into()
+    } else {
+        eprintln!("gwe: {} problem(s) in {}", loaded.errors.len(), cfg.supervisor.programs_dir.display());
+        Exit::Config.into()
     }
 }
 
@@ -159,12 +197,14 @@ fn pkg_build(build: &std::path::Path, out: &std::path::Path, key: Option<&std::p
 }
 
 fn queue_stats(cfg: &Config, json: bool) -> Result<(), String> {
+    use std::fmt::Write;
     let dir = cfg.paths.queue_dir();
     let i =
         queue::inspect(&dir, cfg.queue.max_record, |_, _| {}).map_err(|e| format!("reading {}: {e}", dir.display()))?;
     let disk: u64 = i.segments.iter().map(|s| s.1).sum();
     let slowest = i.acks.iter().map(|a| a.1).min().unwrap_or(0);
     let backlog = i.last_seq.map_or(0, |l| l.saturating_sub(slowest.max(i.first_seq.unwrap_or(1) - 1)));
+    let mut out = String::new();
     if json {
         let v = serde_json::json!({
             "dir": dir,
@@ -180,26 +220,27 @@ fn queue_stats(cfg: &Config, json: bool) -> Result<(), String> {
             "torn_bytes": i.counters.torn_bytes,
             "problems": i.problems,
         });
-        println!("{v}");
+        let _ = writeln!(out, "{v}");
     } else {
-        println!("queue {}", dir.display());
-        println!("  segments        {} ({} bytes)", i.segments.len(), disk);
-        match (i.first_seq, i.last_seq) {
-            (Some(a), Some(b)) => println!("  records         {} (seq {a}..{b})", i.records),
-            _ => println!("  records         {}", i.records),
-        }
-        println!("  backlog         {backlog}");
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "queue {}", dir.display());
+        let _ = writeln!(out, "  segments        {} ({} bytes)", i.segments.len(), disk);
+        let _ = match (i.first_seq, i.last_seq) {
+            (Some(a), Some(b)) => writeln!(out, "  records         {} (seq {a}..{b})", i.records),
+            _ => writeln!(out, "  records         {}", i.records),
+        };
+        let _ = writeln!(out, "  backlog         {backlog}");
         for (n, s) in &i.acks {
-            println!("  acked by {n:<7} {s}");
+            let _ = writeln!(out, "  acked by {n:<7} {s}");
         }
-        println!("  lost records    {}", i.counters.lost_records);
-        println!("  corrupt segs    {}", i.counters.corrupt_segments);
-        println!("  torn bytes cut  {}", i.counters.torn_bytes);
+        let _ = writeln!(out, "  lost records    {}", i.counters.lost_records);
+        let _ = writeln!(out, "  corrupt segs    {}", i.counters.corrupt_segments);
+        let _ = writeln!(out, "  torn bytes cut  {}", i.counters.torn_bytes);
         for p in &i.problems {
-            println!("  problem: {p}");
+            let _ = writeln!(out, "  problem: {p}");
         }
     }
-    Ok(())
+    emit(&out)
 }
 
 fn queue_dump(cfg: &Config, limit: Option<u64>) -> Result<(), String> {

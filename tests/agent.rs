@@ -175,6 +175,55 @@ fn a_broken_program_file_leaves_the_others_running() {
 }
 
 #[test]
+fn check_config_reports_every_program_file_problem() {
+    let agent = Agent::new(&[
+        ("1-good.conf", "[program:good]\ncommand=sleep 300\n"),
+        ("2-twin.conf", "[program:good]\ncommand=sleep 1\n"),
+        ("3-bad.conf", "[program:bad]\ncommand=sleep 300\nautorestart=sometimes\n"),
+    ]);
+    let out = agent.ctl_raw(&["check-config"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("3-bad.conf, line 3, key autorestart"), "{text}");
+    assert!(
+        text.contains("2-twin.conf: program \"good\" is defined here and in ") && text.contains("1-good.conf"),
+        "{text}"
+    );
+    assert!(text.contains("1 program"), "{text}");
+    std::fs::remove_file(agent.path().join("programs.d/2-twin.conf")).unwrap();
+    std::fs::remove_file(agent.path().join("programs.d/3-bad.conf")).unwrap();
+    let out = agent.ctl_raw(&["check-config"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn queue_stats_into_a_closed_pipe_is_not_a_crash() {
+    let mut agent = Agent::new(&[]);
+    agent.start();
+    let until = Instant::now() + Duration::from_secs(10);
+    while !agent.path().join("state/queue").exists() {
+        assert!(Instant::now() < until, "no queue");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for args in [&["queue", "stats"][..], &["queue", "dump"], &["check-config"]] {
+        // `gwe queue stats | head -0`: the reader is gone before the first write.
+        let (r, w) = nix::unistd::pipe().unwrap();
+        drop(r);
+        let out = Command::new(env!("CARGO_BIN_EXE_gwe"))
+            .arg("--config")
+            .arg(agent.path().join("gwe.toml"))
+            .args(args)
+            .stdout(Stdio::from(w))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn ctl_is_root_only_and_exit_codes_are_clear() {
     let mut agent = Agent::new(&[("a.conf", "[program:a]\ncommand=sleep 300\nstartsecs=0\n")]);
     assert_eq!(agent.ctl(&["status"]).status.code(), Some(4), "no agent: unreachable");

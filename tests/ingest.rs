@@ -133,6 +133,13 @@ fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
         assert_eq!(status, want, "{body}");
         assert!(body.contains(text), "{want}: {body:?} should mention {text:?}");
     }
+    // Many tiny points within max_body can still be more than one queue write takes: the
+    // answer names that limit (the default config's body cap, 64 KiB, of `a=1` pairs).
+    let many = start(65_536);
+    let body = vec!["a=1"; 16_000].join("&");
+    let (s, text) = post(many.server.local_addr(), "/onep:v1/stack/alias", cik(), &body);
+    assert_eq!(s, 413, "{text}");
+    assert!(text.contains("queue.batch_bytes") && text.contains("send fewer points"), "{text}");
     // A chunked body over the limit is refused too, without a Content-Length to go by.
     let big = "x".repeat(400);
     let chunked = format!("{:x}\r\na={big}\r\n0\r\n\r\n", big.len() + 2);

@@ -196,6 +196,50 @@ fn install_upgrade_refuse_roll_back_and_remove() {
 }
 
 #[test]
+fn a_refused_first_install_leaves_nothing_behind() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let rig = rig();
+    let apps = rig.dir.path().join("apps");
+    // No install.sh: the original required one, and so does gwe.
+    let p = package(&rig, "noscript", "1.0", &[("run.sh", 0o755, "#!/bin/sh\nsleep 60\n")], true);
+    let e = rig.inst.install(&p).unwrap_err();
+    assert!(e.to_string().contains("no install.sh"), "{e}");
+    assert!(!apps.join("noscript").exists(), "a refused install left apps/noscript behind");
+    // install.sh fails.
+    let p = package(&rig, "failing", "1.0", &[("install.sh", 0o755, "#!/bin/sh\nexit 3\n")], true);
+    assert!(rig.inst.install(&p).unwrap_err().to_string().contains("exited with 3"));
+    assert!(!apps.join("failing").exists(), "a failed install.sh left apps/failing behind");
+    // A PAX sparse file: a map of holes, not the file; refused, not unpacked as 512 bytes.
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([
+        ("GNU.sparse.major", &b"1"[..]),
+        ("GNU.sparse.minor", b"0"),
+        ("GNU.sparse.name", b"data.bin"),
+        ("GNU.sparse.realsize", b"1048576"),
+    ])
+    .unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_size(512);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(&mut h, "GNUSparseFile.0/data.bin", &[b'1'; 512][..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(10);
+    h.set_mode(0o755);
+    b.append_data(&mut h, "install.sh", &b"#!/bin/sh\n"[..]).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &b.into_inner().unwrap()).unwrap();
+    let sparse = rig.dir.path().join("incoming/sparse.v1.0.tar.gz");
+    std::fs::write(&sparse, gz.finish().unwrap()).unwrap();
+    package::sign(&sparse, &rig.key).unwrap();
+    let e = rig.inst.install(&sparse).unwrap_err();
+    assert!(e.to_string().contains("sparse file"), "{e}");
+    assert!(!apps.join("sparse").exists());
+    let left: Vec<_> = std::fs::read_dir(&apps).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.iter().all(|n| n.to_string_lossy().starts_with('.')), "apps/ holds {left:?}");
+}
+
+#[test]
 fn a_trial_interrupted_by_a_power_cut_is_resolved_at_start() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let rig = rig();

@@ -322,7 +322,10 @@ fn many_records_of_one_call_are_contiguous_and_acknowledged_together() {
     let got = drain(&q);
     assert_eq!(got[1..], [(2, b"a".to_vec()), (3, b"bb".to_vec()), (4, b"ccc".to_vec())]);
     let too_big = q.options().batch_bytes;
-    assert!(matches!(q.append_many(2, |_| too_big / 2 + 1, |_, _| {}), Err(QueueError::TooLarge { .. })));
+    let batch = q.append_many(too_big / 1000 + 1, |_| 1000, |_, _| {});
+    assert!(matches!(batch, Err(QueueError::BatchTooLarge { max, .. }) if max == too_big), "{batch:?}");
+    let one = q.options().max_record + 1;
+    assert!(matches!(q.append_many(1, |_| one, |_, _| {}), Err(QueueError::TooLarge { .. })));
 }
 
 #[test]

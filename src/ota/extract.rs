@@ -126,6 +126,15 @@ pub fn extract(archive: &Path, dest: &Path, limits: Limits) -> Result<Extracted,
             continue;
         }
         let rel = clean_relative(&raw).map_err(|why| refuse(&raw, why))?;
+        // A PAX sparse file (GNU.sparse.*) looks like a regular file whose data is a map of
+        // holes: unpacked as it is, it would be a wrong file, so it is refused.
+        if let Some(ext) = entry.pax_extensions().map_err(corrupt)? {
+            for e in ext {
+                if e.map_err(corrupt)?.key().is_ok_and(|k| k.starts_with("GNU.sparse")) {
+                    return Err(refuse(&raw, "sparse file (not supported in packages)"));
+                }
+            }
+        }
         // Nothing may be reached through a symlink of this archive.
         let mut prefix = PathBuf::new();
         for c in rel.parent().into_iter().flat_map(Path::components) {

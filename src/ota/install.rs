@@ -53,6 +53,8 @@ pub enum InstallError {
         why: String,
     },
     NotInstalled(String),
+    /// The package has no `install.sh` (the original Gateway Engine required one).
+    NoInstallScript,
     Io(String, io::Error),
 }
 
@@ -72,6 +74,9 @@ impl fmt::Display for InstallError {
                 None => write!(f, "version {version} did not stay up ({why}); removed, nothing to roll back to"),
             },
             Self::NotInstalled(n) => write!(f, "{n} is not installed"),
+            Self::NoInstallScript => {
+                write!(f, "the package has no install.sh at its top; every package needs one (it may be empty)")
+            }
             Self::Io(what, e) => write!(f, "{what}: {e}"),
         }
     }
@@ -174,9 +179,20 @@ impl Installer {
         if free < need {
             return Err(InstallError::NoSpace { need, free });
         }
-        let dir = self.store.stage(pkg, &name, self.limits).map_err(InstallError::Extract)?;
+        let dir = match self.store.stage(pkg, &name, self.limits) {
+            Ok(dir) => dir,
+            Err(e) => {
+                self.store.forget_if_empty(&name.name);
+                return Err(InstallError::Extract(e));
+            }
+        };
         let log = dir.join("install.log");
-        if dir.join("install.sh").exists() {
+        if !dir.join("install.sh").is_file() {
+            let _ = std::fs::remove_dir_all(&dir);
+            self.store.forget_if_empty(&name.name);
+            return Err(InstallError::NoInstallScript);
+        }
+        {
             let job = OneOff {
                 command: vec!["/bin/sh".into(), "./install.sh".into()],
                 dir: dir.clone(),
@@ -193,6 +209,7 @@ impl Installer {
             if let Some(result) = result {
                 let output = tail(&log, 4096);
                 let _ = std::fs::remove_dir_all(&dir);
+                self.store.forget_if_empty(&name.name);
                 return Err(InstallError::Script { result, output });
             }
         }
@@ -224,6 +241,7 @@ impl Installer {
         };
         if let Some(result) = result {
             let _ = std::fs::remove_dir_all(dir);
+            self.store.forget_if_empty(&name.name);
             return Err(InstallError::Script { result: format!("(the new agent's `gwe --version`) {result}"), output });
         }
         self.store.switch(&name.name, &name.version).map_err(|e| InstallError::Io("switching versions".into(), e))?;

@@ -158,6 +158,17 @@ impl AppStore {
         result
     }
 
+    /// After a refused first install: the app's directory holds no version that was ever
+    /// made current, so it goes (a refused install leaves nothing behind).
+    pub fn forget_if_empty(&self, name: &str) {
+        let d = self.app_dir(name);
+        let has_version = fs::read_dir(&d)
+            .is_ok_and(|mut rd| rd.any(|e| e.is_ok_and(|e| !e.file_name().to_string_lossy().starts_with(".staging-"))));
+        if !has_version && fs::remove_dir_all(&d).is_ok() {
+            let _ = fsio::sync_dir(&self.root);
+        }
+    }
+
     /// Makes `version` current, the old current previous, and marks it under trial.
     pub fn switch(&self, name: &str, version: &str) -> io::Result<()> {
         let d = self.app_dir(name);

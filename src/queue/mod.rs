@@ -71,6 +71,9 @@ impl Default for Options {
 pub enum QueueError {
     /// The record is {len} bytes; the queue takes at most {max}.
     TooLarge { len: usize, max: usize },
+    /// Records appended together take {len} bytes; one group commit takes at most {max}
+    /// (`queue.batch_bytes`).
+    BatchTooLarge { len: usize, max: usize },
     /// The queue holds its cap of {max} bytes and the policy is to reject.
     Full { max: u64 },
     /// The filesystem is full and nothing could be dropped.
@@ -87,6 +90,11 @@ impl fmt::Display for QueueError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::TooLarge { len, max } => write!(f, "record of {len} bytes is over the queue's maximum of {max}"),
+            Self::BatchTooLarge { len, max } => write!(
+                f,
+                "the request's records take {len} bytes in the queue, over the {max} bytes one write takes \
+                 (queue.batch_bytes): send fewer points per request"
+            ),
             Self::Full { max } => write!(f, "queue is full ({max} bytes) and its policy is to reject new records"),
             Self::DiskFull => write!(f, "the disk holding the queue is full and nothing could be dropped"),
             Self::Io { what, source } => write!(f, "queue I/O error: {what}: {source}"),
@@ -402,7 +410,7 @@ impl Queue {
             total += REC_HEADER_LEN + l;
         }
         if n == 0 || total > inner.opts.batch_bytes {
-            return Err(QueueError::TooLarge { len: total, max: inner.opts.batch_bytes });
+            return Err(QueueError::BatchTooLarge { len: total, max: inner.opts.batch_bytes });
         }
         let st = lock(&inner.state);
         let (st, gen, idx) = inner.reserve(st, n, total, len, fill)?;

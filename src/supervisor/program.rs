@@ -151,19 +151,29 @@ pub fn load_dir(dir: &Path, log_dir: &Path) -> Loaded {
             }
         }
     }
-    let mut seen = std::collections::HashSet::new();
+    // A name defined twice: the first file (in name order) keeps it, and the other file is
+    // reported as an error naming both, so neither `gwe check-config` nor the log is silent.
+    let mut seen = std::collections::HashMap::new();
     let mut dupes = Vec::new();
-    out.programs.retain(|p| {
-        let fresh = seen.insert(p.name.clone());
-        if !fresh {
+    out.programs.retain(|p| match seen.entry(p.name.clone()) {
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(p.source.clone());
+            true
+        }
+        std::collections::hash_map::Entry::Occupied(first) => {
             dupes.push(ProgramError {
                 file: p.source.clone(),
                 line: None,
                 key: None,
-                message: format!("program {:?} is defined twice; this one is ignored", p.name),
+                message: format!(
+                    "program {:?} is defined here and in {}; the first (in file name order) is used, \
+                     this one is ignored: rename one",
+                    p.name,
+                    first.get().display()
+                ),
             });
+            false
         }
-        fresh
     });
     out.errors.extend(dupes);
     out
