@@ -74,6 +74,22 @@ pub fn lean_malloc() {
     }
 }
 
+/// Raises the soft limit on open files to the hard one: the local API may hold up to
+/// `Limits::max_conns` (1,024) connections beside the agent's own files, and a BusyBox
+/// or systemd default soft limit is often 1,024.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 && lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: setrlimit reads the struct; raising a soft limit up to the hard one is
+        // always allowed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            log::warn!("raising the open-file limit: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
 /// Gives the heap's free pages back to the system. glibc returns only the top of the heap by
 /// itself; the pages of chunks freed below a live one (what starting up, activating or a big
 /// batch used for a moment) stay resident until this. Called after each telemetry report.

@@ -56,6 +56,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { daemon } => {
             gwe::agent::lean_malloc();
+            gwe::agent::raise_fd_limit();
             let level = config::log_level(&cfg.log.level).unwrap_or(log::LevelFilter::Info);
             logging::init(if daemon { Target::Syslog } else { Target::Stderr }, level);
             let deadline = std::time::Duration::from_secs(cfg.ota.self_update_deadline_secs);

@@ -3,14 +3,17 @@
 //! in the queue. Bad requests get a 4xx naming the problem and touch nothing.
 
 use std::borrow::Cow;
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use gwe_wire::{form, point};
-use tiny_http::{Header, Method, Request, Response, Server};
+
+pub mod http;
+
+pub use http::Reply;
+use http::{Limits, Request, Server};
 
 use crate::identity::Identity;
 use crate::queue::{Queue, QueueError};
@@ -26,66 +29,29 @@ pub struct Ingest {
     pub usage: Option<Arc<crate::usage::Usage>>,
 }
 
-/// A running server; stops its threads when shut down or dropped.
+/// The running local API (`http::Server`); stops when shut down or dropped.
 pub struct IngestServer {
-    server: Arc<Server>,
-    threads: Vec<JoinHandle<()>>,
-    addr: SocketAddr,
+    server: Server,
 }
 
 impl IngestServer {
-    /// Binds `addr` and answers requests on `threads` threads.
+    /// Binds `addr` and answers requests on `threads` worker threads.
     pub fn start(addr: SocketAddr, threads: usize, ingest: Arc<Ingest>) -> io::Result<Self> {
-        let server = Server::http(addr)
-            .map_err(|e| io::Error::new(io::ErrorKind::AddrInUse, format!("ingest API on {addr}: {e}")))?;
-        let server = Arc::new(server);
-        let addr = server.server_addr().to_ip().unwrap_or(addr);
-        let mut handles = Vec::with_capacity(threads);
-        for i in 0..threads {
-            let (server, ingest) = (server.clone(), ingest.clone());
-            let h = std::thread::Builder::new().name(format!("ingest-{i}")).spawn(move || {
-                while let Ok(mut rq) = server.recv() {
-                    let reply = ingest.handle(&mut rq);
-                    if let Err(e) = rq.respond(reply.into_response()) {
-                        log::debug!("ingest: answering a client failed: {e}");
-                    }
-                }
-            })?;
-            handles.push(h);
-        }
-        log::info!("ingest API listening on {addr}");
-        Ok(Self { server, threads: handles, addr })
+        let limits = Limits::with_body(ingest.max_body);
+        let handler = move |rq: &Request| ingest.handle(rq);
+        let server = Server::start(addr, threads, limits, Arc::new(handler))
+            .map_err(|e| io::Error::new(e.kind(), format!("ingest API on {addr}: {e}")))?;
+        log::info!("ingest API listening on {}", server.local_addr());
+        Ok(Self { server })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.server.local_addr()
     }
 
-    pub fn shutdown(mut self) {
-        self.stop();
+    pub fn shutdown(self) {
+        drop(self);
     }
-
-    fn stop(&mut self) {
-        for _ in 0..self.threads.len() {
-            self.server.unblock();
-        }
-        for h in self.threads.drain(..) {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for IngestServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// A status and a short text body.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Reply {
-    pub status: u16,
-    pub body: String,
 }
 
 impl Reply {
@@ -95,18 +61,6 @@ impl Reply {
 
     fn no_content() -> Self {
         Self::new(204, "")
-    }
-
-    fn into_response(self) -> Response<io::Cursor<Vec<u8>>> {
-        let mut body = self.body.into_bytes();
-        if !body.is_empty() && !body.ends_with(b"\n") && self.status >= 400 {
-            body.push(b'\n');
-        }
-        let mut r = Response::from_data(body).with_status_code(self.status);
-        if let Ok(h) = Header::from_bytes("Content-Type", "text/plain; charset=utf-8") {
-            r.add_header(h);
-        }
-        r
     }
 }
 
@@ -127,19 +81,18 @@ struct Pt<'a> {
 
 impl Ingest {
     /// Answers one request.
-    pub fn handle(&self, rq: &mut Request) -> Reply {
-        let url = rq.url().to_string();
-        let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
-        let is_post = *rq.method() == Method::Post;
+    pub fn handle(&self, rq: &Request) -> Reply {
+        let (path, query) = rq.target.split_once('?').unwrap_or((rq.target.as_str(), ""));
+        let is_post = rq.method == "POST";
         match path {
-            "/timestamp" if *rq.method() == Method::Get => Reply::new(200, now().to_string()),
+            "/timestamp" if rq.method == "GET" => Reply::new(200, now().to_string()),
             ALIAS_PATH if !query.is_empty() => {
                 Reply::new(400, "reads are not served by the local queue; ask the cloud")
             }
             ACTIVATE_PATH | ALIAS_PATH | RECORD_PATH if !is_post => Reply::new(405, format!("{path} takes POST")),
-            ACTIVATE_PATH => self.body(rq).map_or_else(|r| r, |b| self.activate(&b)),
-            ALIAS_PATH => self.authed_body(rq).map_or_else(|r| r, |b| self.write(&b)),
-            RECORD_PATH => self.authed_body(rq).map_or_else(|r| r, |b| self.record(None, &b)),
+            ACTIVATE_PATH => self.body(rq).map_or_else(|r| r, |b| self.activate(b)),
+            ALIAS_PATH => self.authed_body(rq).map_or_else(|r| r, |b| self.write(b)),
+            RECORD_PATH => self.authed_body(rq).map_or_else(|r| r, |b| self.record(None, b)),
             p if p.starts_with(ALIAS_PATH) && p.as_bytes().get(ALIAS_PATH.len()) == Some(&b'/') => {
                 if !is_post {
                     return Reply::new(405, format!("{p} takes POST"));
@@ -147,25 +100,24 @@ impl Ingest {
                 let raw = &p[ALIAS_PATH.len() + 1..];
                 let alias: String =
                     form_urlencoded::parse(format!("a={raw}").as_bytes()).map(|(_, v)| v.into_owned()).collect();
-                self.authed_body(rq).map_or_else(|r| r, |b| self.record(Some(&alias), &b))
+                self.authed_body(rq).map_or_else(|r| r, |b| self.record(Some(&alias), b))
             }
             _ => Reply::new(404, format!("no such path: {path}")),
         }
     }
 
-    fn authed_body(&self, rq: &mut Request) -> Result<Vec<u8>, Reply> {
+    fn authed_body<'r>(&self, rq: &'r Request) -> Result<&'r [u8], Reply> {
         self.authorize(rq)?;
         let body = self.body(rq)?;
         if let Some(u) = &self.usage {
-            let app = rq.headers().iter().find(|h| h.field.equiv("X-GWE-App")).map(|h| h.value.as_str().trim());
+            let app = rq.header("X-GWE-App");
             u.app(app.filter(|a| !a.is_empty() && a.len() <= 64).unwrap_or("unnamed"), body.len() as u64);
         }
         Ok(body)
     }
 
     fn authorize(&self, rq: &Request) -> Result<(), Reply> {
-        let header =
-            |name: &'static str| rq.headers().iter().find(|h| h.field.equiv(name)).map(|h| h.value.as_str().trim());
+        let header = |name: &'static str| rq.header(name);
         if let Some(cik) = header("X-Exosite-CIK") {
             return if cik == self.token {
                 Ok(())
@@ -187,21 +139,13 @@ impl Ingest {
         Err(Reply::new(401, "missing X-Exosite-CIK (or X-Exosite-VMS) header"))
     }
 
-    fn body(&self, rq: &mut Request) -> Result<Vec<u8>, Reply> {
-        let ct = rq.headers().iter().find(|h| h.field.equiv("Content-Type")).map(|h| h.value.as_str());
-        form::content_type(ct).map_err(Reply::from)?;
-        let too_big = || Reply::new(413, format!("body is over the limit of {} bytes", self.max_body));
-        if rq.body_length().is_some_and(|n| n > self.max_body) {
-            return Err(too_big());
+    /// The form body (the server already held it to `max_body`).
+    fn body<'r>(&self, rq: &'r Request) -> Result<&'r [u8], Reply> {
+        form::content_type(rq.header("Content-Type")).map_err(Reply::from)?;
+        if rq.body.len() > self.max_body {
+            return Err(Reply::new(413, format!("body is over the limit of {} bytes", self.max_body)));
         }
-        let mut body = Vec::with_capacity(rq.body_length().unwrap_or(0));
-        if let Err(e) = rq.as_reader().take(self.max_body as u64 + 1).read_to_end(&mut body) {
-            return Err(Reply::new(400, format!("reading the body failed: {e}")));
-        }
-        if body.len() > self.max_body {
-            return Err(too_big());
-        }
-        Ok(body)
+        Ok(&rq.body)
     }
 
     fn activate(&self, body: &[u8]) -> Reply {
