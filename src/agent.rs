@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use crate::cloud::Cloud;
@@ -112,7 +112,7 @@ pub enum Ended {
 
 /// Runs until SIGTERM or SIGINT, or until a new agent is installed (SIGUSR1 to itself).
 pub fn run(cfg: &Config) -> Result<Ended, StartError> {
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR1]).map_err(StartError::Signals)?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR1, SIGHUP]).map_err(StartError::Signals)?;
     let identity =
         Identity::resolve(&cfg.device, std::path::Path::new("/sys/class/net")).map_err(StartError::Identity)?;
     let edge_on = cfg.edge.enabled && !cfg.cloud.url.is_empty();
@@ -134,9 +134,15 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
         token,
         max_body: cfg.ingest.max_body,
         usage: Some(usage.clone()),
+        reread: std::sync::OnceLock::new(),
     });
-    let server = IngestServer::start(cfg.ingest.listen, cfg.ingest.threads, ingest).map_err(StartError::Ingest)?;
+    let server =
+        IngestServer::start(cfg.ingest.listen, cfg.ingest.threads, ingest.clone()).map_err(StartError::Ingest)?;
     let apps = start_apps(cfg)?;
+    {
+        let apps = apps.clone();
+        let _ = ingest.reread.set(Box::new(move || apps.apply()));
+    }
     let socket = ctl::serve(&cfg.paths.run_dir, apps.clone()).map_err(StartError::Supervisor)?;
     let stop = Arc::new(Stop::default());
     let mut threads = Vec::new();
@@ -212,12 +218,22 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
         threads.push(check.start(stop.clone()).map_err(StartError::Supervisor)?);
     }
     let mut ended = Ended::Stopped;
-    if let Some(sig) = signals.forever().next() {
-        if sig == SIGUSR1 {
-            ended = Ended::Restart;
-            log::info!("a new agent was installed: stopping to restart into it");
-        } else {
-            log::info!("signal {sig}: stopping");
+    for sig in signals.forever() {
+        match sig {
+            // As supervisord's: read the program files again and apply the changes.
+            SIGHUP => {
+                let started = apps.apply();
+                log::info!("SIGHUP: program files read again; {} programs start by themselves", started.len());
+            }
+            SIGUSR1 => {
+                ended = Ended::Restart;
+                log::info!("a new agent was installed: stopping to restart into it");
+                break;
+            }
+            _ => {
+                log::info!("signal {sig}: stopping");
+                break;
+            }
         }
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);

@@ -17,7 +17,8 @@ commands:
   ctl start|stop|restart NAME   control one app; waits until it is RUNNING or STOPPED
   ctl tail NAME [BYTES]         the end of an app's log
   app list                      installed app versions (talks to the running agent)
-  app install FILE              install or update from NAME.vVERSION.tar.gz (+ .sig)
+  app install FILE|DIR          install or update from NAME.vVERSION.tar.gz (+ .sig), or the
+                                newest package of each app in DIR (a USB stick, say)
   app remove|rollback NAME      remove an app, or go back to its previous version
   pkg keygen PATH               make a signing key (PATH, 0600) and its public key (PATH.pub)
   pkg sign FILE --key PATH      sign a package: writes FILE.sig

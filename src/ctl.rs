@@ -101,6 +101,32 @@ fn app_answer(req: &str, apps: &Installer) -> Value {
     let failed = |e: InstallError| json!({"ok": false, "error": e.to_string()});
     match req.split_once(' ').unwrap_or((req, "")) {
         ("list", "") => json!({"ok": true, "installed": apps.store.list()}),
+        // A directory (a USB stick, say): the newest package of each app in it.
+        ("install", path) if Path::new(path).is_dir() => {
+            let results = apps.install_dir(Path::new(path), false);
+            if results.is_empty() {
+                return json!({"ok": false, "error": format!("{path} holds no NAME.vVERSION.tar.gz package")});
+            }
+            let ok = results.iter().all(|(_, r)| r.is_ok());
+            let restart = results.iter().any(|(_, r)| {
+                r.as_ref().is_ok_and(|r| r.name == crate::ota::selfupdate::AGENT && r.output != "already installed")
+            });
+            let mut output = String::new();
+            let mut installed = Vec::new();
+            let mut failures = Vec::new();
+            for (p, r) in &results {
+                let file = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                match r {
+                    Ok(r) => {
+                        output.push_str(&format!("{file}: installed {} {}\n", r.name, r.version));
+                        installed.push(apps.store.get(&r.name));
+                    }
+                    Err(e) => failures.push(format!("{file}: {e}")),
+                }
+            }
+            json!({"ok": ok, "report": {"output": output}, "installed": installed, "restart": restart,
+                   "error": failures.join("; ")})
+        }
         // The path is the rest of the line, so it may hold spaces.
         ("install", path) if !path.is_empty() => match apps.install(Path::new(path)) {
             Ok(r) => {

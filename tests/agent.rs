@@ -224,6 +224,19 @@ fn queue_stats_into_a_closed_pipe_is_not_a_crash() {
 }
 
 #[test]
+fn sighup_reads_the_program_files_again() {
+    let mut agent = Agent::new(&[("a.conf", "[program:a]\ncommand=sleep 300\nstartsecs=0\n")]);
+    agent.start();
+    agent.wait_running("a");
+    std::fs::write(agent.path().join("programs.d/b.conf"), "[program:b]\ncommand=sleep 300\nstartsecs=0\n").unwrap();
+    let pid = agent.child.as_ref().unwrap().id() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP).unwrap();
+    agent.wait_running("b");
+    agent.wait_running("a");
+    assert!(agent.child.as_mut().unwrap().try_wait().unwrap().is_none(), "SIGHUP must not stop the agent");
+}
+
+#[test]
 fn ctl_is_root_only_and_exit_codes_are_clear() {
     let mut agent = Agent::new(&[("a.conf", "[program:a]\ncommand=sleep 300\nstartsecs=0\n")]);
     assert_eq!(agent.ctl(&["status"]).status.code(), Some(4), "no agent: unreachable");
@@ -315,6 +328,34 @@ fn apps_installed_with_gwe_app_install_come_back_after_a_restart() {
     assert_ne!(first["pid"], again["pid"]);
     let list = agent.ctl_raw(&["app", "list"]);
     assert!(String::from_utf8_lossy(&list.stdout).contains("meter"), "{}", String::from_utf8_lossy(&list.stdout));
+
+    // Without the hub: a directory (a USB stick, say) with several versions of the app and
+    // a stray file; the newest version is installed, by the same checks.
+    let usb = d.join("usb");
+    std::fs::create_dir(&usb).unwrap();
+    for v in ["1.9", "1.10"] {
+        let p = usb.join(format!("meter.v{v}.tar.gz"));
+        assert!(Command::new("tar").arg("-C").arg(&src).arg("-czf").arg(&p).arg(".").status().unwrap().success());
+        assert!(gwe(&["pkg", "sign", p.to_str().unwrap(), "--key", key.to_str().unwrap()]).status.success());
+    }
+    std::fs::write(usb.join("README.txt"), "not a package").unwrap();
+    let out = agent.ctl_raw(&["app", "install", usb.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("meter.v1.10.tar.gz: installed meter 1.10") && text.contains("current 1.10"), "{text}");
+    // An unsigned package on the stick is refused like any other, and says so.
+    std::fs::copy(usb.join("meter.v1.10.tar.gz"), usb.join("meter.v2.0.tar.gz")).unwrap();
+    let out = agent.ctl_raw(&["app", "install", usb.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("meter.v2.0.tar.gz"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let empty = d.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = agent.ctl_raw(&["app", "install", empty.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no NAME.vVERSION.tar.gz package"));
 }
 
 #[test]

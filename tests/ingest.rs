@@ -23,7 +23,15 @@ fn start(max_body: usize) -> Fixture {
     let qdir = dir.path().join("queue");
     let queue = Queue::open(&qdir, Options { consumers: vec!["fwd".into()], ..Options::default() }).unwrap();
     let identity = Identity { vendor: "acme".into(), model: "gw1".into(), serial: "SN-7".into() };
-    let ingest = Arc::new(Ingest { queue, identity, token: TOKEN.into(), max_body, usage: None });
+    let ingest = Arc::new(Ingest {
+        queue,
+        identity,
+        token: TOKEN.into(),
+        max_body,
+        usage: None,
+        reread: std::sync::OnceLock::new(),
+    });
+    let _ = ingest.reread.set(Box::new(|| vec!["a".to_string(), "b".to_string()]));
     let server = IngestServer::start("127.0.0.1:0".parse().unwrap(), 2, ingest).unwrap();
     Fixture { _dir: dir, qdir, server }
 }
@@ -103,6 +111,8 @@ fn writes_and_records_are_durable_when_answered() {
             (1_700_000_002, "press".into(), "1013".into())
         ]
     );
+    let (s, text) = send(a, "POST /reread HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n", b"");
+    assert_eq!((s, text.as_str()), (200, "program files read again; 2 programs run"));
     let (s, ts) = send(a, "GET /timestamp HTTP/1.1\r\nHost: x\r\n", b"");
     assert_eq!(s, 200);
     assert!(ts.trim().parse::<i64>().unwrap() > 1_700_000_000);

@@ -217,7 +217,8 @@ fn refuse(mut stream: TcpStream, status: u16, why: &str) {
     let _ = respond(&mut stream, &Reply { status, body: why.into() }, false);
 }
 
-enum Parsed {
+/// What the start of a connection's buffer holds (public for the fuzz target).
+pub enum Parsed {
     /// More bytes are needed.
     Partial,
     /// A whole request, and how many bytes of the buffer it took.
@@ -227,8 +228,9 @@ enum Parsed {
     Refused(u16, String),
 }
 
-/// Reads a request out of the start of `buf`, within `limits`.
-fn parse(buf: &[u8], limits: &Limits, continued: bool) -> Parsed {
+/// Reads a request out of the start of `buf`, within `limits`; `continued`: a `100
+/// Continue` was sent for it already.
+pub fn parse(buf: &[u8], limits: &Limits, continued: bool) -> Parsed {
     let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
     let mut rq = httparse::Request::new(&mut headers);
     let head_len = match rq.parse(buf) {

@@ -27,6 +27,9 @@ pub struct Ingest {
     pub max_body: usize,
     /// Counts what each app sends (named by its `X-GWE-App` header), for usage_report.
     pub usage: Option<Arc<crate::usage::Usage>>,
+    /// `POST /reread` (GMQ's): reads the program files again and applies them; returns the
+    /// programs that start by themselves. Set once the supervisor runs.
+    pub reread: std::sync::OnceLock<Box<dyn Fn() -> Vec<String> + Send + Sync>>,
 }
 
 /// The running local API (`http::Server`); stops when shut down or dropped.
@@ -86,6 +89,14 @@ impl Ingest {
         let is_post = rq.method == "POST";
         match path {
             "/timestamp" if rq.method == "GET" => Reply::new(200, now().to_string()),
+            "/reread" if is_post => match self.reread.get() {
+                Some(reread) => {
+                    let started = reread();
+                    Reply::new(200, format!("program files read again; {} programs run", started.len()))
+                }
+                None => Reply::new(503, "the supervisor is starting; try again"),
+            },
+            "/reread" => Reply::new(405, "/reread takes POST"),
             ALIAS_PATH if !query.is_empty() => {
                 Reply::new(400, "reads are not served by the local queue; ask the cloud")
             }

@@ -93,6 +93,43 @@ pub struct Report {
     pub output: String,
 }
 
+/// Orders versions as people read them: runs of digits by their value, the rest by
+/// bytes (`1.10` after `1.9`, `2.0-rc1` before `2.0-rc2`).
+pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn runs(s: &str) -> impl Iterator<Item = (bool, &str)> {
+        let mut rest = s;
+        std::iter::from_fn(move || {
+            let first = rest.chars().next()?;
+            let digit = first.is_ascii_digit();
+            let end = rest.find(|c: char| c.is_ascii_digit() != digit).unwrap_or(rest.len());
+            let (run, tail) = rest.split_at(end);
+            rest = tail;
+            Some((digit, run))
+        })
+    }
+    let (mut x, mut y) = (runs(a), runs(b));
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some((true, p)), Some((true, q))) => {
+                let (p, q) = (p.trim_start_matches('0'), q.trim_start_matches('0'));
+                let o = p.len().cmp(&q.len()).then_with(|| p.cmp(q));
+                if o.is_ne() {
+                    return o;
+                }
+            }
+            (Some((_, p)), Some((_, q))) => {
+                let o = p.cmp(q);
+                if o.is_ne() {
+                    return o;
+                }
+            }
+        }
+    }
+}
+
 /// Uncompressed size a gzip file declares (its last 4 bytes, modulo 4 GiB).
 fn gzip_isize(path: &Path) -> io::Result<u64> {
     let mut f = std::fs::File::open(path)?;
@@ -291,24 +328,38 @@ impl Installer {
     /// Installs the packages baked into the image (`preinstall_dir`) that are not installed
     /// yet: a factory image's apps, through the normal install path.
     pub fn preinstall(&self, dir: &Path) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
-        let mut pkgs: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.to_string_lossy().ends_with(".tar.gz"))
-            .collect();
-        pkgs.sort();
-        for p in pkgs {
-            let Some(name) = p.file_name().and_then(|n| PackageName::parse(&n.to_string_lossy()).ok()) else {
-                continue;
-            };
-            if self.store.get(&name.name).current.is_some() {
-                continue; // installed before (perhaps updated since): the image's copy is not news
-            }
-            match self.install(&p) {
+        for (p, r) in self.install_dir(dir, true) {
+            match r {
                 Ok(r) => log::info!("preinstalled {} {}", r.name, r.version),
                 Err(e) => log::error!("preinstalling {}: {e}", p.display()),
             }
         }
+    }
+
+    /// `gwe app install DIR` (a local directory, a mounted USB stick): of every app with
+    /// packages in `dir`, its highest version (`version_cmp`), through the normal install
+    /// path (signature, unpacking, install.sh, trial). `only_new`: pass over apps installed
+    /// already (the image's preinstall step: the image's copy is not news).
+    pub fn install_dir(&self, dir: &Path, only_new: bool) -> Vec<(PathBuf, Result<Report, InstallError>)> {
+        let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+        let mut newest: std::collections::BTreeMap<String, (String, PathBuf)> = std::collections::BTreeMap::new();
+        for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            let Some(name) = p.file_name().and_then(|n| PackageName::parse(&n.to_string_lossy()).ok()) else {
+                continue;
+            };
+            let newer = newest.get(&name.name).is_none_or(|(v, _)| version_cmp(&name.version, v).is_gt());
+            if newer {
+                newest.insert(name.name, (name.version, p));
+            }
+        }
+        newest
+            .into_iter()
+            .filter(|(app, _)| !only_new || self.store.get(app).current.is_none())
+            .map(|(_, (_, p))| {
+                let r = self.install(&p);
+                (p, r)
+            })
+            .collect()
     }
 
     /// `gwe app rollback NAME`: back to the previous version.
@@ -336,5 +387,25 @@ impl Installer {
         self.store.remove(name).map_err(|e| InstallError::Io(format!("removing {name}"), e))?;
         self.apply();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_order_as_people_read_them() {
+        use std::cmp::Ordering::*;
+        for (a, b, o) in [
+            ("1.10", "1.9", Greater),
+            ("2.0", "2.0", Equal),
+            ("2.0-rc1", "2.0-rc2", Less),
+            ("1.0.1", "1.0", Greater),
+            ("01.2", "1.2", Equal),
+            ("1.2a", "1.2b", Less),
+        ] {
+            assert_eq!(version_cmp(a, b), o, "{a} vs {b}");
+        }
     }
 }

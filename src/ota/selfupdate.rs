@@ -221,7 +221,8 @@ fn stop_child(child: &mut std::process::Child) {
     let _ = child.wait();
 }
 
-/// SIGTERM, SIGINT and SIGHUP to the launcher go to the agent it runs.
+/// SIGTERM, SIGINT and SIGHUP to the launcher go to the agent it runs. SIGHUP only asks
+/// the agent to read its program files again: the launcher is not stopping then.
 fn forward_signals(stopping: Arc<std::sync::atomic::AtomicBool>) {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -229,7 +230,9 @@ fn forward_signals(stopping: Arc<std::sync::atomic::AtomicBool>) {
         let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) else { return };
         let _ = std::thread::Builder::new().name("launcher-signals".into()).spawn(move || {
             for sig in signals.forever() {
-                stopping.store(true, Ordering::SeqCst);
+                if sig != SIGHUP {
+                    stopping.store(true, Ordering::SeqCst);
+                }
                 let pid = CHILD.load(Ordering::SeqCst);
                 if pid > 0 {
                     if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
