@@ -31,10 +31,13 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 if [ ! -f hub/tests/browser/node_modules/axe-core/axe.min.js ]; then
   npm ci --prefix hub/tests/browser --no-audit --no-fund
 fi
-# The vendors' own device clients, unmodified, from PyPI (hub/tests/murano_client.rs).
+# The vendors' own device clients, unmodified, from PyPI (hub/tests/murano_client.rs,
+# hub/tests/arrowhead_client.rs); installed again only when the requirements change.
 venv=hub/tests/clients/venv
-if ! "$venv/bin/pip" freeze 2>/dev/null | grep -qxF -f hub/tests/clients/requirements.txt; then
+want=$(sha256sum hub/tests/clients/requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$want" ]; then
   command -v python3 >/dev/null || { apt-get update -qq; apt-get install -y -qq python3; }
   python3 -m venv "$venv" 2>/dev/null || { apt-get update -qq; apt-get install -y -qq python3-venv; python3 -m venv "$venv"; }
   "$venv/bin/pip" install -q -r hub/tests/clients/requirements.txt
+  echo "$want" > "$venv/.requirements"
 fi

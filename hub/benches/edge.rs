@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::agent::{wait_for, Agent};
-use common::{Backend, Client, HubProc};
+use common::{Backend, Client, HubOpts, HubProc};
 use serde_json::{json, Value};
 
 const NAMES: [&str; 10] = ["e0", "e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8", "e9"];
@@ -57,7 +57,8 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 fn run(backend: Backend, points: usize, commands: usize, poll_ms: u64) {
     let dir = tempfile::tempdir().unwrap();
     let db = common::db_url(backend, dir.path());
-    let hub = Arc::new(HubProc::start(&db, dir.path()));
+    let opts = HubOpts { db: &db, dir: dir.path(), port: 0, tls: None, extra: &["--system-name", "gwe-hub"] };
+    let hub = Arc::new(HubProc::start_with(opts));
     let c = Client::new(hub.clone());
     let dev = c.whitelist("acme", "gw1", "BENCH");
     let sections = format!("[edge]\npoll_ms = {poll_ms}\ndiscovery_secs = 60\n");

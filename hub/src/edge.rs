@@ -15,12 +15,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use gwe_wire::arrowhead::{
-    Interface, OrchestrationRequest, OrchestrationResponse, OrchestrationResult, QueryResponse, RegisterRequest,
-    RegistryEntry, ServiceDefinition, ServiceQuery, System, INTERFACE_HTTPS_JSON, INTERFACE_HTTP_JSON,
-};
+use gwe_wire::arrowhead::{RegisterRequest, System, INTERFACE_HTTPS_JSON, INTERFACE_HTTP_JSON};
 use gwe_wire::edge::{self, Batch, BatchAck, CtrlUpdate};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
@@ -28,7 +25,7 @@ use serde_json::json;
 use sha2::Sha256;
 
 use crate::operator::{check_operator, json_body};
-use crate::store::ServiceRow;
+use crate::registry::checked_name;
 use crate::{err, now_ms, ApiError, Hub};
 
 /// How this hub shows itself in the service registry, and the shared token secret.
@@ -44,6 +41,9 @@ pub struct EdgeSettings {
     pub secret: Vec<u8>,
     /// Lifetime of the orchestrator's authorization tokens.
     pub token_secs: i64,
+    /// Arrowhead's insecure mode (`--arrowhead-insecure`): anyone may register, and a
+    /// requester is who it says it is (`registry.rs`).
+    pub open_registry: bool,
 }
 
 impl EdgeSettings {
@@ -59,6 +59,7 @@ impl EdgeSettings {
             group: None,
             secret,
             token_secs: 3600,
+            open_registry: false,
         }
     }
 
@@ -66,10 +67,11 @@ impl EdgeSettings {
     pub fn services(&self) -> Vec<RegisterRequest> {
         let iface = if self.tls { INTERFACE_HTTPS_JSON } else { INTERFACE_HTTP_JSON };
         [
-            (edge::SERVICE_BATCH, "/edge/batch", "TOKEN"),
-            (edge::SERVICE_CTRLPOLL, "/edge/ctrlpoll", "TOKEN"),
-            (edge::SERVICE_CTRLUPDATE, "/edge/ctrlupdate", "TOKEN"),
-            (edge::SERVICE_CMD, "/edge/cmd", "CERTIFICATE"),
+            // Without a leading '/': Arrowhead's clients join `address:port/` and the URI.
+            (edge::SERVICE_BATCH, "edge/batch", "TOKEN"),
+            (edge::SERVICE_CTRLPOLL, "edge/ctrlpoll", "TOKEN"),
+            (edge::SERVICE_CTRLUPDATE, "edge/ctrlupdate", "TOKEN"),
+            (edge::SERVICE_CMD, "edge/cmd", "CERTIFICATE"),
         ]
         .into_iter()
         .map(|(def, uri, secure)| {
@@ -80,11 +82,10 @@ impl EdgeSettings {
             RegisterRequest {
                 service_definition: def.into(),
                 provider_system: System {
-                    id: None,
                     system_name: self.system_name.clone(),
                     address: self.address.clone(),
                     port: self.port,
-                    authentication_info: None,
+                    ..System::default()
                 },
                 service_uri: uri.into(),
                 end_of_validity: None,
@@ -137,10 +138,6 @@ impl EdgeSettings {
 
 pub fn routes() -> Router<Arc<Hub>> {
     Router::new()
-        .route("/serviceregistry/register", post(register))
-        .route("/serviceregistry/query", post(query))
-        .route("/serviceregistry/unregister", delete(unregister))
-        .route("/orchestrator/orchestration", post(orchestration))
         .route("/edge/batch", post(batch))
         .route("/edge/ctrlpoll", get(ctrlpoll))
         .route("/edge/ctrlupdate", post(ctrlupdate))
@@ -150,193 +147,6 @@ pub fn routes() -> Router<Arc<Hub>> {
 }
 
 type ApiResult = Result<Response, ApiError>;
-
-fn entry(s: &ServiceRow) -> RegistryEntry {
-    RegistryEntry {
-        id: s.id,
-        service_definition: ServiceDefinition { id: 0, service_definition: s.definition.clone() },
-        provider: System {
-            id: None,
-            system_name: s.system_name.clone(),
-            address: s.address.clone(),
-            port: s.port as u16,
-            authentication_info: None,
-        },
-        service_uri: s.service_uri.clone(),
-        end_of_validity: s.end_of_validity.clone(),
-        secure: s.secure.clone(),
-        metadata: s.metadata.clone(),
-        version: s.version,
-        interfaces: s
-            .interfaces
-            .iter()
-            .enumerate()
-            .map(|(i, n)| Interface { id: i as i64 + 1, interface_name: n.clone() })
-            .collect(),
-    }
-}
-
-fn checked_name(what: &str, v: &str) -> Result<(), ApiError> {
-    if v.is_empty() || v.len() > 255 || v.chars().any(|c| c.is_control()) {
-        return Err(err(StatusCode::BAD_REQUEST, format!("{what} must be 1 to 255 printable characters")));
-    }
-    Ok(())
-}
-
-/// Adds this hub's own services to the registry it keeps.
-pub async fn register_own(hub: &Hub) -> Result<(), String> {
-    for r in hub.edge.services() {
-        hub.store.register_service(&row_of(&r)).await.map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
-
-pub fn row_of(r: &RegisterRequest) -> ServiceRow {
-    ServiceRow {
-        id: 0,
-        definition: r.service_definition.to_lowercase(),
-        system_name: r.provider_system.system_name.clone(),
-        address: r.provider_system.address.clone(),
-        port: i64::from(r.provider_system.port),
-        service_uri: r.service_uri.clone(),
-        secure: r.secure.clone(),
-        interfaces: r.interfaces.iter().map(|i| i.to_uppercase()).collect(),
-        version: r.version,
-        metadata: r.metadata.clone(),
-        end_of_validity: r.end_of_validity.clone(),
-    }
-}
-
-async fn register(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    check_operator(&hub, &headers)?;
-    let r: RegisterRequest = json_body(&body)?;
-    checked_name("serviceDefinition", &r.service_definition)?;
-    checked_name("providerSystem.systemName", &r.provider_system.system_name)?;
-    checked_name("providerSystem.address", &r.provider_system.address)?;
-    if r.provider_system.port == 0 {
-        return Err(err(StatusCode::BAD_REQUEST, "providerSystem.port must be 1 to 65535"));
-    }
-    if !r.service_uri.starts_with('/') {
-        return Err(err(StatusCode::BAD_REQUEST, "serviceUri must start with /"));
-    }
-    if r.interfaces.is_empty() {
-        return Err(err(StatusCode::BAD_REQUEST, "interfaces must name at least one interface"));
-    }
-    if !["NOT_SECURE", "CERTIFICATE", "TOKEN"].contains(&r.secure.as_str()) {
-        return Err(err(StatusCode::BAD_REQUEST, "secure must be NOT_SECURE, CERTIFICATE or TOKEN"));
-    }
-    let mut row = row_of(&r);
-    row.id = hub.store.register_service(&row).await?;
-    Ok((StatusCode::CREATED, Json(entry(&row))).into_response())
-}
-
-/// The registered providers matching a query (and flags), in registration order.
-async fn matching(hub: &Hub, q: &ServiceQuery, metadata_search: bool) -> Result<(Vec<ServiceRow>, usize), ApiError> {
-    checked_name("serviceDefinitionRequirement", &q.service_definition_requirement)?;
-    let all = hub.store.services(&q.service_definition_requirement.to_lowercase()).await?;
-    let hits = all.len();
-    let found = all
-        .into_iter()
-        .filter(|s| {
-            q.interface_requirements.is_empty()
-                || q.interface_requirements.iter().any(|i| s.interfaces.contains(&i.to_uppercase()))
-        })
-        .filter(|s| q.security_requirements.is_empty() || q.security_requirements.contains(&s.secure))
-        .filter(|s| q.version_requirement.is_none_or(|v| v == s.version))
-        .filter(|s| !metadata_search || q.metadata_requirements.iter().all(|(k, v)| s.metadata.get(k) == Some(v)))
-        .collect();
-    Ok((found, hits))
-}
-
-async fn query(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    if check_operator(&hub, &headers).is_err() {
-        hub.device_of(&headers).await?;
-    }
-    let q: ServiceQuery = json_body(&body)?;
-    let (found, hits) = matching(&hub, &q, true).await?;
-    Ok(Json(QueryResponse { service_query_data: found.iter().map(entry).collect(), unfiltered_hits: hits })
-        .into_response())
-}
-
-#[derive(Deserialize)]
-struct Unregister {
-    service_definition: String,
-    system_name: String,
-    address: String,
-    port: i64,
-}
-
-async fn unregister(State(hub): State<Arc<Hub>>, headers: HeaderMap, Query(u): Query<Unregister>) -> ApiResult {
-    check_operator(&hub, &headers)?;
-    let def = u.service_definition.to_lowercase();
-    if hub.store.unregister_service(&def, &u.system_name, &u.address, u.port).await? {
-        Ok(StatusCode::OK.into_response())
-    } else {
-        Err(err(StatusCode::NOT_FOUND, format!("no {def} service of {} at {}:{}", u.system_name, u.address, u.port)))
-    }
-}
-
-/// Orchestration for a device: its `requesterSystem.systemName` must be its serial number.
-async fn orchestration(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let dev = hub.device_of(&headers).await?;
-    let rq: OrchestrationRequest = json_body(&body)?;
-    let sn = hub.store.device(dev).await?.map(|d| d.sn).unwrap_or_default();
-    if rq.requester_system.system_name != sn {
-        return Err(err(
-            StatusCode::FORBIDDEN,
-            format!(
-                "requesterSystem.systemName {:?} is not this device's serial number",
-                rq.requester_system.system_name
-            ),
-        ));
-    }
-    let flags = &rq.orchestration_flags;
-    let (mut found, _) = matching(&hub, &rq.requested_service, flags.metadata_search).await?;
-    let preferred = |s: &ServiceRow| {
-        rq.preferred_providers.iter().any(|p| {
-            p.system_name == s.system_name
-                && (p.address.is_empty() || p.address == s.address)
-                && (p.port == 0 || i64::from(p.port) == s.port)
-        })
-    };
-    if flags.only_preferred {
-        found.retain(preferred);
-    } else {
-        // Preferred providers first, the rest after.
-        found.sort_by_key(|s| !preferred(s));
-    }
-    if flags.matchmaking {
-        found.truncate(1);
-    }
-    let mut warnings = Vec::new();
-    if flags.ping_providers || rq.requested_service.ping_providers {
-        warnings.push("pingProviders is not supported; providers were not pinged".to_string());
-    }
-    let now = now_ms();
-    let response = found
-        .iter()
-        .map(|s| {
-            let e = entry(s);
-            let tokens = if s.secure == "TOKEN" {
-                s.interfaces.iter().map(|i| (i.clone(), hub.edge.token(&sn, &s.definition, now))).collect()
-            } else {
-                BTreeMap::new()
-            };
-            OrchestrationResult {
-                provider: e.provider,
-                service: e.service_definition,
-                service_uri: e.service_uri,
-                secure: e.secure,
-                metadata: e.metadata,
-                interfaces: e.interfaces,
-                version: e.version,
-                authorization_tokens: tokens,
-                warnings: warnings.clone(),
-            }
-        })
-        .collect();
-    Ok(Json(OrchestrationResponse { response }).into_response())
-}
 
 /// The edge system a request's authorization token was issued to, for `service`.
 fn edge_of(hub: &Hub, headers: &HeaderMap, service: &str) -> Result<String, ApiError> {
@@ -401,7 +211,7 @@ async fn cmd_issue(
     Path(system): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    check_operator(&hub, &headers)?;
+    operator_or_open(&hub, &headers)?;
     checked_name("system", &system)?;
     if body.len() > edge::MAX_CONFIG_BYTES + 4096 {
         return Err(err(StatusCode::PAYLOAD_TOO_LARGE, "command is over 68 KiB"));
@@ -410,6 +220,14 @@ async fn cmd_issue(
     let id = command_id(&v)?;
     hub.store.issue_command(&system, &v.to_string(), now_ms()).await?;
     Ok((StatusCode::CREATED, Json(json!({"system": system, "id": id}))).into_response())
+}
+
+/// The `cmd` service's caller: the operator, or anyone in Arrowhead's insecure mode.
+fn operator_or_open(hub: &Hub, headers: &HeaderMap) -> Result<(), ApiError> {
+    if hub.edge.open_registry {
+        return Ok(());
+    }
+    check_operator(hub, headers)
 }
 
 /// An edge command's id: it must be a JSON object with a string `id`.
@@ -438,7 +256,7 @@ async fn cmd_read(
     Path(system): Path<String>,
     Query(q): Query<CmdQuery>,
 ) -> ApiResult {
-    check_operator(&hub, &headers)?;
+    operator_or_open(&hub, &headers)?;
     let c = hub.store.edge_control(&system).await?.unwrap_or_default();
     let mut out = json!({
         "system": system,

@@ -14,6 +14,7 @@ pub mod device;
 pub mod edge;
 pub mod notify;
 pub mod operator;
+pub mod registry;
 pub mod rollout;
 pub mod server;
 pub mod store;
@@ -197,6 +198,7 @@ pub fn router(hub: Arc<Hub>) -> axum::Router {
         .layer(DefaultBodyLimit::max(content))
         .layer(from_fn(move |rq, next| refuse_declared_over(content, rq, next)));
     let edge = edge::routes()
+        .merge(registry::routes())
         .layer(DefaultBodyLimit::max(body))
         .layer(from_fn(move |rq, next| refuse_declared_over(body, rq, next)));
     let ui = ui::routes()

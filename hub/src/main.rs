@@ -5,6 +5,7 @@
 //!               [--operator-token-file FILE] [--max-body BYTES]
 //!               [--system-name NAME] [--advertise HOST:PORT] [--group NAME]
 //!               [--edge-secret-file FILE] [--registry URL --registry-token-file FILE]
+//!               [--arrowhead-insecure]
 //! gwe-hub device add VENDOR MODEL SN [--db URL]     whitelist a device
 //! gwe-hub device enable ID [--db URL]               let it activate again
 //! gwe-hub device list [--db URL]
@@ -15,7 +16,10 @@
 //! The hub registers its edge services (`batch`, `ctrlpoll`, `ctrlupdate`, `cmd`) as
 //! `--system-name` at `--advertise` in its own service registry, or in the registry of the
 //! hub at `--registry` (with that hub's operator token). Hubs of one deployment share
-//! `--edge-secret-file` so that each accepts the tokens the orchestrator gave out.
+//! `--edge-secret-file` so that each accepts the tokens the orchestrator gave out. The
+//! default system name is `gwe-hub-HOST-PORT` (the advertised address), so two hubs never
+//! shadow each other. `--arrowhead-insecure` opens the service registry and orchestrator as
+//! Arrowhead's insecure mode does (no credentials; a system is who it says it is).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -39,6 +43,7 @@ const USAGE: &str = "usage: gwe-hub serve [--listen ADDR] [--db URL] [--tls-cert
 [--operator-token-file FILE] [--max-body BYTES]
                [--system-name NAME] [--advertise HOST:PORT] [--group NAME]
                [--edge-secret-file FILE] [--registry URL --registry-token-file FILE]
+               [--arrowhead-insecure]
        gwe-hub device add VENDOR MODEL SN [--db URL]
        gwe-hub device enable ID [--db URL]
        gwe-hub device list [--db URL]
@@ -52,7 +57,8 @@ struct Args {
     tls_key: Option<PathBuf>,
     token_file: Option<PathBuf>,
     max_body: usize,
-    system_name: String,
+    system_name: Option<String>,
+    arrowhead_insecure: bool,
     advertise: Option<String>,
     group: Option<String>,
     secret_file: Option<PathBuf>,
@@ -69,7 +75,8 @@ fn parse() -> Result<Args, lexopt::Error> {
         tls_key: None,
         token_file: None,
         max_body: Limits::default().max_body,
-        system_name: "gwe-hub".into(),
+        system_name: None,
+        arrowhead_insecure: false,
         advertise: None,
         group: None,
         secret_file: None,
@@ -85,7 +92,8 @@ fn parse() -> Result<Args, lexopt::Error> {
             Long("tls-key") => a.tls_key = Some(p.value()?.into()),
             Long("operator-token-file") => a.token_file = Some(p.value()?.into()),
             Long("max-body") => a.max_body = p.value()?.parse()?,
-            Long("system-name") => a.system_name = p.value()?.string()?,
+            Long("system-name") => a.system_name = Some(p.value()?.string()?),
+            Long("arrowhead-insecure") => a.arrowhead_insecure = true,
             Long("advertise") => a.advertise = Some(p.value()?.string()?),
             Long("group") => a.group = Some(p.value()?.string()?),
             Long("edge-secret-file") => a.secret_file = Some(p.value()?.into()),
@@ -240,7 +248,9 @@ async fn run(a: Args) -> Result<(), String> {
         None if addr.ip().is_unspecified() => ("127.0.0.1".to_string(), addr.port()),
         None => (addr.ip().to_string(), addr.port()),
     };
-    let mut edge = gwe_hub::edge::EdgeSettings::standalone(&a.system_name, &adv_host, adv_port);
+    let name = a.system_name.clone().unwrap_or_else(|| format!("gwe-hub-{}-{adv_port}", adv_host.replace(':', "_")));
+    let mut edge = gwe_hub::edge::EdgeSettings::standalone(&name, &adv_host, adv_port);
+    edge.open_registry = a.arrowhead_insecure;
     edge.tls = tls.is_some();
     edge.group = a.group.clone();
     if let Some(f) = &a.secret_file {
@@ -248,7 +258,7 @@ async fn run(a: Args) -> Result<(), String> {
     }
     let hub = Arc::new(Hub::new(db, notifier, limits, token).with_edge(edge));
     match (&a.registry, &a.registry_token_file) {
-        (None, _) => gwe_hub::edge::register_own(&hub).await?,
+        (None, _) => gwe_hub::registry::register_own(&hub).await?,
         (Some(r), Some(f)) => {
             let t = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
             tokio::spawn(register_remote(r.clone(), t.trim().to_string(), hub.edge.services()));

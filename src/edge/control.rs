@@ -60,7 +60,7 @@ fn providers(resp: &[u8]) -> Result<Vec<Provider>, String> {
             let scheme = if secure { "https" } else { "http" };
             Some(Provider {
                 name: o.provider.system_name,
-                url: format!("{scheme}://{host}:{}{}", o.provider.port, o.service_uri),
+                url: format!("{scheme}://{host}:{}/{}", o.provider.port, o.service_uri.trim_start_matches('/')),
                 token,
                 group: o.metadata.get("group").cloned(),
             })

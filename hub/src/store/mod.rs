@@ -113,6 +113,11 @@ pub struct ServiceRow {
     pub version: i64,
     pub metadata: BTreeMap<String, String>,
     pub end_of_validity: Option<String>,
+    /// The provider's certificate (Arrowhead's `authenticationInfo`), when it gave one.
+    pub authentication_info: Option<String>,
+    /// When the entry was first registered, and last registered again (unix ms).
+    pub created_ms: i64,
+    pub updated_ms: i64,
 }
 
 /// What the `cmd`, `ctrlpoll` and `ctrlupdate` services keep for one edge (JSON texts).

@@ -91,6 +91,7 @@ impl SqliteStore {
         wconn.execute_batch(SCHEMA)?;
         migrate(&wconn)?;
         wconn.execute_batch(edge::SCHEMA)?;
+        edge::migrate(&wconn)?;
         wconn.execute_batch(fleet::SCHEMA)?;
         fleet::migrate(&wconn)?;
         let mut lock_path = path.as_os_str().to_owned();

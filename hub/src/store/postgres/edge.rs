@@ -16,6 +16,15 @@ CREATE TABLE IF NOT EXISTS services(
     port BIGINT NOT NULL, service_uri TEXT NOT NULL, secure TEXT NOT NULL, interfaces TEXT NOT NULL,
     version BIGINT NOT NULL, metadata TEXT NOT NULL, end_of_validity TEXT,
     UNIQUE(definition, system_name, address, port));
+DO $$ BEGIN
+    -- Registry entries made before they had times and authentication info.
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'services' AND column_name = 'updated_ms') THEN
+        ALTER TABLE services ADD COLUMN authentication_info TEXT;
+        ALTER TABLE services ADD COLUMN created_ms BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE services ADD COLUMN updated_ms BIGINT NOT NULL DEFAULT 0;
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS edge_control(
     system TEXT PRIMARY KEY, pending TEXT, last_command TEXT, issued_ms BIGINT,
     state TEXT, state_ms BIGINT, parameters TEXT, parameters_ms BIGINT);
@@ -43,6 +52,9 @@ fn service_row(r: &Row) -> ServiceRow {
         version: r.get(8),
         metadata: serde_json::from_str::<BTreeMap<String, String>>(&metadata).unwrap_or_default(),
         end_of_validity: r.get(10),
+        authentication_info: r.get(11),
+        created_ms: r.get(12),
+        updated_ms: r.get(13),
     }
 }
 
@@ -55,10 +67,12 @@ impl EdgeStore for PgStore {
         let row = c
             .query_one(
                 "INSERT INTO services(definition, system_name, address, port, service_uri, secure, interfaces,
-                     version, metadata, end_of_validity) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                     version, metadata, end_of_validity, authentication_info, created_ms, updated_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
                  ON CONFLICT(definition, system_name, address, port) DO UPDATE SET service_uri = excluded.service_uri,
                      secure = excluded.secure, interfaces = excluded.interfaces, version = excluded.version,
-                     metadata = excluded.metadata, end_of_validity = excluded.end_of_validity
+                     metadata = excluded.metadata, end_of_validity = excluded.end_of_validity,
+                     authentication_info = excluded.authentication_info, updated_ms = excluded.updated_ms
                  RETURNING id",
                 &[
                     &s.definition,
@@ -71,6 +85,8 @@ impl EdgeStore for PgStore {
                     &s.version,
                     &metadata,
                     &s.end_of_validity,
+                    &s.authentication_info,
+                    &s.updated_ms,
                 ],
             )
             .await
@@ -95,7 +111,7 @@ impl EdgeStore for PgStore {
         let rows = c
             .query(
                 "SELECT id, definition, system_name, address, port, service_uri, secure, interfaces, version,
-                     metadata, end_of_validity FROM services WHERE definition = $1 ORDER BY id",
+                     metadata, end_of_validity, authentication_info, created_ms, updated_ms FROM services WHERE definition = $1 ORDER BY id",
                 &[&definition],
             )
             .await

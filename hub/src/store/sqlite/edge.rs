@@ -42,11 +42,30 @@ pub fn service_row(r: &rusqlite::Row) -> rusqlite::Result<ServiceRow> {
         version: r.get(8)?,
         metadata: serde_json::from_str::<BTreeMap<String, String>>(&metadata).unwrap_or_default(),
         end_of_validity: r.get(10)?,
+        authentication_info: r.get(11)?,
+        created_ms: r.get(12)?,
+        updated_ms: r.get(13)?,
     })
 }
 
+/// Registry entries made before they had times and authentication info gain the columns.
+pub fn migrate(c: &rusqlite::Connection) -> rusqlite::Result<()> {
+    for (col, ty) in [
+        ("authentication_info", "TEXT"),
+        ("created_ms", "INTEGER NOT NULL DEFAULT 0"),
+        ("updated_ms", "INTEGER NOT NULL DEFAULT 0"),
+    ] {
+        let n: i64 =
+            c.query_row("SELECT count(*) FROM pragma_table_info('services') WHERE name = ?1", [col], |r| r.get(0))?;
+        if n == 0 {
+            c.execute_batch(&format!("ALTER TABLE services ADD COLUMN {col} {ty}"))?;
+        }
+    }
+    Ok(())
+}
+
 pub const SERVICE_COLUMNS: &str = "id, definition, system_name, address, port, service_uri, secure, interfaces, \
-version, metadata, end_of_validity";
+version, metadata, end_of_validity, authentication_info, created_ms, updated_ms";
 
 #[async_trait]
 impl EdgeStore for SqliteStore {
@@ -57,10 +76,12 @@ impl EdgeStore for SqliteStore {
             let metadata = serde_json::to_string(&s.metadata).unwrap_or_default();
             c.query_row(
                 "INSERT INTO services(definition, system_name, address, port, service_uri, secure, interfaces,
-                     version, metadata, end_of_validity) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     version, metadata, end_of_validity, authentication_info, created_ms, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
                  ON CONFLICT(definition, system_name, address, port) DO UPDATE SET service_uri = excluded.service_uri,
                      secure = excluded.secure, interfaces = excluded.interfaces, version = excluded.version,
-                     metadata = excluded.metadata, end_of_validity = excluded.end_of_validity
+                     metadata = excluded.metadata, end_of_validity = excluded.end_of_validity,
+                     authentication_info = excluded.authentication_info, updated_ms = excluded.updated_ms
                  RETURNING id",
                 params![
                     s.definition,
@@ -72,7 +93,9 @@ impl EdgeStore for SqliteStore {
                     interfaces,
                     s.version,
                     metadata,
-                    s.end_of_validity
+                    s.end_of_validity,
+                    s.authentication_info,
+                    s.updated_ms
                 ],
                 |r| r.get(0),
             )

@@ -1,0 +1,45 @@
+//! Arrowhead's own Python client, unmodified (`arrowhead-client` 0.4.4a0 from PyPI, in the
+//! venv scripts/setup.sh makes), against a hub in Arrowhead's insecure mode: the whole
+//! story is `tests/clients/arrowhead_story.py` (register, query, orchestrate and consume a
+//! third party's service; orchestrate and consume the hub's cmd, ctrlpoll, ctrlupdate and
+//! batch; unregister; a refused registration read as Arrowhead's JSON error). Here: the
+//! hub, and what the story left in it, seen from the operator's side.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use common::agent::free_port;
+use common::{Backend, Client, HubOpts, HubProc};
+
+#[test]
+fn arrowheads_client_completes_every_step_against_the_hub() {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/venv/bin/python3");
+    assert!(python.exists(), "arrowhead-client is not installed (scripts/setup.sh)");
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::db_url(Backend::Sqlite, dir.path());
+    let opts = HubOpts { db: &db, dir: dir.path(), port: 0, tls: None, extra: &["--arrowhead-insecure"] };
+    let hub = Arc::new(HubProc::start_with(opts));
+    let c = Client::new(hub.clone());
+    let port: u16 = hub.url.rsplit(':').next().unwrap().parse().unwrap();
+    let story = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/arrowhead_story.py");
+    let out = Command::new(&python)
+        .arg(&story)
+        .args(["127.0.0.1", &port.to_string(), &free_port().to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(r#"{"step": "done"}"#),
+        "the story stopped:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // What the client did is what the operator sees: its state report and its batch.
+    let cmd = c.op_get("/edge/cmd/dashboard?last=true");
+    let v: serde_json::Value = serde_json::from_slice(&cmd.body).unwrap();
+    assert_eq!(v["state"]["last_command"]["id"], "ah-1", "{v}");
+    let points = c.op_get("/api/v1/edge/dashboard/points");
+    assert!(points.text().contains("21.5"), "{}", points.text());
+}
