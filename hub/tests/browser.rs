@@ -399,6 +399,26 @@ fn operator_finds_a_gateway_sees_its_charts_and_commands_it() {
                 assert!(!legend.contains(&format!("\"{bad}")), "{}: series {bad}: {legend}", ch["title"]);
             }
         }
+        // Bandwidth is a rate per report interval: one point fewer than reports (the first
+        // report has no interval), and no point is a counter's total since boot.
+        let bw: serde_json::Value = b
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 fetch('/ui/api/devices/' + location.pathname.split('/').pop()).then(r => r.json()).then(d => {
+                     const usage = d.series.usage_report.length;
+                     const f = document.querySelector(\"figure[data-title='Bandwidth per interface']\");
+                     const lines = [...f.querySelectorAll('polyline')].map(p => p.getAttribute('points').split(' ').length);
+                     done([usage, lines]);
+                 });",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let reports = bw[0].as_u64().unwrap();
+        assert!(reports >= 2, "{bw}");
+        for n in bw[1].as_array().unwrap() {
+            assert!(n.as_u64().unwrap() < reports, "a series has a point per report, the first too: {bw}");
+        }
         let readout = b
             .execute(
                 "const f = document.querySelector(\"figure[data-title='Memory']\"), r = f.querySelector('rect.hover').getBoundingClientRect();
@@ -442,6 +462,19 @@ fn operator_finds_a_gateway_sees_its_charts_and_commands_it() {
 
         // The tag is a filter on the fleet page.
         b.goto(&format!("{}/ui/fleet", hub.url)).await.unwrap();
+        // Whitelisting with a blank field: the message stands beside it; nothing is added.
+        b.find(Locator::Css("#whitelist-box summary")).await.unwrap().click().await.unwrap();
+        b.find(Locator::Css("#whitelist-vendor")).await.unwrap().send_keys("acme").await.unwrap();
+        b.find(Locator::Css("#whitelist button[type=submit]")).await.unwrap().click().await.unwrap();
+        wait_text(&b, "#whitelist-model-error", "Type the gateway's model", 5, false).await;
+        b.find(Locator::Css("#whitelist-model")).await.unwrap().send_keys("gw1").await.unwrap();
+        b.find(Locator::Css("#whitelist-sn")).await.unwrap().send_keys("EDGE1").await.unwrap();
+        b.find(Locator::Css("#whitelist button[type=submit]")).await.unwrap().click().await.unwrap();
+        wait_text(&b, "#whitelist-sn-error", "whitelisted already", 5, false).await;
+        // (The browser logs the hub's 409 for the twin: expected, and nothing else.)
+        let errors = console_errors(&b, &driver).await;
+        assert!(errors.iter().all(|e| e.contains("/ui/api/devices") && e.contains("409")), "{errors:#?}");
+        wait_text(&b, "#fleet-count", "of 3 gateways", 5, false).await;
         b.find(Locator::Css("#fleet-filter")).await.unwrap().send_keys("tag:north").await.unwrap();
         wait_text(&b, "#fleet-count", "1 of 3 gateways", 5, false).await;
         assert_eq!(rows_on_screen(&b).await, ["EDGE1"]);
