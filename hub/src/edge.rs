@@ -203,8 +203,11 @@ async fn ctrlupdate(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Issues a command for an edge: a JSON object with a string `id`. Its schema is the edge's
-/// to check (an edge may run another version); the edge reports a rejection in its state.
+/// Issues a command for an edge. It is checked here by the schema the edge checks it by
+/// (`gwe_wire::edge::Command`), so a command the edge would refuse is refused at once, as
+/// is one for a serial number the hub knows of no gateway by (neither a device nor an edge
+/// that reported to it). A known gateway that has not connected yet keeps its command for
+/// its first poll.
 async fn cmd_issue(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
@@ -216,10 +219,19 @@ async fn cmd_issue(
     if body.len() > edge::MAX_CONFIG_BYTES + 4096 {
         return Err(err(StatusCode::PAYLOAD_TOO_LARGE, "command is over 68 KiB"));
     }
-    let v: serde_json::Value = json_body(&body)?;
-    let id = command_id(&v)?;
-    hub.store.issue_command(&system, &v.to_string(), now_ms()).await?;
+    let id = issue_command(&hub, &system, &body).await?;
     Ok((StatusCode::CREATED, Json(json!({"system": system, "id": id}))).into_response())
+}
+
+/// Checks a command for `system` and makes it the pending one; returns its id.
+pub async fn issue_command(hub: &Hub, system: &str, body: &[u8]) -> Result<String, ApiError> {
+    let cmd = edge::Command::parse(body).map_err(|e| err(StatusCode::BAD_REQUEST, e))?;
+    if !hub.store.serial_known(system).await? {
+        return Err(err(StatusCode::NOT_FOUND, format!("no gateway has the serial number {system:?}")));
+    }
+    let text = serde_json::to_string(&cmd).map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    hub.store.issue_command(system, &text, now_ms()).await?;
+    Ok(cmd.id)
 }
 
 /// The `cmd` service's caller: the operator, or anyone in Arrowhead's insecure mode.
@@ -228,14 +240,6 @@ fn operator_or_open(hub: &Hub, headers: &HeaderMap) -> Result<(), ApiError> {
         return Ok(());
     }
     check_operator(hub, headers)
-}
-
-/// An edge command's id: it must be a JSON object with a string `id`.
-pub fn command_id(v: &serde_json::Value) -> Result<String, ApiError> {
-    v.get("id")
-        .and_then(|i| i.as_str())
-        .map(str::to_string)
-        .ok_or_else(|| err(StatusCode::BAD_REQUEST, "command must be a JSON object with a string id"))
 }
 
 #[derive(Deserialize)]

@@ -23,6 +23,18 @@ fn arrowheads_client_completes_every_step_against_the_hub() {
     let opts = HubOpts { db: &db, dir: dir.path(), port: 0, tls: None, extra: &["--arrowhead-insecure"] };
     let hub = Arc::new(HubProc::start_with(opts));
     let c = Client::new(hub.clone());
+    // The consumer plays a gateway's edge: the hub knows its serial.
+    c.whitelist("acme", "gw1", "dashboard");
+    // A command for a serial no gateway has, or one the edge would refuse, is refused now.
+    let r = c.op_send("POST", "/edge/cmd/nobody", "application/json", br#"{"id":"x","config":{}}"#);
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = c.op_send(
+        "POST",
+        "/edge/cmd/dashboard",
+        "application/json",
+        br#"{"id":"x","batch":{"p":{"interval_ms":0,"filter":[]}}}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
     let port: u16 = hub.url.rsplit(':').next().unwrap().parse().unwrap();
     let story = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/arrowhead_story.py");
     let out = Command::new(&python)

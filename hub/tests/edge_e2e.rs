@@ -301,11 +301,16 @@ fn two_edges_two_providers(backend: Backend) {
     let w2 = Writer::start(e2.ingest, e2.local_token(), &["temp1"]);
     std::thread::sleep(Duration::from_secs(2));
     assert!(points(&a, "EDGE2", "hub-a").is_empty() && points(&b, "EDGE2", "hub-b").is_empty());
-    // An invalid command changes nothing and its rejection is reported with the reason.
-    issue(&a, "EDGE2", json!({"id": "bad", "batch": {"hub-a": {"interval_ms": 5, "filter": ["temp*"]}}}));
-    let state = wait_result(&a, "EDGE2", "bad", "rejected");
-    assert!(state["last_command"]["reason"].as_str().unwrap().contains("interval_ms 5"), "{state}");
-    assert_eq!(state["batch"], json!({}));
+    // A command the edge would refuse is refused by the hub at once, with the edge's reason;
+    // nothing reaches the edge.
+    let bad = json!({"id": "bad", "batch": {"hub-a": {"interval_ms": 5, "filter": ["temp*"]}}});
+    let r = a.op_send("POST", "/edge/cmd/EDGE2", "application/json", bad.to_string().as_bytes());
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("interval_ms 5"), "{}", r.text());
+    assert!(control(&a, "EDGE2")["pending"].is_null());
+    // Hub-b has no device EDGE2, but the edge reported to it: it is known there.
+    let r = b.op_send("POST", "/edge/cmd/NOSUCH", "application/json", br#"{"id":"x","config":{}}"#);
+    assert_eq!(r.status, 404, "{}", r.text());
     // The generic configuration reaches the app's file, and the app gets its SIGHUP.
     issue(&b, "EDGE2", json!({"id": "cfg1", "config": {"sensor": {"rate_hz": 5}}}));
     let state = wait_result(&b, "EDGE2", "cfg1", "applied");

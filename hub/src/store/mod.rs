@@ -354,6 +354,9 @@ pub trait Store: EdgeStore + FleetStore + Send + Sync {
     async fn enable_device(&self, id: i64) -> Result<bool>;
     async fn devices(&self) -> Result<Vec<Device>>;
     async fn device(&self, id: i64) -> Result<Option<Device>>;
+    /// Whether a gateway has this serial number: a device of any vendor and model, or an
+    /// edge that reported its state here.
+    async fn serial_known(&self, sn: &str) -> Result<bool>;
     /// Hands the token whose hash is `token_hash` to the device, if it may activate.
     async fn activate(&self, key: &DeviceKey, token_hash: &[u8; 32], hint: &str) -> Result<Activation>;
     /// Activation by serial alone (the Murano `id=` form); ambiguous serials conflict.

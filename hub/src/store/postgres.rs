@@ -373,6 +373,12 @@ impl Store for PgStore {
         Ok(row.map(|r| device_row(&r)))
     }
 
+    async fn serial_known(&self, sn: &str) -> Result<bool> {
+        let c = self.client().await?;
+        let row = c.query_one("SELECT EXISTS(SELECT 1 FROM devices WHERE sn = $1) OR EXISTS(SELECT 1 FROM edge_control WHERE system = $1 AND state IS NOT NULL)", &[&sn]).await.map_err(db)?;
+        Ok(row.get(0))
+    }
+
     async fn activate(&self, key: &DeviceKey, token_hash: &[u8; 32], hint: &str) -> Result<Activation> {
         self.activate_where(
             "vendor = $1 AND model = $2 AND sn = $3",

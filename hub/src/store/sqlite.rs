@@ -424,6 +424,14 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn serial_known(&self, sn: &str) -> Result<bool> {
+        let sn = sn.to_string();
+        self.read(move |c| {
+            c.query_row("SELECT EXISTS(SELECT 1 FROM devices WHERE sn = ?1) OR EXISTS(SELECT 1 FROM edge_control WHERE system = ?1 AND state IS NOT NULL)", [sn], |r| r.get(0)).map_err(db)
+        })
+        .await
+    }
+
     async fn activate(&self, key: &DeviceKey, token_hash: &[u8; 32], hint: &str) -> Result<Activation> {
         let (key, hash, hint) = (key.clone(), *token_hash, hint.to_string());
         self.write(move |c| {

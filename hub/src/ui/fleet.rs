@@ -361,12 +361,18 @@ async fn send(hub: &Hub, d: &Device, cmd: &Command, now: i64) -> Result<String, 
             Ok(format!("remove {app}"))
         }
         Command::Edge { command } => {
-            let cid = crate::edge::command_id(command).map_err(|e| bad("command", e.1))?;
             let text = command.to_string();
             if text.len() > gwe_wire::edge::MAX_CONFIG_BYTES + 4096 {
                 return Err(bad("command", "the command is over 68 KiB"));
             }
-            hub.store.issue_command(&d.sn, &text, now).await?;
+            // The edge's own schema, checked here: what it would refuse is refused now.
+            let cid = crate::edge::issue_command(hub, &d.sn, text.as_bytes()).await.map_err(|e| {
+                if e.0 == StatusCode::BAD_REQUEST {
+                    bad("command", e.1)
+                } else {
+                    e.into()
+                }
+            })?;
             Ok(format!("edge command {cid}"))
         }
     }
