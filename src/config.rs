@@ -38,6 +38,10 @@ pub struct EdgeConfig {
     pub poll_ms: u64,
     /// How often the provider lists are fetched again from the orchestrator.
     pub discovery_secs: u64,
+    /// Ask the orchestrator to leave out providers it cannot connect to (Arrowhead's
+    /// `pingProviders`). Off where the orchestrating hub cannot reach the addresses the
+    /// other hubs advertise to the gateways.
+    pub ping_providers: bool,
     /// How often the supported parameters are sent with the state.
     pub parameters_secs: u64,
     /// Queue records kept for the batch providers (and at most half the queue's bytes); when
@@ -54,6 +58,7 @@ impl Default for EdgeConfig {
             orchestrator: String::new(),
             poll_ms: 5000,
             discovery_secs: 60,
+            ping_providers: true,
             parameters_secs: 600,
             max_points: 100_000,
             max_batch_points: 5000,

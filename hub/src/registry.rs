@@ -281,21 +281,30 @@ async fn matching(
         .filter(|s| s.end_of_validity.as_deref().and_then(parse_date).is_none_or(|t| t > now))
         .collect();
     if ping {
-        let checks = futures_alive(&found).await;
+        let checks = futures_alive(hub, &found).await;
         let mut it = checks.into_iter();
         found.retain(|_| it.next().unwrap_or(false));
     }
     Ok((found, hits))
 }
 
-/// Pings every provider at once.
-async fn futures_alive(rows: &[ServiceRow]) -> Vec<bool> {
+/// Pings every provider at once. This hub's own services are alive (it is answering), and
+/// are not pinged: the address it advertises is the edges' view of it, which it may not
+/// reach itself (behind NAT, or QEMU's 10.0.2.2).
+async fn futures_alive(hub: &Hub, rows: &[ServiceRow]) -> Vec<bool> {
     let mut set = tokio::task::JoinSet::new();
+    let mut out = vec![false; rows.len()];
     for (i, s) in rows.iter().enumerate() {
+        let own = s.system_name == hub.edge.system_name
+            && s.address == hub.edge.address
+            && s.port == i64::from(hub.edge.port);
+        if own {
+            out[i] = true;
+            continue;
+        }
         let s = s.clone();
         set.spawn(async move { (i, alive(&s).await) });
     }
-    let mut out = vec![false; rows.len()];
     while let Some(Ok((i, ok))) = set.join_next().await {
         out[i] = ok;
     }

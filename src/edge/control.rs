@@ -28,6 +28,8 @@ pub struct Control {
     pub poll: Duration,
     pub discovery: Duration,
     pub parameters: Duration,
+    /// `[edge] ping_providers`.
+    pub ping: bool,
 }
 
 fn now_ms() -> i64 {
@@ -150,7 +152,14 @@ impl Control {
                     interface_requirements: vec![INTERFACE_HTTP_JSON.into(), INTERFACE_HTTPS_JSON.into()],
                     ..ServiceQuery::default()
                 },
-                orchestration_flags: OrchestrationFlags { override_store: true, ..OrchestrationFlags::default() },
+                // A provider that is down is left out (the orchestrator tries to connect),
+                // so a live one of the same name takes over its batches at the next
+                // discovery instead of the dead one being retried for ever.
+                orchestration_flags: OrchestrationFlags {
+                    override_store: true,
+                    ping_providers: self.ping,
+                    ..OrchestrationFlags::default()
+                },
                 ..OrchestrationRequest::default()
             };
             let body = serde_json::to_vec(&rq).map_err(|e| e.to_string())?;

@@ -135,6 +135,7 @@ impl Edge {
             poll: Duration::from_millis(cfg.edge.poll_ms.max(100)),
             discovery: Duration::from_secs(cfg.edge.discovery_secs.max(1)),
             parameters: Duration::from_secs(cfg.edge.parameters_secs.max(1)),
+            ping: cfg.edge.ping_providers,
         };
         threads.push(spawn("edge-control", Box::new(move || ctl.run()))?);
         Ok(Self { shared, threads })
