@@ -112,7 +112,13 @@ impl Control {
                     Ok((200, body)) => {
                         let raw = String::from_utf8_lossy(&body).into_owned();
                         self.handle(&raw);
-                        report = true;
+                        // Each command's outcome is reported before the next command is
+                        // taken: two commands of one cycle (from two hubs) must not share
+                        // one report, or the first one's result reaches no hub.
+                        if let Err(e) = self.report(false) {
+                            log::debug!("edge: reporting the state: {e}");
+                            report = true;
+                        }
                     }
                     Ok((204, _)) => {}
                     Ok((401, _)) => sh.stale.store(true, Ordering::Relaxed),
