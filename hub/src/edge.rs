@@ -271,7 +271,18 @@ async fn cmd_read(
         "parametersMs": c.parameters_ms,
     });
     if q.last {
-        out["lastCommand"] = parsed(&c.last_command);
+        let last = parsed(&c.last_command);
+        // The edge's outcome of that very command, found by its id among the results it
+        // reports (null until the edge has reported it).
+        let id = last.get("id").cloned().unwrap_or_default();
+        let state = &out["state"];
+        let result = state["results"]
+            .as_array()
+            .and_then(|r| r.iter().rev().find(|x| x["id"] == id).cloned())
+            .or_else(|| (state["last_command"]["id"] == id).then(|| state["last_command"].clone()))
+            .unwrap_or_default();
+        out["lastCommand"] = last;
+        out["lastCommandResult"] = result;
         out["issuedMs"] = json!(c.issued_ms);
     }
     Ok(Json(out).into_response())

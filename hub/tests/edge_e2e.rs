@@ -311,6 +311,32 @@ fn two_edges_two_providers(backend: Backend) {
     // Hub-b has no device EDGE2, but the edge reported to it: it is known there.
     let r = b.op_send("POST", "/edge/cmd/NOSUCH", "application/json", br#"{"id":"x","config":{}}"#);
     assert_eq!(r.status, 404, "{}", r.text());
+    // Two hubs' commands for one edge at once (with separate databases: in the same poll
+    // cycle; sharing PostgreSQL the hubs keep one latest command, so the second waits for
+    // the first to be fetched): each hub sees its own command's outcome by its id, whatever
+    // the other's did after it.
+    issue(&a, "EDGE1", json!({"id": "both-a", "config": {"from": "a"}}));
+    if matches!(backend, Backend::Postgres) {
+        wait_for("both-a fetched", 30, || control(&a, "EDGE1")["pending"].is_null());
+    }
+    issue(&b, "EDGE1", json!({"id": "both-b", "config": {"from": "b"}}));
+    let applied = |v: &Value, id: &str| {
+        v["state"]["results"].as_array().is_some_and(|r| r.iter().any(|x| x["id"] == id && x["result"] == "applied"))
+    };
+    for (c, id) in [(&a, "both-a"), (&b, "both-b")] {
+        wait_for(&format!("{id}'s outcome at its hub"), 30, || applied(&control(c, "EDGE1"), id));
+        if matches!(backend, Backend::Sqlite) {
+            // Its own database: the hub's last command is its own, shown with its result.
+            let v = control(c, "EDGE1");
+            assert_eq!(
+                (v["lastCommandResult"]["id"].as_str(), v["lastCommandResult"]["result"].as_str()),
+                (Some(id), Some("applied")),
+                "{v}"
+            );
+        }
+    }
+    let v = control(&a, "EDGE1");
+    assert!(applied(&v, "both-a") && applied(&v, "both-b"), "{}", v["state"]["results"]);
     // The generic configuration reaches the app's file, and the app gets its SIGHUP.
     issue(&b, "EDGE2", json!({"id": "cfg1", "config": {"sensor": {"rate_hz": 5}}}));
     let state = wait_result(&b, "EDGE2", "cfg1", "applied");

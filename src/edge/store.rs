@@ -155,6 +155,9 @@ fn save<T: Serialize>(path: &Path, v: &T) -> io::Result<()> {
     fsio::write_atomic(path, &text)
 }
 
+/// Command outcomes kept in the state.
+pub const RECENT_RESULTS: usize = 16;
+
 /// What `control.json` holds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -166,6 +169,10 @@ pub struct ControlState {
     pub config_version: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_command: Option<CommandResult>,
+    /// The outcomes of the last [`RECENT_RESULTS`] commands, oldest first: each hub finds
+    /// its own command's by id, whatever came after it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<CommandResult>,
     /// A command fetched and not yet applied: the provider has already erased it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inbox: Option<String>,
@@ -227,6 +234,9 @@ impl ControlStore {
             }
             Err((id, reason)) => CommandResult { id, result: "rejected".into(), reason: Some(reason), at_ms: now_ms },
         };
+        next.recent.push(result.clone());
+        let extra = next.recent.len().saturating_sub(RECENT_RESULTS);
+        next.recent.drain(..extra);
         next.last_command = Some(result);
         next.inbox = None;
         self.replace(next)?;
@@ -258,6 +268,7 @@ impl ControlStore {
             config: self.config(),
             config_version: self.state.config_version,
             last_command: self.state.last_command.clone(),
+            results: self.state.recent.clone(),
         }
     }
 }

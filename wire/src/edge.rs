@@ -131,6 +131,10 @@ pub struct EdgeState {
     pub config_version: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_command: Option<CommandResult>,
+    /// The outcomes of the edge's recent commands, oldest first (a hub finds its command's
+    /// by id even when another hub's command came after it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<CommandResult>,
 }
 
 /// The body of a `ctrlupdate` report: the state, the supported parameters, or both.
