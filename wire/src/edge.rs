@@ -190,6 +190,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_configuration_keeps_every_digit_through_the_edges_store() {
+        // Found by fuzzing (fuzz/fuzz_targets/edge_command.rs): without serde_json's
+        // correctly rounded float parsing a long number changed in its last digit when the
+        // edge read back the command it had stored.
+        let raw = format!(r#"{{"id":"c1","config":{{"rate":5{}}}}}"#, "4".repeat(121));
+        let c = Command::parse(raw.as_bytes()).unwrap();
+        let again = Command::parse(&serde_json::to_vec(&c).unwrap()).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
     fn schema_accepts_good_and_names_bad() {
         let ok =
             br#"{"id":"c1","batch":{"hub-a":{"interval_ms":1000,"filter":["temp*"]},"group:g":null},"config":{"a":1}}"#;
