@@ -351,8 +351,29 @@ fn two_edges_two_providers(backend: Backend) {
         format!(": the app got {} SIGHUPs; the agent's lines about it:\n{}", hups(), lines.join("\n"))
     };
     wait_for_or("the app's one SIGHUP", 10, || hups() == 1, told);
-    let _ = w2.finish();
+    let (written2, _) = w2.finish();
     assert!(points(&a, "EDGE2", "hub-a").is_empty() && points(&b, "EDGE2", "hub-b").is_empty());
+    // The documented choice (docs/edge-protocol.md, "Back-fill"): a provider's first
+    // configuration starts from the newest point (what EDGE2 wrote before is not sent); a
+    // configuration removed and restored sends everything written meanwhile.
+    issue(&a, "EDGE2", json!({"id": "bf1", "batch": {"hub-a": {"interval_ms": 200, "filter": ["bf*", "temp*"]}}}));
+    wait_result(&a, "EDGE2", "bf1", "applied");
+    let w = Writer::start(e2.ingest, e2.local_token(), &["bf1"]);
+    wait_for("the first bf1 values at hub-a", 30, || !points(&a, "EDGE2", "hub-a").is_empty());
+    issue(&a, "EDGE2", json!({"id": "bf2", "batch": {"hub-a": null}}));
+    wait_result(&a, "EDGE2", "bf2", "applied");
+    std::thread::sleep(Duration::from_secs(2)); // values written with no configuration
+    issue(&a, "EDGE2", json!({"id": "bf3", "batch": {"hub-a": {"interval_ms": 200, "filter": ["bf*", "temp*"]}}}));
+    wait_result(&a, "EDGE2", "bf3", "applied");
+    std::thread::sleep(Duration::from_secs(1));
+    let (written_bf, resent_bf) = w.finish();
+    wait_for("every bf1 value at hub-a, those of the gap back-filled", 30, || {
+        once_each_but(&points(&a, "EDGE2", "hub-a"), "bf1", &resent_bf) == (0..written_bf).collect::<Vec<_>>()
+    });
+    assert!(
+        points(&a, "EDGE2", "hub-a").iter().all(|p| p["name"] != "temp1"),
+        "{written2} temp1 values written before the first configuration were not to be sent"
+    );
     drop(e1);
     drop(e2);
 }
