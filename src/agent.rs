@@ -128,6 +128,7 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
     let queue = Queue::open(&cfg.paths.queue_dir(), qopts).map_err(StartError::Queue)?;
     let token = identity::local_token(&cfg.paths.secrets_dir()).map_err(StartError::Token)?;
     let usage = Arc::new(Usage::open(&cfg.paths.secrets_dir().join("usage.json")));
+    let catalog = Arc::new(crate::catalog::Catalog::default());
     let ingest = Arc::new(Ingest {
         queue: queue.clone(),
         identity: identity.clone(),
@@ -135,6 +136,7 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
         max_body: cfg.ingest.max_body,
         usage: Some(usage.clone()),
         reread: std::sync::OnceLock::new(),
+        catalog: Some(catalog.clone()),
     });
     let server =
         IngestServer::start(cfg.ingest.listen, cfg.ingest.threads, ingest.clone()).map_err(StartError::Ingest)?;
@@ -179,8 +181,15 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
         // The edge paths are an extra: when their state cannot be read (a failing data
         // partition), the agent runs without them rather than not at all.
         Some(cloud) if edge_on => {
-            match crate::edge::Edge::start(cfg, &queue, cloud.clone(), apps.sup.clone(), &identity.serial, stop.clone())
-            {
+            match crate::edge::Edge::start(
+                cfg,
+                &queue,
+                cloud.clone(),
+                apps.sup.clone(),
+                &identity.serial,
+                catalog.clone(),
+                stop.clone(),
+            ) {
                 Ok(e) => Some(e),
                 Err(e) => {
                     log::error!("edge paths not started: {e}");

@@ -1,6 +1,7 @@
 //! Gateway Engine agent library. `main.rs` is a thin command-line front end.
 
 pub mod agent;
+pub mod catalog;
 pub mod check;
 pub mod cli;
 pub mod cloud;

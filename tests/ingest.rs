@@ -30,6 +30,7 @@ fn start(max_body: usize) -> Fixture {
         max_body,
         usage: None,
         reread: std::sync::OnceLock::new(),
+        catalog: None,
     });
     let _ = ingest.reread.set(Box::new(|| vec!["a".to_string(), "b".to_string()]));
     let server = IngestServer::start("127.0.0.1:0".parse().unwrap(), 2, ingest).unwrap();

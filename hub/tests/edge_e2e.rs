@@ -220,6 +220,15 @@ fn two_edges_two_providers(backend: Backend) {
 
     let w = Writer::start(e1.ingest, e1.local_token(), &["temp1", "hum"]);
     std::thread::sleep(Duration::from_secs(3));
+    // The edge's parameters are the points it can send, refreshed as the app adds names:
+    // both hubs learn temp1 and hum (numbers) without being the agent's cloud.url.
+    for c in [&a, &b] {
+        wait_for("temp1 and hum among EDGE1's parameters", 20, || {
+            let p = control(c, "EDGE1")["parameters"]["points"].clone();
+            let has = |n: &str| p.as_array().is_some_and(|v| v.iter().any(|x| x["name"] == n && x["type"] == "number"));
+            has("temp1") && has("hum")
+        });
+    }
     // Runtime reconfiguration through the other hub: hub-a now gets humidity every 1.5 s,
     // the group (hub-b, which has no configuration of its own) temperatures every 300 ms.
     issue(

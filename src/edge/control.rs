@@ -30,6 +30,8 @@ pub struct Control {
     pub parameters: Duration,
     /// `[edge] ping_providers`.
     pub ping: bool,
+    /// The points apps write: the parameters this edge offers.
+    pub catalog: Arc<crate::catalog::Catalog>,
 }
 
 fn now_ms() -> i64 {
@@ -128,7 +130,8 @@ impl Control {
                     Err(e) => log::debug!("edge: ctrlpoll {}: {e}", p.name),
                 }
             }
-            let with_parameters = Instant::now() >= next_parameters;
+            // Every `parameters_secs`, and soon after an app wrote a point of a new name.
+            let with_parameters = self.catalog.take_changed() || Instant::now() >= next_parameters;
             if report || with_parameters {
                 match self.report(with_parameters) {
                     Ok(()) => {
@@ -137,7 +140,12 @@ impl Control {
                             next_parameters = Instant::now() + self.parameters;
                         }
                     }
-                    Err(e) => log::debug!("edge: reporting the state: {e}"),
+                    Err(e) => {
+                        log::debug!("edge: reporting the state: {e}");
+                        if with_parameters {
+                            next_parameters = Instant::now(); // the new points: next cycle
+                        }
+                    }
                 }
             }
             if sh.stop.sleep(self.poll) {
@@ -261,7 +269,11 @@ impl Control {
         let u = CtrlUpdate {
             system: self.shared.system.clone(),
             state: Some(state),
-            parameters: with_parameters.then(edge::parameters),
+            parameters: with_parameters.then(|| {
+                let mut p = edge::parameters();
+                p["points"] = self.catalog.points();
+                p
+            }),
         };
         let body = serde_json::to_vec(&u).map_err(|e| e.to_string())?;
         let updates = self.shared.dir.lock().unwrap_or_else(|e| e.into_inner()).ctrlupdate.clone();

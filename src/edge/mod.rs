@@ -103,6 +103,7 @@ impl Edge {
         cloud: Arc<Cloud>,
         sup: Supervisor,
         system: &str,
+        catalog: Arc<crate::catalog::Catalog>,
         stop: Arc<Stop>,
     ) -> Result<Self, String> {
         let dir = cfg.paths.edge_dir();
@@ -136,6 +137,7 @@ impl Edge {
             discovery: Duration::from_secs(cfg.edge.discovery_secs.max(1)),
             parameters: Duration::from_secs(cfg.edge.parameters_secs.max(1)),
             ping: cfg.edge.ping_providers,
+            catalog,
         };
         threads.push(spawn("edge-control", Box::new(move || ctl.run()))?);
         Ok(Self { shared, threads })

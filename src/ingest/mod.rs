@@ -30,6 +30,8 @@ pub struct Ingest {
     /// `POST /reread` (GMQ's): reads the program files again and applies them; returns the
     /// programs that start by themselves. Set once the supervisor runs.
     pub reread: std::sync::OnceLock<Box<dyn Fn() -> Vec<String> + Send + Sync>>,
+    /// The names of the points apps write, for the edge's parameters.
+    pub catalog: Option<Arc<crate::catalog::Catalog>>,
 }
 
 /// The running local API (`http::Server`); stops when shut down or dropped.
@@ -244,7 +246,14 @@ impl Ingest {
             },
         );
         match res {
-            Ok(_) => Reply::no_content(),
+            Ok(_) => {
+                if let Some(c) = &self.catalog {
+                    for p in pts {
+                        c.saw(&p.alias, p.ts, &p.value);
+                    }
+                }
+                Reply::no_content()
+            }
             Err(e @ (QueueError::TooLarge { .. } | QueueError::BatchTooLarge { .. })) => Reply::new(413, e.to_string()),
             Err(e @ QueueError::Full { .. }) => Reply::new(503, e.to_string()),
             Err(e @ QueueError::DiskFull) => Reply::new(507, e.to_string()),
