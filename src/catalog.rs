@@ -30,16 +30,23 @@ pub struct Catalog {
 impl Catalog {
     /// One point an app wrote.
     pub fn saw(&self, name: &str, ts: i64, value: &str) {
-        let numeric = value.trim().parse::<f64>().is_ok_and(f64::is_finite);
+        self.saw_all([(name, ts, value)]);
+    }
+
+    /// The points of one request `(name, ts, value)`, under one lock.
+    pub fn saw_all<'a>(&self, points: impl IntoIterator<Item = (&'a str, i64, &'a str)>) {
         let mut m = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = m.get_mut(name) {
-            s.count += 1;
-            s.numeric &= numeric;
-            s.first_ts = s.first_ts.min(ts);
-            s.last_ts = s.last_ts.max(ts);
-        } else if m.len() < MAX_NAMES {
-            m.insert(name.to_string(), Stat { count: 1, numeric, first_ts: ts, last_ts: ts });
-            self.changed.store(true, Ordering::Relaxed);
+        for (name, ts, value) in points {
+            let numeric = value.trim().parse::<f64>().is_ok_and(f64::is_finite);
+            if let Some(s) = m.get_mut(name) {
+                s.count += 1;
+                s.numeric &= numeric;
+                s.first_ts = s.first_ts.min(ts);
+                s.last_ts = s.last_ts.max(ts);
+            } else if m.len() < MAX_NAMES {
+                m.insert(name.to_string(), Stat { count: 1, numeric, first_ts: ts, last_ts: ts });
+                self.changed.store(true, Ordering::Relaxed);
+            }
         }
     }
 

@@ -248,9 +248,7 @@ impl Ingest {
         match res {
             Ok(_) => {
                 if let Some(c) = &self.catalog {
-                    for p in pts {
-                        c.saw(&p.alias, p.ts, &p.value);
-                    }
+                    c.saw_all(pts.iter().map(|p| (&*p.alias, p.ts, &*p.value)));
                 }
                 Reply::no_content()
             }
