@@ -11,6 +11,10 @@
 //!   `send_post`, as `_http_readwrite` would send it, and read with its `ReadHandler`.
 //! - `gdc http write` does not encode its value, so a value with `&` or `=` splits: the
 //!   library's `http_write_multiple` (which encodes) writes that one.
+//! - Its device-file form (`gdc -f FILE`, the `Device` class) cannot be built at all:
+//!   `MuranoClient.__new__` takes the file name for its `memory_queue` flag and returns a
+//!   client without a host ("Cannot parse supported protocol from murano_host parameter:
+//!   None"), whatever the file holds. Activation is tested in its other form (`-u ID`).
 //! - `HTTPWatchThread` always long-polls with `If-Modified-Since: 0`; `gdc http poll`
 //!   passes the caller's value, which is what is tested.
 
