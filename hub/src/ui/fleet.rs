@@ -458,35 +458,41 @@ async fn bulk(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> U
             }
             "re-enable".to_string()
         }
-        action => {
-            let cmd = match action {
-                BulkAction::Install { package } => Command::Install { package },
-                BulkAction::Remove { app } => Command::Remove { app },
-                _ => unreachable!("tag and enable are handled above"),
-            };
-            // The same checks as for one gateway; what every gateway would refuse alike
-            // (an empty or malformed name) is the form's error.
-            let mut what = String::new();
-            for d in &devices {
-                match send(&hub, d, &cmd, now).await {
-                    Ok(w) => what = w,
-                    Err(UiError::Field(f, m)) if devices.len() == 1 || f != "package" => {
-                        return Err(UiError::Field(f, m))
-                    }
-                    Err(UiError::Field(_, m)) => refused.push(json!({"id": d.id, "sn": d.sn, "reason": m})),
-                    Err(e) => return Err(e),
-                }
-            }
-            if what.is_empty() {
-                return Err(bad("package", format!("no selected gateway can take it: {}", refused[0]["reason"])));
-            }
-            what
+        BulkAction::Install { package } => {
+            send_each(&hub, &devices, &Command::Install { package }, now, &mut refused).await?
         }
+        BulkAction::Remove { app } => send_each(&hub, &devices, &Command::Remove { app }, now, &mut refused).await?,
     };
     let done = devices.len() - refused.len();
     log::info!("dashboard: {} sent {what} to {done} gateways ({} refused)", s.operator, refused.len());
     refused.truncate(50);
     Ok(Json(json!({"done": done, "refused": refused})).into_response())
+}
+
+/// Sends `cmd` to each gateway by the checks one gateway gets; a gateway that refuses (no
+/// such package for its model) goes in `refused` and the others go on. What every
+/// gateway refuses alike (an empty or malformed name) is the form's error.
+async fn send_each(
+    hub: &Hub,
+    devices: &[Device],
+    cmd: &Command,
+    now: i64,
+    refused: &mut Vec<Value>,
+) -> Result<String, UiError> {
+    let mut what = String::new();
+    for d in devices {
+        match send(hub, d, cmd, now).await {
+            Ok(w) => what = w,
+            Err(UiError::Field(f, m)) if devices.len() == 1 || f != "package" => return Err(UiError::Field(f, m)),
+            Err(UiError::Field(_, m)) => refused.push(json!({"id": d.id, "sn": d.sn, "reason": m})),
+            Err(e) => return Err(e),
+        }
+    }
+    if what.is_empty() {
+        let why = refused.first().map_or_else(String::new, |r| r["reason"].to_string());
+        return Err(bad("package", format!("no selected gateway can take it: {why}")));
+    }
+    Ok(what)
 }
 
 /// Every package the hub hosts, for every vendor and model it has gateways of.
