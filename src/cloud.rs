@@ -377,11 +377,22 @@ impl Cloud {
         token: &str,
         body: Option<(&[u8], bool)>,
     ) -> Result<(u16, Vec<u8>), CloudError> {
-        let auth = format!("Bearer {token}");
+        // A provider of a NOT_SECURE service gets no token from the orchestrator: no header.
+        let auth = (!token.is_empty()).then(|| format!("Bearer {token}"));
         let r = match body {
-            None => self.agent.get(url).header("Authorization", &auth).call(),
+            None => {
+                let rq = self.agent.get(url);
+                match &auth {
+                    Some(a) => rq.header("Authorization", a).call(),
+                    None => rq.call(),
+                }
+            }
             Some((b, deflated)) => {
-                let rq = self.agent.post(url).header("Authorization", &auth).header("Content-Type", "application/json");
+                let rq = self.agent.post(url).header("Content-Type", "application/json");
+                let rq = match &auth {
+                    Some(a) => rq.header("Authorization", a),
+                    None => rq,
+                };
                 let rq = if deflated { rq.header("Content-Encoding", "deflate") } else { rq };
                 rq.send(b)
             }

@@ -494,3 +494,64 @@ fn fetched_once(backend: Backend) {
     assert_eq!(r.status, 401);
 }
 backends!(command_fetched_once, fetched_once);
+
+/// Two hubs with one system name at two addresses (each its own database): a batch
+/// configuration for that name reaches both, every point at each, neither shadowing the
+/// other; when one dies, the other goes on.
+#[test]
+fn two_providers_of_one_name_do_not_shadow_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("edge.secret");
+    let secret_s = secret.to_str().unwrap();
+    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+    let url_a = common::db_url(Backend::Sqlite, &dir.path().join("a"));
+    let hub_a = hub(&url_a, &da, &["--system-name", "twin", "--edge-secret-file", secret_s]);
+    let a = Client::new(hub_a.clone());
+    let token_a = da.join("operator.token");
+    let url_b = common::db_url(Backend::Sqlite, &dir.path().join("b"));
+    let hub_b = hub(
+        &url_b,
+        &db,
+        &[
+            "--system-name",
+            "twin",
+            "--edge-secret-file",
+            secret_s,
+            "--registry",
+            &hub_a.url,
+            "--registry-token-file",
+            token_a.to_str().unwrap(),
+        ],
+    );
+    let b = Client::new(hub_b.clone());
+    a.whitelist("acme", "gw1", "EDGE1");
+    let e1 = Agent::start_as(&dir.path().join("e1"), &hub_a.url, "EDGE1", "", EDGE);
+    wait_for("EDGE1's state at both twins", 30, || {
+        control(&a, "EDGE1")["state"]["system"] == "EDGE1" && control(&b, "EDGE1")["state"]["system"] == "EDGE1"
+    });
+    issue(&a, "EDGE1", json!({"id": "t1", "batch": {"twin": {"interval_ms": 200, "filter": ["temp*"]}}}));
+    wait_result(&a, "EDGE1", "t1", "applied");
+    let w = Writer::start(e1.ingest, e1.local_token(), &["temp1"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let (written, resent) = w.finish();
+    assert!(written > 20, "the writer wrote only {written} values");
+    let mut firsts = Vec::new();
+    for c in [&a, &b] {
+        wait_for(&format!("every temperature at {}", c.hub.url), 30, || {
+            once_each_but(&points(c, "EDGE1", "twin"), "temp1", &resent).last() == Some(&(written - 1))
+        });
+        let got = once_each_but(&points(c, "EDGE1", "twin"), "temp1", &resent);
+        assert_eq!(got, (got[0]..written).collect::<Vec<_>>(), "values missing at {}", c.hub.url);
+        firsts.push(got[0]);
+    }
+    assert!(firsts.iter().all(|f| *f <= 5), "a twin started late: {firsts:?}");
+    // Twin A dies; twin B goes on receiving.
+    drop(a);
+    drop(hub_a);
+    let w = Writer::start(e1.ingest, e1.local_token(), &["temp2"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let (written2, resent2) = w.finish();
+    wait_for("every temp2 at the living twin", 30, || {
+        once_each_but(&points(&b, "EDGE1", "twin"), "temp2", &resent2) == (0..written2).collect::<Vec<_>>()
+    });
+}

@@ -55,7 +55,7 @@ pub fn run(mut log: PointLog, cloud: &Cloud, max: usize, sh: &Shared) {
                 continue;
             };
             let interval = Duration::from_millis(cfg.interval_ms);
-            let t = timing.entry(p.name.clone()).or_default();
+            let t = timing.entry(p.key.clone()).or_default();
             let due = match (t.retry_at, t.last) {
                 (Some(r), _) => r,
                 (None, Some(l)) => l + interval,
@@ -68,7 +68,7 @@ pub fn run(mut log: PointLog, cloud: &Cloud, max: usize, sh: &Shared) {
             match send_round(&mut log, cloud, sh, p, cfg, max, &mut body, &mut deflated) {
                 Ok(()) => {
                     if t.failures > 0 {
-                        log::info!("edge: batch provider {} is reachable again", p.name);
+                        log::info!("edge: batch provider {} is reachable again", p.key);
                     }
                     t.failures = 0;
                     t.retry_at = None;
@@ -77,7 +77,7 @@ pub fn run(mut log: PointLog, cloud: &Cloud, max: usize, sh: &Shared) {
                 }
                 Err(e) => {
                     if t.failures == 0 {
-                        log::warn!("edge: batch to {}: {e}; keeping it and retrying", p.name);
+                        log::warn!("edge: batch to {}: {e}; keeping it and retrying", p.key);
                     }
                     t.failures += 1;
                     let backoff = Duration::from_secs(1 << t.failures.min(6)).max(interval);
@@ -112,7 +112,8 @@ fn send_round(
     deflated: &mut Vec<u8>,
 ) -> Result<(), String> {
     for _ in 0..BURST {
-        let Some(b) = log.next_batch(&sh.system, &p.name, cfg, max).map_err(|e| format!("edge store: {e}"))? else {
+        let Some(b) = log.next_batch(&sh.system, &p.name, &p.key, cfg, max).map_err(|e| format!("edge store: {e}"))?
+        else {
             return Ok(());
         };
         let full = b.points.len() >= max;
@@ -134,8 +135,8 @@ fn send_round(
                 if ack.batch_id != batch.batch_id {
                     return Err(format!("the provider confirmed batch {}, not {}", ack.batch_id, batch.batch_id));
                 }
-                log.batch_done(&p.name, &batch.batch_id).map_err(|e| format!("edge store: {e}"))?;
-                log::debug!("edge: batch {} ({} points) stored by {}", batch.batch_id, batch.points.len(), p.name);
+                log.batch_done(&p.key, &batch.batch_id).map_err(|e| format!("edge store: {e}"))?;
+                log::debug!("edge: batch {} ({} points) stored by {}", batch.batch_id, batch.points.len(), p.key);
             }
             Ok((401, resp)) => {
                 sh.stale.store(true, Ordering::Relaxed);

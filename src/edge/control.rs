@@ -63,6 +63,7 @@ fn providers(resp: &[u8]) -> Result<Vec<Provider>, String> {
             };
             let scheme = if secure { "https" } else { "http" };
             Some(Provider {
+                key: format!("{}@{}:{}", o.provider.system_name, o.provider.address, o.provider.port),
                 name: o.provider.system_name,
                 url: format!("{scheme}://{host}:{}/{}", o.provider.port, o.service_uri.trim_start_matches('/')),
                 token,

@@ -35,6 +35,9 @@ pub const CONSUMER: &str = "edge";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Provider {
     pub name: String,
+    /// `NAME@ADDRESS:PORT`: the provider's identity, as Arrowhead's registry keys it; two
+    /// providers of one name are two providers (each has its own cursor).
+    pub key: String,
     /// `http(s)://address:port/serviceUri`.
     pub url: String,
     pub token: String,

@@ -381,20 +381,37 @@ impl PointLog {
         save(&self.path, &self.cursors).map_err(|e| format!("writing {}: {e}", self.path.display()))
     }
 
-    /// The batch in flight for `provider`, read again from the range and filter it was
-    /// saved with; else a new one of the points after its cursor that `cfg` selects (saved
-    /// before it is returned). `None`: nothing to send. A provider seen for the first time
-    /// starts after the newest point: it receives what apps write from then on.
+    /// The batch in flight for the provider `key` (`NAME@ADDRESS:PORT`, its identity, as in
+    /// Arrowhead's registry), read again from the range and filter it was saved with; else
+    /// a new one of the points after its cursor that `cfg` selects (saved before it is
+    /// returned). `None`: nothing to send.
+    ///
+    /// A provider seen for the first time starts where the furthest-behind provider of the
+    /// same `name` stands (one that took over from a dead one misses nothing of what it was
+    /// not sent; a cursor an earlier agent kept by name alone is taken over and dropped);
+    /// with none of its name, after the newest point: it receives what apps write from then
+    /// on.
     pub fn next_batch(
         &mut self,
         system: &str,
-        provider: &str,
+        name: &str,
+        key: &str,
         cfg: &BatchConfig,
         max: usize,
     ) -> Result<Option<Pending>, String> {
         let newest = self.queue.last_seq();
-        let Some(c) = self.cursors.providers.get_mut(provider) else {
-            self.cursors.providers.insert(provider.into(), Cursor { last: newest, next_batch: 1, pending: None });
+        let Some(c) = self.cursors.providers.get_mut(key) else {
+            let sibling = format!("{name}@");
+            let start = self
+                .cursors
+                .providers
+                .iter()
+                .filter(|(k, _)| k.as_str() == name || k.starts_with(&sibling))
+                .map(|(_, c)| c.done_through())
+                .min()
+                .unwrap_or(newest);
+            self.cursors.providers.remove(name);
+            self.cursors.providers.insert(key.into(), Cursor { last: start, next_batch: 1, pending: None });
             self.save()?;
             return Ok(None);
         };
@@ -419,7 +436,7 @@ impl PointLog {
             c.last = to;
             return Ok(None);
         }
-        let batch_id = format!("{system}.{}.{provider}.{}", self.cursors.store_id, c.next_batch);
+        let batch_id = format!("{system}.{}.{key}.{}", self.cursors.store_id, c.next_batch);
         c.pending = Some(InFlight { batch_id: batch_id.clone(), from, to, filter: cfg.filter.clone() });
         self.save()?;
         Ok(Some(Pending { batch_id, to, points }))
@@ -493,18 +510,18 @@ mod tests {
         let (q, mut log) = open(dir.path(), 1000);
         put(&q, &[("temp", "old")]);
         // First sight of the provider: it starts after what is stored.
-        assert_eq!(log.next_batch("gw", "hub-a", &cfg(&["temp*"]), 10).unwrap(), None);
+        assert_eq!(log.next_batch("gw", "hub-a", "hub-a", &cfg(&["temp*"]), 10).unwrap(), None);
         put(&q, &[("temp1", "a"), ("hum", "b"), ("temp2", "c")]);
-        let b = log.next_batch("gw", "hub-a", &cfg(&["temp*"]), 10).unwrap().unwrap();
+        let b = log.next_batch("gw", "hub-a", "hub-a", &cfg(&["temp*"]), 10).unwrap().unwrap();
         assert_eq!(values(&b), ["a", "c"]);
         // Not confirmed: a reopened store gives the same batch again, even with a new filter.
         drop((q, log));
         let (q, mut log) = open(dir.path(), 1000);
-        let again = log.next_batch("gw", "hub-a", &cfg(&["hum"]), 10).unwrap().unwrap();
+        let again = log.next_batch("gw", "hub-a", "hub-a", &cfg(&["hum"]), 10).unwrap().unwrap();
         assert_eq!(again, b);
         log.batch_done("hub-a", &b.batch_id).unwrap();
         put(&q, &[("temp1", "d"), ("hum", "e")]);
-        let next = log.next_batch("gw", "hub-a", &cfg(&["hum"]), 10).unwrap().unwrap();
+        let next = log.next_batch("gw", "hub-a", "hub-a", &cfg(&["hum"]), 10).unwrap().unwrap();
         assert_ne!(next.batch_id, b.batch_id);
         assert_eq!(values(&next), ["e"]);
     }
@@ -513,38 +530,69 @@ mod tests {
     fn two_providers_read_at_their_own_pace_and_hold_the_queue_for_the_slower() {
         let dir = tempfile::tempdir().unwrap();
         let (q, mut log) = open(dir.path(), 1000);
-        assert_eq!(log.next_batch("gw", "a", &cfg(&["*"]), 2).unwrap(), None);
-        assert_eq!(log.next_batch("gw", "b", &cfg(&["x*"]), 100).unwrap(), None);
+        assert_eq!(log.next_batch("gw", "a", "a", &cfg(&["*"]), 2).unwrap(), None);
+        assert_eq!(log.next_batch("gw", "b", "b", &cfg(&["x*"]), 100).unwrap(), None);
         let pts: Vec<(String, String)> = (0..5).map(|i| (format!("x{i}"), i.to_string())).collect();
         put(&q, &pts.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect::<Vec<_>>());
         let mut got = Vec::new();
-        while let Some(b) = log.next_batch("gw", "a", &cfg(&["*"]), 2).unwrap() {
+        while let Some(b) = log.next_batch("gw", "a", "a", &cfg(&["*"]), 2).unwrap() {
             assert!(b.points.len() <= 2);
             got.extend(values(&b).into_iter().map(String::from));
             log.batch_done("a", &b.batch_id).unwrap();
             // b's batch stays unconfirmed while a goes on: the queue keeps it for b.
-            let pending_b = log.next_batch("gw", "b", &cfg(&["x*"]), 100).unwrap().unwrap();
+            let pending_b = log.next_batch("gw", "b", "b", &cfg(&["x*"]), 100).unwrap().unwrap();
             assert_eq!(values(&pending_b), ["0", "1", "2", "3", "4"]);
             log.release().unwrap();
             assert_eq!(log.acked(), 0);
         }
         assert_eq!(got, ["0", "1", "2", "3", "4"]);
-        let b = log.next_batch("gw", "b", &cfg(&["x*"]), 100).unwrap().unwrap();
+        let b = log.next_batch("gw", "b", "b", &cfg(&["x*"]), 100).unwrap().unwrap();
         log.batch_done("b", &b.batch_id).unwrap();
         log.release().unwrap();
         assert_eq!(log.acked(), 5);
     }
 
     #[test]
+    fn two_providers_of_one_name_each_get_everything_and_a_newcomer_misses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, mut log) = open(dir.path(), 1000);
+        // A cursor an earlier agent kept by the name alone.
+        assert_eq!(log.next_batch("gw", "hub", "hub", &cfg(&["*"]), 100).unwrap(), None);
+        put(&q, &[("a", "1"), ("a", "2")]);
+        // The same hub seen with its address: it takes the old cursor over (nothing lost)
+        // and the name-only cursor goes.
+        assert_eq!(log.next_batch("gw", "hub", "hub@10.0.0.1:80", &cfg(&["*"]), 100).unwrap(), None);
+        let b1 = log.next_batch("gw", "hub", "hub@10.0.0.1:80", &cfg(&["*"]), 100).unwrap().unwrap();
+        assert_eq!(values(&b1), ["1", "2"]);
+        assert!(b1.batch_id.contains(".hub@10.0.0.1:80."), "{}", b1.batch_id);
+        log.batch_done("hub@10.0.0.1:80", &b1.batch_id).unwrap();
+        // A second provider of that name elsewhere starts where the first stands, and from
+        // then on each is sent every point: neither shadows the other.
+        assert_eq!(log.next_batch("gw", "hub", "hub@10.0.0.2:80", &cfg(&["*"]), 100).unwrap(), None);
+        put(&q, &[("a", "3")]);
+        for key in ["hub@10.0.0.1:80", "hub@10.0.0.2:80"] {
+            let b = log.next_batch("gw", "hub", key, &cfg(&["*"]), 100).unwrap().unwrap();
+            assert_eq!(values(&b), ["3"], "{key}");
+            log.batch_done(key, &b.batch_id).unwrap();
+        }
+        // The first dies before it confirms anything more; a third takes over from it.
+        put(&q, &[("a", "4")]);
+        let _ = log.next_batch("gw", "hub", "hub@10.0.0.1:80", &cfg(&["*"]), 100).unwrap().unwrap();
+        assert_eq!(log.next_batch("gw", "hub", "hub@10.0.0.3:80", &cfg(&["*"]), 100).unwrap(), None);
+        let b3 = log.next_batch("gw", "hub", "hub@10.0.0.3:80", &cfg(&["*"]), 100).unwrap().unwrap();
+        assert_eq!(values(&b3), ["4"]);
+    }
+
+    #[test]
     fn retention_bounds_what_a_silent_provider_holds() {
         let dir = tempfile::tempdir().unwrap();
         let (q, mut log) = open(dir.path(), 3);
-        assert_eq!(log.next_batch("gw", "p", &cfg(&["*"]), 100).unwrap(), None);
+        assert_eq!(log.next_batch("gw", "p", "p", &cfg(&["*"]), 100).unwrap(), None);
         put(&q, &[("a", "1"), ("a", "2"), ("a", "3"), ("a", "4"), ("a", "5")]);
         log.release().unwrap();
         assert_eq!(log.acked(), 2);
         // The oldest two are given up: the provider gets the three kept.
-        let b = log.next_batch("gw", "p", &cfg(&["*"]), 100).unwrap().unwrap();
+        let b = log.next_batch("gw", "p", "p", &cfg(&["*"]), 100).unwrap().unwrap();
         assert_eq!(values(&b), ["3", "4", "5"]);
     }
 
@@ -555,13 +603,13 @@ mod tests {
         let q = Queue::open(&dir.path().join("queue"), opts).unwrap();
         let mut log =
             PointLog::open(&dir.path().join("edge"), q.clone(), q.consumer("edge").unwrap(), 100_000).unwrap();
-        assert_eq!(log.next_batch("gw", "p", &cfg(&["*"]), 10).unwrap(), None);
+        assert_eq!(log.next_batch("gw", "p", "p", &cfg(&["*"]), 10).unwrap(), None);
         let v = "x".repeat(100);
         for _ in 0..2000 {
             put(&q, &[("a", v.as_str())]);
         }
         // One read teaches the edge the records' size (about 128 bytes).
-        let b = log.next_batch("gw", "p", &cfg(&["*"]), 10).unwrap().unwrap();
+        let b = log.next_batch("gw", "p", "p", &cfg(&["*"]), 10).unwrap().unwrap();
         assert_eq!(b.points.len(), 10);
         log.release().unwrap();
         let held = q.last_seq() - log.acked();
