@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
+
+use crate::server::Peer;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -114,8 +116,14 @@ fn query_aliases(q: Option<&str>) -> Result<Vec<String>, ApiError> {
     Ok(aliases)
 }
 
-async fn write(State(hub): State<Arc<Hub>>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let dev = hub.device_of(&headers).await?;
+async fn write(
+    State(hub): State<Arc<Hub>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
+    body: Bytes,
+) -> ApiResult {
+    let dev = hub.device_of(&headers, peer.as_deref()).await?;
     let read_back = query_aliases(q.as_deref())?;
     let mut values = Vec::new();
     for (k, v) in form_body(&headers, &body)? {
@@ -167,8 +175,13 @@ fn parse_since(v: &str) -> Option<i64> {
     Some(t.duration_since(UNIX_EPOCH).ok()?.as_millis() as i64 + 999)
 }
 
-async fn read(State(hub): State<Arc<Hub>>, RawQuery(q): RawQuery, headers: HeaderMap) -> ApiResult {
-    let dev = hub.device_of(&headers).await?;
+async fn read(
+    State(hub): State<Arc<Hub>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
+) -> ApiResult {
+    let dev = hub.device_of(&headers, peer.as_deref()).await?;
     let aliases = query_aliases(q.as_deref())?;
     if aliases.is_empty() {
         return Err(err(StatusCode::BAD_REQUEST, "name at least one alias in the query (?a&b)"));
@@ -241,8 +254,13 @@ fn parse_record(headers: &HeaderMap, body: &[u8], mut alias: Option<String>) -> 
     Ok(points)
 }
 
-async fn record(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let dev = hub.device_of(&headers).await?;
+async fn record(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
+    body: Bytes,
+) -> ApiResult {
+    let dev = hub.device_of(&headers, peer.as_deref()).await?;
     let points = parse_record(&headers, &body, None)?;
     hub.store.record(dev, &points, now_ms()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -252,9 +270,10 @@ async fn record_alias(
     State(hub): State<Arc<Hub>>,
     Path(alias): Path<String>,
     headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
     body: Bytes,
 ) -> ApiResult {
-    let dev = hub.device_of(&headers).await?;
+    let dev = hub.device_of(&headers, peer.as_deref()).await?;
     check_alias(&alias)?;
     let points = parse_record(&headers, &body, Some(alias))?;
     hub.store.record(dev, &points, now_ms()).await?;
@@ -263,8 +282,13 @@ async fn record_alias(
 
 /// The forwarder's batch (`gwe_wire::batch`), deflated or not. Answers `acked=<seq>`: the
 /// highest seq of the stream the hub has stored, which the agent may now delete.
-async fn batch(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let dev = hub.device_of(&headers).await?;
+async fn batch(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
+    body: Bytes,
+) -> ApiResult {
+    let dev = hub.device_of(&headers, peer.as_deref()).await?;
     match headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("(not text)")) {
         None | Some(BATCH_TYPE) => {}
         Some(ct) => {
@@ -334,8 +358,13 @@ fn parse_range(v: &str, size: i64) -> Result<Option<(i64, i64)>, ApiError> {
     Ok(Some((start, end - start + 1)))
 }
 
-async fn download(State(hub): State<Arc<Hub>>, RawQuery(q): RawQuery, headers: HeaderMap) -> ApiResult {
-    let dev = hub.device_of(&headers).await?;
+async fn download(
+    State(hub): State<Arc<Hub>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
+) -> ApiResult {
+    let dev = hub.device_of(&headers, peer.as_deref()).await?;
     let (mut vendor, mut model, mut id, mut info) = (None, None, None, false);
     for (k, v) in form::all_pairs(q.unwrap_or_default().as_bytes()).map_err(form_err)? {
         match &*k {

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,7 +25,8 @@ use serde_json::json;
 use sha2::Sha256;
 
 use crate::operator::{check_operator, json_body};
-use crate::registry::checked_name;
+use crate::registry::{cert_system, checked_name};
+use crate::server::{Peer, PeerKind};
 use crate::{err, now_ms, ApiError, Hub};
 
 /// How this hub shows itself in the service registry, and the shared token secret.
@@ -44,6 +45,11 @@ pub struct EdgeSettings {
     /// Arrowhead's insecure mode (`--arrowhead-insecure`): anyone may register, and a
     /// requester is who it says it is (`registry.rs`).
     pub open_registry: bool,
+    /// Arrowhead's certificate mode (`--arrowhead-ca`): a client certificate of the local
+    /// cloud is its holder's identity (`registry.rs`).
+    pub certificates: bool,
+    /// This hub's public key (base64 DER), given out as the authorization system's.
+    pub public_key: Option<String>,
 }
 
 impl EdgeSettings {
@@ -60,6 +66,8 @@ impl EdgeSettings {
             secret,
             token_secs: 3600,
             open_registry: false,
+            certificates: false,
+            public_key: None,
         }
     }
 
@@ -148,18 +156,37 @@ pub fn routes() -> Router<Arc<Hub>> {
 
 type ApiResult = Result<Response, ApiError>;
 
-/// The edge system a request's authorization token was issued to, for `service`.
-fn edge_of(hub: &Hub, headers: &HeaderMap, service: &str) -> Result<String, ApiError> {
+/// The edge system a request's authorization token was issued to, for `service`. A
+/// client certificate, when there is one, must be that system's (as Arrowhead's TOKEN
+/// providers check the consumer's certificate against the token).
+fn edge_of(hub: &Hub, headers: &HeaderMap, peer: Option<&Extension<Peer>>, service: &str) -> Result<String, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| err(StatusCode::UNAUTHORIZED, "missing Authorization: Bearer <orchestrator token>"))?;
-    hub.edge.check(token.trim(), service, now_ms()).map_err(|e| err(StatusCode::UNAUTHORIZED, e))
+    let system = hub.edge.check(token.trim(), service, now_ms()).map_err(|e| err(StatusCode::UNAUTHORIZED, e))?;
+    let peer = peer.map(|p| &p.0);
+    let holder = match peer {
+        Some(p) if p.kind == PeerKind::Device => Some(p.cn.clone()),
+        _ => cert_system(hub, peer),
+    };
+    match holder {
+        Some(h) if !h.eq_ignore_ascii_case(&system) => Err(err(
+            StatusCode::FORBIDDEN,
+            format!("the token was given to {system:?}, the client certificate is {h:?}'s"),
+        )),
+        _ => Ok(system),
+    }
 }
 
-async fn batch(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let system = edge_of(&hub, &headers, edge::SERVICE_BATCH)?;
+async fn batch(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
+    body: Bytes,
+) -> ApiResult {
+    let system = edge_of(&hub, &headers, peer.as_ref(), edge::SERVICE_BATCH)?;
     let raw = crate::device::inflate_body(&hub, &headers, &body)?;
     let b: Batch = json_body(&raw)?;
     if b.system != system {
@@ -177,16 +204,21 @@ async fn batch(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> 
     Ok(Json(BatchAck { batch_id: b.batch_id, stored, duplicate: !fresh }).into_response())
 }
 
-async fn ctrlpoll(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> ApiResult {
-    let system = edge_of(&hub, &headers, edge::SERVICE_CTRLPOLL)?;
+async fn ctrlpoll(State(hub): State<Arc<Hub>>, headers: HeaderMap, peer: Option<Extension<Peer>>) -> ApiResult {
+    let system = edge_of(&hub, &headers, peer.as_ref(), edge::SERVICE_CTRLPOLL)?;
     match hub.store.take_command(&system).await? {
         Some(cmd) => Ok(([(header::CONTENT_TYPE, "application/json")], cmd).into_response()),
         None => Ok(StatusCode::NO_CONTENT.into_response()),
     }
 }
 
-async fn ctrlupdate(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let system = edge_of(&hub, &headers, edge::SERVICE_CTRLUPDATE)?;
+async fn ctrlupdate(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
+    body: Bytes,
+) -> ApiResult {
+    let system = edge_of(&hub, &headers, peer.as_ref(), edge::SERVICE_CTRLUPDATE)?;
     let u: CtrlUpdate = json_body(&body)?;
     if u.system != system {
         return Err(err(
@@ -211,10 +243,11 @@ async fn ctrlupdate(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes
 async fn cmd_issue(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
     Path(system): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    operator_or_open(&hub, &headers)?;
+    operator_or_open(&hub, &headers, peer.as_deref())?;
     checked_name("system", &system)?;
     if body.len() > edge::MAX_CONFIG_BYTES + 4096 {
         return Err(err(StatusCode::PAYLOAD_TOO_LARGE, "command is over 68 KiB"));
@@ -234,9 +267,10 @@ pub async fn issue_command(hub: &Hub, system: &str, body: &[u8]) -> Result<Strin
     Ok(cmd.id)
 }
 
-/// The `cmd` service's caller: the operator, or anyone in Arrowhead's insecure mode.
-fn operator_or_open(hub: &Hub, headers: &HeaderMap) -> Result<(), ApiError> {
-    if hub.edge.open_registry {
+/// The `cmd` service's caller: the operator, anyone in Arrowhead's insecure mode, and in
+/// its certificate mode any system of the local cloud (the `CERTIFICATE` access policy).
+fn operator_or_open(hub: &Hub, headers: &HeaderMap, peer: Option<&Peer>) -> Result<(), ApiError> {
+    if hub.edge.open_registry || cert_system(hub, peer).is_some() {
         return Ok(());
     }
     check_operator(hub, headers)
@@ -257,10 +291,11 @@ fn parsed(s: &Option<String>) -> serde_json::Value {
 async fn cmd_read(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
     Path(system): Path<String>,
     Query(q): Query<CmdQuery>,
 ) -> ApiResult {
-    operator_or_open(&hub, &headers)?;
+    operator_or_open(&hub, &headers, peer.as_deref())?;
     let c = hub.store.edge_control(&system).await?.unwrap_or_default();
     let mut out = json!({
         "system": system,

@@ -130,19 +130,44 @@ impl Hub {
         self
     }
 
-    /// The device a request's `X-Exosite-CIK` belongs to, or 401.
-    pub async fn device_of(&self, headers: &HeaderMap) -> Result<i64, ApiError> {
-        let cik = headers
-            .get("x-exosite-cik")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| err(StatusCode::UNAUTHORIZED, "missing X-Exosite-CIK header"))?;
-        let hash = token_hash(cik.trim());
+    /// The device a request comes from: its `X-Exosite-CIK`, or else a client certificate
+    /// of the device CA (`--device-ca`) whose common name is a whitelisted serial number;
+    /// or 401.
+    pub async fn device_of(&self, headers: &HeaderMap, peer: Option<&server::Peer>) -> Result<i64, ApiError> {
+        let cik = headers.get("x-exosite-cik").and_then(|v| v.to_str().ok());
+        let hash = match (cik, peer) {
+            (Some(cik), _) => token_hash(cik.trim()),
+            (None, Some(p)) if p.kind == server::PeerKind::Device => token_hash(&format!("cert\0{}", p.cn)),
+            (None, _) => return Err(err(StatusCode::UNAUTHORIZED, "missing X-Exosite-CIK header")),
+        };
         if let Some((dev, at)) = self.tokens.lock().unwrap_or_else(|e| e.into_inner()).get(&hash) {
             if at.elapsed() < TOKEN_TTL {
                 return Ok(*dev);
             }
         }
-        match self.store.device_for_token(&hash).await? {
+        let dev = match (cik, peer) {
+            (Some(_), _) => self.store.device_for_token(&hash).await?,
+            (None, Some(p)) => match self.store.devices_by_sn(&p.cn).await?[..] {
+                [dev] => Some(dev),
+                [] => {
+                    return Err(err(
+                        StatusCode::UNAUTHORIZED,
+                        format!("no device has the client certificate's serial number {:?}", p.cn),
+                    ))
+                }
+                _ => {
+                    return Err(err(
+                        StatusCode::UNAUTHORIZED,
+                        format!(
+                            "several devices have the serial number {:?}: a certificate cannot tell them apart",
+                            p.cn
+                        ),
+                    ))
+                }
+            },
+            (None, None) => None,
+        };
+        match dev {
             Some(dev) => {
                 self.tokens.lock().unwrap_or_else(|e| e.into_inner()).insert(hash, (dev, Instant::now()));
                 Ok(dev)

@@ -5,7 +5,8 @@
 //!               [--operator-token-file FILE] [--max-body BYTES]
 //!               [--system-name NAME] [--advertise HOST:PORT] [--group NAME]
 //!               [--edge-secret-file FILE] [--registry URL --registry-token-file FILE]
-//!               [--arrowhead-insecure]
+//!               [--arrowhead-insecure | --arrowhead-ca PEM] [--arrowhead-ports SR,ORCH,AUTH]
+//!               [--device-ca PEM]
 //! gwe-hub device add VENDOR MODEL SN [--db URL]     whitelist a device
 //! gwe-hub device enable ID [--db URL]               let it activate again
 //! gwe-hub device list [--db URL]
@@ -19,7 +20,12 @@
 //! `--edge-secret-file` so that each accepts the tokens the orchestrator gave out. The
 //! default system name is `gwe-hub-HOST-PORT` (the advertised address), so two hubs never
 //! shadow each other. `--arrowhead-insecure` opens the service registry and orchestrator as
-//! Arrowhead's insecure mode does (no credentials; a system is who it says it is).
+//! Arrowhead's insecure mode does (no credentials; a system is who it says it is);
+//! `--arrowhead-ca` is Arrowhead's certificate mode (TLS; a client certificate of the local
+//! cloud is its holder's identity). `--arrowhead-ports` also serves the service registry,
+//! the orchestrator and the authorization system's public key each on its usual port
+//! (8443, 8441, 8445). `--device-ca`: a gateway's TLS client certificate issued by this CA,
+//! its common name the serial number, identifies it without a token.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -29,6 +35,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use gwe_hub::notify::Notifier;
+use gwe_hub::server::PeerKind;
 use gwe_hub::store::{self, DeviceKey};
 use gwe_hub::{now_ms, server, Hub, Limits};
 use lexopt::prelude::*;
@@ -43,7 +50,8 @@ const USAGE: &str = "usage: gwe-hub serve [--listen ADDR] [--db URL] [--tls-cert
 [--operator-token-file FILE] [--max-body BYTES]
                [--system-name NAME] [--advertise HOST:PORT] [--group NAME]
                [--edge-secret-file FILE] [--registry URL --registry-token-file FILE]
-               [--arrowhead-insecure]
+               [--arrowhead-insecure | --arrowhead-ca PEM] [--arrowhead-ports SR,ORCH,AUTH]
+               [--device-ca PEM]
        gwe-hub device add VENDOR MODEL SN [--db URL]
        gwe-hub device enable ID [--db URL]
        gwe-hub device list [--db URL]
@@ -59,6 +67,9 @@ struct Args {
     max_body: usize,
     system_name: Option<String>,
     arrowhead_insecure: bool,
+    arrowhead_ca: Option<PathBuf>,
+    arrowhead_ports: Option<[u16; 3]>,
+    device_ca: Option<PathBuf>,
     advertise: Option<String>,
     group: Option<String>,
     secret_file: Option<PathBuf>,
@@ -77,6 +88,9 @@ fn parse() -> Result<Args, lexopt::Error> {
         max_body: Limits::default().max_body,
         system_name: None,
         arrowhead_insecure: false,
+        arrowhead_ca: None,
+        arrowhead_ports: None,
+        device_ca: None,
         advertise: None,
         group: None,
         secret_file: None,
@@ -94,6 +108,14 @@ fn parse() -> Result<Args, lexopt::Error> {
             Long("max-body") => a.max_body = p.value()?.parse()?,
             Long("system-name") => a.system_name = Some(p.value()?.string()?),
             Long("arrowhead-insecure") => a.arrowhead_insecure = true,
+            Long("arrowhead-ca") => a.arrowhead_ca = Some(p.value()?.into()),
+            Long("arrowhead-ports") => {
+                let v = p.value()?.string()?;
+                let bad = || format!("--arrowhead-ports {v:?}: three ports (registry, orchestrator, authorization)");
+                let ports: Vec<u16> = v.split(',').map(str::parse).collect::<Result<_, _>>().map_err(|_| bad())?;
+                a.arrowhead_ports = Some(<[u16; 3]>::try_from(ports).map_err(|_| bad())?);
+            }
+            Long("device-ca") => a.device_ca = Some(p.value()?.into()),
             Long("advertise") => a.advertise = Some(p.value()?.string()?),
             Long("group") => a.group = Some(p.value()?.string()?),
             Long("edge-secret-file") => a.secret_file = Some(p.value()?.into()),
@@ -229,11 +251,19 @@ async fn run(a: Args) -> Result<(), String> {
         }
         _ => return Err(USAGE.into()),
     }
+    let client_cas: Vec<_> = [(&a.arrowhead_ca, PeerKind::Arrowhead), (&a.device_ca, PeerKind::Device)]
+        .into_iter()
+        .filter_map(|(p, k)| p.clone().map(|p| (p, k)))
+        .collect();
     let tls = match (&a.tls_cert, &a.tls_key) {
-        (Some(c), Some(k)) => Some(server::tls_acceptor(c, k)?),
-        (None, None) => None,
+        (Some(c), Some(k)) => Some(server::tls(c, k, &client_cas)?),
+        (None, None) if client_cas.is_empty() => None,
+        (None, None) => return Err("--arrowhead-ca and --device-ca need TLS (--tls-cert, --tls-key)".into()),
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
+    if a.arrowhead_insecure && a.arrowhead_ca.is_some() {
+        return Err("--arrowhead-insecure and --arrowhead-ca are two modes: choose one".into());
+    }
     let token = a.token_file.as_deref().map(operator_token).transpose()?;
     let db = store::open(&a.db, notifier.clone()).await?;
     let limits = Limits { max_body: a.max_body, ..Limits::default() };
@@ -252,6 +282,8 @@ async fn run(a: Args) -> Result<(), String> {
     let mut edge = gwe_hub::edge::EdgeSettings::standalone(&name, &adv_host, adv_port);
     edge.open_registry = a.arrowhead_insecure;
     edge.tls = tls.is_some();
+    edge.certificates = a.arrowhead_ca.is_some();
+    edge.public_key = tls.as_ref().map(|t| t.public_key.clone());
     edge.group = a.group.clone();
     if let Some(f) = &a.secret_file {
         edge.secret = edge_secret(f)?;
@@ -278,7 +310,32 @@ async fn run(a: Args) -> Result<(), String> {
         }
         log::info!("stopping");
     };
-    server::serve(listener, tls, gwe_hub::router(hub), shutdown).await.map_err(|e| e.to_string())
+    let router = gwe_hub::router(hub);
+    if let Some(ports) = a.arrowhead_ports {
+        // Arrowhead's core systems each on its usual port, each serving its own paths.
+        for (port, prefix) in ports.into_iter().zip(["/serviceregistry/", "/orchestrator/", "/authorization/"]) {
+            let at = SocketAddr::new(a.listen.ip(), port);
+            let l = tokio::net::TcpListener::bind(at).await.map_err(|e| format!("listening on {at}: {e}"))?;
+            log::info!("serving {prefix} on {at}");
+            let only = router.clone().layer(axum::middleware::from_fn(move |rq, next| only_under(prefix, rq, next)));
+            tokio::spawn(server::serve(l, tls.clone(), only, std::future::pending()));
+        }
+    }
+    server::serve(listener, tls, router, shutdown).await.map_err(|e| e.to_string())
+}
+
+/// 404 for every path not under `prefix` (a core system's port serves that system only).
+async fn only_under(
+    prefix: &'static str,
+    rq: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if rq.uri().path().starts_with(prefix) {
+        next.run(rq).await
+    } else {
+        (axum::http::StatusCode::NOT_FOUND, format!("this port serves {prefix} only\n")).into_response()
+    }
 }
 
 /// SQLite allocates with the C library's malloc, not mimalloc. With several hubs sharing a

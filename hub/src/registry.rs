@@ -12,18 +12,20 @@
 //!   orchestrations; with `pingProviders`, so is one that does not accept a TCP connection
 //!   within a second.
 //! - Who may register and orchestrate: with `--arrowhead-insecure`, anyone (Arrowhead's
-//!   insecure mode: a system is who it says it is); otherwise registering needs the
-//!   operator token and orchestrating a device token whose serial is the requester's name.
+//!   insecure mode: a system is who it says it is); with `--arrowhead-ca` (its certificate
+//!   mode), a system whose client certificate names it, for itself; otherwise registering
+//!   needs the operator token and orchestrating a device token (or device certificate)
+//!   whose serial is the requester's name.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use gwe_wire::arrowhead::{
     ErrorMessage, Interface, OrchestrationRequest, OrchestrationResponse, OrchestrationResult, QueryResponse,
@@ -33,6 +35,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::operator::{check_operator, json_body};
+use crate::server::{Peer, PeerKind};
 use crate::store::ServiceRow;
 use crate::{err, now_ms, ApiError, Hub};
 
@@ -42,6 +45,7 @@ pub fn routes() -> Router<Arc<Hub>> {
         .route("/serviceregistry/query", post(query))
         .route("/serviceregistry/unregister", delete(unregister))
         .route("/orchestrator/orchestration", post(orchestration))
+        .route("/authorization/publickey", get(public_key))
         .layer(axum::middleware::from_fn(arrowhead_errors))
 }
 
@@ -197,17 +201,45 @@ pub fn row_of(r: &RegisterRequest, now: i64) -> ServiceRow {
     }
 }
 
-/// Who may change the registry: anyone in insecure mode, else the operator.
-fn may_register(hub: &Hub, headers: &HeaderMap) -> Result<(), ApiError> {
-    if hub.edge.open_registry {
-        return Ok(());
-    }
-    check_operator(hub, headers)
+/// The Arrowhead system a request's client certificate names, in certificate mode.
+pub fn cert_system(hub: &Hub, peer: Option<&Peer>) -> Option<String> {
+    peer.filter(|p| hub.edge.certificates && p.kind == PeerKind::Arrowhead).map(|p| p.system().to_string())
 }
 
-async fn register(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    may_register(&hub, &headers)?;
+/// Who may change `system`'s entries: anyone in insecure mode, the operator, and in
+/// certificate mode the system itself.
+fn may_register(hub: &Hub, headers: &HeaderMap, peer: Option<&Peer>, system: &str) -> Result<(), ApiError> {
+    if hub.edge.open_registry || check_operator(hub, headers).is_ok() {
+        return Ok(());
+    }
+    match cert_system(hub, peer) {
+        Some(s) if s.eq_ignore_ascii_case(system) => Ok(()),
+        Some(s) => Err(err(
+            StatusCode::UNAUTHORIZED,
+            format!("the client certificate is system {s:?}'s: it cannot change the entries of {system:?}"),
+        )),
+        None => check_operator(hub, headers),
+    }
+}
+
+/// The authorization system's public key (Arrowhead's `authorization/publickey`): this
+/// hub's, as a JSON string of the base64 DER key, which is what secure Arrowhead providers
+/// fetch before they start.
+async fn public_key(State(hub): State<Arc<Hub>>) -> ApiResult {
+    match &hub.edge.public_key {
+        Some(k) => Ok(([(header::CONTENT_TYPE, "text/plain")], format!("\"{k}\"")).into_response()),
+        None => Err(err(StatusCode::NOT_FOUND, "this hub serves no TLS certificate, so it has no public key")),
+    }
+}
+
+async fn register(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
+    body: Bytes,
+) -> ApiResult {
     let r: RegisterRequest = json_body(&body)?;
+    may_register(&hub, &headers, peer.as_deref(), &r.provider_system.system_name)?;
     checked_name("serviceDefinition", &r.service_definition)?;
     checked_name("providerSystem.systemName", &r.provider_system.system_name)?;
     checked_name("providerSystem.address", &r.provider_system.address)?;
@@ -311,9 +343,15 @@ async fn futures_alive(hub: &Hub, rows: &[ServiceRow]) -> Vec<bool> {
     out
 }
 
-async fn query(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    if !hub.edge.open_registry && check_operator(&hub, &headers).is_err() {
-        hub.device_of(&headers).await?;
+async fn query(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
+    body: Bytes,
+) -> ApiResult {
+    let peer = peer.as_deref();
+    if !hub.edge.open_registry && cert_system(&hub, peer).is_none() && check_operator(&hub, &headers).is_err() {
+        hub.device_of(&headers, peer).await?;
     }
     let q: ServiceQuery = json_body(&body)?;
     let (found, hits) = matching(&hub, &q, true, q.ping_providers).await?;
@@ -329,8 +367,13 @@ struct Unregister {
     port: i64,
 }
 
-async fn unregister(State(hub): State<Arc<Hub>>, headers: HeaderMap, Query(u): Query<Unregister>) -> ApiResult {
-    may_register(&hub, &headers)?;
+async fn unregister(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
+    Query(u): Query<Unregister>,
+) -> ApiResult {
+    may_register(&hub, &headers, peer.as_deref(), &u.system_name)?;
     let def = u.service_definition.to_lowercase();
     if hub.store.unregister_service(&def, &u.system_name, &u.address, u.port).await? {
         Ok(StatusCode::OK.into_response())
@@ -339,15 +382,30 @@ async fn unregister(State(hub): State<Arc<Hub>>, headers: HeaderMap, Query(u): Q
     }
 }
 
-/// The requester's name, as the hub can vouch for it: in insecure mode the name it gives;
-/// otherwise a device whose serial number it must be.
-async fn requester(hub: &Hub, headers: &HeaderMap, rq: &OrchestrationRequest) -> Result<String, ApiError> {
+/// The requester's name, as the hub can vouch for it: the system its client certificate
+/// names (certificate mode); in insecure mode the name it gives; otherwise a device whose
+/// serial number it must be.
+async fn requester(
+    hub: &Hub,
+    headers: &HeaderMap,
+    peer: Option<&Peer>,
+    rq: &OrchestrationRequest,
+) -> Result<String, ApiError> {
     let name = rq.requester_system.system_name.clone();
     checked_name("requesterSystem.systemName", &name)?;
+    if let Some(s) = cert_system(hub, peer) {
+        if !s.eq_ignore_ascii_case(&name) {
+            return Err(err(
+                StatusCode::UNAUTHORIZED,
+                format!("requesterSystem.systemName {name:?} is not the client certificate's system {s:?}"),
+            ));
+        }
+        return Ok(name);
+    }
     if hub.edge.open_registry && !headers.contains_key("x-exosite-cik") {
         return Ok(name);
     }
-    let dev = hub.device_of(headers).await?;
+    let dev = hub.device_of(headers, peer).await?;
     let sn = hub.store.device(dev).await?.map(|d| d.sn).unwrap_or_default();
     if name != sn {
         return Err(err(
@@ -358,9 +416,14 @@ async fn requester(hub: &Hub, headers: &HeaderMap, rq: &OrchestrationRequest) ->
     Ok(sn)
 }
 
-async fn orchestration(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> ApiResult {
+async fn orchestration(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
+    body: Bytes,
+) -> ApiResult {
     let rq: OrchestrationRequest = json_body(&body)?;
-    let name = requester(&hub, &headers, &rq).await?;
+    let name = requester(&hub, &headers, peer.as_deref(), &rq).await?;
     let flags = &rq.orchestration_flags;
     let ping = flags.ping_providers || rq.requested_service.ping_providers;
     let (mut found, _) = matching(&hub, &rq.requested_service, flags.metadata_search, ping).await?;

@@ -1,49 +1,129 @@
 //! Accepts connections, plain or TLS (rustls), and serves the router over HTTP/1.1.
+//!
+//! With client CAs (`--arrowhead-ca`, `--device-ca`) the TLS server asks every client for
+//! a certificate but does not require one (token clients go on as before). A certificate
+//! the handshake verified, issued directly by one of those CAs, becomes the request's
+//! [`Peer`]: the system or device it names, for the handlers to check.
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::TlsAcceptor;
+use x509_parser::prelude::{FromDer, X509Certificate};
 
-/// A TLS acceptor from PEM files: the certificate chain and its private key.
-pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
-    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &read(cert)?[..])
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", cert.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no certificate in the file", cert.display()));
+/// Which CA vouched for a client certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerKind {
+    /// The Arrowhead local cloud's CA: the common name is `SYSTEM.CLOUD.OPERATOR...`.
+    Arrowhead,
+    /// The device CA: the common name is the gateway's serial number.
+    Device,
+}
+
+/// The holder of a client certificate the TLS handshake verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub kind: PeerKind,
+    /// The certificate's subject common name.
+    pub cn: String,
+}
+
+impl Peer {
+    /// The Arrowhead system name: the common name's first label (Arrowhead's rule).
+    pub fn system(&self) -> &str {
+        self.cn.split('.').next().unwrap_or_default()
     }
-    let key_der = rustls_pemfile::private_key(&mut &read(key)?[..])
+}
+
+/// The TLS side of the server: the acceptor, the client CAs by subject, and this hub's
+/// public key (what Arrowhead's `authorization/publickey` gives out).
+#[derive(Clone)]
+pub struct Tls {
+    acceptor: TlsAcceptor,
+    client_cas: Arc<Vec<(Vec<u8>, PeerKind)>>,
+    /// Base64 of the DER SubjectPublicKeyInfo of this hub's certificate.
+    pub public_key: String,
+}
+
+fn read_certs(p: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &bytes[..])
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in the file", p.display()));
+    }
+    Ok(certs)
+}
+
+fn parse<'a>(p: &Path, der: &'a [u8]) -> Result<X509Certificate<'a>, String> {
+    X509Certificate::from_der(der)
+        .map(|(_, c)| c)
+        .map_err(|e| format!("{}: not an X.509 certificate: {e}", p.display()))
+}
+
+/// A TLS server from PEM files: the certificate chain, its private key, and the CAs whose
+/// client certificates identify their holders.
+pub fn tls(cert: &Path, key: &Path, client_cas: &[(PathBuf, PeerKind)]) -> Result<Tls, String> {
+    let certs = read_certs(cert)?;
+    let public_key = base64::engine::general_purpose::STANDARD.encode(parse(cert, &certs[0])?.public_key().raw);
+    let key_bytes = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let key_der = rustls_pemfile::private_key(&mut &key_bytes[..])
         .map_err(|e| format!("{}: {e}", key.display()))?
         .ok_or_else(|| format!("{}: no private key in the file", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key_der)
-        .map_err(|e| format!("{}: {e}", cert.display()))?;
-    Ok(TlsAcceptor::from(Arc::new(cfg)))
+        .map_err(|e| e.to_string())?;
+    let mut subjects = Vec::new();
+    let builder = if client_cas.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        for (path, kind) in client_cas {
+            for ca in read_certs(path)? {
+                subjects.push((parse(path, &ca)?.subject().as_raw().to_vec(), *kind));
+                roots.add(ca).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| format!("client CAs: {e}"))?;
+        builder.with_client_cert_verifier(verifier)
+    };
+    let cfg = builder.with_single_cert(certs, key_der).map_err(|e| format!("{}: {e}", cert.display()))?;
+    Ok(Tls { acceptor: TlsAcceptor::from(Arc::new(cfg)), client_cas: Arc::new(subjects), public_key })
+}
+
+impl Tls {
+    /// The peer a verified client certificate names, if its issuer is one of the client CAs.
+    fn peer(&self, chain: Option<&[CertificateDer<'_>]>) -> Option<Peer> {
+        let c = X509Certificate::from_der(chain?.first()?).ok()?.1;
+        let kind = self.client_cas.iter().find(|(s, _)| s == c.issuer().as_raw())?.1;
+        let cn = c.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+        Some(Peer { kind, cn })
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Tls>,
     router: axum::Router,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> io::Result<()> {
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, addr) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -60,22 +140,31 @@ pub async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                Some(acc) => match tokio::time::timeout(Duration::from_secs(30), acc.accept(stream)).await {
-                    Ok(Ok(s)) => conn(TokioIo::new(s), router, peer).await,
-                    Ok(Err(e)) => log::debug!("TLS handshake with {peer}: {e}"),
-                    Err(_) => log::debug!("TLS handshake with {peer} timed out"),
+                Some(t) => match tokio::time::timeout(Duration::from_secs(30), t.acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => {
+                        let peer = t.peer(s.get_ref().1.peer_certificates());
+                        conn(TokioIo::new(s), router, addr, peer).await
+                    }
+                    Ok(Err(e)) => log::debug!("TLS handshake with {addr}: {e}"),
+                    Err(_) => log::debug!("TLS handshake with {addr} timed out"),
                 },
-                None => conn(TokioIo::new(stream), router, peer).await,
+                None => conn(TokioIo::new(stream), router, addr, None).await,
             }
         });
     }
 }
 
-async fn conn<I>(io: I, router: axum::Router, peer: SocketAddr)
+async fn conn<I>(io: I, router: axum::Router, addr: SocketAddr, peer: Option<Peer>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let svc = TowerToHyperService::new(router);
+    let svc = hyper::service::service_fn(move |mut rq: hyper::Request<hyper::body::Incoming>| {
+        if let Some(p) = &peer {
+            rq.extensions_mut().insert(p.clone());
+        }
+        let mut r = router.clone();
+        async move { tower_service::Service::call(&mut r, rq).await }
+    });
     let r = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
@@ -83,6 +172,6 @@ where
         .serve_connection(io, svc)
         .await;
     if let Err(e) = r {
-        log::debug!("connection from {peer}: {e}");
+        log::debug!("connection from {addr}: {e}");
     }
 }

@@ -55,3 +55,81 @@ fn arrowheads_client_completes_every_step_against_the_hub() {
     let points = c.op_get("/api/v1/edge/dashboard/points");
     assert!(points.text().contains("21.5"), "{}", points.text());
 }
+
+/// Arrowhead's certificate mode: the hub serves TLS with a certificate of the local cloud
+/// and takes the cloud's client certificates as identities; the registry, orchestrator and
+/// authorization system answer on ports of their own. The same story, every call over
+/// HTTPS with the system's own certificate, plus what a certificate may not do.
+#[test]
+fn arrowheads_client_completes_every_step_in_certificate_mode() {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/venv/bin/python3");
+    assert!(python.exists(), "arrowhead-client is not installed (scripts/setup.sh)");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::cloud_pki(dir.path(), &["gwe-hub", "thermometer", "dashboard"]);
+    let db = common::db_url(Backend::Sqlite, dir.path());
+    let (sr, orch, auth) = (free_port(), free_port(), free_port());
+    let ports = format!("{sr},{orch},{auth}");
+    let ca = pki.ca_file.to_str().unwrap();
+    let opts = HubOpts {
+        db: &db,
+        dir: dir.path(),
+        port: 0,
+        tls: Some((&pki.cert, &pki.key)),
+        extra: &["--arrowhead-ca", ca, "--arrowhead-ports", &ports],
+    };
+    let hub = Arc::new(HubProc::start_with(opts));
+    let c = Client { hub: hub.clone(), agent: common::trusting(&pki.ca_pem) };
+    c.whitelist("acme", "gw1", "dashboard");
+
+    // Without a certificate, registering is the operator's: refused, as Arrowhead's error.
+    let form = br#"{"serviceDefinition":"x","providerSystem":{"systemName":"dashboard","address":"127.0.0.1","port":9},
+        "serviceUri":"x","secure":"CERTIFICATE","interfaces":["HTTP-SECURE-JSON"]}"#;
+    let reg = format!("https://localhost:{sr}/serviceregistry/register");
+    let r = common::reply(c.agent.post(&reg).header("Content-Type", "application/json").send(&form[..]));
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.text().contains(r#""exceptionType":"AUTH""#), "{}", r.text());
+    // With the system's own certificate, it registers itself.
+    let dash =
+        common::with_client_cert(&pki.ca_pem, &dir.path().join("dashboard.pem"), &dir.path().join("dashboard.key"));
+    let r = common::reply(dash.post(&reg).header("Content-Type", "application/json").send(&form[..]));
+    assert_eq!(r.status, 201, "{}", r.text());
+    // The registry's port serves the registry only.
+    let r = common::reply(dash.get(format!("https://localhost:{sr}/edge/cmd/dashboard")).call());
+    assert_eq!(r.status, 404, "{}", r.text());
+    // A certificate of another CA does not get past the handshake.
+    let stranger_dir = tempfile::tempdir().unwrap();
+    common::cloud_pki(stranger_dir.path(), &["dashboard"]);
+    let stranger = common::with_client_cert(
+        &pki.ca_pem,
+        &stranger_dir.path().join("dashboard.pem"),
+        &stranger_dir.path().join("dashboard.key"),
+    );
+    assert!(stranger.post(&reg).header("Content-Type", "application/json").send(&form[..]).is_err());
+    // The authorization system's key is the hub's.
+    let key = common::reply(c.agent.get(format!("https://localhost:{auth}/authorization/publickey")).call());
+    assert_eq!(key.status, 200);
+    assert!(key.text().starts_with("\"MFkw"), "an EC P-256 public key in base64 DER: {}", key.text());
+
+    let story = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/arrowhead_story.py");
+    let out = Command::new(&python)
+        .arg(&story)
+        .args(["127.0.0.1", &hub.port.to_string(), &free_port().to_string()])
+        .arg(dir.path())
+        .args([sr.to_string(), orch.to_string(), auth.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(r#"{"step": "done"}"#),
+        "the story stopped:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in ["refused-other-system", "refused-posing", "consumed", "ctrlpoll", "batch"] {
+        assert!(text.contains(&format!(r#""step": "{step}""#)), "no step {step}:\n{text}");
+    }
+    let cmd = c.op_get("/edge/cmd/dashboard?last=true");
+    let v: serde_json::Value = serde_json::from_slice(&cmd.body).unwrap();
+    assert_eq!(v["state"]["last_command"]["id"], "ah-1", "{v}");
+    let points = c.op_get("/api/v1/edge/dashboard/points");
+    assert!(points.text().contains("21.5"), "{}", points.text());
+}

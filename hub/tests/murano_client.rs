@@ -184,3 +184,78 @@ fn exosites_client_against_gmq() {
     assert_eq!(got, [1_700_000_101, 1_700_000_100]);
     wait_for("the written value at the hub", 30, || common::agent::values(&c, dev, "temp") == ["19.5"]);
 }
+
+/// The client's TLS client-certificate mode (`gdc -C CERT -K KEY -E CACERT`): no token at
+/// all; the hub (`--device-ca`) knows the device by its certificate's common name, its
+/// serial number.
+#[test]
+fn exosites_client_with_a_tls_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = common::pki(d, "server");
+    let leaves = [("MUR2".to_string(), "MUR2".to_string()), ("GHOST".to_string(), "GHOST".to_string())];
+    let devices = common::issue(d, "devices", &leaves);
+    let db = common::db_url(Backend::Sqlite, d);
+    let ca = devices.ca_file.to_str().unwrap();
+    let opts = common::HubOpts {
+        db: &db,
+        dir: d,
+        port: 0,
+        tls: Some((&server.cert, &server.key)),
+        extra: &["--device-ca", ca],
+    };
+    let hub = Arc::new(HubProc::start_with(opts));
+    let c = Client { hub: hub.clone(), agent: common::trusting(&server.ca_pem) };
+    let dev = c.whitelist("acme", "gw1", "MUR2");
+    let host = format!("{}/", hub.url);
+    let cacert = server.ca_file.to_str().unwrap();
+    let as_dev = |sn: &str| {
+        [
+            "-C".to_string(),
+            d.join(format!("{sn}.pem")).display().to_string(),
+            "-K".into(),
+            d.join(format!("{sn}.key")).display().to_string(),
+            "-E".into(),
+            cacert.to_string(),
+        ]
+    };
+    let mur2 = as_dev("MUR2");
+    let m: Vec<&str> = mur2.iter().map(String::as_str).collect();
+
+    assert_eq!(gdc(d, &host, &m, &["write", "temp", "19.5"]), "[204] No content");
+    assert_eq!(gdc(d, &host, &m, &["read", "temp"]), "[200] temp=19.5");
+    assert_eq!(gdc(d, &host, &m, &["record", "1700000000.5", "level", "3"]), "[204] No content");
+    let latest = c.op_get(&format!("/api/v1/devices/{dev}/dataports/temp"));
+    assert!(latest.text().contains("19.5"), "{}", latest.text());
+    let pkg = b"payload".to_vec();
+    let up = c.op_send("PUT", "/api/v1/content/acme/gw1/app.v1.tar.gz", "application/gzip", &pkg);
+    assert_eq!(up.status, 201, "{}", up.text());
+    assert_eq!(gdc(d, &host, &m, &["content", "list"]), "app.v1.tar.gz");
+    assert_eq!(gdc(d, &host, &m, &["content", "download", "app.v1.tar.gz"]), "[200] app.v1.tar.gz");
+    assert_eq!(std::fs::read(d.join("app.v1.tar.gz")).unwrap(), pkg);
+
+    // A certificate of the device CA for a serial the hub has not whitelisted: refused,
+    // and nothing is stored for it.
+    let ghost = as_dev("GHOST");
+    let g: Vec<&str> = ghost.iter().map(String::as_str).collect();
+    let out = Command::new(venv().join("gdc"))
+        .current_dir(d)
+        .args(["-H", &host])
+        .args(&g)
+        .args(["http", "write", "temp", "1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("[401]"), "{text}");
+    let raw = common::with_client_cert(&server.ca_pem, &d.join("GHOST.pem"), &d.join("GHOST.key"));
+    let r = common::reply(
+        raw.post(format!("{}/onep:v1/stack/alias", hub.url)).content_type(common::FORM).send(&b"temp=1"[..]),
+    );
+    assert_eq!(r.status, 401);
+    assert!(r.text().contains("GHOST"), "the reason names the serial: {}", r.text());
+    // A certificate of a CA that is not the device CA does not get past the handshake.
+    let server_cert = common::with_client_cert(&server.ca_pem, &server.cert, &server.key);
+    let r =
+        server_cert.post(format!("{}/onep:v1/stack/alias", hub.url)).content_type(common::FORM).send(&b"temp=1"[..]);
+    assert!(r.is_err(), "{:?}", r.map(|r| r.status()));
+}

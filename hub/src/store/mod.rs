@@ -357,6 +357,8 @@ pub trait Store: EdgeStore + FleetStore + Send + Sync {
     /// Whether a gateway has this serial number: a device of any vendor and model, or an
     /// edge that reported its state here.
     async fn serial_known(&self, sn: &str) -> Result<bool>;
+    /// The devices (of any vendor and model) with this serial number.
+    async fn devices_by_sn(&self, sn: &str) -> Result<Vec<i64>>;
     /// Hands the token whose hash is `token_hash` to the device, if it may activate.
     async fn activate(&self, key: &DeviceKey, token_hash: &[u8; 32], hint: &str) -> Result<Activation>;
     /// Activation by serial alone (the Murano `id=` form); ambiguous serials conflict.

@@ -379,6 +379,12 @@ impl Store for PgStore {
         Ok(row.get(0))
     }
 
+    async fn devices_by_sn(&self, sn: &str) -> Result<Vec<i64>> {
+        let c = self.client().await?;
+        let rows = c.query("SELECT id FROM devices WHERE sn = $1 ORDER BY id", &[&sn]).await.map_err(db)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     async fn activate(&self, key: &DeviceKey, token_hash: &[u8; 32], hint: &str) -> Result<Activation> {
         self.activate_where(
             "vendor = $1 AND model = $2 AND sn = $3",

@@ -432,6 +432,16 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn devices_by_sn(&self, sn: &str) -> Result<Vec<i64>> {
+        let sn = sn.to_string();
+        self.read(move |c| {
+            let mut st = c.prepare_cached("SELECT id FROM devices WHERE sn = ?1 ORDER BY id").map_err(db)?;
+            let ids = st.query_map([sn], |r| r.get(0)).map_err(db)?;
+            ids.collect::<std::result::Result<Vec<i64>, _>>().map_err(db)
+        })
+        .await
+    }
+
     async fn activate(&self, key: &DeviceKey, token_hash: &[u8; 32], hint: &str) -> Result<Activation> {
         let (key, hash, hint) = (key.clone(), *token_hash, hint.to_string());
         self.write(move |c| {

@@ -181,7 +181,7 @@ impl HubProc {
             .arg("--operator-token-file")
             .arg(&token_file)
             .args(o.extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("GWE_TEST_HUB_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped());
         if let Some((cert, key)) = o.tls {
             cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
@@ -255,7 +255,10 @@ pub fn pki(dir: &Path, name: &str) -> TestPki {
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    // Not rcgen's default name, which is also the CA's: OpenSSL would take the certificate
+    // for a self-signed one.
+    params.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
     let cert = params.signed_by(&key, &rcgen::Issuer::from_params(&ca_params, &ca_key)).unwrap();
     let pki = TestPki {
         ca_pem: ca.pem(),
@@ -267,6 +270,54 @@ pub fn pki(dir: &Path, name: &str) -> TestPki {
     std::fs::write(&pki.cert, cert.pem()).unwrap();
     std::fs::write(&pki.key, key.serialize_pem()).unwrap();
     pki
+}
+
+/// An Arrowhead local cloud's certificates: a CA (`ca.pem`) and for each system
+/// `SYSTEM.pem` and `SYSTEM.key`, its common name `SYSTEM.testcloud.aitia.arrowhead.eu`
+/// (Arrowhead's form) and valid for `localhost` and 127.0.0.1.
+pub fn cloud_pki(dir: &Path, systems: &[&str]) -> TestPki {
+    let leaves: Vec<(String, String)> =
+        systems.iter().map(|s| (s.to_string(), format!("{s}.testcloud.aitia.arrowhead.eu"))).collect();
+    issue(dir, "ca", &leaves)
+}
+
+/// A CA (`CA.pem`) and, for each `(name, common name)`, `NAME.pem` and `NAME.key` it
+/// issued, valid for `localhost` and 127.0.0.1. `cert` and `key` are the first one's.
+pub fn issue(dir: &Path, ca_name: &str, leaves: &[(String, String)]) -> TestPki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, format!("{ca_name} test CA"));
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let ca_file = dir.join(format!("{ca_name}.pem"));
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    for (name, cn) in leaves {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn.as_str());
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+    TestPki {
+        ca_pem: ca.pem(),
+        ca_file,
+        cert: dir.join(format!("{}.pem", leaves[0].0)),
+        key: dir.join(format!("{}.key", leaves[0].0)),
+    }
+}
+
+/// A client that trusts only the CA in `ca_pem` and shows the certificate `cert` (PEM files).
+pub fn with_client_cert(ca_pem: &str, cert: &Path, key: &Path) -> ureq::Agent {
+    let root = ureq::tls::Certificate::from_pem(ca_pem.as_bytes()).unwrap();
+    let chain = ureq::tls::Certificate::from_pem(&std::fs::read(cert).unwrap()).unwrap();
+    let key = ureq::tls::PrivateKey::from_pem(&std::fs::read(key).unwrap()).unwrap();
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&[root]))
+        .client_cert(Some(ureq::tls::ClientCert::new_with_certs(&[chain], key)))
+        .build();
+    ureq::Agent::config_builder().http_status_as_error(false).tls_config(tls).build().into()
 }
 
 /// A client that trusts only the CA in `ca_pem`.
