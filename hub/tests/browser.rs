@@ -463,7 +463,9 @@ fn operator_finds_a_gateway_sees_its_charts_and_commands_it() {
         // The tag is a filter on the fleet page.
         b.goto(&format!("{}/ui/fleet", hub.url)).await.unwrap();
         // Whitelisting with a blank field: the message stands beside it; nothing is added.
-        b.find(Locator::Css("#whitelist-box summary")).await.unwrap().click().await.unwrap();
+        // The box is built by the page's script once the fleet has loaded.
+        let wl = b.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("#whitelist-box summary"));
+        wl.await.unwrap().click().await.unwrap();
         b.find(Locator::Css("#whitelist-vendor")).await.unwrap().send_keys("acme").await.unwrap();
         b.find(Locator::Css("#whitelist button[type=submit]")).await.unwrap().click().await.unwrap();
         wait_text(&b, "#whitelist-model-error", "Type the gateway's model", 5, false).await;
