@@ -133,3 +133,99 @@ fn arrowheads_client_completes_every_step_in_certificate_mode() {
     let points = c.op_get("/api/v1/edge/dashboard/points");
     assert!(points.text().contains("21.5"), "{}", points.text());
 }
+
+/// The demo's edge story on two hubs and two edges (real agents), with Arrowhead's client
+/// playing a third-party provider (`sink`, a `batch` service of its own) and a third-party
+/// consumer (`console`, commanding the edges through both hubs' `cmd`):
+/// `tests/clients/edge_story.py`. Here: the hubs, the edges and their apps, and what the
+/// story left in the hubs and on the gateways.
+#[test]
+fn the_demos_edge_story_with_two_hubs_two_edges_and_arrowheads_client() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/venv/bin/python3");
+    assert!(python.exists(), "arrowhead-client is not installed (scripts/setup.sh)");
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("edge.secret");
+    let secret = secret.to_str().unwrap();
+    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&da).unwrap();
+    std::fs::create_dir_all(&db).unwrap();
+    // Two hubs with their default names; B registers its services in A's registry.
+    let url_a = common::db_url(Backend::Sqlite, &da);
+    let flags_a = ["--arrowhead-insecure", "--edge-secret-file", secret];
+    let hub_a = Arc::new(HubProc::start_with(HubOpts { db: &url_a, dir: &da, port: 0, tls: None, extra: &flags_a }));
+    let a = Client::new(hub_a.clone());
+    let url_b = common::db_url(Backend::Sqlite, &db);
+    let token_a = da.join("operator.token");
+    let flags_b = [
+        "--arrowhead-insecure",
+        "--edge-secret-file",
+        secret,
+        "--registry",
+        &hub_a.url,
+        "--registry-token-file",
+        token_a.to_str().unwrap(),
+    ];
+    let hub_b = Arc::new(HubProc::start_with(HubOpts { db: &url_b, dir: &db, port: 0, tls: None, extra: &flags_b }));
+    let b = Client::new(hub_b.clone());
+    a.whitelist("acme", "gw1", "EDGE1");
+    a.whitelist("acme", "gw1", "EDGE2");
+    let edge = "[edge]\npoll_ms = 300\ndiscovery_secs = 2\nparameters_secs = 5\n";
+    let e1 = common::agent::Agent::start_as(&dir.path().join("e1"), &hub_a.url, "EDGE1", "", edge);
+    let e2 = common::agent::Agent::start_as(&dir.path().join("e2"), &hub_a.url, "EDGE2", "", edge);
+    // An app on each edge writes a point every 200 ms.
+    let stop = Arc::new(AtomicBool::new(false));
+    let apps: Vec<_> = [(e1.ingest, e1.local_token(), "temp1"), (e2.ingest, e2.local_token(), "hum")]
+        .into_iter()
+        .map(|(port, token, name)| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let http = common::agent();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = http
+                        .post(format!("http://127.0.0.1:{port}/onep:v1/stack/alias/{name}"))
+                        .header("X-Exosite-CIK", &token)
+                        .header("Content-Type", common::FORM)
+                        .send(format!("{}={i}", 1_700_000_000 + i));
+                    i += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            })
+        })
+        .collect();
+
+    let story = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/edge_story.py");
+    let out = Command::new(&python)
+        .arg(&story)
+        .args([hub_a.port.to_string(), hub_b.port.to_string(), free_port().to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(r#"{"step": "done"}"#),
+        "the story stopped:\n{text}\n{}\nEDGE1: {}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(dir.path().join("e1/agent.err")).unwrap_or_default()
+    );
+    // EDGE2 sends its humidity to hub B, as the console configured it through hub B; hub
+    // A, configured for nothing, gets nothing from either edge.
+    let name_b = format!("gwe-hub-127.0.0.1-{}", hub_b.port);
+    common::agent::wait_for("EDGE2's humidity at hub B", 30, || {
+        let r = b.op_get(&format!("/api/v1/edge/EDGE2/points?provider={name_b}"));
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v["points"].as_array().is_some_and(|p| p.len() >= 5 && p.iter().all(|p| p["name"] == "hum"))
+    });
+    for e in ["EDGE1", "EDGE2"] {
+        let r = a.op_get(&format!("/api/v1/edge/{e}/points"));
+        assert!(r.text().contains(r#""points":[]"#), "{e} at hub A: {}", r.text());
+    }
+    // The generic configuration reached EDGE2's apps.
+    let cfg = std::fs::read_to_string(dir.path().join("e2/state/config/apps.json")).unwrap();
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&cfg).unwrap(), serde_json::json!({"mode": "eco"}));
+    stop.store(true, Ordering::Relaxed);
+    for t in apps {
+        t.join().unwrap();
+    }
+    drop((e1, e2));
+}
