@@ -1,15 +1,30 @@
 #!/usr/bin/env python3
-"""Writes yocto-layer/meta-gwe/recipes-gwe/gwe/gwe-crates.inc from Cargo.lock, in the form
-`bitbake -c update_crates gwe` (cargo-update-recipe-crates) produces.
+"""Writes yocto-layer/meta-gwe/recipes-gwe/gwe/gwe-crates.inc from the Cargo.lock of the
+commit the recipe pins (its SRCREV), in the form `bitbake -c update_crates gwe`
+(cargo-update-recipe-crates) produces.
    scripts/gen-yocto-crates.py          rewrite the file
-   scripts/gen-yocto-crates.py --check  fail if it is out of sync with Cargo.lock (CI)"""
+   scripts/gen-yocto-crates.py --check  fail if it is out of sync with that Cargo.lock, or
+                                        LIC_FILES_CHKSUM with that LICENSE (CI)"""
+import hashlib
 import pathlib
+import re
+import subprocess
 import sys
 import tomllib
 
 root = pathlib.Path(__file__).resolve().parent.parent
-inc = root / "yocto-layer/meta-gwe/recipes-gwe/gwe/gwe-crates.inc"
-lock = tomllib.loads((root / "Cargo.lock").read_text())
+recipe_dir = root / "yocto-layer/meta-gwe/recipes-gwe/gwe"
+inc = recipe_dir / "gwe-crates.inc"
+recipe = next(recipe_dir.glob("gwe_*.bb")).read_text()
+srcrev = re.search(r'^SRCREV = "([0-9a-f]{40})"', recipe, re.M).group(1)
+
+
+def at_srcrev(path):
+    return subprocess.run(["git", "-C", str(root), "show", f"{srcrev}:{path}"], check=True,
+                          capture_output=True).stdout
+
+
+lock = tomllib.loads(at_srcrev("Cargo.lock").decode())
 crates = sorted(
     (p["name"], p["version"], p["checksum"])
     for p in lock["package"]
@@ -25,9 +40,14 @@ text = "\n".join(lines) + "\n"
 
 if "--check" in sys.argv:
     if not inc.exists() or inc.read_text() != text:
-        print(f"{inc.relative_to(root)} is out of sync with Cargo.lock: run scripts/gen-yocto-crates.py")
+        print(f"{inc.relative_to(root)} is out of sync with the Cargo.lock of SRCREV {srcrev[:12]}: "
+              "run scripts/gen-yocto-crates.py")
         sys.exit(1)
-    print(f"{inc.relative_to(root)}: {len(crates)} crates, in sync with Cargo.lock")
+    md5 = re.search(r'file://LICENSE;md5=([0-9a-f]{32})', recipe).group(1)
+    if hashlib.md5(at_srcrev("LICENSE")).hexdigest() != md5:
+        print(f"LIC_FILES_CHKSUM: LICENSE at SRCREV {srcrev[:12]} has another md5")
+        sys.exit(1)
+    print(f"{inc.relative_to(root)}: {len(crates)} crates, in sync with the Cargo.lock of SRCREV {srcrev[:12]}")
 else:
     inc.write_text(text)
     print(f"wrote {inc.relative_to(root)}: {len(crates)} crates")

@@ -27,6 +27,9 @@ cargo clippy --manifest-path hub/Cargo.toml --all-targets --locked -- -D warning
 step "firmware packaging: Yocto layer (oelint-adv, crates.inc in sync), Buildroot tree (kconfiglib, .mk)"
 scripts/check-packaging.sh
 
+step "the Yocto layer in real bitbake and OpenEmbedded-Core, scarthgap and wrynose, offline (../shared/upstream)"
+scripts/check-yocto.sh scarthgap wrynose
+
 step "dependencies fit rust-version"
 python3 scripts/check-msrv-deps.py
 python3 scripts/check-msrv-deps.py hub

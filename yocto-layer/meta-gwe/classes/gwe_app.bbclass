@@ -6,15 +6,38 @@
 #     inherit gwe_app
 # The packages land in ${datadir}/gwe/preinstall; the agent installs each one on first
 # boot through its normal (verified, atomic) install path, so a baked-in app is updated
-# and rolled back over the air like any other.
+# and rolled back over the air like any other. The packages are installed as they are,
+# signature beside them (NAME.vVERSION.tar.gz.sig, if listed too): the class keeps bitbake
+# from unpacking them (it adds unpack=0 to their SRC_URI entries).
 
 GWE_APP_PACKAGES ?= ""
 GWE_PREINSTALL_DIR = "${datadir}/gwe/preinstall"
+
+# file:// sources are unpacked into UNPACKDIR from styhead (5.1) on, WORKDIR before.
+GWE_APP_SRCDIR = "${@d.getVar('UNPACKDIR') or d.getVar('WORKDIR')}"
+S = "${GWE_APP_SRCDIR}"
 
 FILES:${PN} += "${GWE_PREINSTALL_DIR}"
 RDEPENDS:${PN} += "gwe"
 INHIBIT_DEFAULT_DEPS = "1"
 
+# Changing SRC_URI as the recipe's author wrote it takes Python after parsing.
+# nooelint: oelint.task.noanonpython
+python __anonymous() {
+    # bitbake would unpack NAME.vVERSION.tar.gz: keep the packages whole.
+    pkgs = set((d.getVar('GWE_APP_PACKAGES') or '').split())
+    out = []
+    for u in (d.getVar('SRC_URI') or '').split():
+        base = u.split(';')[0].rsplit('/', 1)[-1]
+        if base in pkgs and ';unpack=' not in u:
+            u += ';unpack=0'
+        out.append(u)
+    d.setVar('SRC_URI', ' '.join(out))
+}
+
+# Nothing to patch, configure or compile: no patch tool either (a native build of its own).
+do_patch[noexec] = "1"
+do_patch[depends] = ""
 do_configure[noexec] = "1"
 do_compile[noexec] = "1"
 
@@ -25,6 +48,10 @@ do_install() {
             *.v*.tar.gz) ;;
             *) bbfatal "GWE_APP_PACKAGES: $pkg is not named NAME.vVERSION.tar.gz" ;;
         esac
-        install -m 0644 ${UNPACKDIR}/$pkg ${D}${GWE_PREINSTALL_DIR}/$pkg
+        [ -f ${GWE_APP_SRCDIR}/$pkg ] || bbfatal "GWE_APP_PACKAGES: $pkg is not among the recipe's SRC_URI files"
+        install -m 0644 ${GWE_APP_SRCDIR}/$pkg ${D}${GWE_PREINSTALL_DIR}/$pkg
+        if [ -f ${GWE_APP_SRCDIR}/$pkg.sig ]; then
+            install -m 0644 ${GWE_APP_SRCDIR}/$pkg.sig ${D}${GWE_PREINSTALL_DIR}/$pkg.sig
+        fi
     done
 }

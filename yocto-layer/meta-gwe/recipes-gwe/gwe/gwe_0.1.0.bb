@@ -8,16 +8,18 @@ SECTION = "console/network"
 LICENSE = "Apache-2.0"
 LIC_FILES_CHKSUM = "file://LICENSE;md5=3b83ef96387f14655fc854ddc3c6bd57"
 
-# Point SRC_URI at your gwe repository (a bbappend) and pin SRCREV for reproducible images.
-SRC_URI = "git://git.example.org/gwe.git;protocol=https;branch=main \
+PV = "0.1.0+git"
+
+# A released commit of the gwe repository, pinned (never a branch head: an image must
+# build the same sources every time, and a pinned commit parses offline). Point SRC_URI at
+# your own mirror or fork in a bbappend or with PREMIRRORS; pin SRCREV to the commit you
+# release. The layer ships inside the repository it builds, so the commit it names is an
+# earlier one: gwe-crates.inc and LIC_FILES_CHKSUM follow that commit
+# (scripts/gen-yocto-crates.py).
+SRC_URI = "git://git.example.org/gwe.git;protocol=https;nobranch=1;destsuffix=${BP} \
            file://gwe.toml \
            "
-# The layer ships inside the repository it builds, so it cannot name its own commit: pin
-# SRCREV to a released commit in your bbappend.
-# nooelint: oelint.vars.autorev
-SRCREV = "${AUTOREV}"
-
-S = "${UNPACKDIR}/git"
+SRCREV = "21d10512f3fd2568dfadd84f04fa2646faa177fa"
 
 inherit cargo cargo-update-recipe-crates systemd update-rc.d
 
@@ -29,13 +31,31 @@ PACKAGECONFIG ??= "edge"
 PACKAGECONFIG[edge] = ""
 CARGO_BUILD_FLAGS += "--bin gwe --no-default-features ${@bb.utils.contains('PACKAGECONFIG', 'edge', '--features edge', '', d)}"
 
+# Where file:// sources are unpacked: UNPACKDIR from styhead (5.1) on, WORKDIR before.
+GWE_FILESDIR = "${@d.getVar('UNPACKDIR') or d.getVar('WORKDIR')}"
+
+# The agent needs Rust 1.82 or newer. Scarthgap (5.0) ships 1.75: say so before anything
+# long is built, rather than fail deep in cargo.
+GWE_MIN_RUST = "1.82"
+python do_gwe_check_rust() {
+    from bb.utils import vercmp_string
+    have = (d.getVar('RUSTVERSION') or '').rstrip('%')
+    need = d.getVar('GWE_MIN_RUST')
+    if have and vercmp_string(have, need) < 0:
+        bb.fatal("gwe needs Rust %s or newer; this build's Rust is %s (RUSTVERSION). On scarthgap, "
+                 "add the scarthgap/rust branch of meta-lts-mixins "
+                 "(https://git.yoctoproject.org/meta-lts-mixins) to BBLAYERS, which sets a newer "
+                 "RUSTVERSION." % (need, have))
+}
+addtask gwe_check_rust after do_unpack before do_patch do_configure
+
 SYSTEMD_SERVICE:${PN} = "gwe.service"
 INITSCRIPT_NAME = "gwe"
 INITSCRIPT_PARAMS = "defaults 90 10"
 
 do_install:append() {
     install -d ${D}${sysconfdir}/gwe/programs.d
-    install -m 0644 ${UNPACKDIR}/gwe.toml ${D}${sysconfdir}/gwe/gwe.toml
+    install -m 0644 ${GWE_FILESDIR}/gwe.toml ${D}${sysconfdir}/gwe/gwe.toml
     if ${@bb.utils.contains('DISTRO_FEATURES', 'systemd', 'true', 'false', d)}; then
         install -d ${D}${systemd_system_unitdir}
         install -m 0644 ${S}/init/systemd/gwe.service ${D}${systemd_system_unitdir}/gwe.service

@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# meta-gwe in real bitbake and OpenEmbedded-Core, offline, as an unprivileged user, for each
+# series given (default: scarthgap wrynose), from the unmodified exports in
+# ../shared/upstream (see its README):
+#   - bitbake -p with meta-gwe added alone (no bbappend): no error, no warning;
+#   - bitbake gwe -c unpack from local mirrors of this repository and of the crates;
+#   - gwe_check_rust: passes where the series' Rust is new enough, stops with the advice
+#     where it is not (scarthgap's 1.75);
+#   - bitbake -e gwe under systemd and under SysV init: the unit or the script is installed;
+#   - an app recipe using the gwe_app class, as the README has it: its install step puts
+#     the package where the agent's preinstall step reads (/usr/share/gwe/preinstall);
+# Installs what it needs (Debian packages, the en_US.UTF-8 locale, the user gwebuild),
+# idempotently. Work files: target/fw/yocto-SERIES. Fails on any error or warning.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+upstream=${GWE_UPSTREAM:-$root/../shared/upstream}
+series=("$@")
+[ ${#series[@]} -gt 0 ] || series=(scarthgap wrynose)
+
+pkgs=(chrpath diffstat lz4 zstd gawk file cpio rpcsvc-proto texinfo socat xz-utils bzip2 python3-jinja2 locales git)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! locale -a | grep -qi '^en_US\.utf8$'; then
+  grep -q '^en_US.UTF-8 UTF-8' /etc/locale.gen || echo 'en_US.UTF-8 UTF-8' >>/etc/locale.gen
+  locale-gen >/dev/null
+fi
+id gwebuild >/dev/null 2>&1 || useradd --create-home --shell /bin/bash gwebuild
+as_builder() { runuser -u gwebuild -- env -i HOME=/home/gwebuild PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=en_US.UTF-8 "$@"; }
+
+fw=$root/target/fw
+mkdir -p "$fw"
+chown gwebuild: "$fw"
+# The mirrors: this repository (bare, as a git server would give it) and every crate of
+# Cargo.lock as the crates.io download it is.
+srcrev=$(sed -n 's/^SRCREV = "\(.*\)"/\1/p' yocto-layer/meta-gwe/recipes-gwe/gwe/gwe_0.1.0.bb)
+git cat-file -e "$srcrev^{commit}" 2>/dev/null || { echo "SRCREV $srcrev is not in this repository's history" >&2; exit 1; }
+mirror=$fw/mirror
+rm -rf "$mirror"
+mkdir -p "$mirror/crates"
+git clone --quiet --bare --no-local "$root" "$mirror/gwe.git"
+cargo fetch --locked --quiet
+cache=$(find "${CARGO_HOME:-$HOME/.cargo}/registry/cache" -maxdepth 1 -type d -name 'index.crates.io-*' | head -1)/
+git show "$srcrev:Cargo.lock" | python3 -c '
+import sys, tomllib, shutil
+lock = tomllib.loads(sys.stdin.read())
+for p in lock["package"]:
+    if p.get("source", "").startswith("registry+"):
+        shutil.copy(sys.argv[1] + "%s-%s.crate" % (p["name"], p["version"]), sys.argv[2])
+' "$cache" "$mirror/crates"
+chown -R gwebuild: "$mirror"
+
+# A layer of the user's own: an app recipe as the README shows it.
+testlayer=$fw/meta-gwe-example
+rm -rf "$testlayer"
+mkdir -p "$testlayer/conf" "$testlayer/recipes-apps/sensor-app/files"
+cat >"$testlayer/conf/layer.conf" <<'EOF'
+BBPATH .= ":${LAYERDIR}"
+BBFILES += "${LAYERDIR}/recipes-*/*/*.bb"
+BBFILE_COLLECTIONS += "gwe-example"
+BBFILE_PATTERN_gwe-example = "^${LAYERDIR}/"
+BBFILE_PRIORITY_gwe-example = "7"
+LAYERDEPENDS_gwe-example = "gwe"
+LAYERSERIES_COMPAT_gwe-example = "scarthgap styhead walnascar whinlatter wrynose"
+EOF
+cat >"$testlayer/recipes-apps/sensor-app/sensor-app_1.4.2.bb" <<'EOF'
+SUMMARY = "An example app baked into the image"
+LICENSE = "MIT"
+LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
+SRC_URI = "file://sensor.v1.4.2.tar.gz"
+GWE_APP_PACKAGES = "sensor.v1.4.2.tar.gz"
+inherit gwe_app
+EOF
+tar -C board-configs/qemu-common/ota-sample/sensor -czf "$testlayer/recipes-apps/sensor-app/files/sensor.v1.4.2.tar.gz" .
+chown -R gwebuild: "$testlayer"
+
+fail() { echo "check-yocto $s: $*" >&2; exit 1; }
+# Any WARNING or ERROR line in bitbake's output fails the check.
+clean() {
+  local log=$1
+  if grep -E '^(WARNING|ERROR):' "$log"; then fail "bitbake printed warnings or errors (above; $log)"; fi
+}
+
+for s in "${series[@]}"; do
+  case $s in
+    scarthgap) bitbake_tar=bitbake-2.8 ;;
+    wrynose) bitbake_tar=bitbake-2.18 ;;
+    *) echo "unknown series $s (scarthgap or wrynose)" >&2; exit 2 ;;
+  esac
+  work=$fw/yocto-$s
+  stamp="$(sha256sum "$upstream/oe-core-$s.tar.xz" "$upstream/$bitbake_tar.tar.xz" | sha256sum | cut -c1-16)"
+  if [ "$(cat "$work/.unpacked" 2>/dev/null)" != "$stamp" ]; then
+    rm -rf "$work"
+    mkdir -p "$work"
+    tar -C "$work" -xJf "$upstream/oe-core-$s.tar.xz"
+    tar -C "$work" -xJf "$upstream/$bitbake_tar.tar.xz"
+    echo "$stamp" >"$work/.unpacked"
+    chown -R gwebuild: "$work"
+  fi
+  build=$work/build
+  rm -rf "$build/conf" "$build/tmp" "$build/tmp-glibc" "$build/cache"
+  mkdir -p "$build/conf"
+  cat >"$build/conf/bblayers.conf" <<EOF
+BBPATH = "\${TOPDIR}"
+BBFILES ?= ""
+BBLAYERS = "$work/openembedded-core/meta $root/yocto-layer/meta-gwe"
+EOF
+  cat >"$build/conf/local.conf" <<EOF
+MACHINE = "qemuarm64"
+DL_DIR = "$work/downloads"
+BB_NO_NETWORK = "1"
+ASSUME_PROVIDED += "git-native"
+PREMIRRORS:prepend = "git://git.example.org/.* git://$mirror/BASENAME;protocol=file \\
+https://static.crates.io/crates/.* file://$mirror/crates/ \\
+"
+# The uninative shim is a download too; offline, the host's C library serves.
+INHERIT_DISTRO:remove = "uninative"
+CONF_VERSION = "2"
+EOF
+  chown -R gwebuild: "$build"
+  bb() { as_builder bash -c "cd '$build' && export PATH='$work/bitbake/bin':\$PATH && bitbake $*"; }
+  started=$(date +%s)
+
+  # Two configurations, so two parses: meta-gwe alone under SysV init, then with the
+  # user's layer under systemd.
+  echo 'INIT_MANAGER = "sysvinit"' >>"$build/conf/local.conf"
+  chown gwebuild: "$build/conf/local.conf"
+
+  # 1. meta-gwe alone: parsing stays clean.
+  bb -p >"$build/parse.log" 2>&1 || { tail -n 30 "$build/parse.log"; fail "bitbake -p failed"; }
+  clean "$build/parse.log"
+  echo "check-yocto $s: bitbake -p clean with meta-gwe alone"
+  bb -e gwe >"$build/env-sysvinit.log" 2>&1 || { tail -n 20 "$build/env-sysvinit.log"; fail "bitbake -e gwe (sysvinit)"; }
+
+  # The user's own layer joins (an app recipe), with systemd as the init system. pseudo
+  # (fakeroot) is a native build from downloads: this offline check runs the install step
+  # through a stand-in that just runs it (files owned by the builder); a real build runs
+  # it under pseudo.
+  echo "BBLAYERS += \"$testlayer\"" >>"$build/conf/bblayers.conf"
+  cat >"$build/no-fakeroot" <<'EOF'
+#!/bin/sh
+# pseudo stand-in: runs the command; "-S" (shut down) is a no-op.
+[ "$1" = -S ] || exec "$@"
+EOF
+  chmod 755 "$build/no-fakeroot"
+  sed -i 's/^INIT_MANAGER = .*/INIT_MANAGER = "systemd"/' "$build/conf/local.conf"
+  printf 'ASSUME_PROVIDED += "virtual/fakeroot-native"\nFAKEROOTCMD = "%s"\nFAKEROOTBASEENV = ""\n' "$build/no-fakeroot" >>"$build/conf/local.conf"
+  chown -R gwebuild: "$build/conf" "$build/no-fakeroot"
+
+  # 2. Fetch and unpack from the mirrors, offline.
+  bb gwe -c unpack >"$build/unpack.log" 2>&1 || { tail -n 40 "$build/unpack.log"; fail "bitbake gwe -c unpack failed"; }
+  clean "$build/unpack.log"
+  bb -e gwe >"$build/env-systemd.log" 2>&1 || { tail -n 20 "$build/env-systemd.log"; fail "bitbake -e gwe (systemd)"; }
+  src=$(sed -n 's/^S="\(.*\)"/\1/p' "$build/env-systemd.log")
+  if [ ! -f "$src/Cargo.toml" ] || [ ! -f "$src/init/systemd/gwe.service" ]; then fail "no sources in S=$src after unpack"; fi
+  git -C "$root" archive "$srcrev" Cargo.lock | tar -xO | cmp - "$src/Cargo.lock" || fail "the unpacked sources are not SRCREV's"
+  crates=$(find "$work/downloads" -maxdepth 1 -name '*.crate' | wc -l)
+  [ "$crates" -gt 0 ] || fail "no crates fetched"
+  echo "check-yocto $s: gwe unpacked from the mirrors into $src ($crates crates)"
+
+  # 3. The Rust check: passes on a new enough Rust; stops with the advice otherwise.
+  rust=$(sed -n 's/^RUSTVERSION="\(.*\)"/\1/p' "$build/env-systemd.log")
+  if bb gwe -c gwe_check_rust >"$build/rust.log" 2>&1; then
+    [ "$s" != scarthgap ] || fail "gwe_check_rust passed on scarthgap's Rust $rust"
+    echo "check-yocto $s: Rust $rust is new enough"
+  else
+    [ "$s" = scarthgap ] || { tail -n 20 "$build/rust.log"; fail "gwe_check_rust failed with Rust $rust"; }
+    grep -q 'gwe needs Rust 1.82 or newer.*meta-lts-mixins' "$build/rust.log" || { tail -n 20 "$build/rust.log"; fail "the Rust check did not say what to add"; }
+    echo "check-yocto $s: Rust $rust refused with the advice (meta-lts-mixins)"
+  fi
+
+  # 4. The gwe_app class as the README uses it.
+  bb sensor-app -c install >"$build/app.log" 2>&1 || { tail -n 40 "$build/app.log"; fail "sensor-app -c install failed"; }
+  clean "$build/app.log"
+  d=$(bb -e sensor-app 2>/dev/null | sed -n 's/^D="\(.*\)"/\1/p')
+  cmp "$d/usr/share/gwe/preinstall/sensor.v1.4.2.tar.gz" "$testlayer/recipes-apps/sensor-app/files/sensor.v1.4.2.tar.gz" \
+    || fail "the app package is not in /usr/share/gwe/preinstall as it was given"
+  echo "check-yocto $s: gwe_app put sensor.v1.4.2.tar.gz, unchanged, in /usr/share/gwe/preinstall"
+
+  # 5. Init systems: the unit under systemd, the SysV script under SysV init.
+  for init in systemd sysvinit; do
+    body=$(sed -n '/^do_install() {/,/^}/p' "$build/env-$init.log")
+    if [ $init = systemd ]; then on=gwe.service off=init/sysv/gwe; else on=init/sysv/gwe off=gwe.service; fi
+    grep -A2 'if true; then' <<<"$body" | grep -q "$on" || fail "$init: $on is not installed"
+    grep -A2 'if false; then' <<<"$body" | grep -q "$off" || fail "$init: $off is installed too"
+    echo "check-yocto $s: $init: do_install installs $on only"
+  done
+  echo "check-yocto $s: done in $(($(date +%s) - started)) s"
+done
