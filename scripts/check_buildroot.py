@@ -49,7 +49,7 @@ for cfg in sorted((root / "configs").iterdir()):
 # The .mk: the variables Buildroot needs, the cargo-package infrastructure, and every
 # BR2_PACKAGE_GWE_* it reads being a real option.
 mk = (root / "package/gwe/gwe.mk").read_text()
-for var in ("GWE_VERSION", "GWE_SITE", "GWE_SITE_METHOD", "GWE_LICENSE", "GWE_LICENSE_FILES"):
+for var in ("GWE_VERSION", "GWE_SITE", "GWE_LICENSE", "GWE_LICENSE_FILES"):
     if not re.search(rf"^{var}\s*[+:?]?=", mk, re.M):
         problems.append(f"gwe.mk: {var} is not set")
 if "$(eval $(cargo-package))" not in mk.splitlines()[-1]:
@@ -58,7 +58,7 @@ for name in set(re.findall(r"BR2_PACKAGE_GWE\w*", mk)):
     if name not in kconf.syms or not kconf.syms[name].nodes:
         problems.append(f"gwe.mk: reads {name}, which Config.in does not define")
 for var in re.findall(r"^(GWE_\w+)\s*[+:?]?=", mk, re.M):
-    known = {"VERSION", "SITE", "SITE_METHOD", "LICENSE", "LICENSE_FILES", "CARGO_BUILD_OPTS",
+    known = {"VERSION", "SOURCE", "SITE", "LICENSE", "LICENSE_FILES", "CARGO_BUILD_OPTS",
              "CARGO_INSTALL_OPTS", "CARGO_ENV", "DEPENDENCIES", "FULL_POLICY", "POST_INSTALL_TARGET_HOOKS"}
     if var[4:] not in known:
         problems.append(f"gwe.mk: unexpected variable {var}")

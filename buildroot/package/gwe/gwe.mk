@@ -4,14 +4,16 @@
 #
 ################################################################################
 
-GWE_VERSION = $(call qstrip,$(BR2_PACKAGE_GWE_GIT_VERSION))
-GWE_SITE = $(call qstrip,$(BR2_PACKAGE_GWE_GIT_URL))
-GWE_SITE_METHOD = git
-GWE_LICENSE = Apache-2.0
+# The release the firmware pins: the commit the Yocto recipe names too (SRCREV). Its
+# tarball with the crates vendored is made by scripts/release-tarball.py, byte for byte
+# the same everywhere: gwe.hash holds its sha256, and Buildroot does not vendor again
+# (the tarball has VENDOR/, which Buildroot's own vendoring would need its host cargo for).
+GWE_VERSION = 21d10512f3fd2568dfadd84f04fa2646faa177fa
+GWE_SOURCE = gwe-$(GWE_VERSION)-vendored.tar.gz
+GWE_SITE = $(call qstrip,$(BR2_PACKAGE_GWE_SITE))
+# gwe itself, then the crates linked into the agent (scripts/gen-licenses.py).
+GWE_LICENSE = Apache-2.0, (MIT or Apache-2.0) and Unicode-3.0 (crates), 0BSD or Apache-2.0 or MIT (crates), Apache-2.0 and ISC (crates), Apache-2.0 or ISC or MIT (crates), Apache-2.0 or MIT (crates), Apache-2.0 or MIT or Zlib (crates), BSD-3-Clause (crates), ISC (crates), MIT (crates), MIT or Unlicense (crates)
 GWE_LICENSE_FILES = LICENSE
-# The revision is the user's choice, so there is no fixed tarball hash to check;
-# gwe.hash still checks the license file.
-BR_NO_CHECK_HASH_FOR += $(GWE_SOURCE)
 
 # Only the agent binary, not the benches/examples of the workspace.
 GWE_CARGO_BUILD_OPTS = --bin gwe --no-default-features
