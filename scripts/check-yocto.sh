@@ -22,7 +22,12 @@ pkgs=(chrpath diffstat lz4 zstd gawk file cpio rpcsvc-proto texinfo socat xz-uti
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
-  apt-get update -qq
+  # A mirror mid-sync can fail one index; retry, then go on with what was fetched.
+  for attempt in 1 2 3; do
+    apt-get update -qq && break
+    echo "check-yocto: apt-get update failed (attempt $attempt); retrying" >&2
+    sleep 5
+  done
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 if ! locale -a | grep -qi '^en_US\.utf8$'; then
