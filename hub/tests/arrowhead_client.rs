@@ -14,10 +14,26 @@ use std::sync::Arc;
 use common::agent::free_port;
 use common::{Backend, Client, HubOpts, HubProc};
 
+/// Runs `tests/clients/SCRIPT` with the venv's Python (arrowhead-client, from
+/// scripts/setup.sh) and `args`; fails unless it reached its `done` step, showing its
+/// output and `extra()`. Answers what it printed.
+fn story(script: &str, args: &[String], extra: impl FnOnce() -> String) -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    let python = dir.join("venv/bin/python3");
+    assert!(python.exists(), "arrowhead-client is not installed (scripts/setup.sh)");
+    let out = Command::new(&python).arg(dir.join(script)).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && text.contains(r#"{"step": "done"}"#),
+        "the story stopped:\n{text}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        extra()
+    );
+    text
+}
+
 #[test]
 fn arrowheads_client_completes_every_step_against_the_hub() {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/venv/bin/python3");
-    assert!(python.exists(), "arrowhead-client is not installed (scripts/setup.sh)");
     let dir = tempfile::tempdir().unwrap();
     let db = common::db_url(Backend::Sqlite, dir.path());
     let opts = HubOpts { db: &db, dir: dir.path(), port: 0, tls: None, extra: &["--arrowhead-insecure"] };
@@ -36,18 +52,7 @@ fn arrowheads_client_completes_every_step_against_the_hub() {
     );
     assert_eq!(r.status, 400, "{}", r.text());
     let port: u16 = hub.url.rsplit(':').next().unwrap().parse().unwrap();
-    let story = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/arrowhead_story.py");
-    let out = Command::new(&python)
-        .arg(&story)
-        .args(["127.0.0.1", &port.to_string(), &free_port().to_string()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains(r#"{"step": "done"}"#),
-        "the story stopped:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    story("arrowhead_story.py", &["127.0.0.1".into(), port.to_string(), free_port().to_string()], String::new);
     // What the client did is what the operator sees: its state report and its batch.
     let cmd = c.op_get("/edge/cmd/dashboard?last=true");
     let v: serde_json::Value = serde_json::from_slice(&cmd.body).unwrap();
@@ -62,8 +67,6 @@ fn arrowheads_client_completes_every_step_against_the_hub() {
 /// HTTPS with the system's own certificate, plus what a certificate may not do.
 #[test]
 fn arrowheads_client_completes_every_step_in_certificate_mode() {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/venv/bin/python3");
-    assert!(python.exists(), "arrowhead-client is not installed (scripts/setup.sh)");
     let dir = tempfile::tempdir().unwrap();
     let pki = common::cloud_pki(dir.path(), &["gwe-hub", "thermometer", "dashboard"]);
     let db = common::db_url(Backend::Sqlite, dir.path());
@@ -110,20 +113,16 @@ fn arrowheads_client_completes_every_step_in_certificate_mode() {
     assert_eq!(key.status, 200);
     assert!(key.text().starts_with("\"MFkw"), "an EC P-256 public key in base64 DER: {}", key.text());
 
-    let story = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/arrowhead_story.py");
-    let out = Command::new(&python)
-        .arg(&story)
-        .args(["127.0.0.1", &hub.port.to_string(), &free_port().to_string()])
-        .arg(dir.path())
-        .args([sr.to_string(), orch.to_string(), auth.to_string()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains(r#"{"step": "done"}"#),
-        "the story stopped:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args = [
+        "127.0.0.1".to_string(),
+        hub.port.to_string(),
+        free_port().to_string(),
+        dir.path().display().to_string(),
+        sr.to_string(),
+        orch.to_string(),
+        auth.to_string(),
+    ];
+    let text = story("arrowhead_story.py", &args, String::new);
     for step in ["refused-other-system", "refused-posing", "consumed", "ctrlpoll", "batch"] {
         assert!(text.contains(&format!(r#""step": "{step}""#)), "no step {step}:\n{text}");
     }
@@ -142,8 +141,6 @@ fn arrowheads_client_completes_every_step_in_certificate_mode() {
 #[test]
 fn the_demos_edge_story_with_two_hubs_two_edges_and_arrowheads_client() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/venv/bin/python3");
-    assert!(python.exists(), "arrowhead-client is not installed (scripts/setup.sh)");
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("edge.secret");
     let secret = secret.to_str().unwrap();
@@ -195,19 +192,10 @@ fn the_demos_edge_story_with_two_hubs_two_edges_and_arrowheads_client() {
         })
         .collect();
 
-    let story = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/edge_story.py");
-    let out = Command::new(&python)
-        .arg(&story)
-        .args([hub_a.port.to_string(), hub_b.port.to_string(), free_port().to_string()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains(r#"{"step": "done"}"#),
-        "the story stopped:\n{text}\n{}\nEDGE1: {}",
-        String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(dir.path().join("e1/agent.err")).unwrap_or_default()
-    );
+    let args = [hub_a.port.to_string(), hub_b.port.to_string(), free_port().to_string()];
+    story("edge_story.py", &args, || {
+        format!("EDGE1: {}", std::fs::read_to_string(dir.path().join("e1/agent.err")).unwrap_or_default())
+    });
     // EDGE2 sends its humidity to hub B, as the console configured it through hub B; hub
     // A, configured for nothing, gets nothing from either edge.
     let name_b = format!("gwe-hub-127.0.0.1-{}", hub_b.port);
