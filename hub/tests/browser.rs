@@ -279,6 +279,23 @@ async fn rows_on_screen(b: &Browser) -> Vec<String> {
     sns
 }
 
+/// The text a person reads in `css` now. The pages redraw themselves every few seconds,
+/// so an element found may be replaced before its text is read: that is read again.
+async fn text_of(b: &Browser, css: &str) -> String {
+    for _ in 0..20 {
+        match b.find(Locator::Css(css)).await.unwrap().text().await {
+            Ok(t) => return t,
+            Err(fantoccini::error::CmdError::Standard(e))
+                if e.error == fantoccini::error::ErrorStatus::StaleElementReference =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{css}: {e}"),
+        }
+    }
+    panic!("{css}: redrawn under every read")
+}
+
 /// Waits (reloading when asked) until `css` matches an element whose text has `want`.
 async fn wait_text(b: &Browser, css: &str, want: &str, secs: u64, reload: bool) -> String {
     let until = Instant::now() + Duration::from_secs(secs);
@@ -335,11 +352,11 @@ fn operator_finds_a_gateway_sees_its_charts_and_commands_it() {
         assert_eq!(on_screen, ["EDGE1", "OTHER1", "OTHER2"]);
         // Last seen ages on screen and the page refreshes itself, without a reload.
         let edge_row = "#fleet-rows .row[data-sn='EDGE1'] .c-last_seen_ms";
-        let before = b.find(Locator::Css(edge_row)).await.unwrap().text().await.unwrap();
+        let before = text_of(&b, edge_row).await;
         wait_text(&b, "#fleet-fresh", "Updated", 5, false).await;
         let until = Instant::now() + Duration::from_secs(25);
         loop {
-            let now = b.find(Locator::Css(edge_row)).await.unwrap().text().await.unwrap();
+            let now = text_of(&b, edge_row).await;
             if now != before {
                 break;
             }
@@ -363,9 +380,9 @@ fn operator_finds_a_gateway_sees_its_charts_and_commands_it() {
         // Its page: no stray "null"; the inventory; charts with dated time ticks, units,
         // several value ticks, rates, no pseudo mounts; a hover value.
         wait_text(&b, "#device-online", "online", 10, false).await;
-        let text = b.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
+        let text = text_of(&b, "main").await;
         assert!(!text.contains("null") && !text.contains("undefined"), "{text}");
-        let inv = b.find(Locator::Css("#inventory")).await.unwrap().text().await.unwrap();
+        let inv = text_of(&b, "#inventory").await;
         assert!(inv.contains(std::env::consts::ARCH), "{inv}");
         for title in ["Memory", "Disk used", "Queue depth", "Bandwidth per interface"] {
             let css = format!("figure[data-title='{title}'] polyline");
@@ -640,7 +657,7 @@ fn the_fleet_page_with_10000_gateways() {
         )
         .unwrap();
         assert_eq!(heads[..2], ["Kernel", "Serial"], "{heads:?}");
-        let kernel = b.find(Locator::Css("#fleet-rows .row .c-kernel")).await.unwrap().text().await.unwrap();
+        let kernel = text_of(&b, "#fleet-rows .row .c-kernel").await;
         assert_eq!(kernel, "6.1.0-47-arm64");
         let errors = console_errors(&b, &driver).await;
         assert!(errors.is_empty(), "console errors: {errors:#?}");
@@ -751,9 +768,9 @@ fn a_rollout_pauses_on_failures_and_is_aborted() {
         b.find(Locator::Css("#start-rollout")).await.unwrap().click().await.unwrap();
         // The first stage (one gateway) fails: the rollout pauses by itself and says why.
         wait_text(&b, "#rollout-state", "paused", 30, false).await;
-        let reason = b.find(Locator::Css("#rollout-reason")).await.unwrap().text().await.unwrap();
+        let reason = text_of(&b, "#rollout-reason").await;
         assert!(reason.contains("stage 1") && reason.contains("1 of 1 gateways failed"), "{reason}");
-        let counts = b.find(Locator::Css("#rollout-counts")).await.unwrap().text().await.unwrap();
+        let counts = text_of(&b, "#rollout-counts").await;
         assert!(counts.contains("1 failed") && counts.contains("9 pending"), "{counts}");
         let bars: serde_json::Value = b
             .execute(
@@ -764,8 +781,7 @@ fn a_rollout_pauses_on_failures_and_is_aborted() {
             .unwrap();
         assert_eq!(bars[0][0], 1.0, "stage 1: one of one answered: {bars}");
         assert!(bars.as_array().unwrap().iter().all(|b| b[2].as_f64().unwrap() > 50.0), "bars on screen: {bars}");
-        let failed = b.find(Locator::Css("#rollout-devices b.state.failed")).await.unwrap();
-        let row = failed.find(Locator::XPath("./ancestor::tr")).await.unwrap().text().await.unwrap();
+        let row = text_of(&b, "#rollout-devices tr:has(b.state.failed)").await;
         assert!(row.contains("rolled back to 2.1"), "{row}");
         seen(&b, &driver, "rollout-paused", true).await;
         // The operator aborts it (confirmed by keyboard): nothing more is sent.
