@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-cross.sh >/dev/null
 
+# A test binary that hangs (qemu-user's fork deadlock) is killed and rerun once: see
+# scripts/qemu-runner.sh.
 # binfmt_misc, so an ARM binary started by a test runs under qemu too. (Doctests are
 # left to the native run: rustup's rustdoc has no ARM standard library here.)
 [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
@@ -24,6 +26,6 @@ for t in "${targets[@]}"; do
   esac
   runner_var="CARGO_TARGET_$(echo "$triple" | tr 'a-z-' 'A-Z_')_RUNNER"
   echo "=== $triple under $qemu"
-  env RUSTC=/usr/bin/rustc QEMU_LD_PREFIX="$sysroot" "$runner_var=$qemu -L $sysroot" \
+  env RUSTC=/usr/bin/rustc QEMU_LD_PREFIX="$sysroot" "$runner_var=$PWD/scripts/qemu-runner.sh $qemu $sysroot" \
     cargo test --locked --target "$triple" --workspace --lib --bins --tests
 done
