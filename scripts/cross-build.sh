@@ -4,7 +4,8 @@
 #   TARGET: aarch64-unknown-linux-musl, armv7-unknown-linux-musleabihf (static, what the
 #           QEMU boards run), aarch64-unknown-linux-gnu, armv7-unknown-linux-gnueabihf
 #           (glibc, dynamically linked); aarch64 and armv7 are short for the gnu ones.
-# Prints the path of the stripped release binary and its size.
+# Prints the path of the stripped release binary and its size. Its software bill of
+# materials (scripts/sbom.py) is written beside it: gwe.cdx.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 musl=""
@@ -64,4 +65,6 @@ else
 fi
 bin="${CARGO_TARGET_DIR:-target}/$target/release/gwe"
 "$gcc-strip" "$bin" 2>/dev/null || true
+# Its software bill of materials (CycloneDX), beside it: every crate linked in.
+python3 scripts/sbom.py --target "$target" --out "$bin.cdx.json" >/dev/null
 echo "$bin $(stat -c %s "$bin") bytes"
