@@ -101,16 +101,16 @@ def bom_of(target):
     agent = next(p for p in meta["packages"] if p["name"] == "gwe" and p["source"] is None)
 
     # The normal-dependency closure of the agent (build scripts and dev-dependencies do
-    # not end up in the binary).
-    seen, todo = set(), [agent["id"]]
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        for d in nodes[pid]["deps"]:
-            if any(k["kind"] is None for k in d["dep_kinds"]):
-                todo.append(d["pkg"])
+    # not end up in the binary), with the features a build turns on: cargo tree resolves
+    # them as cargo build does; metadata's graph also holds optional dependencies no
+    # feature enables (flate2's zlib-rs).
+    tree = subprocess.run(
+        ["cargo", "tree", "--locked", "--offline", "-e", "normal", "--target", target, "-p", "gwe",
+         "--prefix", "none", "-f", "{p}"], cwd=src, check=True, capture_output=True, text=True).stdout
+    built = {tuple(line.split()[:2]) for line in tree.splitlines() if line.strip()}
+    seen = {p["id"] for p in meta["packages"] if (p["name"], "v" + p["version"]) in built}
+    if len(seen) != len(built):
+        sys.exit(f"sbom: cargo tree and cargo metadata disagree for {target}")
 
     def ref(p):
         return f"pkg:cargo/{p['name']}@{p['version']}"
