@@ -65,6 +65,10 @@ for v in "${versions[@]}"; do
     "$root/buildroot/package/gwe/gwe.hash" 2>&1) || { echo "$ok"; fail "the release tarball does not match gwe.hash"; }
   grep -q 'OK (sha256' <<<"$ok" || { echo "$ok"; fail "gwe.hash has no sha256 for the release tarball"; }
 
+  # The tarball carries the agent's bill of materials, which gwe.mk installs beside the images.
+  tar -xzOf "$tarball" "gwe-$version/sbom.cdx.json" | python3 -c 'import json, sys; json.load(sys.stdin)' ||
+    fail "the release tarball has no sbom.cdx.json"
+
   # check-package over the external tree.
   out=$( (cd "$root/buildroot" && find . -type f | sed 's|^\./||' | sort |
     xargs "$venv/bin/python" "$br/utils/check-package" -b) 2>&1) || true
@@ -105,6 +109,7 @@ EOF
     vars=$(mk printvars VARS='GWE_%' 2>&1)
     grep -q "^GWE_VERSION=$version\$" <<<"$vars" || { echo "$vars" | head; fail "$cfg: printvars GWE_VERSION"; }
     grep -q "^GWE_SOURCE=gwe-$version-vendored.tar.gz\$" <<<"$vars" || fail "$cfg: printvars GWE_SOURCE"
+    grep -q "^GWE_INSTALL_IMAGES=YES\$" <<<"$vars" || fail "$cfg: the SBOM is not installed with the images"
     echo "check-buildroot $v: $cfg: defconfig, gwe-show-info, printvars, no dead lines"
   done
   echo "check-buildroot $v: done in $(($(date +%s) - started)) s"

@@ -6,6 +6,8 @@
 #   - bitbake gwe -c unpack from local mirrors of this repository and of the crates;
 #   - gwe_check_rust: passes where the series' Rust is new enough, stops with the advice
 #     where it is not (scarthgap's 1.75);
+#   - bitbake gwe -c populate_lic: a text for every licence LICENSE names (the crates');
+#   - bitbake gwe -c deploy: the release's bill of materials (sbom.cdx.json) is deployed;
 #   - bitbake -e gwe under systemd and under SysV init: the unit or the script is installed;
 #   - an app recipe using the gwe_app class, as the README has it: its install step puts
 #     the package where the agent's preinstall step reads (/usr/share/gwe/preinstall);
@@ -65,7 +67,7 @@ rm -rf "$testlayer"
 mkdir -p "$testlayer/conf" "$testlayer/recipes-apps/sensor-app/files"
 cat >"$testlayer/conf/layer.conf" <<'EOF'
 BBPATH .= ":${LAYERDIR}"
-BBFILES += "${LAYERDIR}/recipes-*/*/*.bb"
+BBFILES += "${LAYERDIR}/recipes-*/*/*.bb ${LAYERDIR}/recipes-*/*/*.bbappend"
 BBFILE_COLLECTIONS += "gwe-example"
 BBFILE_PATTERN_gwe-example = "^${LAYERDIR}/"
 BBFILE_PRIORITY_gwe-example = "7"
@@ -80,6 +82,10 @@ SRC_URI = "file://sensor.v1.4.2.tar.gz"
 GWE_APP_PACKAGES = "sensor.v1.4.2.tar.gz"
 inherit gwe_app
 EOF
+# Offline only: do_patch depends on quilt-native and patch-native, whose sources are not
+# here (gwe has no patches). A real build has them.
+mkdir -p "$testlayer/recipes-gwe/gwe"
+echo 'do_patch[depends] = ""' >"$testlayer/recipes-gwe/gwe/gwe_%.bbappend"
 tar -C board-configs/qemu-common/ota-sample/sensor -czf "$testlayer/recipes-apps/sensor-app/files/sensor.v1.4.2.tar.gz" .
 chown -R gwebuild: "$testlayer"
 
@@ -156,7 +162,10 @@ EOF
   printf 'ASSUME_PROVIDED += "virtual/fakeroot-native"\nFAKEROOTCMD = "%s"\nFAKEROOTBASEENV = ""\n' "$build/no-fakeroot" >>"$build/conf/local.conf"
   chown -R gwebuild: "$build/conf" "$build/no-fakeroot"
 
-  # 2. Fetch and unpack from the mirrors, offline.
+  # 2. Fetch and unpack from the mirrors, offline. A clone left in DL_DIR by an earlier run
+  # may lack the pinned commit, and bitbake would update it from the real URL, not from the
+  # mirror: it goes, the mirror is made afresh each run anyway.
+  rm -rf "$work/downloads/git2/git.example.org.gwe.git" "$work/downloads/git2/git.example.org.gwe.git.done"
   bb gwe -c unpack >"$build/unpack.log" 2>&1 || { tail -n 40 "$build/unpack.log"; fail "bitbake gwe -c unpack failed"; }
   clean "$build/unpack.log"
   bb -e gwe >"$build/env-systemd.log" 2>&1 || { tail -n 20 "$build/env-systemd.log"; fail "bitbake -e gwe (systemd)"; }
@@ -186,7 +195,27 @@ EOF
     || fail "the app package is not in /usr/share/gwe/preinstall as it was given"
   echo "check-yocto $s: gwe_app put sensor.v1.4.2.tar.gz, unchanged, in /usr/share/gwe/preinstall"
 
-  # 5. Init systems: the unit under systemd, the SysV script under SysV init.
+  # 5. Licences: every one LICENSE names (the crates' too) has its text, Unicode-3.0 from the
+  # layer where OpenEmbedded-Core lacks it. The agent's bill of materials goes beside the
+  # images, as the release has it.
+  bb gwe -c populate_lic >"$build/lic.log" 2>&1 || { tail -n 40 "$build/lic.log"; fail "bitbake gwe -c populate_lic failed"; }
+  clean "$build/lic.log"
+  # LICSSTATEDIR/gwe, or LICSSTATEDIR/ARCH/gwe (scarthgap).
+  lics=$(find "$(sed -n 's/^LICSSTATEDIR="\(.*\)"/\1/p' "$build/env-systemd.log")" -maxdepth 2 -type d -name gwe | head -n 1)
+  [ -n "$lics" ] || fail "populate_lic left no licence directory"
+  n=0
+  for l in Apache-2.0 MIT ISC BSD-3-Clause Unicode-3.0 0BSD Unlicense Zlib; do
+    [ -s "$lics/generic_$l" ] || fail "no licence text for $l in $lics"
+    n=$((n + 1))
+  done
+  bb gwe -c deploy >"$build/deploy.log" 2>&1 || { tail -n 40 "$build/deploy.log"; fail "bitbake gwe -c deploy failed"; }
+  clean "$build/deploy.log"
+  pv=$(sed -n 's/^PV="\(.*\)"/\1/p' "$build/env-systemd.log")
+  sbom=$(sed -n 's/^DEPLOY_DIR_IMAGE="\(.*\)"/\1/p' "$build/env-systemd.log")/gwe-$pv.cdx.json
+  git -C "$root" show "$srcrev:sbom.cdx.json" | cmp - "$sbom" || fail "the deployed SBOM is not the release's"
+  echo "check-yocto $s: the texts of LICENSE's $n licences found; the release's SBOM deployed as $sbom"
+
+  # 6. Init systems: the unit under systemd, the SysV script under SysV init.
   for init in systemd sysvinit; do
     body=$(sed -n '/^do_install() {/,/^}/p' "$build/env-$init.log")
     if [ $init = systemd ]; then on=gwe.service off=init/sysv/gwe; else on=init/sysv/gwe off=gwe.service; fi

@@ -59,7 +59,8 @@ for name in set(re.findall(r"BR2_PACKAGE_GWE\w*", mk)):
         problems.append(f"gwe.mk: reads {name}, which Config.in does not define")
 for var in re.findall(r"^(GWE_\w+)\s*[+:?]?=", mk, re.M):
     known = {"VERSION", "SOURCE", "SITE", "LICENSE", "LICENSE_FILES", "CARGO_BUILD_OPTS",
-             "CARGO_INSTALL_OPTS", "CARGO_ENV", "DEPENDENCIES", "FULL_POLICY", "POST_INSTALL_TARGET_HOOKS"}
+             "CARGO_INSTALL_OPTS", "CARGO_ENV", "DEPENDENCIES", "FULL_POLICY", "POST_INSTALL_TARGET_HOOKS",
+             "INSTALL_IMAGES"}
     if var[4:] not in known:
         problems.append(f"gwe.mk: unexpected variable {var}")
 license_files = re.search(r"^GWE_LICENSE_FILES\s*=\s*(.*)$", mk, re.M).group(1).split()

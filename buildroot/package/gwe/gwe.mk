@@ -8,7 +8,7 @@
 # tarball with the crates vendored is made by scripts/release-tarball.py, byte for byte
 # the same everywhere: gwe.hash holds its sha256, and Buildroot does not vendor again
 # (the tarball has VENDOR/, which Buildroot's own vendoring would need its host cargo for).
-GWE_VERSION = 21d10512f3fd2568dfadd84f04fa2646faa177fa
+GWE_VERSION = 113bed66eb4d51c5be62437901981e80cb586041
 GWE_SOURCE = gwe-$(GWE_VERSION)-vendored.tar.gz
 GWE_SITE = $(call qstrip,$(BR2_PACKAGE_GWE_SITE))
 # gwe itself, then the crates linked into the agent (scripts/gen-licenses.py).
@@ -51,6 +51,13 @@ endef
 define GWE_INSTALL_INIT_SYSTEMD
 	$(INSTALL) -D -m 0644 $(@D)/init/systemd/gwe.service \
 		$(TARGET_DIR)/usr/lib/systemd/system/gwe.service
+endef
+
+# The agent's software bill of materials (CycloneDX: every crate linked in, with version,
+# licence and checksum), from the release, beside the images.
+GWE_INSTALL_IMAGES = YES
+define GWE_INSTALL_IMAGES_CMDS
+	$(INSTALL) -D -m 0644 $(@D)/sbom.cdx.json $(BINARIES_DIR)/gwe.cdx.json
 endef
 
 $(eval $(cargo-package))

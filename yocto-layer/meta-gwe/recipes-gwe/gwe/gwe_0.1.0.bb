@@ -5,7 +5,9 @@ DESCRIPTION = "The agent of Gateway Engine hosts gateway apps written in any lan
                cloud has it."
 HOMEPAGE = "https://gwe.example.org"
 SECTION = "console/network"
-LICENSE = "Apache-2.0"
+# gwe itself, then the licences of the crates linked into the agent
+# (scripts/gen-licenses.py, from the release's sbom.cdx.json).
+LICENSE = "Apache-2.0 & ((MIT | Apache-2.0) & Unicode-3.0) & (0BSD | Apache-2.0 | MIT) & (Apache-2.0 & ISC) & (Apache-2.0 | ISC | MIT) & (Apache-2.0 | MIT) & (Apache-2.0 | MIT | Zlib) & BSD-3-Clause & ISC & MIT & (MIT | Unlicense)"
 LIC_FILES_CHKSUM = "file://LICENSE;md5=3b83ef96387f14655fc854ddc3c6bd57"
 
 PV = "0.1.0+git"
@@ -19,9 +21,9 @@ PV = "0.1.0+git"
 SRC_URI = "git://git.example.org/gwe.git;protocol=https;nobranch=1;destsuffix=${BP} \
            file://gwe.toml \
            "
-SRCREV = "21d10512f3fd2568dfadd84f04fa2646faa177fa"
+SRCREV = "113bed66eb4d51c5be62437901981e80cb586041"
 
-inherit cargo cargo-update-recipe-crates systemd update-rc.d
+inherit cargo cargo-update-recipe-crates deploy systemd update-rc.d
 
 require ${BPN}-crates.inc
 
@@ -47,7 +49,7 @@ python do_gwe_check_rust() {
                  "(https://git.yoctoproject.org/meta-lts-mixins) to BBLAYERS, which sets a newer "
                  "RUSTVERSION." % (need, have))
 }
-addtask gwe_check_rust after do_unpack before do_patch do_configure
+addtask gwe_check_rust after do_unpack before do_configure
 
 SYSTEMD_SERVICE:${PN} = "gwe.service"
 INITSCRIPT_NAME = "gwe"
@@ -65,6 +67,14 @@ do_install:append() {
         install -m 0755 ${S}/init/sysv/gwe ${D}${sysconfdir}/init.d/gwe
     fi
 }
+
+# The agent's software bill of materials (CycloneDX: every crate linked in, with version,
+# licence and checksum), from the release, beside the image in DEPLOY_DIR_IMAGE. It needs
+# only the sources, so it does not wait for the build.
+do_deploy() {
+    install -m 0644 ${S}/sbom.cdx.json ${DEPLOYDIR}/gwe-${PV}.cdx.json
+}
+addtask deploy after do_patch before do_build
 
 CONFFILES:${PN} = "${sysconfdir}/gwe/gwe.toml"
 FILES:${PN} += "${systemd_system_unitdir}/gwe.service"
