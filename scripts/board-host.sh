@@ -4,6 +4,18 @@
 # The sourcing script sets: board (and has sourced its board.env), out (a work directory).
 # shellcheck shell=bash disable=SC2154,SC2034
 
+# release_keys DIR GWE: a root key, a release key and the keys document the root signed
+# (kept in DIR across runs); sets root_pub, key (the release key), keys_json.
+release_keys() {
+  local dir=$1 gwe=$2
+  [ -f "$dir/root.key" ] || "$gwe" pkg keygen "$dir/root.key" > /dev/null
+  [ -f "$dir/release.key" ] || "$gwe" pkg keygen "$dir/release.key" > /dev/null
+  "$gwe" pkg keys --root-key "$dir/root.key" --add "$dir/release.key.pub" --out "$dir/keys.json" > /dev/null
+  root_pub=$(cat "$dir/root.key.pub")
+  key=$dir/release.key
+  keys_json=$dir/keys.json
+}
+
 # ns_up NAME: makes the namespace (the caller deletes it on exit).
 ns_up() {
   ns=$1

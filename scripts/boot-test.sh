@@ -19,16 +19,15 @@ mkdir -p "$out"
 cargo build -q --bin gwe
 cargo build -q --manifest-path hub/Cargo.toml --bin gwe-hub
 gwe=target/debug/gwe
-key=$out/release.key
-[ -f "$key" ] || "$gwe" pkg keygen "$key" > /dev/null
-GWE_TRUSTED_KEY=$(cat "$key.pub") scripts/build-image.sh "$board"
+# shellcheck source=scripts/board-host.sh
+. scripts/board-host.sh
+release_keys "$out" "$gwe"
+GWE_ROOT_KEY=$root_pub GWE_KEYS_FILE=$keys_json scripts/build-image.sh "$board"
 data=$out/data.img
 rm -f "$data"
 truncate -s "$DATA_SIZE" "$data"
 mkfs.ext4 -q -F "$data"
 
-# shellcheck source=scripts/board-host.sh
-. scripts/board-host.sh
 qemu_pid=""
 hub_pid=""
 cleanup() {
@@ -56,8 +55,8 @@ boot() { # boot MODE LOG: starts the board in the background
 # The hub, on the namespace's loopback: the board reaches it as 10.0.2.2:18080.
 hub_up fresh
 whitelist
-pkg=$("$gwe" pkg build board-configs/qemu-common/ota-sample/sensor --out "$out" --key "$key")
-upload "$pkg" "$pkg.sig"
+pkg=$("$gwe" pkg build board-configs/qemu-common/ota-sample/sensor --out "$out" --key "$key" --vendor gwe --model "$model")
+upload "$pkg" "$pkg.meta"
 command_install sensor.v1.0.tar.gz
 # The edge path: the board's agent fetches this through ctrlpoll and batches "tick" here.
 op POST "/edge/cmd/$serial" -H 'Content-Type: application/json' \

@@ -7,8 +7,8 @@
 #                                    and hands over to systemd (switch_root)
 #   target/boards/BOARD/root.img     the root filesystem (ext4, read-write)
 #   scripts/build-debian-image.sh qemu-aarch64-debian
-# GWE_TRUSTED_KEY (64 hex digits) adds the key OTA packages must be signed with to
-# /etc/gwe/gwe.toml; GWE_EXTRA_FILES (a directory) is copied to /root on the board.
+# GWE_ROOT_KEY (64 hex digits) and GWE_KEYS_FILE (a keys document it signed) bake the OTA
+# trust in, as build-image.sh does; GWE_EXTRA_FILES (a directory) is copied to /root.
 # The Debian root is cached in target/boards/cache (it takes about 2 minutes to make).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,8 +58,9 @@ mkdir -p "$root/var/log/journal"
 # Quiet sample apps (the console is the test's command line): a logger and an idler.
 mkdir -p "$root/etc/gwe/programs.d"
 cp board-configs/qemu-common/rootfs/etc/gwe/programs.d/more-apps.conf "$root/etc/gwe/programs.d/"
-if [ -n "${GWE_TRUSTED_KEY:-}" ]; then
-  printf '\n[ota]\ntrusted_keys = ["%s"]\n' "$GWE_TRUSTED_KEY" >> "$root/etc/gwe/gwe.toml"
+if [ -n "${GWE_ROOT_KEY:-}" ]; then
+  install -m 0644 "$GWE_KEYS_FILE" "$root/etc/gwe/keys.json"
+  printf '\n[ota]\nroot_keys = ["%s"]\nkeys_file = "/etc/gwe/keys.json"\n' "$GWE_ROOT_KEY" >> "$root/etc/gwe/gwe.toml"
 fi
 [ -n "${GWE_EXTRA_FILES:-}" ] && cp -a "$GWE_EXTRA_FILES/." "$root/root/"
 

@@ -5,8 +5,9 @@
 #                                    writes only to the data partition, /run and /tmp)
 # The data partition is made by the boot test (a blank ext4 image).
 #   scripts/build-image.sh qemu-aarch64-virt
-# GWE_TRUSTED_KEY (64 hex digits) adds the public key OTA packages must be signed with to
-# the board's /etc/gwe/gwe.toml, as a firmware build bakes in its release key.
+# GWE_ROOT_KEY (64 hex digits) and GWE_KEYS_FILE (a keys document it signed) bake the OTA
+# trust into the board, as a firmware build does: root_keys in /etc/gwe/gwe.toml and the
+# keys document as /etc/gwe/keys.json (docs/ota-format.md, "Release metadata").
 # GWE_AGENT_BIN puts that agent binary in the image instead of a fresh release build, and
 # GWE_IMAGE_OUT writes the image there instead of target/boards/BOARD (the power-cut
 # campaign's self-test boots an agent variant without touching the real image).
@@ -50,8 +51,9 @@ mkdir -p "$out" "$root"/{bin,sbin,usr/bin,usr/sbin,lib/modules,proc,sys,dev,run,
 # Files the QEMU boards share, then the board's own.
 [ -n "${COMMON_ROOTFS:-}" ] && cp -a "board-configs/$COMMON_ROOTFS/rootfs/." "$root/"
 cp -a "$cfg/rootfs/." "$root/"
-if [ -n "${GWE_TRUSTED_KEY:-}" ]; then
-  printf '\n[ota]\ntrusted_keys = ["%s"]\n' "$GWE_TRUSTED_KEY" >> "$root/etc/gwe/gwe.toml"
+if [ -n "${GWE_ROOT_KEY:-}" ]; then
+  install -m 0644 "$GWE_KEYS_FILE" "$root/etc/gwe/keys.json"
+  printf '\n[ota]\nroot_keys = ["%s"]\nkeys_file = "/etc/gwe/keys.json"\n' "$GWE_ROOT_KEY" >> "$root/etc/gwe/gwe.toml"
 fi
 
 # BusyBox and its applets; busybox as /init runs its init applet.

@@ -52,7 +52,11 @@ op() { # op METHOD PATH [curl args]: the hub's operator API
 value() { op GET "/api/v1/devices/1/dataports/$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["value"])'; }
 count() { op GET "/api/v1/devices/1/dataports/$1/history?limit=100000" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
 
+# The OTA trust, as a firmware build bakes it in: an offline root key, and the keys document
+# in which it vouches for the release key (docs/ota-format.md, "Release metadata").
+"$gwe" pkg keygen "$work/root.key" > /dev/null
 "$gwe" pkg keygen "$work/release.key" > /dev/null
+"$gwe" pkg keys --root-key "$work/root.key" --add "$work/release.key.pub" --out "$work/keys.json" > /dev/null
 cat > "$work/gwe.toml" <<TOML
 [device]
 vendor = "demo"
@@ -75,7 +79,8 @@ report_interval_secs = 30
 poll_ms = 20000
 
 [ota]
-trusted_keys = ["$(cat "$work/release.key.pub")"]
+root_keys = ["$(cat "$work/root.key.pub")"]
+keys_file = "$work/keys.json"
 TOML
 
 echo "--- 1. the hub starts; the operator whitelists gateway demo/gw1/DEMO-0001; the agent activates"
@@ -109,7 +114,7 @@ start_hub
 for _ in $(seq 200); do [ "$(count counter 2>/dev/null)" = 300 ] && break; sleep 0.1; done
 echo "at the hub after the outage: $(count counter) counter points (300 written, each stored once)"
 
-echo "--- 4. an app installed over the air: a signed package, commanded through engine_fetch"
+echo "--- 4. an app installed over the air: a package with signed release metadata, commanded through engine_fetch"
 src=$work/hello
 mkdir -p "$src"
 # shellcheck disable=SC2016 # expanded by the gateway, not here
@@ -118,8 +123,8 @@ printf '#!/bin/sh\nwhile true; do echo "hello from an OTA app"; sleep 5; done\n'
 printf '[supervisord]\ncommand = ./run.sh\nstartsecs = 1\n' > "$src/supervisor.conf"
 printf '{"name": "hello", "version": "1.0", "excludes": ["build.json"]}\n' > "$src/build.json"
 chmod 755 "$src/install.sh" "$src/run.sh"
-pkg=$("$gwe" pkg build "$src" --out "$work" --key "$work/release.key")
-for f in "$pkg" "$pkg.sig"; do
+pkg=$("$gwe" pkg build "$src" --out "$work" --key "$work/release.key" --vendor demo --model gw1)
+for f in "$pkg" "$pkg.meta"; do
   op PUT "/api/v1/content/demo/gw1/$(basename "$f")" -H 'Content-Type: application/octet-stream' --data-binary "@$f" > /dev/null
 done
 op PUT /api/v1/devices/1/dataports/engine_fetch -H 'Content-Type: application/json' \

@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
     *) targets+=("$1"); shift ;;
   esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(segment_reader package_extract http_request form edge_command batch)
+[ ${#targets[@]} -gt 0 ] || targets=(segment_reader package_extract http_request form edge_command batch release_metadata)
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   toolchain=(+nightly)
@@ -35,7 +35,8 @@ fi
 mkdir -p fuzz/corpus/segment_reader
 cargo run --quiet --example make-fuzz-seed -- fuzz/corpus/segment_reader/seed 2>/dev/null || true
 # Seeds: a real package, real requests and bodies, so the fuzzer starts deep.
-mkdir -p fuzz/corpus/package_extract fuzz/corpus/http_request fuzz/corpus/form fuzz/corpus/edge_command fuzz/corpus/batch
+mkdir -p fuzz/corpus/package_extract fuzz/corpus/http_request fuzz/corpus/form fuzz/corpus/edge_command fuzz/corpus/batch \
+  fuzz/corpus/release_metadata
 if [ ! -f fuzz/corpus/package_extract/seed ]; then
   tmp=$(mktemp -d)
   printf '#!/bin/sh\necho hi\n' > "$tmp/install.sh"
@@ -52,6 +53,10 @@ printf 'POST /onep:v1/stack/record HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\
 printf 'alias=temp&1700000000.5=21%%2E5&b=x+y' > fuzz/corpus/form/seed
 printf '{"id":"c1","batch":{"hub-a":{"interval_ms":2000,"filter":["temp*"]}},"config":{"rate":5}}' \
   > fuzz/corpus/edge_command/seed
+# A DSSE envelope whose payload is release metadata (the signature is not a real one).
+printf '{"payloadType":"application/vnd.gwe.release+json","payload":"%s","signatures":[{"keyid":"%s","sig":"%s"}]}' \
+  "$(printf '{"name":"sensor","version":"1.0","sha256":"00","size":1,"target":{"vendor":"acme","model":"gw1","arch":"*"},"issued":1,"expires":2}' | base64 -w0)" \
+  "$(printf '%064d' 0)" "$(head -c 64 /dev/zero | base64 -w0)" > fuzz/corpus/release_metadata/seed
 printf 'GWB1\001\000\000\000\000\000\000\000\001\020\000\000\000\000\000\000\000\000\004temp21.5' \
   > fuzz/corpus/batch/seed
 

@@ -77,8 +77,9 @@ out=$(cd "$out" && pwd)
 cargo build -q --bin gwe
 cargo build -q --manifest-path hub/Cargo.toml --bin gwe-hub
 gwe=target/debug/gwe
-key=$out/release.key
-[ -f "$key" ] || "$gwe" pkg keygen "$key" > /dev/null
+# shellcheck source=scripts/board-host.sh
+. scripts/board-host.sh
+release_keys "$out" "$gwe"
 if [ "$resume" = 1 ]; then
   : # the agent image the campaign started with, in $out
 elif [ -n "$features" ]; then
@@ -91,14 +92,12 @@ else
 fi
 data=$out/data.img
 if [ "$resume" = 0 ]; then
-  GWE_AGENT_BIN=$agent_bin GWE_IMAGE_OUT=$out GWE_TRUSTED_KEY=$(cat "$key.pub") scripts/build-image.sh "$board" > /dev/null
+  GWE_AGENT_BIN=$agent_bin GWE_IMAGE_OUT=$out GWE_ROOT_KEY=$root_pub GWE_KEYS_FILE=$keys_json scripts/build-image.sh "$board" > /dev/null
   rm -f "$data" "$out"/cycle*.log "$out"/cycle*.txt "$out/disk.log" "$out/state.env" "$out/pause"
   truncate -s "$DATA_SIZE" "$data"
   mkfs.ext4 -q -F "$data"
 fi
 
-# shellcheck source=scripts/board-host.sh
-. scripts/board-host.sh
 qemu_pid="" hub_pid="" disk_pid=""
 cleanup() {
   set +e
@@ -159,8 +158,9 @@ make_pkg() { # make_pkg VERSION good|bad: builds, signs and uploads; prints the 
   head -c 2000000 /dev/urandom > "$src/calibration.bin"
   [ "$2" = bad ] && printf '#!/bin/sh\necho "sensor %s: cannot start"\nexit 1\n' "$v" > "$src/run.sh"
   local pkg
-  pkg=$("$gwe" pkg build "$src" --out "$pkgs" --key "$key")
-  upload "$pkg" "$pkg.sig"
+  # Each cycle installs a version that is not current, older ones too: signed to allow that.
+  pkg=$("$gwe" pkg build "$src" --out "$pkgs" --key "$key" --vendor gwe --model "$model" --allow-downgrade)
+  upload "$pkg" "$pkg.meta"
   rm -rf "$pkgs/x-$v" && mkdir -p "$pkgs/x-$v" && tar -xzf "$pkg" -C "$pkgs/x-$v"
   (cd "$pkgs/x-$v" && find . -type f | sort | xargs sha256sum) | sha256sum | cut -c1-16
 }

@@ -168,18 +168,22 @@ def main():
     # A signed sample app, as an operator would bring it on a USB stick.
     subprocess.run(["cargo", "build", "-q", "--bin", "gwe"], check=True)
     gwe = "target/debug/gwe"
-    key = f"{out}/release.key"
-    if not os.path.exists(key):
-        subprocess.run([gwe, "pkg", "keygen", key], check=True, capture_output=True)
+    for k in ("root.key", "release.key"):
+        if not os.path.exists(f"{out}/{k}"):
+            subprocess.run([gwe, "pkg", "keygen", f"{out}/{k}"], check=True, capture_output=True)
+    keys = f"{out}/keys.json"
+    subprocess.run([gwe, "pkg", "keys", "--root-key", f"{out}/root.key", "--add", f"{out}/release.key.pub",
+                    "--out", keys], check=True, capture_output=True)
     extra = f"{out}/extra"
     os.makedirs(extra, exist_ok=True)
     pkg = subprocess.run([gwe, "pkg", "build", "board-configs/qemu-common/ota-sample/sensor", "--out", extra,
-                          "--key", key], check=True, capture_output=True, text=True).stdout.strip()
-    with open(f"{key}.pub") as f:
-        trusted = f.read().strip()
+                          "--key", f"{out}/release.key", "--vendor", "gwe", "--model", args.board],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    with open(f"{out}/root.key.pub") as f:
+        root_pub = f.read().strip()
     t = time.monotonic()
     subprocess.run(["scripts/build-debian-image.sh", args.board], check=True,
-                   env={**os.environ, "GWE_TRUSTED_KEY": trusted, "GWE_EXTRA_FILES": extra})
+                   env={**os.environ, "GWE_ROOT_KEY": root_pub, "GWE_KEYS_FILE": keys, "GWE_EXTRA_FILES": extra})
     print(f"image built in {time.monotonic() - t:.0f} s")
 
     ns = f"gwe-sd-{os.getpid()}"

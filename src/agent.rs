@@ -15,8 +15,9 @@ use crate::identity::{self, Identity};
 use crate::ingest::{Ingest, IngestServer};
 use crate::ota::extract::Limits;
 use crate::ota::fetch::Fetcher;
-use crate::ota::install::Installer;
+use crate::ota::install::{Installer, Policy};
 use crate::ota::package;
+use crate::ota::release::Trust;
 use crate::ota::selfupdate;
 use crate::ota::store::AppStore;
 use crate::queue::{Queue, QueueError};
@@ -304,6 +305,34 @@ impl TrialCheck {
     }
 }
 
+/// How packages are checked: release metadata under the root keys, or the old way.
+pub fn ota_policy(cfg: &Config) -> Policy {
+    let keys = |list: &[String]| list.iter().filter_map(|k| package::parse_public_key(k)).collect::<Vec<_>>();
+    let legacy = keys(&cfg.ota.trusted_keys);
+    if cfg.ota.root_keys.is_empty() {
+        if !legacy.is_empty() {
+            log::warn!(
+                "ota: no [ota] root_keys: packages are checked by their .sig only, which binds no name, version or target (docs/ota-format.md)"
+            );
+        }
+        return Policy::legacy(legacy, cfg.ota.allow_unsigned);
+    }
+    let trust = Trust {
+        roots: keys(&cfg.ota.root_keys),
+        builtin_keys: cfg.ota.keys_file.clone(),
+        state: cfg.paths.state_dir.join("ota"),
+        vendor: cfg.device.vendor.clone(),
+        model: cfg.device.model.clone(),
+        clock: cfg.ota.clock,
+    };
+    Policy {
+        release: Some(trust),
+        legacy,
+        allow_legacy: cfg.ota.allow_legacy_signatures,
+        allow_unsigned: cfg.ota.allow_unsigned,
+    }
+}
+
 /// Starts the supervisor with every program (the image's and the installed apps'), settles
 /// installs a power cut interrupted, and installs the image's preinstalled packages.
 fn start_apps(cfg: &Config) -> Result<Arc<Installer>, StartError> {
@@ -317,8 +346,7 @@ fn start_apps(cfg: &Config) -> Result<Arc<Installer>, StartError> {
         sup,
         programs_dir: cfg.supervisor.programs_dir.clone(),
         log_dir: cfg.paths.log_dir.clone(),
-        trusted: cfg.ota.trusted_keys.iter().filter_map(|k| package::parse_public_key(k)).collect(),
-        allow_unsigned: cfg.ota.allow_unsigned,
+        policy: ota_policy(cfg),
         limits: Limits { max_bytes: cfg.ota.max_unpacked_bytes, max_entries: cfg.ota.max_entries },
         install_timeout: std::time::Duration::from_secs(cfg.ota.install_timeout_secs),
         busy: Default::default(),

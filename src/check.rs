@@ -131,6 +131,7 @@ fn state_files(cfg: &Config, r: &mut Report) {
         cfg.paths.secrets_dir(),
         cfg.paths.app_config().parent().map(Path::to_path_buf).unwrap_or_default(),
         cfg.paths.edge_dir(),
+        cfg.paths.state_dir.join("ota"),
     ] {
         for e in fs::read_dir(&dir).into_iter().flatten().filter_map(|e| e.ok()) {
             let path = e.path();

@@ -21,9 +21,15 @@ commands:
                                 newest package of each app in DIR (a USB stick, say)
   app remove|rollback NAME      remove an app, or go back to its previous version
   pkg keygen PATH               make a signing key (PATH, 0600) and its public key (PATH.pub)
-  pkg sign FILE --key PATH      sign a package: writes FILE.sig
-  pkg build DIR|FILE [--out DIR] [--key PATH]
+  pkg sign FILE --key PATH --vendor V --model M [--arch A] [--compatible C]
+           [--valid-days N] [--allow-downgrade]
+                                sign a release: writes FILE.meta (name, version, size, digest
+                                and target, signed); without --vendor/--model an old-style
+                                FILE.sig (digest only)
+  pkg build DIR|FILE [--out DIR] [--key PATH [sign options]]
                                 make NAME.vVERSION.tar.gz from DIR/build.json (and sign it)
+  pkg keys --root-key PATH [--from FILE] [--add PUB]... [--revoke PUB]... [--valid-days N]
+           --out FILE           the keys document: release keys the root key vouches for
   check-config                  read the config file and report problems
   check                         check the data partition (queue, apps, state files); read-only
 
@@ -57,14 +63,36 @@ pub enum Command {
     PkgSign {
         file: PathBuf,
         key: PathBuf,
+        sign: SignOpts,
     },
     PkgBuild {
         build: PathBuf,
         out: PathBuf,
         key: Option<PathBuf>,
+        sign: SignOpts,
+    },
+    PkgKeys {
+        root_key: PathBuf,
+        from: Option<PathBuf>,
+        add: Vec<String>,
+        revoke: Vec<String>,
+        valid_days: u64,
+        out: PathBuf,
     },
     Version,
     Help,
+}
+
+/// What release metadata says besides the package's own name, version, size and digest.
+/// Without a vendor and a model, signing writes an old-style `.sig`.
+#[derive(Debug, PartialEq, Eq, Default)]
+pub struct SignOpts {
+    pub vendor: Option<String>,
+    pub model: Option<String>,
+    pub arch: Option<String>,
+    pub compatible: Option<String>,
+    pub valid_days: Option<u64>,
+    pub allow_downgrade: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -78,6 +106,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli, 
     let mut config = PathBuf::from(DEFAULT_PATH);
     let mut words: Vec<String> = Vec::new();
     let (mut daemon, mut json, mut limit, mut key, mut out) = (false, false, None, None, None);
+    let mut sign = SignOpts::default();
+    let (mut root_key, mut from, mut add, mut revoke) = (None, None, Vec::new(), Vec::new());
     while let Some(arg) = p.next()? {
         match arg {
             Long("config") | Short('c') => config = p.value()?.into(),
@@ -87,6 +117,16 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli, 
             Long("limit") => limit = Some(p.value()?.parse()?),
             Long("key") => key = Some(PathBuf::from(p.value()?)),
             Long("out") => out = Some(PathBuf::from(p.value()?)),
+            Long("vendor") => sign.vendor = Some(p.value()?.string()?),
+            Long("model") => sign.model = Some(p.value()?.string()?),
+            Long("arch") => sign.arch = Some(p.value()?.string()?),
+            Long("compatible") => sign.compatible = Some(p.value()?.string()?),
+            Long("valid-days") => sign.valid_days = Some(p.value()?.parse()?),
+            Long("allow-downgrade") => sign.allow_downgrade = true,
+            Long("root-key") => root_key = Some(PathBuf::from(p.value()?)),
+            Long("from") => from = Some(PathBuf::from(p.value()?)),
+            Long("add") => add.push(p.value()?.string()?),
+            Long("revoke") => revoke.push(p.value()?.string()?),
             Long("version") | Short('V') => return Ok(Cli { config, command: Command::Version }),
             Long("help") | Short('h') => return Ok(Cli { config, command: Command::Help }),
             Value(v) => words.push(v.string()?),
@@ -108,12 +148,18 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli, 
         }
         ["app", verb @ ("remove" | "rollback"), name] => Command::Ctl { request: format!("app {verb} {name}"), json },
         ["pkg", "build", build] => {
-            Command::PkgBuild { build: build.into(), out: out.unwrap_or_else(|| ".".into()), key }
+            Command::PkgBuild { build: build.into(), out: out.unwrap_or_else(|| ".".into()), key, sign }
         }
         ["pkg", "keygen", path] => Command::PkgKeygen { path: path.into() },
         ["pkg", "sign", file] => match key {
-            Some(key) => Command::PkgSign { file: file.into(), key },
+            Some(key) => Command::PkgSign { file: file.into(), key, sign },
             None => return Err(lexopt::Error::Custom("pkg sign needs --key PATH".into())),
+        },
+        ["pkg", "keys"] => match (root_key, out) {
+            (Some(root_key), Some(out)) => {
+                Command::PkgKeys { root_key, from, add, revoke, valid_days: sign.valid_days.unwrap_or(365), out }
+            }
+            _ => return Err(lexopt::Error::Custom("pkg keys needs --root-key PATH and --out FILE".into())),
         },
         ["ctl", "status", rest @ ..] if rest.len() <= 1 => Command::Ctl { request: words[1..].join(" "), json },
         ["ctl", "start" | "stop" | "restart", _name] => Command::Ctl { request: words[1..].join(" "), json },

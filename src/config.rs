@@ -107,7 +107,19 @@ impl Default for CloudConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtaConfig {
-    /// ed25519 public keys (64 hex digits) whose signatures are accepted.
+    /// The offline root keys (ed25519, 64 hex digits), baked into the firmware. With them,
+    /// every package needs release metadata signed by a release key they vouch for
+    /// (docs/ota-format.md, "Release metadata").
+    pub root_keys: Vec<String>,
+    /// The keys document the firmware ships, used until a newer one arrives.
+    pub keys_file: Option<PathBuf>,
+    /// What time metadata expiry is checked against: auto, system or metadata.
+    pub clock: crate::ota::release::ClockPolicy,
+    /// With root_keys: still accept packages signed the old way (`.sig` by trusted_keys),
+    /// with a warning each time.
+    pub allow_legacy_signatures: bool,
+    /// ed25519 public keys (64 hex digits) whose old-style `.sig` signatures are accepted:
+    /// without root_keys (with a warning at start), or with allow_legacy_signatures.
     pub trusted_keys: Vec<String>,
     /// Accept packages without a signature (development only).
     pub allow_unsigned: bool,
@@ -125,6 +137,10 @@ pub struct OtaConfig {
 impl Default for OtaConfig {
     fn default() -> Self {
         Self {
+            root_keys: Vec::new(),
+            keys_file: None,
+            clock: Default::default(),
+            allow_legacy_signatures: false,
             trusted_keys: Vec::new(),
             allow_unsigned: false,
             install_timeout_secs: 300,
@@ -354,6 +370,9 @@ impl Config {
         }
         if log_level(&self.log.level).is_none() {
             return Err(("log.level", format!("{:?} is not one of error, warn, info, debug, trace", self.log.level)));
+        }
+        if self.ota.root_keys.iter().any(|k| crate::ota::package::parse_public_key(k).is_none()) {
+            return Err(("ota.root_keys", "each key must be an ed25519 public key in 64 hex digits".into()));
         }
         if self.ota.trusted_keys.iter().any(|k| crate::ota::package::parse_public_key(k).is_none()) {
             return Err(("ota.trusted_keys", "each key must be an ed25519 public key in 64 hex digits".into()));

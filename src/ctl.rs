@@ -108,9 +108,7 @@ fn app_answer(req: &str, apps: &Installer) -> Value {
                 return json!({"ok": false, "error": format!("{path} holds no NAME.vVERSION.tar.gz package")});
             }
             let ok = results.iter().all(|(_, r)| r.is_ok());
-            let restart = results.iter().any(|(_, r)| {
-                r.as_ref().is_ok_and(|r| r.name == crate::ota::selfupdate::AGENT && r.output != "already installed")
-            });
+            let restart = results.iter().any(|(_, r)| r.as_ref().is_ok_and(|r| r.new_agent()));
             let mut output = String::new();
             let mut installed = Vec::new();
             let mut failures = Vec::new();
@@ -130,7 +128,7 @@ fn app_answer(req: &str, apps: &Installer) -> Value {
         // The path is the rest of the line, so it may hold spaces.
         ("install", path) if !path.is_empty() => match apps.install(Path::new(path)) {
             Ok(r) => {
-                let restart = r.name == crate::ota::selfupdate::AGENT && r.output != "already installed";
+                let restart = r.new_agent();
                 json!({"ok": true, "report": r, "installed": [apps.store.get(&r.name)], "restart": restart})
             }
             Err(e) => failed(e),

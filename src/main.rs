@@ -38,8 +38,11 @@ fn main() -> ExitCode {
             return Exit::Ok.into();
         }
         Command::PkgKeygen { path } => return report(pkg_keygen(&path)),
-        Command::PkgSign { file, key } => return report(pkg_sign(&file, &key)),
-        Command::PkgBuild { build, out, key } => return report(pkg_build(&build, &out, key.as_deref())),
+        Command::PkgSign { file, key, sign } => return report(pkg_sign(&file, &key, &sign)),
+        Command::PkgBuild { build, out, key, sign } => return report(pkg_build(&build, &out, key.as_deref(), &sign)),
+        Command::PkgKeys { root_key, from, add, revoke, valid_days, out } => {
+            return report(pkg_keys(&root_key, from.as_deref(), &add, &revoke, valid_days, &out))
+        }
         Command::Version => {
             println!("gwe {}", env!("CARGO_PKG_VERSION"));
             return Exit::Ok.into();
@@ -101,7 +104,8 @@ fn main() -> ExitCode {
         | Command::Version
         | Command::PkgKeygen { .. }
         | Command::PkgSign { .. }
-        | Command::PkgBuild { .. } => Ok(()),
+        | Command::PkgBuild { .. }
+        | Command::PkgKeys { .. } => Ok(()),
     };
     match result {
         Ok(()) => Exit::Ok.into(),
@@ -177,23 +181,114 @@ fn pkg_keygen(path: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
-fn pkg_sign(file: &std::path::Path, key: &std::path::Path) -> Result<(), String> {
+fn read_signing_key(key: &std::path::Path) -> Result<gwe::ota::package::SigningKey, String> {
     let text = std::fs::read_to_string(key).map_err(|e| format!("reading {}: {e}", key.display()))?;
     let bytes: [u8; 32] = hex::decode(text.trim())
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| format!("{} is not a signing key (64 hex digits)", key.display()))?;
-    let key = gwe::ota::package::SigningKey::from_seed(bytes)
-        .ok_or_else(|| format!("{} is not a valid ed25519 key", key.display()))?;
-    gwe::ota::package::sign(file, &key).map_err(|e| format!("signing {}: {e}", file.display()))
+    gwe::ota::package::SigningKey::from_seed(bytes)
+        .ok_or_else(|| format!("{} is not a valid ed25519 key", key.display()))
 }
 
-fn pkg_build(build: &std::path::Path, out: &std::path::Path, key: Option<&std::path::Path>) -> Result<(), String> {
+/// Signs a package: release metadata (FILE.meta) when the target is given, else the old
+/// FILE.sig.
+fn pkg_sign(file: &std::path::Path, key: &std::path::Path, opts: &gwe::cli::SignOpts) -> Result<(), String> {
+    use gwe::ota::release;
+    let key = read_signing_key(key)?;
+    let (vendor, model) = match (&opts.vendor, &opts.model) {
+        (Some(v), Some(m)) => (v.clone(), m.clone()),
+        (None, None) => {
+            if opts.arch.is_some() || opts.compatible.is_some() || opts.valid_days.is_some() || opts.allow_downgrade {
+                return Err("release metadata needs --vendor and --model (the target it is signed for)".into());
+            }
+            eprintln!(
+                "gwe: wrote {}.sig, an old-style signature (its digest only: no name, version or target); give --vendor and --model for release metadata",
+                file.display()
+            );
+            return gwe::ota::package::sign(file, &key).map_err(|e| format!("signing {}: {e}", file.display()));
+        }
+        _ => return Err("give both --vendor and --model".into()),
+    };
+    let target = release::Target {
+        vendor,
+        model,
+        arch: opts.arch.clone().unwrap_or_else(|| "*".into()),
+        compatible: opts.compatible.clone(),
+    };
+    let valid = opts.valid_days.unwrap_or(365) * 86_400;
+    let meta = release::sign_release(file, &key, target, valid, opts.allow_downgrade)?;
+    let path = release::meta_path(file);
+    gwe::fsio::write_atomic(&path, meta.as_bytes()).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+fn pkg_build(
+    build: &std::path::Path,
+    out: &std::path::Path,
+    key: Option<&std::path::Path>,
+    sign: &gwe::cli::SignOpts,
+) -> Result<(), String> {
     let pkg = gwe::ota::build::build(build, out).map_err(|e| e.to_string())?;
     if let Some(key) = key {
-        pkg_sign(&pkg, key)?;
+        pkg_sign(&pkg, key, sign)?;
     }
     println!("{}", pkg.display());
+    Ok(())
+}
+
+/// Writes a keys document signed by the root key: the previous one's keys (`from`), plus
+/// `add`, minus `revoke` (which stay listed as revoked), one version up.
+fn pkg_keys(
+    root: &std::path::Path,
+    from: Option<&std::path::Path>,
+    add: &[String],
+    revoke: &[String],
+    valid_days: u64,
+    out: &std::path::Path,
+) -> Result<(), String> {
+    use gwe::ota::release;
+    let root = read_signing_key(root)?;
+    let mut keys = match from {
+        Some(p) => {
+            let bytes = std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()))?;
+            release::read_keys_unchecked(&bytes).map_err(|e| format!("{}: {e}", p.display()))?
+        }
+        None => release::Keys { version: 0, issued: 0, expires: 0, keys: Vec::new(), revoked: Vec::new() },
+    };
+    let hex_key = |k: &String| -> Result<String, String> {
+        let text = std::fs::read_to_string(k).unwrap_or_else(|_| k.clone());
+        gwe::ota::package::parse_public_key(&text)
+            .map(|p| hex::encode(p.0))
+            .ok_or_else(|| format!("{k}: not a public key (64 hex digits, or a .pub file)"))
+    };
+    for k in add {
+        let k = hex_key(k)?;
+        if keys.revoked.contains(&k) {
+            return Err(format!("{k} was revoked; a revoked key cannot come back"));
+        }
+        if !keys.keys.contains(&k) {
+            keys.keys.push(k);
+        }
+    }
+    for k in revoke {
+        let k = hex_key(k)?;
+        keys.keys.retain(|x| *x != k);
+        if !keys.revoked.contains(&k) {
+            keys.revoked.push(k);
+        }
+    }
+    keys.version += 1;
+    keys.issued = release::unix_now();
+    keys.expires = keys.issued + valid_days * 86_400;
+    gwe::fsio::write_atomic(out, release::sign_keys(&keys, &root).as_bytes())
+        .map_err(|e| format!("writing {}: {e}", out.display()))?;
+    println!(
+        "{}: version {}, {} release keys, {} revoked, expires in {valid_days} days",
+        out.display(),
+        keys.version,
+        keys.keys.len(),
+        keys.revoked.len()
+    );
     Ok(())
 }
 

@@ -288,6 +288,19 @@ fn the_agent_tells_systemd_it_is_ready_and_pings_the_watchdog() {
     assert!(pings >= 15, "{pings} watchdog pings in 3 s: {messages:?}");
 }
 
+/// The sources of an app in `dir/src`: install.sh, run.sh, supervisor.conf.
+fn app_source(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = dir.join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("install.sh"), "#!/bin/sh\necho installed\n").unwrap();
+    std::fs::write(src.join("run.sh"), "#!/bin/sh\nexec sleep 300\n").unwrap();
+    std::fs::write(src.join("supervisor.conf"), "[supervisord]\ncommand=./run.sh\nstartsecs=0\n").unwrap();
+    for f in ["install.sh", "run.sh"] {
+        std::fs::set_permissions(src.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    src
+}
+
 #[test]
 fn apps_installed_with_gwe_app_install_come_back_after_a_restart() {
     let mut agent = Agent::new(&[]);
@@ -300,14 +313,7 @@ fn apps_installed_with_gwe_app_install_come_back_after_a_restart() {
     let cfg = std::fs::read_to_string(d.join("gwe.toml")).unwrap();
     std::fs::write(d.join("gwe.toml"), format!("{cfg}[ota]\ntrusted_keys = [\"{public}\"]\n")).unwrap();
     // A package as a developer makes one: a directory, tar, then gwe pkg sign.
-    let src = d.join("src");
-    std::fs::create_dir(&src).unwrap();
-    std::fs::write(src.join("install.sh"), "#!/bin/sh\necho installed\n").unwrap();
-    std::fs::write(src.join("run.sh"), "#!/bin/sh\nexec sleep 300\n").unwrap();
-    std::fs::write(src.join("supervisor.conf"), "[supervisord]\ncommand=./run.sh\nstartsecs=0\n").unwrap();
-    for f in ["install.sh", "run.sh"] {
-        std::fs::set_permissions(src.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    let src = app_source(&d);
     let pkg = d.join("meter.v1.2.tar.gz");
     let tar = Command::new("tar").arg("-C").arg(&src).arg("-czf").arg(&pkg).arg(".").status().unwrap();
     assert!(tar.success());
@@ -375,4 +381,70 @@ fn an_unreadable_edge_store_leaves_the_agent_running_and_is_reported() {
     assert!(status.contains("fault: edge store"), "the fault is shown: {status}");
     let err = std::fs::read_to_string(a.path().join("agent.err")).unwrap();
     assert!(err.contains("edge paths not started"), "{err}");
+}
+
+#[test]
+fn gwe_app_install_checks_release_metadata_and_says_why_it_refuses() {
+    let mut agent = Agent::new(&[]);
+    let d = agent.path().to_path_buf();
+    let gwe = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_gwe")).args(args).output().unwrap();
+    let path = |name: &str| d.join(name).to_str().unwrap().to_string();
+    for k in ["root.key", "release.key"] {
+        assert!(gwe(&["pkg", "keygen", &path(k)]).status.success());
+    }
+    let root_public = std::fs::read_to_string(d.join("root.key.pub")).unwrap().trim().to_string();
+    // The firmware ships the root key and the first keys document.
+    let out = gwe(&[
+        "pkg",
+        "keys",
+        "--root-key",
+        &path("root.key"),
+        "--add",
+        &path("release.key.pub"),
+        "--out",
+        &path("keys.json"),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg = std::fs::read_to_string(d.join("gwe.toml"))
+        .unwrap()
+        .replace("[device]\n", "[device]\nvendor = \"acme\"\nmodel = \"gw1\"\n");
+    let (vendor, model) = ("acme".to_string(), "gw1".to_string());
+    std::fs::write(
+        d.join("gwe.toml"),
+        format!("{cfg}[ota]\nroot_keys = [\"{root_public}\"]\nkeys_file = \"{}\"\n", path("keys.json")),
+    )
+    .unwrap();
+    let src = app_source(&d);
+    let pkg = d.join("meter.v1.2.tar.gz");
+    assert!(Command::new("tar").arg("-C").arg(&src).arg("-czf").arg(&pkg).arg(".").status().unwrap().success());
+    let sign = gwe(&[
+        "pkg",
+        "sign",
+        pkg.to_str().unwrap(),
+        "--key",
+        &path("release.key"),
+        "--vendor",
+        &vendor,
+        "--model",
+        &model,
+    ]);
+    assert!(sign.status.success(), "{}", String::from_utf8_lossy(&sign.stderr));
+    // The attacker's copy: the same package and metadata, renamed as version 9.
+    let evil = d.join("usb/meter.v9.tar.gz");
+    std::fs::create_dir(d.join("usb")).unwrap();
+    std::fs::copy(&pkg, &evil).unwrap();
+    std::fs::copy(d.join("meter.v1.2.tar.gz.meta"), d.join("usb/meter.v9.tar.gz.meta")).unwrap();
+
+    agent.start();
+    agent.wait_running_agent();
+    let out = agent.ctl_raw(&["app", "install", pkg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let first = agent.wait_running("meter");
+    let out = agent.ctl_raw(&["app", "install", evil.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("meter.v9.tar.gz: signed for meter 1.2, offered as meter 9"), "{err}");
+    let list = agent.ctl_raw(&["app", "list"]);
+    assert!(String::from_utf8_lossy(&list.stdout).contains("current 1.2"), "{}", String::from_utf8_lossy(&list.stdout));
+    assert_eq!(agent.wait_running("meter")["pid"], first["pid"], "the running version was not touched");
 }

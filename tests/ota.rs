@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use gwe::ota::extract::Limits;
-use gwe::ota::install::{InstallError, Installer};
+use gwe::ota::install::{InstallError, Installer, Policy};
 use gwe::ota::package;
 use gwe::ota::store::AppStore;
 use gwe::supervisor::{AppStatus, Options, State, Supervisor};
@@ -47,8 +47,7 @@ fn rig_with_apps(apps: Option<&std::path::Path>) -> Rig {
         sup,
         programs_dir: dir.path().join("programs.d"),
         log_dir: dir.path().join("log"),
-        trusted: vec![key.public_key()],
-        allow_unsigned: false,
+        policy: Policy::legacy(vec![key.public_key()], false),
         limits: Limits::default(),
         install_timeout: Duration::from_secs(10),
         busy: Default::default(),

@@ -26,7 +26,8 @@ fn start(cfg: &Path, err: &Path) -> Child {
         .unwrap()
 }
 
-/// Builds and signs sensor.vV.tar.gz whose files all name version V.
+/// Builds sensor.vV.tar.gz whose files all name version V, with its release metadata
+/// (signed to allow a downgrade: the campaign cycles back to version 1).
 fn make_package(dir: &Path, key: &Path, v: u32, mark: &str) -> PathBuf {
     let src = dir.join(format!("src{v}"));
     std::fs::create_dir_all(src.join("data")).unwrap();
@@ -49,6 +50,7 @@ fn make_package(dir: &Path, key: &Path, v: u32, mark: &str) -> PathBuf {
     assert!(Command::new("tar").arg("-C").arg(&src).arg("-czf").arg(&pkg).arg(".").status().unwrap().success());
     let out = Command::new(env!("CARGO_BIN_EXE_gwe"))
         .args(["pkg", "sign", pkg.to_str().unwrap(), "--key", key.to_str().unwrap()])
+        .args(["--vendor", "acme", "--model", "gw1", "--allow-downgrade"])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -80,16 +82,25 @@ fn every_sigkill_during_an_install_leaves_one_whole_version_running() {
     let d = dir.path();
     let mark = format!("ota{}", std::process::id());
     let key = d.join("k");
-    let public =
-        String::from_utf8(gwe(Path::new("/nonexistent"), &["pkg", "keygen", key.to_str().unwrap()]).stdout).unwrap();
+    let root = d.join("root");
+    let keys = d.join("keys.json");
+    let no_cfg = Path::new("/nonexistent");
+    gwe(no_cfg, &["pkg", "keygen", key.to_str().unwrap()]);
+    let public = String::from_utf8(gwe(no_cfg, &["pkg", "keygen", root.to_str().unwrap()]).stdout).unwrap();
+    let pubkey = format!("{}.pub", key.display());
+    let made = gwe(
+        no_cfg,
+        &["pkg", "keys", "--root-key", root.to_str().unwrap(), "--add", &pubkey, "--out", keys.to_str().unwrap()],
+    );
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     std::fs::create_dir_all(d.join("programs.d")).unwrap();
     let cfg = d.join("gwe.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[device]\nserial = \"C1\"\n[paths]\nstate_dir = \"{0}/state\"\nlog_dir = \"{0}/log\"\nrun_dir = \"{0}/run\"\n\
+            "[device]\nserial = \"C1\"\nvendor = \"acme\"\nmodel = \"gw1\"\n[paths]\nstate_dir = \"{0}/state\"\nlog_dir = \"{0}/log\"\nrun_dir = \"{0}/run\"\n\
              [ingest]\nlisten = \"127.0.0.1:0\"\n[supervisor]\nprograms_dir = \"{0}/programs.d\"\n\
-             [ota]\ntrusted_keys = [\"{1}\"]\n",
+             [ota]\nroot_keys = [\"{1}\"]\nkeys_file = \"{0}/keys.json\"\n",
             d.display(),
             public.trim()
         ),

@@ -266,3 +266,118 @@ fn the_agent_updates_itself_and_rolls_back_a_broken_one() {
     assert_eq!(std::fs::read_link(gwe_dir.join("current")).unwrap().to_str(), Some("0.2.0"));
     assert!(!gwe_dir.join("0.3.0").exists() && !gwe_dir.join("0.4.0").exists(), "failed versions are deleted");
 }
+
+/// Waits until the latest fetch_status contains `text`.
+fn status_says(c: &Client, dev: i64, text: &str, secs: u64) -> String {
+    let until = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let last = dataport(c, dev, "fetch_status");
+        if last.contains(text) {
+            return last;
+        }
+        assert!(Instant::now() < until, "fetch_status never said {text:?}; last: {last:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Release metadata for `pkg`: `gwe pkg sign --vendor --model` as an operator runs it.
+fn sign_release(pkg: &Path, key: &Path, extra: &[&str]) -> PathBuf {
+    let mut args = vec!["pkg", "sign", pkg.to_str().unwrap(), "--key", key.to_str().unwrap()];
+    args.extend(["--vendor", VENDOR.0, "--model", VENDOR.1]);
+    args.extend(extra);
+    gwe(&args);
+    PathBuf::from(format!("{}.meta", pkg.display()))
+}
+
+#[test]
+fn release_metadata_from_the_hub_binds_size_version_and_keys() {
+    let Setup { dir, hub, c, dev, key, public: _ } = setup();
+    let root = dir.path().join("root.key");
+    let root_public = gwe(&["pkg", "keygen", root.to_str().unwrap()]);
+    let keys = dir.path().join("keys.json");
+    let pubfile = format!("{}.pub", key.display());
+    gwe(&["pkg", "keys", "--root-key", root.to_str().unwrap(), "--add", &pubfile, "--out", keys.to_str().unwrap()]);
+    // The keys document lives on the hub beside the packages; the firmware has the root key only.
+    upload(&c, &keys);
+    let good = "#!/bin/sh\necho running\nexec sleep 300\n";
+    let v1 = package(dir.path(), "1.0", good, 2000, &key);
+    upload(&c, &v1);
+    upload(&c, &sign_release(&v1, &key, &[]));
+    let relay = Relay::start(hub.port);
+    let agent_dir = dir.path().join("agent");
+    let _agent = Agent::start(
+        &agent_dir,
+        &format!("http://localhost:{}", relay.port),
+        &format!("[ota]\nroot_keys = [\"{root_public}\"]\ninstall_timeout_secs = 20\n"),
+    );
+    wait_for("activation", 20, || agent_dir.join("state/state/cloud_token").exists());
+    command(&c, dev, r#"{"install":[{"name":"sensor.v1.0.tar.gz"}]}"#);
+    status_is(&c, dev, "installed sensor 1.0", 60);
+    assert!(agent_dir.join("state/ota/keys.json").exists(), "the hub's keys document was adopted");
+
+    // Endless data: the hub offers more bytes than were signed. Refused before the
+    // download: the agent fetches no more than the signed size.
+    let v2 = package(dir.path(), "2.0", good, 2000, &key);
+    let meta2 = sign_release(&v2, &key, &[]);
+    let signed = std::fs::metadata(&v2).unwrap().len();
+    let mut big = std::fs::read(&v2).unwrap();
+    big.resize(big.len() + 5_000_000, 0);
+    std::fs::write(&v2, &big).unwrap();
+    upload(&c, &v2);
+    upload(&c, &meta2);
+    relay.take();
+    command(&c, dev, r#"{"install":[{"name":"sensor","version":"2.0"}]}"#);
+    let s = status_is(&c, dev, "sensor.v2.0.tar.gz:", 30);
+    assert!(s.contains(&format!("the hub offers {} bytes; the release metadata signed {signed}", big.len())), "{s}");
+    assert!(relay.take().1 < 100_000, "the oversized package was not downloaded");
+    assert_eq!(current(&agent_dir), "1.0");
+
+    // A downgrade: refused; the operator's signed rollback goes through.
+    let v09 = package(dir.path(), "0.9", good, 2000, &key);
+    upload(&c, &v09);
+    upload(&c, &sign_release(&v09, &key, &[]));
+    command(&c, dev, r#"{"install":[{"name":"sensor","version":"0.9"}]}"#);
+    let s = status_is(&c, dev, "sensor.v0.9.tar.gz:", 30);
+    assert!(s.contains("version 0.9 is older than the running 1.0"), "{s}");
+    assert_eq!(current(&agent_dir), "1.0");
+
+    // Garbage metadata: refused with the reason, nothing downloaded.
+    let v3 = package(dir.path(), "3.0", good, 2000, &key);
+    upload(&c, &v3);
+    let garbage = dir.path().join("garbage/sensor.v3.0.tar.gz.meta");
+    std::fs::create_dir_all(garbage.parent().unwrap()).unwrap();
+    std::fs::write(&garbage, "not json at all").unwrap();
+    upload(&c, &garbage);
+    command(&c, dev, r#"{"install":[{"name":"sensor.v3.0.tar.gz"}]}"#);
+    let s = status_is(&c, dev, "sensor.v3.0.tar.gz:", 30);
+    assert!(s.contains("malformed metadata"), "{s}");
+
+    // Rotation through the hub: keys document 2 trusts a new key and revokes the old one.
+    let key2 = dir.path().join("release2.key");
+    gwe(&["pkg", "keygen", key2.to_str().unwrap()]);
+    let k2 = format!("{}.pub", key2.display());
+    gwe(&[
+        "pkg",
+        "keys",
+        "--root-key",
+        root.to_str().unwrap(),
+        "--from",
+        keys.to_str().unwrap(),
+        "--add",
+        &k2,
+        "--revoke",
+        &pubfile,
+        "--out",
+        keys.to_str().unwrap(),
+    ]);
+    upload(&c, &keys);
+    upload(&c, &sign_release(&v3, &key, &[])); // the revoked key, properly signed
+    command(&c, dev, r#"{"install":[{"name":"sensor.v3.0.tar.gz"}]}"#);
+    let s = status_says(&c, dev, "which the keys document revokes", 30);
+    assert!(s.starts_with("sensor.v3.0.tar.gz: "), "{s}");
+    assert_eq!(current(&agent_dir), "1.0");
+    upload(&c, &sign_release(&v3, &key2, &[]));
+    command(&c, dev, r#"{"install":[{"name":"sensor.v3.0.tar.gz"}]}"#);
+    status_is(&c, dev, "installed sensor 3.0", 60);
+    assert_eq!(current(&agent_dir), "3.0");
+}

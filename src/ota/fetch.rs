@@ -213,10 +213,11 @@ impl Fetcher {
         let result = self.apps.install(&pkg);
         let _ = std::fs::remove_file(&pkg);
         let _ = std::fs::remove_file(super::package::signature_path(&pkg));
+        let _ = std::fs::remove_file(super::release::meta_path(&pkg));
         match result {
             Ok(r) => {
                 self.status(&format!("installed {} {}\n{}", r.name, r.version, r.output));
-                r.name == super::selfupdate::AGENT && r.output != "already installed"
+                r.new_agent()
             }
             Err(e) => {
                 if matches!(e, InstallError::NoSpace { .. })
@@ -234,7 +235,29 @@ impl Fetcher {
     fn download(&self, file: &str, stop: &Stop) -> Result<PathBuf, String> {
         let dir = self.downloads();
         fsio::create_dir_all_durable(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        // Release metadata first, when the hub has it (and the keys document, which may be
+        // newer than this gateway's): checked before a byte of the package is fetched, and
+        // its signed size is all the download may bring.
+        let name = PackageName::parse(file).map_err(|e| e.to_string())?;
+        let meta = self.small(&format!("{file}.meta"), stop)?;
+        let signed = match &meta {
+            Some(meta) => {
+                let keys = self.small("keys.json", stop)?;
+                self.apps.precheck(&name, meta, keys.as_deref()).map_err(|e| match e {
+                    InstallError::Release(what, e) if what == "keys.json" => format!("keys.json: {e}"),
+                    InstallError::Release(_, e) => e.to_string(),
+                    e => e.to_string(),
+                })?
+            }
+            None => None,
+        };
         let size = self.retrying(stop, || self.cloud.content_size(file)).map_err(|e| e.to_string())?;
+        if let Some(signed) = signed {
+            if size != signed {
+                return Err(format!("the hub offers {size} bytes; the release metadata signed {signed}"));
+            }
+        }
+        let limit = signed.unwrap_or(self.max_package);
         if size > self.max_package {
             return Err(format!("the package is {size} bytes, over the limit of {}", self.max_package));
         }
@@ -245,7 +268,7 @@ impl Fetcher {
             return Err(format!("not enough free space to download: {size} bytes needed, {free} free"));
         }
         let got = self
-            .retrying(stop, || match self.cloud.download(file, &part, self.max_package) {
+            .retrying(stop, || match self.cloud.download(file, &part, limit) {
                 Ok(n) if n < size => Err(CloudError::Unreachable(format!("download ended at {n} of {size} bytes"))),
                 other => other,
             })
@@ -256,6 +279,11 @@ impl Fetcher {
         }
         let pkg = dir.join(file);
         std::fs::rename(&part, &pkg).map_err(|e| format!("{}: {e}", pkg.display()))?;
+        let meta_path = super::release::meta_path(&pkg);
+        let _ = std::fs::remove_file(&meta_path);
+        if let Some(meta) = &meta {
+            fsio::write_atomic(&meta_path, meta).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+        }
         let sig = format!("{file}.sig");
         let sig_path = dir.join(&sig);
         let _ = std::fs::remove_file(&sig_path);
@@ -267,6 +295,21 @@ impl Fetcher {
             Err(e) => return Err(format!("the signature {sig}: {e}")),
         }
         Ok(pkg)
+    }
+
+    /// A small file of the hub's content (metadata), at most MAX_METADATA_BYTES; `None`
+    /// when the hub has none.
+    fn small(&self, id: &str, stop: &Stop) -> Result<Option<Vec<u8>>, String> {
+        let tmp = self.downloads().join(format!("{id}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        let limit = super::release::MAX_METADATA_BYTES;
+        let r = match self.retrying(stop, || self.cloud.download(id, &tmp, limit)) {
+            Ok(_) => super::release::read_metadata(&tmp).map(Some).map_err(|e| format!("{id}: {e}")),
+            Err(CloudError::Refused(404, _)) => Ok(None),
+            Err(e) => Err(format!("{id}: {e}")),
+        };
+        let _ = std::fs::remove_file(&tmp);
+        r
     }
 
     /// Runs `f` until it succeeds, the hub refuses (no retry: that error is returned as it

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use super::extract::{ExtractError, Limits};
 use super::package::{self, PackageError, PackageName};
+use super::release::{self, MetaError};
 use super::store::{AppStore, Installed};
 use crate::supervisor::program;
 use crate::supervisor::{OneOff, OneOffResult, Supervisor};
@@ -23,8 +24,7 @@ pub struct Installer {
     /// Program definitions baked into the image.
     pub programs_dir: PathBuf,
     pub log_dir: PathBuf,
-    pub trusted: Vec<package::PublicKey>,
-    pub allow_unsigned: bool,
+    pub policy: Policy,
     pub limits: Limits,
     pub install_timeout: Duration,
     /// One app operation at a time (an install from the hub and one from `gwe app` must not
@@ -32,10 +32,30 @@ pub struct Installer {
     pub busy: Mutex<()>,
 }
 
+/// How a package is checked before anything is unpacked (docs/ota-format.md).
+pub struct Policy {
+    /// Release metadata and the keys behind it; `Some` when the config has root keys.
+    pub release: Option<release::Trust>,
+    /// Keys of old-style `.sig` signatures (`[ota] trusted_keys`).
+    pub legacy: Vec<package::PublicKey>,
+    /// With root keys: still accept a `.sig` by a legacy key (`[ota] allow_legacy_signatures`).
+    pub allow_legacy: bool,
+    pub allow_unsigned: bool,
+}
+
+impl Policy {
+    /// Old-style signatures only (no root keys): each `.sig` by one of `legacy`.
+    pub fn legacy(legacy: Vec<package::PublicKey>, allow_unsigned: bool) -> Self {
+        Self { release: None, legacy, allow_legacy: true, allow_unsigned }
+    }
+}
+
 /// The outcome of an install that did not go through, for `fetch_status`.
 #[derive(Debug)]
 pub enum InstallError {
     Package(PackageError),
+    /// The release metadata (or the keys document) refused the package: file, why.
+    Release(String, MetaError),
     Extract(ExtractError),
     NoSpace {
         need: u64,
@@ -62,6 +82,7 @@ impl fmt::Display for InstallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Package(e) => write!(f, "{e}"),
+            Self::Release(file, e) => write!(f, "{file}: {e}"),
             Self::Extract(e) => write!(f, "{e}"),
             Self::NoSpace { need, free } => {
                 write!(f, "not enough free space: {need} bytes needed, {free} free")
@@ -91,44 +112,20 @@ pub struct Report {
     pub version: String,
     /// The end of install.sh's output.
     pub output: String,
+    /// That version was installed already: nothing changed.
+    #[serde(skip)]
+    pub unchanged: bool,
 }
 
-/// Orders versions as people read them: runs of digits by their value, the rest by
-/// bytes (`1.10` after `1.9`, `2.0-rc1` before `2.0-rc2`).
-pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    fn runs(s: &str) -> impl Iterator<Item = (bool, &str)> {
-        let mut rest = s;
-        std::iter::from_fn(move || {
-            let first = rest.chars().next()?;
-            let digit = first.is_ascii_digit();
-            let end = rest.find(|c: char| c.is_ascii_digit() != digit).unwrap_or(rest.len());
-            let (run, tail) = rest.split_at(end);
-            rest = tail;
-            Some((digit, run))
-        })
-    }
-    let (mut x, mut y) = (runs(a), runs(b));
-    loop {
-        match (x.next(), y.next()) {
-            (None, None) => return std::cmp::Ordering::Equal,
-            (None, Some(_)) => return std::cmp::Ordering::Less,
-            (Some(_), None) => return std::cmp::Ordering::Greater,
-            (Some((true, p)), Some((true, q))) => {
-                let (p, q) = (p.trim_start_matches('0'), q.trim_start_matches('0'));
-                let o = p.len().cmp(&q.len()).then_with(|| p.cmp(q));
-                if o.is_ne() {
-                    return o;
-                }
-            }
-            (Some((_, p)), Some((_, q))) => {
-                let o = p.cmp(q);
-                if o.is_ne() {
-                    return o;
-                }
-            }
-        }
+impl Report {
+    /// A new agent was switched in: the agent restarts into it for its trial.
+    pub fn new_agent(&self) -> bool {
+        self.name == super::selfupdate::AGENT && !self.unchanged
     }
 }
+
+/// The one version order (docs/ota-format.md, "Version order").
+pub use super::release::version_cmp;
 
 /// Uncompressed size a gzip file declares (its last 4 bytes, modulo 4 GiB).
 fn gzip_isize(path: &Path) -> io::Result<u64> {
@@ -199,15 +196,91 @@ impl Installer {
         self.busy.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The version of `app` running now (the agent's own when it runs from the image).
+    pub fn running_version(&self, app: &str) -> Option<String> {
+        let current = self.store.get(app).current;
+        if app == super::selfupdate::AGENT {
+            return Some(current.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()));
+        }
+        current
+    }
+
+    /// Checks release metadata fetched before its package: what [`release::Trust`] checks
+    /// before the file exists. Returns the signed size (all a download may bring), or
+    /// `None` when this gateway checks old-style signatures only.
+    pub fn precheck(&self, name: &PackageName, meta: &[u8], keys: Option<&[u8]>) -> Result<Option<u64>, InstallError> {
+        let Some(trust) = &self.policy.release else { return Ok(None) };
+        let file = name.file_name();
+        if let Some(keys) = keys {
+            trust.offer_keys(keys).map_err(|e| InstallError::Release("keys.json".into(), e))?;
+        }
+        let running = self.running_version(&name.name);
+        let v = trust
+            .check_release(meta, &name.name, &name.version, running.as_deref())
+            .map_err(|e| InstallError::Release(file, e))?;
+        Ok(Some(v.release.size))
+    }
+
+    /// Checks the package before anything is unpacked: its release metadata (`FILE.meta`,
+    /// and a newer `keys.json` beside it is taken first), or where the config allows it an
+    /// old-style `.sig`, or nothing where unsigned packages are allowed.
+    fn check(&self, pkg: &Path, name: &PackageName) -> Result<(), InstallError> {
+        let file = name.file_name();
+        let Some(trust) = &self.policy.release else {
+            package::verify(pkg, &self.policy.legacy, self.policy.allow_unsigned).map_err(InstallError::Package)?;
+            log::warn!(
+                "{file}: checked the old way (a .sig over its digest only: name, version and target are not signed); set [ota] root_keys and sign release metadata"
+            );
+            return Ok(());
+        };
+        let refused = |e| InstallError::Release(file.clone(), e);
+        match release::read_metadata(&pkg.with_file_name("keys.json")) {
+            Ok(keys) => {
+                trust.offer_keys(&keys).map_err(|e| InstallError::Release(format!("keys.json beside {file}"), e))?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(InstallError::Io(format!("reading keys.json beside {file}"), e)),
+        }
+        match release::read_metadata(&release::meta_path(pkg)) {
+            Ok(meta) => {
+                let running = self.running_version(&name.name);
+                let v = trust.check_release(&meta, &name.name, &name.version, running.as_deref()).map_err(refused)?;
+                let size = std::fs::metadata(pkg).map_err(|e| InstallError::Io(format!("reading {file}"), e))?.len();
+                let digest = package::digest(pkg).map_err(|e| InstallError::Io(format!("reading {file}"), e))?;
+                trust.check_file(&v, size, &digest).map_err(refused)?;
+                log::info!("{file}: release metadata verified (release key {})", &v.key[..16]);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                Err(refused(MetaError::TooLarge(std::fs::metadata(release::meta_path(pkg)).map_or(0, |m| m.len()))))
+            }
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(InstallError::Io(format!("reading {file}.meta"), e)),
+            Err(_) if self.policy.allow_legacy && package::signature_path(pkg).exists() => {
+                package::verify(pkg, &self.policy.legacy, false).map_err(InstallError::Package)?;
+                log::warn!("{file}: accepted by its old-style .sig ([ota] allow_legacy_signatures): its name, version and target are not signed");
+                Ok(())
+            }
+            Err(_) if self.policy.allow_unsigned => {
+                log::warn!("{file}: no release metadata; installed unsigned ([ota] allow_unsigned)");
+                Ok(())
+            }
+            Err(_) => Err(refused(MetaError::Missing)),
+        }
+    }
+
     /// Installs (or updates to) the package at `pkg`.
     pub fn install(&self, pkg: &Path) -> Result<Report, InstallError> {
         let _one = self.one_at_a_time();
         let file_name = pkg.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let name = PackageName::parse(&file_name).map_err(InstallError::Package)?;
-        package::verify(pkg, &self.trusted, self.allow_unsigned).map_err(InstallError::Package)?;
+        if let Err(e) = self.check(pkg, &name) {
+            log::warn!("install refused: {e}");
+            return Err(e);
+        }
         let app = self.store.get(&name.name);
         if app.current.as_deref() == Some(name.version.as_str()) && app.trial.is_none() {
-            return Ok(Report { name: name.name, version: name.version, output: "already installed".into() });
+            let output = "already installed".into();
+            return Ok(Report { name: name.name, version: name.version, output, unchanged: true });
         }
         let need = gzip_isize(pkg).map_err(|e| InstallError::Io(format!("reading {file_name}"), e))? + (1 << 20);
         let st = nix::sys::statvfs::statvfs(self.store.root())
@@ -256,7 +329,7 @@ impl Installer {
         }
         self.store.switch(&name.name, &name.version).map_err(|e| InstallError::Io("switching versions".into(), e))?;
         self.settle(&name.name, &name.version)?;
-        Ok(Report { name: name.name, version: name.version, output })
+        Ok(Report { name: name.name, version: name.version, output, unchanged: false })
     }
 
     /// The agent's own package: its binary must run (`gwe --version`); then it is switched
@@ -287,6 +360,7 @@ impl Installer {
             name: name.name.clone(),
             version: name.version.clone(),
             output: format!("{output}agent {} installed; restarting into it for its trial\n", name.version),
+            unchanged: false,
         })
     }
 
@@ -387,25 +461,5 @@ impl Installer {
         self.store.remove(name).map_err(|e| InstallError::Io(format!("removing {name}"), e))?;
         self.apply();
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions_order_as_people_read_them() {
-        use std::cmp::Ordering::*;
-        for (a, b, o) in [
-            ("1.10", "1.9", Greater),
-            ("2.0", "2.0", Equal),
-            ("2.0-rc1", "2.0-rc2", Less),
-            ("1.0.1", "1.0", Greater),
-            ("01.2", "1.2", Equal),
-            ("1.2a", "1.2b", Less),
-        ] {
-            assert_eq!(version_cmp(a, b), o, "{a} vs {b}");
-        }
     }
 }

@@ -9,5 +9,6 @@ pub mod extract;
 pub mod fetch;
 pub mod install;
 pub mod package;
+pub mod release;
 pub mod selfupdate;
 pub mod store;

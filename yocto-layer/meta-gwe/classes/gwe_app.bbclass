@@ -7,8 +7,9 @@
 # The packages land in ${datadir}/gwe/preinstall; the agent installs each one on first
 # boot through its normal (verified, atomic) install path, so a baked-in app is updated
 # and rolled back over the air like any other. The packages are installed as they are,
-# signature beside them (NAME.vVERSION.tar.gz.sig, if listed too): the class keeps bitbake
-# from unpacking them (it adds unpack=0 to their SRC_URI entries).
+# their release metadata beside them (NAME.vVERSION.tar.gz.meta, or an old-style .sig,
+# when listed in SRC_URI too): the class keeps bitbake from unpacking them (it adds
+# unpack=0 to their SRC_URI entries).
 
 GWE_APP_PACKAGES ?= ""
 GWE_PREINSTALL_DIR = "${datadir}/gwe/preinstall"
@@ -50,8 +51,10 @@ do_install() {
         esac
         [ -f ${GWE_APP_SRCDIR}/$pkg ] || bbfatal "GWE_APP_PACKAGES: $pkg is not among the recipe's SRC_URI files"
         install -m 0644 ${GWE_APP_SRCDIR}/$pkg ${D}${GWE_PREINSTALL_DIR}/$pkg
-        if [ -f ${GWE_APP_SRCDIR}/$pkg.sig ]; then
-            install -m 0644 ${GWE_APP_SRCDIR}/$pkg.sig ${D}${GWE_PREINSTALL_DIR}/$pkg.sig
-        fi
+        for sig in meta sig; do
+            if [ -f ${GWE_APP_SRCDIR}/$pkg.$sig ]; then
+                install -m 0644 ${GWE_APP_SRCDIR}/$pkg.$sig ${D}${GWE_PREINSTALL_DIR}/$pkg.$sig
+            fi
+        done
     done
 }
