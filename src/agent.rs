@@ -323,6 +323,7 @@ pub fn ota_policy(cfg: &Config) -> Policy {
         state: cfg.paths.state_dir.join("ota"),
         vendor: cfg.device.vendor.clone(),
         model: cfg.device.model.clone(),
+        compatible: cfg.ota.compatible.clone(),
         clock: cfg.ota.clock,
     };
     Policy {

@@ -113,6 +113,9 @@ pub struct OtaConfig {
     pub root_keys: Vec<String>,
     /// The keys document the firmware ships, used until a newer one arrives.
     pub keys_file: Option<PathBuf>,
+    /// The RAUC compatible string of this gateway's image: release metadata that names a
+    /// compatible string installs only where it is this one.
+    pub compatible: Option<String>,
     /// What time metadata expiry is checked against: auto, system or metadata.
     pub clock: crate::ota::release::ClockPolicy,
     /// With root_keys: still accept packages signed the old way (`.sig` by trusted_keys),
@@ -139,6 +142,7 @@ impl Default for OtaConfig {
         Self {
             root_keys: Vec::new(),
             keys_file: None,
+            compatible: None,
             clock: Default::default(),
             allow_legacy_signatures: false,
             trusted_keys: Vec::new(),

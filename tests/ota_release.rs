@@ -46,6 +46,7 @@ fn rig_with(clock: ClockPolicy, legacy: Option<&SigningKey>) -> Rig {
         state: dir.path().join("state/ota"),
         vendor: "acme".into(),
         model: "gw1".into(),
+        compatible: Some("acme-gw1".into()),
         clock,
     };
     let (sup, _) =
@@ -184,6 +185,11 @@ fn mix_and_match_arbitrary_package_and_wrong_target_are_refused() {
     )
     .unwrap();
     refused(&rig, &p, "signed for acme/gw2 on *, and this gateway is acme/gw1", &before);
+    // An OS bundle's compatible string that is not this gateway's image.
+    let mut t = target("gw1");
+    t.compatible = Some("acme-gw1-rev2".into());
+    std::fs::write(release::meta_path(&p), release::sign_release(&p, &rig.release, t, 86_400, false).unwrap()).unwrap();
+    refused(&rig, &p, "signed for images compatible with \"acme-gw1-rev2\"; this gateway's is \"acme-gw1\"", &before);
 
     // Garbage, a stranger's signature, no metadata at all, metadata too large to read.
     std::fs::write(release::meta_path(&p), "{\"payloadType\": 1}").unwrap();

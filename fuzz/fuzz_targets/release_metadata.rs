@@ -29,6 +29,7 @@ fn trust() -> &'static Trust {
             state: dir.join("ota"),
             vendor: "acme".into(),
             model: "gw1".into(),
+            compatible: None,
             clock: ClockPolicy::Metadata,
         }
     })

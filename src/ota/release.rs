@@ -278,6 +278,9 @@ pub struct Trust {
     pub state: PathBuf,
     pub vendor: String,
     pub model: String,
+    /// The RAUC compatible string of this gateway's image ([ota] compatible): metadata
+    /// that names one installs only where it is the same.
+    pub compatible: Option<String>,
     pub clock: ClockPolicy,
 }
 
@@ -415,6 +418,14 @@ impl Trust {
                 "signed for {}/{} on {}, and this gateway is {}/{} on {arch}",
                 r.target.vendor, r.target.model, r.target.arch, self.vendor, self.model
             )));
+        }
+        if let Some(want) = &r.target.compatible {
+            if self.compatible.as_ref() != Some(want) {
+                return Err(MetaError::Mismatch(format!(
+                    "signed for images compatible with {want:?}; this gateway's is {:?}",
+                    self.compatible.as_deref().unwrap_or("not set ([ota] compatible)")
+                )));
+            }
         }
         if let Some(running) = running {
             if version_cmp(version, running) == Ordering::Less && !r.allow_downgrade {
