@@ -189,3 +189,33 @@ fn concurrent_apps_all_land() {
         assert_eq!(vals, (0..30).collect::<Vec<_>>(), "app{t} in order");
     }
 }
+
+#[test]
+fn an_oversized_body_gets_its_413_not_a_reset() {
+    // The server answers 413 from the head, before the body; a client still sending the
+    // body must be able to read that answer (closing with unread bytes would reset the
+    // connection, and a reset can destroy the answer before the client reads it).
+    let f = start(256);
+    let a = f.server.local_addr();
+    for round in 0..10 {
+        let s = TcpStream::connect(a).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let body = vec![b'x'; 200_000];
+        let head = format!(
+            "POST /onep:v1/stack/alias HTTP/1.1\r\nHost: x\r\nX-Exosite-CIK: 0123456789abcdef0123456789abcdef01234567\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\na=",
+            body.len() + 2
+        );
+        let mut w = s.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            let _ = w.write_all(head.as_bytes());
+            let _ = w.write_all(&body);
+        });
+        let mut resp = Vec::new();
+        (&s).read_to_end(&mut resp).unwrap_or_else(|e| panic!("round {round}: {e} instead of the answer"));
+        let text = String::from_utf8_lossy(&resp);
+        assert!(text.starts_with("HTTP/1.1 413"), "round {round}: {text}");
+        assert!(text.contains("over the limit of 256 bytes"), "{text}");
+        writer.join().unwrap();
+    }
+}

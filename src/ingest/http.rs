@@ -13,7 +13,11 @@
 //!   connection holds a socket and a few words, no buffer;
 //! - a request must arrive whole within [`Limits::request_timeout`] of its first byte (408
 //!   then: a client sending one byte at a time holds nothing for long), and an idle
-//!   keep-alive connection is closed after [`Limits::idle_timeout`].
+//!   keep-alive connection is closed after [`Limits::idle_timeout`];
+//! - a refused request's connection is answered, its sending side shut, and what the client
+//!   still sends is read and dropped for at most 2 s and 256 KiB before it is closed (a
+//!   close with unread bytes resets the connection, and the reset can destroy the answer
+//!   before the client reads it).
 //!
 //! Request heads are parsed by `httparse`; bodies are `Content-Length` or chunked.
 
@@ -94,7 +98,16 @@ struct Conn {
     deadline: Instant,
     keep_alive: bool,
     continued: bool,
+    /// Refused and answered, its sending side shut: the rest of what the client sends is
+    /// read and dropped (this many bytes so far) until it closes, [`LINGER_BYTES`] or the
+    /// deadline. Closing with unread bytes would send a reset, which can destroy the answer
+    /// before the client reads it.
+    lingering: Option<usize>,
 }
+
+/// How long, and how much, a refused connection is read and dropped before it is closed.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 << 10;
 
 impl Server {
     /// Binds `addr`; answers with `threads` workers calling `handler`.
@@ -417,7 +430,17 @@ impl IoLoop {
                             refuse(c.stream, 408, "the request did not arrive whole in time");
                         }
                     }
-                    Act::Refuse(status, why) => refuse(self.conns.swap_remove(i).stream, status, &why),
+                    Act::Refuse(status, why) => {
+                        let c = &mut self.conns[i];
+                        let answered = respond(&mut c.stream, &Reply { status, body: why }, false).is_ok();
+                        if answered && c.stream.shutdown(std::net::Shutdown::Write).is_ok() {
+                            c.buf = Vec::new();
+                            c.lingering = Some(0);
+                            c.deadline = Instant::now() + LINGER;
+                        } else {
+                            drop(self.conns.swap_remove(i));
+                        }
+                    }
                     Act::Hand(rq, used, keep_alive) => {
                         let mut c = self.conns.swap_remove(i);
                         c.buf.drain(..used);
@@ -466,6 +489,7 @@ impl IoLoop {
                         deadline: Instant::now() + self.limits.idle_timeout,
                         keep_alive: true,
                         continued: false,
+                        lingering: None,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -485,6 +509,20 @@ impl IoLoop {
     fn read(&mut self, i: usize) -> Act {
         let cap = self.limits.max_head + self.limits.max_body + 4096;
         let mut chunk = [0u8; 4096];
+        if let Some(dropped) = self.conns[i].lingering {
+            let c = &mut self.conns[i];
+            let mut dropped = dropped;
+            loop {
+                match (&c.stream).read(&mut chunk) {
+                    Ok(n) if n > 0 && dropped + n <= LINGER_BYTES => dropped += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    _ => return Act::Close, // closed by the client, too much, or an error
+                }
+            }
+            c.lingering = Some(dropped);
+            return Act::Keep;
+        }
         loop {
             let c = &mut self.conns[i];
             match (&c.stream).read(&mut chunk) {
