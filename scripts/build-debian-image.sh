@@ -22,17 +22,9 @@ scripts/cross-build.sh "$RUST_TARGET" >/dev/null
 bin=target/$RUST_TARGET/release/gwe
 
 # Kernel and BusyBox (for the initramfs), as build-image.sh takes them.
-cache=target/boards/cache/$DEB_ARCH
-mkdir -p "$cache"
-kpkg=$(apt-cache search --names-only "$KERNEL_PACKAGE_GLOB" | awk '{print $1}' | sort -V | tail -1)
-[ -n "$kpkg" ] || { echo "no kernel package matches $KERNEL_PACKAGE_GLOB" >&2; exit 1; }
-for pkg in "$kpkg" busybox-static; do
-  ls "$cache/${pkg}_"*.deb >/dev/null 2>&1 || (cd "$cache" && apt-get download "$pkg:$DEB_ARCH" 2>/dev/null)
-done
-x=$cache/x
-if [ ! -d "$x/bin" ]; then
-  for deb in "$cache"/*.deb; do dpkg-deb -x "$deb" "$x"; done
-fi
+# shellcheck source=scripts/board-kernel.sh
+. scripts/board-kernel.sh
+kernel_and_busybox
 
 # The Debian root, made once per suite, architecture and package list.
 tag=$(echo "$DEBIAN_SUITE $DEB_ARCH $DEBIAN_PACKAGES" | sha256sum | cut -c1-12)
@@ -81,20 +73,7 @@ rm -rf "$ird"
 mkdir -p "$ird"/{bin,proc,sys,dev,newroot,lib/modules}
 cp "$x/bin/busybox" "$ird/bin/busybox"
 for a in sh mount umount insmod sleep switch_root mkdir cat; do ln -s busybox "$ird/bin/$a"; done
-kdir=$(find "$x/lib/modules" -mindepth 2 -maxdepth 2 -name kernel -type d | head -1)
-for m in $KERNEL_MODULES; do
-  f=$(find "$kdir" -name "$m.ko*" | head -1)
-  if [ -z "$f" ]; then
-    grep -q "/$m.ko" "$kdir/../modules.builtin" && continue
-    echo "module $m is neither a module nor built into $kpkg" >&2
-    exit 1
-  fi
-  case "$f" in
-    *.xz) xz -dc "$f" > "$ird/lib/modules/$m.ko" ;;
-    *) cp "$f" "$ird/lib/modules/$m.ko" ;;
-  esac
-  echo "$m" >> "$ird/lib/modules/order"
-done
+copy_modules "$ird/lib/modules" "$ird/lib/modules/order"
 cat > "$ird/init" <<INIT
 #!/bin/sh
 mount -t proc proc /proc

@@ -30,19 +30,9 @@ else
   bin=target/$RUST_TARGET/release/gwe
 fi
 
-cache=target/boards/cache/$DEB_ARCH
-mkdir -p "$cache"
-kpkg=$(apt-cache search --names-only "$KERNEL_PACKAGE_GLOB" | awk '{print $1}' | sort -V | tail -1)
-[ -n "$kpkg" ] || { echo "no kernel package matches $KERNEL_PACKAGE_GLOB" >&2; exit 1; }
-for pkg in "$kpkg" busybox-static; do
-  if ! ls "$cache/${pkg}_"*.deb >/dev/null 2>&1; then
-    (cd "$cache" && apt-get download "$pkg:$DEB_ARCH" 2>/dev/null)
-  fi
-done
-x=$cache/x
-if [ ! -d "$x/bin" ]; then
-  for deb in "$cache"/*.deb; do dpkg-deb -x "$deb" "$x"; done
-fi
+# shellcheck source=scripts/board-kernel.sh
+. scripts/board-kernel.sh
+kernel_and_busybox
 
 out=${GWE_IMAGE_OUT:-target/boards/$board}
 root=$out/rootfs
@@ -74,22 +64,7 @@ if "$readelf" -l "$bin" | grep -q INTERP; then
 fi
 
 # Kernel modules the board needs, in load order.
-kdir=$(find "$x/lib/modules" -mindepth 2 -maxdepth 2 -name kernel -type d | head -1)
-: > "$root/etc/modules"
-for m in $KERNEL_MODULES; do
-  f=$(find "$kdir" -name "$m.ko*" | head -1)
-  if [ -z "$f" ]; then
-    # Built into this kernel: nothing to load.
-    grep -q "/$m.ko" "$kdir/../modules.builtin" && continue
-    echo "module $m is neither a module nor built into $kpkg" >&2
-    exit 1
-  fi
-  case "$f" in
-    *.xz) xz -dc "$f" > "$root/lib/modules/$m.ko" ;;
-    *) cp "$f" "$root/lib/modules/$m.ko" ;;
-  esac
-  echo "$m" >> "$root/etc/modules"
-done
+copy_modules "$root/lib/modules" "$root/etc/modules"
 
 cp "$(find "$x/boot" -name 'vmlinuz-*' | head -1)" "$out/vmlinuz"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/initrd.gz"

@@ -130,6 +130,17 @@ class Board:
                 raise SystemExit(f"systemd-board: {what} did not happen in {secs} s: {u}")
             time.sleep(1)
 
+    def signal_agent(self, sig, unit, secs):
+        """Sends SIG to the agent (`unit`: its state now) and waits until systemd has started
+        it again; returns the new state and the seconds that took."""
+        pid, restarts = unit["MainPID"], int(unit["NRestarts"])
+        t = time.monotonic()
+        self.ok(f"kill -{sig} {pid}")
+        u = self.wait_unit(f"a restart after SIG{sig}", secs,
+                           lambda u: int(u["NRestarts"]) == restarts + 1 and u["ActiveState"] == "active"
+                           and u["MainPID"] != pid)
+        return u, time.monotonic() - t
+
     def apps_running(self, names, secs=90):
         until = time.monotonic() + secs
         while True:
@@ -212,22 +223,13 @@ def main():
         # SIGABRT: what a panic does (panic = "abort"). Not SIGSEGV sent with kill: Rust's
         # stack-overflow handler takes a SIGSEGV that is not a fault and carries on.
         print("--- the agent crashes (SIGABRT, as a panic): Restart=always")
-        pid = u["MainPID"]
-        t = time.monotonic()
-        board.ok(f"kill -ABRT {pid}")
-        u = board.wait_unit("a restart after the crash", 60,
-                            lambda u: u["NRestarts"] == "1" and u["ActiveState"] == "active" and u["MainPID"] != pid)
-        print(f"restarted as pid {u['MainPID']} in {time.monotonic() - t:.1f} s")
+        u, took = board.signal_agent("ABRT", u, 60)
+        print(f"restarted as pid {u['MainPID']} in {took:.1f} s")
         assert board.journal_has("status=6/ABRT"), "the journal does not show the crash"
         board.apps_running(apps)
 
         print("--- the agent hangs (SIGSTOP): the watchdog")
-        pid = u["MainPID"]
-        t = time.monotonic()
-        board.ok(f"kill -STOP {pid}")
-        u = board.wait_unit("the watchdog's restart", 90,
-                            lambda u: u["NRestarts"] == "2" and u["ActiveState"] == "active" and u["MainPID"] != pid)
-        took = time.monotonic() - t
+        u, took = board.signal_agent("STOP", u, 90)
         assert board.journal_has("Watchdog timeout"), "the journal does not name the watchdog"
         assert took >= 25, f"restarted after {took:.0f} s, before the watchdog could have fired"
         print(f"systemd: 'Watchdog timeout'; killed and restarted as pid {u['MainPID']} {took:.0f} s after the hang")

@@ -341,6 +341,15 @@ fn release_metadata_from_the_hub_binds_size_version_and_keys() {
     assert!(s.contains("version 0.9 is older than the running 1.0"), "{s}");
     assert_eq!(current(&agent_dir), "1.0");
 
+    // No metadata on the hub: refused before the package is downloaded.
+    let v4 = package(dir.path(), "4.0", good, 500_000, &key);
+    upload(&c, &v4);
+    relay.take();
+    command(&c, dev, r#"{"install":[{"name":"sensor.v4.0.tar.gz"}]}"#);
+    let s = status_is(&c, dev, "sensor.v4.0.tar.gz:", 30);
+    assert!(s.contains("no release metadata"), "{s}");
+    assert!(relay.take().1 < 100_000, "the package was not downloaded");
+
     // Garbage metadata: refused with the reason, nothing downloaded.
     let v3 = package(dir.path(), "3.0", good, 2000, &key);
     upload(&c, &v3);

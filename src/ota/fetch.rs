@@ -249,6 +249,7 @@ impl Fetcher {
                     e => e.to_string(),
                 })?
             }
+            None if self.apps.needs_metadata() => return Err(super::release::MetaError::Missing.to_string()),
             None => None,
         };
         let size = self.retrying(stop, || self.cloud.content_size(file)).map_err(|e| e.to_string())?;

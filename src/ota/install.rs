@@ -205,6 +205,12 @@ impl Installer {
         current
     }
 
+    /// Whether a package without release metadata is refused whatever else comes with it:
+    /// then a download need not even start.
+    pub fn needs_metadata(&self) -> bool {
+        self.policy.release.is_some() && !self.policy.allow_legacy && !self.policy.allow_unsigned
+    }
+
     /// Checks release metadata fetched before its package: what [`release::Trust`] checks
     /// before the file exists. Returns the signed size (all a download may bring), or
     /// `None` when this gateway checks old-style signatures only.

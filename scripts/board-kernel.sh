@@ -1,0 +1,41 @@
+# The kernel side of an emulated board, from Debian's packages, for build-image.sh and
+# build-debian-image.sh. The sourcing script has read the board's board.env.
+# shellcheck shell=bash disable=SC2154
+
+# kernel_and_busybox: downloads (once, cached) the newest kernel package matching
+# KERNEL_PACKAGE_GLOB and busybox-static for DEB_ARCH, unpacked; sets kpkg, x (the unpacked
+# tree) and kdir (its modules' kernel/ folder).
+kernel_and_busybox() {
+  local cache=target/boards/cache/$DEB_ARCH pkg deb
+  mkdir -p "$cache"
+  kpkg=$(apt-cache search --names-only "$KERNEL_PACKAGE_GLOB" | awk '{print $1}' | sort -V | tail -1)
+  [ -n "$kpkg" ] || { echo "no kernel package matches $KERNEL_PACKAGE_GLOB" >&2; exit 1; }
+  for pkg in "$kpkg" busybox-static; do
+    ls "$cache/${pkg}_"*.deb >/dev/null 2>&1 || (cd "$cache" && apt-get download "$pkg:$DEB_ARCH" 2>/dev/null)
+  done
+  x=$cache/x
+  if [ ! -d "$x/bin" ]; then
+    for deb in "$cache"/*.deb; do dpkg-deb -x "$deb" "$x"; done
+  fi
+  kdir=$(find "$x/lib/modules" -mindepth 2 -maxdepth 2 -name kernel -type d | head -1)
+}
+
+# copy_modules DIR ORDER: KERNEL_MODULES into DIR (decompressed), their names in load order
+# into ORDER; those built into the kernel are skipped.
+copy_modules() {
+  local dir=$1 order=$2 m f
+  : > "$order"
+  for m in $KERNEL_MODULES; do
+    f=$(find "$kdir" -name "$m.ko*" | head -1)
+    if [ -z "$f" ]; then
+      grep -q "/$m.ko" "$kdir/../modules.builtin" && continue
+      echo "module $m is neither a module nor built into $kpkg" >&2
+      exit 1
+    fi
+    case "$f" in
+      *.xz) xz -dc "$f" > "$dir/$m.ko" ;;
+      *) cp "$f" "$dir/$m.ko" ;;
+    esac
+    echo "$m" >> "$order"
+  done
+}
