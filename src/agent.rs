@@ -172,6 +172,15 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
             poll: Duration::from_millis(cfg.cloud.poll_ms.max(1000)),
             retry_max: Duration::from_secs(cfg.cloud.retry_max_secs.max(1)),
             max_package: cfg.ota.max_unpacked_bytes,
+            os: cfg.ota.os_updates.then(|| crate::ota::fetch::OsUpdates {
+                rauc: crate::ota::os::Rauc {
+                    program: cfg.ota.rauc.clone(),
+                    state_dir: cfg.paths.secrets_dir(),
+                    sup: Some(apps.sup.clone()),
+                },
+                reboot_command: cfg.ota.reboot_command.clone(),
+                max_bundle: cfg.ota.max_os_bundle_bytes,
+            }),
         };
         // Not joined at shutdown: it may sit in a long-poll of minutes, and what it must keep
         // (the pending command) is already on disk, replaced atomically.
@@ -225,6 +234,20 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
     if std::env::var_os(selfupdate::ENV_TRIAL).is_some() {
         let deadline = Duration::from_secs(cfg.ota.self_update_deadline_secs);
         let check = TrialCheck { apps: apps.clone(), cloud: cloud.clone(), deadline };
+        threads.push(check.start(stop.clone()).map_err(StartError::Supervisor)?);
+    }
+    if cfg.ota.os_updates {
+        let check = OsCheck {
+            rauc: crate::ota::os::Rauc {
+                program: cfg.ota.rauc.clone(),
+                state_dir: cfg.paths.secrets_dir(),
+                sup: Some(apps.sup.clone()),
+            },
+            apps: apps.clone(),
+            cloud: cloud.clone(),
+            deadline: Duration::from_secs(cfg.ota.os_check_secs),
+            reboot: cfg.ota.reboot_command.clone(),
+        };
         threads.push(check.start(stop.clone()).map_err(StartError::Supervisor)?);
     }
     let mut ended = Ended::Stopped;
@@ -302,6 +325,132 @@ impl TrialCheck {
             }
         }
         log::error!("agent {version} could not confirm itself healthy; the launcher will roll it back");
+    }
+}
+
+/// After a boot into a new operating system (docs/os-updates.md): the system is good once
+/// the agent is up, every app is RUNNING (or stopped on purpose) and, with a cloud link, the
+/// hub has answered, within the deadline. Then RAUC marks the slot good; otherwise it marks
+/// it bad and the board restarts into the old system. A boot back in the old system after
+/// an update is reported as a rollback, with its reason.
+struct OsCheck {
+    rauc: crate::ota::os::Rauc,
+    apps: Arc<Installer>,
+    cloud: Option<Arc<Cloud>>,
+    deadline: Duration,
+    reboot: Vec<String>,
+}
+
+impl OsCheck {
+    fn start(self, stop: Arc<Stop>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new().name("os-check".into()).spawn(move || self.run(&stop))
+    }
+
+    fn say(&self, msg: &str) {
+        if let Some(c) = &self.cloud {
+            if let Err(e) = c.write(&[(crate::ota::fetch::STATUS, msg)]) {
+                log::warn!("writing fetch_status: {e}");
+            }
+        }
+    }
+
+    /// Why the system is not (yet) good, or None when it is.
+    fn unhealthy(&self) -> Option<String> {
+        use crate::supervisor::State;
+        let bad: Vec<String> = self
+            .apps
+            .sup
+            .status()
+            .into_iter()
+            .filter(|a| !matches!(a.state, State::Running | State::Stopped))
+            .map(|a| format!("{} {}", a.name, a.state.as_str()))
+            .collect();
+        if !bad.is_empty() {
+            return Some(format!("apps not RUNNING: {}", bad.join(", ")));
+        }
+        if self.cloud.as_ref().is_some_and(|c| !c.reached()) {
+            return Some("the hub has not answered".into());
+        }
+        None
+    }
+
+    fn run(self, stop: &Stop) {
+        use crate::ota::os::{booted_slot, AfterBoot, Phase};
+        let booted = match booted_slot(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default()) {
+            Some(b) => Ok(b),
+            None => self.rauc.booted(),
+        };
+        let booted = match booted {
+            Ok(b) => b,
+            Err(e) => {
+                log::error!("os update: which slot booted: {e}");
+                return;
+            }
+        };
+        let u = match self.rauc.after_boot(&booted) {
+            Ok(AfterBoot::Idle) => return,
+            Ok(AfterBoot::Waiting(u)) => {
+                log::info!("os update: {} waits in slot {} for its reboot ({})", u.version, u.to, u.reboot);
+                crate::ota::os::wait_and_reboot(u.reboot, &self.reboot, self.rauc.sup.as_ref(), &|d| stop.sleep(d));
+                return;
+            }
+            Ok(AfterBoot::RolledBack(u)) => {
+                let msg = format!(
+                    "OS update to {} rolled back: {}; running slot {booted}",
+                    u.version,
+                    u.reason.as_deref().unwrap_or("no reason known")
+                );
+                log::error!("{msg}");
+                self.say(&msg);
+                return;
+            }
+            Ok(AfterBoot::Check(u)) => u,
+            Err(e) => {
+                log::error!("os update: {e}");
+                return;
+            }
+        };
+        if u.phase == Phase::Failed {
+            log::error!("os update to {} was marked bad but still runs: rebooting again", u.version);
+            if let Err(e) = crate::ota::os::reboot(&self.reboot, self.rauc.sup.as_ref()) {
+                log::error!("os update: {e}");
+            }
+            return;
+        }
+        log::info!("os update: {} runs in slot {booted}; checking it (at most {:?})", u.version, self.deadline);
+        let until = std::time::Instant::now() + self.deadline;
+        let mut why = self.unhealthy();
+        while why.is_some() && std::time::Instant::now() < until {
+            // Once a second, only while a new system is on trial.
+            if stop.sleep(Duration::from_secs(1)) {
+                return;
+            }
+            why = self.unhealthy();
+        }
+        match why {
+            None => match self.rauc.mark_good(u) {
+                Ok(u) => {
+                    let msg = format!("OS {} {} running in slot {} and marked good", u.compatible, u.version, u.to);
+                    log::info!("{msg}");
+                    self.say(&msg);
+                }
+                Err(e) => log::error!("os update: marking the slot good: {e}"),
+            },
+            Some(why) => {
+                let why = format!("{why} {} s after the boot", self.deadline.as_secs());
+                let msg = format!("OS update to {} failed its check ({why}): back to slot {}", u.version, u.from);
+                log::error!("{msg}");
+                self.say(&msg);
+                match self.rauc.mark_bad(u, why) {
+                    Ok(_) => {
+                        if let Err(e) = crate::ota::os::reboot(&self.reboot, self.rauc.sup.as_ref()) {
+                            log::error!("os update: {e}");
+                        }
+                    }
+                    Err(e) => log::error!("os update: marking the slot bad: {e}"),
+                }
+            }
+        }
     }
 }
 

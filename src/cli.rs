@@ -30,6 +30,10 @@ commands:
                                 make NAME.vVERSION.tar.gz from DIR/build.json (and sign it)
   pkg keys --root-key PATH [--from FILE] [--add PUB]... [--revoke PUB]... [--valid-days N]
            --out FILE           the keys document: release keys the root key vouches for
+  os status                     the operating system's slots and the last update (RAUC)
+  os install BUNDLE|URL [--no-reboot]
+                                install a RAUC bundle into the other slot, then reboot into
+                                it; the agent checks the new system and keeps it or falls back
   check-config                  read the config file and report problems
   check                         check the data partition (queue, apps, state files); read-only
 
@@ -79,6 +83,11 @@ pub enum Command {
         valid_days: u64,
         out: PathBuf,
     },
+    OsStatus,
+    OsInstall {
+        bundle: String,
+        reboot: bool,
+    },
     Version,
     Help,
 }
@@ -107,6 +116,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli, 
     let mut words: Vec<String> = Vec::new();
     let (mut daemon, mut json, mut limit, mut key, mut out) = (false, false, None, None, None);
     let mut sign = SignOpts::default();
+    let mut no_reboot = false;
     let (mut root_key, mut from, mut add, mut revoke) = (None, None, Vec::new(), Vec::new());
     while let Some(arg) = p.next()? {
         match arg {
@@ -123,6 +133,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli, 
             Long("compatible") => sign.compatible = Some(p.value()?.string()?),
             Long("valid-days") => sign.valid_days = Some(p.value()?.parse()?),
             Long("allow-downgrade") => sign.allow_downgrade = true,
+            Long("no-reboot") => no_reboot = true,
             Long("root-key") => root_key = Some(PathBuf::from(p.value()?)),
             Long("from") => from = Some(PathBuf::from(p.value()?)),
             Long("add") => add.push(p.value()?.string()?),
@@ -140,6 +151,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli, 
         ["queue", "dump"] => Command::QueueDump { limit },
         ["check-config"] => Command::CheckConfig,
         ["check"] => Command::Check,
+        ["os", "status"] => Command::OsStatus,
+        ["os", "install", bundle] => Command::OsInstall { bundle: bundle.to_string(), reboot: !no_reboot },
         ["app", "list"] => Command::Ctl { request: "app list".into(), json },
         ["app", "install", file] => {
             // The agent resolves the path, so send it absolute.

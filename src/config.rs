@@ -135,6 +135,18 @@ pub struct OtaConfig {
     pub preinstall_dir: PathBuf,
     /// A new agent must confirm itself healthy within this long, or it is rolled back.
     pub self_update_deadline_secs: u64,
+    /// Whole-image updates through RAUC (docs/os-updates.md): after booting a new system,
+    /// the agent checks it and marks it good, or bad and reboots into the old one.
+    pub os_updates: bool,
+    /// The `rauc` program.
+    pub rauc: PathBuf,
+    /// A new system must pass its check (the agent up, its apps RUNNING, the hub answering
+    /// when one is configured) within this long after its boot.
+    pub os_check_secs: u64,
+    /// How the agent restarts the board (into the new system, or back to the old one).
+    pub reboot_command: Vec<String>,
+    /// Largest OS bundle the agent downloads.
+    pub max_os_bundle_bytes: u64,
 }
 
 impl Default for OtaConfig {
@@ -152,6 +164,11 @@ impl Default for OtaConfig {
             max_entries: 10_000,
             preinstall_dir: "/usr/share/gwe/preinstall".into(),
             self_update_deadline_secs: 300,
+            os_updates: false,
+            rauc: "rauc".into(),
+            os_check_secs: 300,
+            reboot_command: vec!["systemctl".into(), "reboot".into()],
+            max_os_bundle_bytes: 1 << 30,
         }
     }
 }
@@ -394,6 +411,12 @@ impl Config {
         if self.cloud.report_interval_secs == 0 {
             return Err(("cloud.report_interval_secs", "must be at least 1".into()));
         }
+        if self.ota.os_updates && self.ota.reboot_command.first().is_none_or(|p| p.is_empty()) {
+            return Err(("ota.reboot_command", "os_updates needs a command that restarts the board".into()));
+        }
+        if self.ota.os_updates && self.ota.os_check_secs < 10 {
+            return Err(("ota.os_check_secs", "must be at least 10 (a new system needs time to come up)".into()));
+        }
         if self.device.vendor.is_empty() || self.device.model.is_empty() {
             return Err(("device.vendor", "vendor and model must not be empty".into()));
         }
@@ -465,6 +488,12 @@ mod tests {
         assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("log.level")), "{e}");
         let e = parse("[ingest]\nlisten = \"nowhere\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("ingest.listen"), "{e}");
+        let e = parse("[ota]\nos_updates = true\nreboot_command = []\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("ota.reboot_command")), "{e}");
+        let e = parse("[ota]\nos_updates = true\nos_check_secs = 1\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("ota.os_check_secs"), "{e}");
+        let c = parse("[ota]\nos_updates = true\nreboot_command = [\"/sbin/reboot\", \"-f\"]\n").unwrap();
+        assert_eq!(c.ota.reboot_command, ["/sbin/reboot", "-f"]);
     }
 
     #[test]

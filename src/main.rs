@@ -100,6 +100,8 @@ fn main() -> ExitCode {
                 Err(format!("{} problems on the data partition", r.errors.len()))
             }
         }
+        Command::OsStatus => os_status(&cfg),
+        Command::OsInstall { bundle, reboot } => os_install(&cfg, &bundle, reboot),
         Command::Help
         | Command::Version
         | Command::PkgKeygen { .. }
@@ -115,6 +117,44 @@ fn main() -> ExitCode {
             Exit::Failure.into()
         }
     }
+}
+
+use gwe::ota::os::RebootAt;
+
+fn rauc(cfg: &Config) -> gwe::ota::os::Rauc {
+    gwe::ota::os::Rauc { program: cfg.ota.rauc.clone(), state_dir: cfg.paths.secrets_dir(), sup: None }
+}
+
+/// `gwe os status`: RAUC's slots and what gwe last asked of them.
+fn os_status(cfg: &Config) -> Result<(), String> {
+    let r = rauc(cfg);
+    let status = r.status().map_err(|e| e.to_string())?;
+    let update = r.state().map_err(|e| e.to_string())?;
+    let v = serde_json::json!({ "rauc": status, "update": update, "system": gwe::ota::os::report(&cfg.paths.secrets_dir()) });
+    emit(&format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default()))
+}
+
+/// `gwe os install BUNDLE`: RAUC writes the other slot; then the board restarts into it and
+/// the agent there decides whether it is good.
+fn os_install(cfg: &Config, bundle: &str, reboot: bool) -> Result<(), String> {
+    let r = rauc(cfg);
+    let u = r
+        .install(bundle, if reboot { RebootAt::Now } else { RebootAt::Manual }, &mut |line| {
+            let _ = emit(&format!("{line}\n"));
+        })
+        .map_err(|e| format!("{bundle}: {e}"))?;
+    emit(&format!(
+        "installed {} {} into slot {} (running slot {}){}\n",
+        u.compatible,
+        u.version,
+        u.to,
+        u.from,
+        if reboot { "; rebooting into it" } else { "; it boots at the next restart" }
+    ))?;
+    if reboot {
+        gwe::ota::os::reboot(&cfg.ota.reboot_command, None).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Writes `text` to stdout. A reader that went away (`gwe queue stats | head`) is not an

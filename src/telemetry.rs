@@ -133,7 +133,9 @@ pub fn device_info() -> Value {
 /// `{"apps":[{"NAME":{"status","exitstatus","uptime","version"}}]}`.
 /// `"queue": {"backlog", "disk_bytes", "max_bytes"}`: what waits on flash for the slowest
 /// consumer (the fleet page's backlog column).
-pub fn engine_report(apps: &Installer, queue: &Queue) -> Value {
+/// `"os"`, on a board with A/B slots: the booted slot, the image and its version, the last
+/// OS update and where it stands (docs/os-updates.md).
+pub fn engine_report(apps: &Installer, queue: &Queue, state_dir: &std::path::Path) -> Value {
     let versions: BTreeMap<String, Option<String>> =
         apps.store.list().into_iter().map(|i| (i.name, i.current)).collect();
     let list: Vec<Value> = apps
@@ -159,6 +161,10 @@ pub fn engine_report(apps: &Installer, queue: &Queue) -> Value {
     let faults = crate::health::list();
     if !faults.is_empty() {
         report["faults"] = json!(faults);
+    }
+    let os = crate::ota::os::report(state_dir);
+    if !os["slot"].is_null() {
+        report["os"] = os;
     }
     report
 }
@@ -197,7 +203,7 @@ impl Telemetry {
         for (alias, v) in [
             ("device_info", device_info()),
             ("usage_report", usage),
-            ("engine_report", engine_report(&self.apps, &self.queue)),
+            ("engine_report", engine_report(&self.apps, &self.queue, &self.state_dir)),
         ] {
             if let Err(e) = enqueue(&self.queue, alias, &v.to_string()) {
                 log::warn!("telemetry: queueing {alias}: {e}");

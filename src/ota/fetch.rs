@@ -11,6 +11,14 @@
 //! {"install": [{"name": "sensor.v1.4.2.tar.gz"}, {"name": "modbus", "version": "2.0"}],
 //!  "remove": [{"name": "old-app"}]}
 //! ```
+//!
+//! An operating-system bundle (docs/os-updates.md) comes the same way, downloaded like a
+//! package and handed to RAUC; `reboot` is `now` (the default), `manual`, or a window
+//! `HH:MM-HH:MM` (UTC):
+//!
+//! ```json
+//! {"os": {"name": "gateway-os.v2.raucb", "reboot": "02:00-04:00"}}
+//! ```
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +27,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::install::{InstallError, Installer};
+use super::os::{Rauc, RebootAt};
 use super::package::PackageName;
 use crate::cloud::{Cloud, CloudError};
 use crate::fsio;
@@ -43,16 +52,36 @@ struct Item {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct OsItem {
+    name: String,
+    #[serde(default)]
+    reboot: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FetchCommand {
     #[serde(default)]
     install: Vec<Item>,
     #[serde(default)]
     remove: Vec<Item>,
+    #[serde(default)]
+    os: Option<OsItem>,
 }
 
-/// The package file names to install and the app names to remove, or why the command is
-/// not one.
-pub fn parse(text: &str) -> Result<(Vec<String>, Vec<String>), String> {
+/// What a command asks for.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Package file names to install.
+    pub install: Vec<String>,
+    /// App names to remove.
+    pub remove: Vec<String>,
+    /// An operating-system bundle (a file name of the hub's content) and when to reboot.
+    pub os: Option<(String, RebootAt)>,
+}
+
+/// What the command asks for, or why it is not one.
+pub fn parse(text: &str) -> Result<Plan, String> {
     let c: FetchCommand = serde_json::from_str(text).map_err(|e| format!("engine_fetch is not a command: {e}"))?;
     let mut install = Vec::new();
     for i in c.install {
@@ -70,10 +99,27 @@ pub fn parse(text: &str) -> Result<(Vec<String>, Vec<String>), String> {
         }
         remove.push(r.name);
     }
-    if install.is_empty() && remove.is_empty() {
+    let os = match c.os {
+        None => None,
+        Some(o) => {
+            let ok = o.name.ends_with(".raucb")
+                && !o.name.starts_with('.')
+                && o.name.len() <= 255
+                && o.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+~".contains(&b));
+            if !ok {
+                return Err(format!(
+                    "engine_fetch: os {:?}: name a RAUC bundle (NAME.raucb) of the hub's content",
+                    o.name
+                ));
+            }
+            let at = RebootAt::parse(o.reboot.as_deref().unwrap_or("now")).map_err(|e| format!("engine_fetch: {e}"))?;
+            Some((o.name, at))
+        }
+    };
+    if install.is_empty() && remove.is_empty() && os.is_none() {
         return Err("engine_fetch names nothing to install or remove".into());
     }
-    Ok((install, remove))
+    Ok(Plan { install, remove, os })
 }
 
 pub struct Fetcher {
@@ -86,6 +132,16 @@ pub struct Fetcher {
     pub retry_max: Duration,
     /// Largest package accepted.
     pub max_package: u64,
+    /// Operating-system bundles, when this gateway takes them ([ota] os_updates).
+    pub os: Option<OsUpdates>,
+}
+
+/// How the fetcher hands OS bundles to RAUC.
+pub struct OsUpdates {
+    pub rauc: Rauc,
+    pub reboot_command: Vec<String>,
+    /// Largest bundle accepted.
+    pub max_bundle: u64,
 }
 
 impl Fetcher {
@@ -162,11 +218,12 @@ impl Fetcher {
 
     fn carry_out(&self, text: &str, stop: &Stop) {
         let mut restart = false;
+        let mut reboot = None;
         match parse(text) {
             Err(e) => {
                 self.status(&e);
             }
-            Ok((install, remove)) => {
+            Ok(Plan { install, remove, os }) => {
                 for file in &install {
                     if stop.stopped() {
                         return; // the pending file stays: finished at the next start
@@ -179,7 +236,10 @@ impl Fetcher {
                         Err(e) => self.status(&format!("remove {name}: {e}")),
                     };
                 }
-                let report = crate::telemetry::engine_report(&self.apps, &self.queue).to_string();
+                if let Some((bundle, at)) = os {
+                    reboot = self.install_os(&bundle, at, stop);
+                }
+                let report = crate::telemetry::engine_report(&self.apps, &self.queue, &self.state_dir).to_string();
                 if let Err(e) = crate::telemetry::enqueue(&self.queue, "engine_report", &report) {
                     log::warn!("queueing engine_report: {e}");
                 }
@@ -191,6 +251,107 @@ impl Fetcher {
         if restart {
             super::selfupdate::request_restart();
         }
+        if let (Some(at), Some(os)) = (reboot, &self.os) {
+            // The command is done (its file removed): a reboot now does not repeat it. A
+            // window is waited for here; the state file keeps it should the agent restart.
+            let cmd = os.reboot_command.clone();
+            let sup = os.rauc.sup.clone();
+            if at == RebootAt::Now {
+                super::os::wait_and_reboot(at, &cmd, sup.as_ref(), &|_| true);
+            } else {
+                let spawned = std::thread::Builder::new().name("os-reboot".into()).spawn(move || {
+                    super::os::wait_and_reboot(at, &cmd, sup.as_ref(), &|d| {
+                        std::thread::sleep(d);
+                        false
+                    })
+                });
+                if let Err(e) = spawned {
+                    log::error!("os update: waiting for the reboot window: {e}");
+                }
+            }
+        }
+    }
+
+    /// Downloads an OS bundle and has RAUC install it; the reboot policy when it did.
+    fn install_os(&self, bundle: &str, at: RebootAt, stop: &Stop) -> Option<RebootAt> {
+        let Some(os) = &self.os else {
+            self.status(&format!("{bundle}: this gateway takes no OS bundles ([ota] os_updates is off)"));
+            return None;
+        };
+        self.status(&format!("downloading {bundle}"));
+        let file = match self.download_bundle(bundle, os.max_bundle, stop) {
+            Ok(f) => {
+                crate::health::ok(HEALTH_PART);
+                f
+            }
+            Err(e) => {
+                if e.contains("not enough free space") || e.contains("No space left") {
+                    crate::health::failed(HEALTH_PART, &e);
+                }
+                self.status(&format!("{bundle}: {e}"));
+                return None;
+            }
+        };
+        self.status(&format!("installing {bundle}"));
+        // RAUC's progress, at most every 10 s (each write costs bytes on the link).
+        let mut last = std::time::Instant::now();
+        let path = file.to_string_lossy().into_owned();
+        let r = os.rauc.install(&path, at, &mut |line| {
+            log::info!("rauc: {line}");
+            if last.elapsed() >= Duration::from_secs(10) {
+                last = std::time::Instant::now();
+                self.status(&format!("installing {bundle}: {line}"));
+            }
+        });
+        let _ = std::fs::remove_file(&file);
+        match r {
+            Ok(u) => {
+                let when = match at {
+                    RebootAt::Now => "rebooting into it now".to_string(),
+                    RebootAt::Manual => "it runs after the next restart".to_string(),
+                    RebootAt::Window { .. } => format!("rebooting into it in the window {at} (UTC)"),
+                };
+                self.status(&format!(
+                    "installed {} {} into slot {} (running slot {}); {when}",
+                    u.compatible, u.version, u.to, u.from
+                ));
+                Some(at)
+            }
+            Err(e) => {
+                self.status(&format!("{bundle}: {e}"));
+                None
+            }
+        }
+    }
+
+    /// An OS bundle from the hub's content into `downloads/` (free space checked first,
+    /// resumed after a cut). RAUC checks its signature and compatible string.
+    fn download_bundle(&self, file: &str, max: u64, stop: &Stop) -> Result<PathBuf, String> {
+        let dir = self.downloads();
+        fsio::create_dir_all_durable(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let size = self.retrying(stop, || self.cloud.content_size(file)).map_err(|e| e.to_string())?;
+        if size > max {
+            return Err(format!("the bundle is {size} bytes, over the limit of {max}"));
+        }
+        let part = dir.join(format!("{file}.part"));
+        let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        let free = free_bytes(&dir);
+        if free < size.saturating_sub(have) {
+            return Err(format!("not enough free space to download: {size} bytes needed, {free} free"));
+        }
+        let got = self
+            .retrying(stop, || match self.cloud.download(file, &part, size) {
+                Ok(n) if n < size => Err(CloudError::Unreachable(format!("download ended at {n} of {size} bytes"))),
+                other => other,
+            })
+            .map_err(|e| e.to_string())?;
+        if got != size {
+            let _ = std::fs::remove_file(&part);
+            return Err(format!("downloaded {got} bytes, the hub said {size}"));
+        }
+        let path = dir.join(file);
+        std::fs::rename(&part, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(path)
     }
 
     /// Installs one package; true when it was a new agent (restart into it).
@@ -348,11 +509,13 @@ mod tests {
 
     #[test]
     fn commands() {
-        let (i, r) =
-            parse(r#"{"install":[{"name":"sensor.v1.4.2.tar.gz"},{"name":"modbus","version":"2.0"}]}"#).unwrap();
-        assert_eq!(i, ["sensor.v1.4.2.tar.gz", "modbus.v2.0.tar.gz"]);
-        assert!(r.is_empty());
-        assert_eq!(parse(r#"{"remove":[{"name":"old"}]}"#).unwrap().1, ["old"]);
+        let p = parse(r#"{"install":[{"name":"sensor.v1.4.2.tar.gz"},{"name":"modbus","version":"2.0"}]}"#).unwrap();
+        assert_eq!(p.install, ["sensor.v1.4.2.tar.gz", "modbus.v2.0.tar.gz"]);
+        assert!(p.remove.is_empty() && p.os.is_none());
+        assert_eq!(parse(r#"{"remove":[{"name":"old"}]}"#).unwrap().remove, ["old"]);
+        let p = parse(r#"{"os":{"name":"gw-os.v2.raucb","reboot":"02:00-04:00"}}"#).unwrap();
+        assert_eq!(p.os, Some(("gw-os.v2.raucb".into(), RebootAt::Window { start: 120, end: 240 })));
+        assert_eq!(parse(r#"{"os":{"name":"gw-os.v2.raucb"}}"#).unwrap().os.unwrap().1, RebootAt::Now);
         for bad in [
             "",
             "install sensor",
@@ -361,6 +524,10 @@ mod tests {
             r#"{"install":[]}"#,
             r#"{"upgrade":[{"name":"a.v1.tar.gz"}]}"#,
             r#"{"remove":[{"name":"a/b"}]}"#,
+            r#"{"os":{"name":"../x.raucb"}}"#,
+            r#"{"os":{"name":"x.tar.gz"}}"#,
+            r#"{"os":{"name":"x.raucb","reboot":"later"}}"#,
+            r#"{"os":{"name":"x.raucb","slot":"B"}}"#,
         ] {
             let e = parse(bad).unwrap_err();
             assert!(e.starts_with("engine_fetch"), "{bad}: {e}");

@@ -1,0 +1,705 @@
+//! Whole-image updates of the operating system, written by RAUC into the slot that is not
+//! running (docs/os-updates.md). gwe does not write images: it hands a bundle to RAUC,
+//! remembers what it asked for, and after the reboot decides whether the new system is good.
+//!
+//! The states, kept in `STATE_DIR/os-update.json` (replaced atomically):
+//! - `installing`: RAUC is writing the slot not running (`to`: that slot once known).
+//! - `rebooting`: RAUC installed the bundle into slot `to` and made it the one to boot;
+//!   the board is about to restart (or waits for its reboot).
+//! - `trial`: the board came up in slot `to`; the health check runs. The bootloader's
+//!   counter is running down: if this boot never reaches the end of the check, the board
+//!   falls back by itself after its tries.
+//! - `good`: the check passed and RAUC marked the slot good.
+//! - `failed`: the check failed; RAUC marked the slot bad and the board restarts into `from`.
+//! - `rolled-back`: the board runs `from` again, with the reason.
+//!
+//! Each step is recoverable after a power cut: the state is written before the act it
+//! announces, and the act is repeated or judged from what the bootloader booted.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsio;
+
+/// The state file, under the agent's state directory.
+pub const STATE_FILE: &str = "os-update.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Installing,
+    Rebooting,
+    Trial,
+    Good,
+    Failed,
+    RolledBack,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Installing => "installing",
+            Phase::Rebooting => "rebooting",
+            Phase::Trial => "trial",
+            Phase::Good => "good",
+            Phase::Failed => "failed",
+            Phase::RolledBack => "rolled-back",
+        }
+    }
+}
+
+/// When the board restarts into a newly installed system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RebootAt {
+    /// As soon as the install finished.
+    #[default]
+    Now,
+    /// Whenever the board next restarts (by its operator or a power cut).
+    Manual,
+    /// In a maintenance window, minutes after midnight UTC on the gateway's clock: from
+    /// `start` (inclusive) to `end` (exclusive); a window may span midnight.
+    Window { start: u16, end: u16 },
+}
+
+impl RebootAt {
+    /// `now`, `manual`, or a window `HH:MM-HH:MM` (UTC).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || format!("reboot {s:?}: say now, manual, or a window HH:MM-HH:MM (UTC)");
+        match s {
+            "now" => return Ok(RebootAt::Now),
+            "manual" => return Ok(RebootAt::Manual),
+            _ => {}
+        }
+        let hm = |t: &str| -> Option<u16> {
+            let (h, m) = t.split_once(':')?;
+            let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+            (h < 24 && m < 60 && t.len() == 5).then_some(h * 60 + m)
+        };
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        match (hm(a), hm(b)) {
+            (Some(start), Some(end)) if start != end => Ok(RebootAt::Window { start, end }),
+            _ => Err(bad()),
+        }
+    }
+
+    /// Seconds from `now` (Unix seconds) until a reboot may happen; None for manual.
+    pub fn wait_secs(self, now: u64) -> Option<u64> {
+        match self {
+            RebootAt::Now => Some(0),
+            RebootAt::Manual => None,
+            RebootAt::Window { start, end } => {
+                let minute = ((now % 86_400) / 60) as u16;
+                let inside =
+                    if start < end { minute >= start && minute < end } else { minute >= start || minute < end };
+                if inside {
+                    return Some(0);
+                }
+                let into_day = now % 86_400;
+                let start = u64::from(start) * 60;
+                Some(if start > into_day { start - into_day } else { 86_400 - into_day + start })
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for RebootAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RebootAt::Now => f.write_str("now"),
+            RebootAt::Manual => f.write_str("manual"),
+            RebootAt::Window { start, end } => {
+                write!(f, "{:02}:{:02}-{:02}:{:02}", start / 60, start % 60, end / 60, end % 60)
+            }
+        }
+    }
+}
+
+impl Serialize for RebootAt {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RebootAt {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RebootAt::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What gwe asked RAUC for, and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Update {
+    /// The bundle's version and compatible string (its manifest, as RAUC read it).
+    pub version: String,
+    pub compatible: String,
+    /// The slot (bootname) that ran when the bundle was installed, and the one it went to.
+    pub from: String,
+    pub to: String,
+    pub phase: Phase,
+    /// Why it failed or rolled back.
+    pub reason: Option<String>,
+    /// When the board restarts into it.
+    #[serde(default)]
+    pub reboot: RebootAt,
+    /// The kernel's boot id when it was installed: the same id after an agent restart means
+    /// the board has not rebooted yet.
+    #[serde(default)]
+    pub boot: String,
+    /// Unix seconds of the last change.
+    pub since: u64,
+}
+
+/// A failure of an OS update step, naming what failed.
+#[derive(Debug)]
+pub enum OsError {
+    /// RAUC could not be run.
+    Spawn(String, std::io::Error),
+    /// RAUC ran and refused or failed; its own words.
+    Rauc(String),
+    /// The state file could not be read or written.
+    State(PathBuf, std::io::Error),
+}
+
+impl std::fmt::Display for OsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OsError::Spawn(what, e) => write!(f, "running {what}: {e}"),
+            OsError::Rauc(msg) => write!(f, "{msg}"),
+            OsError::State(p, e) => write!(f, "{}: {e}", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for OsError {}
+
+/// What the agent does with the state it finds after a boot.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AfterBoot {
+    /// Nothing pending.
+    Idle,
+    /// Installed, the board not restarted yet: reboot when the policy says.
+    Waiting(Update),
+    /// The new system runs: check its health, then mark it good or bad.
+    Check(Update),
+    /// The board is back in the old system: report it.
+    RolledBack(Update),
+}
+
+/// RAUC, as the agent drives it.
+#[derive(Clone)]
+pub struct Rauc {
+    /// The `rauc` program.
+    pub program: PathBuf,
+    /// The agent's state directory (the state file lives there).
+    pub state_dir: PathBuf,
+    /// In the agent, RAUC runs through the supervisor (the one process that spawns and
+    /// reaps); the command line (`gwe os`) runs it itself.
+    pub sup: Option<crate::supervisor::Supervisor>,
+}
+
+/// How long RAUC may take for one command (an install writes a whole slot).
+const RAUC_TIMEOUT: Duration = Duration::from_secs(3600);
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Rauc {
+    fn state_path(&self) -> PathBuf {
+        self.state_dir.join(STATE_FILE)
+    }
+
+    /// The update gwe last asked for, if any.
+    pub fn state(&self) -> Result<Option<Update>, OsError> {
+        let p = self.state_path();
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| OsError::State(p, std::io::Error::new(std::io::ErrorKind::InvalidData, e))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(OsError::State(p, e)),
+        }
+    }
+
+    fn save(&self, u: &Update) -> Result<(), OsError> {
+        let p = self.state_path();
+        let bytes = serde_json::to_vec_pretty(u).expect("an update serializes");
+        fsio::write_atomic(&p, &bytes).map_err(|e| OsError::State(p, e))
+    }
+
+    /// Moves the update to `phase`, with a reason when it failed.
+    pub fn set(&self, mut u: Update, phase: Phase, reason: Option<String>) -> Result<Update, OsError> {
+        u.phase = phase;
+        u.reason = reason;
+        u.since = now();
+        self.save(&u)?;
+        Ok(u)
+    }
+
+    fn run(&self, args: &[&str]) -> Result<String, OsError> {
+        let (ok, out, err) = self.exec(args, &mut |_| {})?;
+        if ok {
+            return Ok(out);
+        }
+        let last = |t: &'_ str| t.lines().rfind(|l| !l.trim().is_empty()).map(str::to_string);
+        let why = last(&err).or_else(|| last(&out)).unwrap_or_else(|| "no output".into());
+        Err(OsError::Rauc(format!("rauc {}: {}", args.first().copied().unwrap_or(""), why.trim())))
+    }
+
+    /// RAUC's JSON answer: its one line that is a JSON object (through the supervisor, its
+    /// messages share the output).
+    fn run_json(&self, args: &[&str]) -> Result<serde_json::Value, OsError> {
+        let text = self.run(args)?;
+        let what = format!("rauc {}", args.first().copied().unwrap_or(""));
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with('{'))
+            .ok_or_else(|| OsError::Rauc(format!("{what}: no JSON in its answer")))?;
+        serde_json::from_str(line).map_err(|e| OsError::Rauc(format!("{what}: not JSON: {e}")))
+    }
+
+    /// Runs RAUC with `args`: whether it succeeded, its stdout and its stderr; `progress`
+    /// sees its output lines as they come (every 2 s through the supervisor).
+    fn exec(&self, args: &[&str], progress: &mut dyn FnMut(&str)) -> Result<(bool, String, String), OsError> {
+        let what = format!("rauc {}", args.first().copied().unwrap_or(""));
+        let Some(sup) = &self.sup else {
+            let mut child = Command::new(&self.program)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| OsError::Spawn(what.clone(), e))?;
+            let stderr = child.stderr.take().expect("piped");
+            let err_reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+            let mut out = String::new();
+            if let Some(o) = child.stdout.take() {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(o).lines().map_while(Result::ok) {
+                    progress(&line);
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            }
+            let status = child.wait().map_err(|e| OsError::Spawn(what.clone(), e))?;
+            return Ok((status.success(), out, err_reader.join().unwrap_or_default()));
+        };
+        // Through the supervisor: stdout and stderr together in one file, read as it grows.
+        let log = self.state_dir.join("rauc.log");
+        let job = crate::supervisor::OneOff {
+            command: std::iter::once(self.program.to_string_lossy().into_owned())
+                .chain(args.iter().map(|a| a.to_string()))
+                .collect(),
+            dir: "/".into(),
+            env: Vec::new(),
+            output: log.clone(),
+            timeout: RAUC_TIMEOUT,
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sup = sup.clone();
+        std::thread::Builder::new()
+            .name("rauc".into())
+            .spawn(move || {
+                let _ = tx.send(sup.run_once(job));
+            })
+            .map_err(|e| OsError::Spawn(what.clone(), e))?;
+        let mut seen = 0;
+        let mut emit = |all: &str, seen: &mut usize| {
+            if let Some(done) = all.get(*seen..).and_then(|new| new.rfind('\n')) {
+                for line in all[*seen..*seen + done].lines() {
+                    progress(line);
+                }
+                *seen += done + 1;
+            }
+        };
+        let result = loop {
+            match rx.recv_timeout(Duration::from_secs(2)) {
+                Ok(r) => break r,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    emit(&std::fs::read_to_string(&log).unwrap_or_default(), &mut seen);
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    break crate::supervisor::OneOffResult::SpawnFailed("the supervisor stopped".into())
+                }
+            }
+        };
+        let all = std::fs::read_to_string(&log).unwrap_or_default();
+        emit(&all, &mut seen);
+        let _ = std::fs::remove_file(&log);
+        use crate::supervisor::OneOffResult;
+        match result {
+            OneOffResult::Exited(c) => Ok((c == 0, all, String::new())),
+            OneOffResult::TimedOut => {
+                Err(OsError::Rauc(format!("{what}: ran longer than {} s", RAUC_TIMEOUT.as_secs())))
+            }
+            OneOffResult::SpawnFailed(e) => Err(OsError::Rauc(format!("{what}: could not run: {e}"))),
+        }
+    }
+
+    /// RAUC's view of the system: the booted slot's bootname, the primary's, every slot.
+    pub fn status(&self) -> Result<serde_json::Value, OsError> {
+        self.run_json(&["status", "--output-format=json"])
+    }
+
+    /// The bootname of the slot the system runs from.
+    pub fn booted(&self) -> Result<String, OsError> {
+        let s = self.status()?;
+        s["booted"].as_str().map(str::to_string).ok_or_else(|| OsError::Rauc("rauc status names no booted slot".into()))
+    }
+
+    /// Installs `bundle` (a file or a URL RAUC streams from) into the other slot and makes it
+    /// the one to boot. RAUC checks the signature and the compatible string first; `progress`
+    /// sees RAUC's progress lines.
+    pub fn install(&self, bundle: &str, reboot: RebootAt, progress: &mut dyn FnMut(&str)) -> Result<Update, OsError> {
+        if let Some(u) = self.state()? {
+            let busy = match u.phase {
+                Phase::Trial => true,
+                Phase::Installing | Phase::Rebooting => u.boot == boot_id(),
+                Phase::Good | Phase::Failed | Phase::RolledBack => false,
+            };
+            if busy {
+                return Err(OsError::Rauc(format!(
+                    "an update to {} ({} in slot {}) is {} already: one at a time",
+                    u.version,
+                    u.compatible,
+                    u.to,
+                    u.phase.as_str()
+                )));
+            }
+        }
+        let info = self.run_json(&["info", "--output-format=json", bundle])?;
+        let version = info["version"].as_str().unwrap_or("").to_string();
+        let compatible = info["compatible"].as_str().unwrap_or("").to_string();
+        let from = self.booted()?;
+        // Written first: a power cut during the install is recognised at the next boot.
+        let before = self.state()?;
+        let mut u = Update {
+            version,
+            compatible,
+            from,
+            to: String::new(),
+            phase: Phase::Installing,
+            reason: None,
+            reboot,
+            boot: boot_id(),
+            since: now(),
+        };
+        self.save(&u)?;
+        let r = self.rauc_install(bundle, progress);
+        if let Err(e) = r {
+            // Refused or failed: the slots are as they were, and so is the record.
+            let p = self.state_path();
+            match before {
+                Some(b) => self.save(&b)?,
+                None => std::fs::remove_file(&p).map_err(|e| OsError::State(p, e))?,
+            }
+            return Err(e);
+        }
+        let s = self.status()?;
+        let primary = s["boot_primary"].as_str().unwrap_or("");
+        u.to = s["slots"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o.as_object())
+            .flat_map(|o| o.iter())
+            .find(|(name, _)| name.as_str() == primary)
+            .and_then(|(_, v)| v["bootname"].as_str())
+            .ok_or_else(|| {
+                OsError::Rauc(format!("after the install, rauc status names no primary slot ({primary:?})"))
+            })?
+            .to_string();
+        self.set(u, Phase::Rebooting, None)
+    }
+
+    /// `rauc install`, its progress lines to `progress`; RAUC's reason when it fails.
+    fn rauc_install(&self, bundle: &str, progress: &mut dyn FnMut(&str)) -> Result<(), OsError> {
+        // RAUC says why an install failed on a line of its own ("LastError: ..."); its last
+        // line only says that it failed.
+        let mut why = None;
+        let (ok, out, err) = self.exec(&["install", bundle], &mut |line| {
+            let line = line.trim();
+            if let Some(e) = line.strip_prefix("LastError:") {
+                why = Some(e.trim().to_string());
+            } else if !line.is_empty() {
+                progress(line);
+            }
+        })?;
+        if ok {
+            return Ok(());
+        }
+        let why = why
+            .or_else(|| err.lines().find_map(|l| l.trim().strip_prefix("LastError:")).map(|e| e.trim().to_string()))
+            .or_else(|| err.lines().chain(out.lines()).rfind(|l| !l.trim().is_empty()).map(|l| l.trim().to_string()))
+            .unwrap_or_else(|| "rauc install failed with no output".into());
+        Err(OsError::Rauc(why))
+    }
+
+    /// What the state on disk means now that the system has booted from `booted`.
+    pub fn after_boot(&self, booted: &str) -> Result<AfterBoot, OsError> {
+        let Some(u) = self.state()? else { return Ok(AfterBoot::Idle) };
+        Ok(match u.phase {
+            Phase::Rebooting if u.boot == boot_id() => AfterBoot::Waiting(u),
+            // The agent restarted while RAUC installs: nothing to judge yet.
+            Phase::Installing if u.boot == boot_id() => AfterBoot::Idle,
+            // The install finished and the board restarted into it before the record said so.
+            Phase::Installing if booted != u.from => {
+                let mut u = u;
+                u.to = booted.to_string();
+                AfterBoot::Check(self.set(u, Phase::Trial, None)?)
+            }
+            Phase::Installing => {
+                let why =
+                    format!("the install of {} was cut short by a restart; slot {booted} runs as before", u.version);
+                AfterBoot::RolledBack(self.set(u, Phase::RolledBack, Some(why))?)
+            }
+            Phase::Rebooting | Phase::Trial if booted == u.to => {
+                let u = if u.phase == Phase::Rebooting { self.set(u, Phase::Trial, None)? } else { u };
+                AfterBoot::Check(u)
+            }
+            Phase::Rebooting | Phase::Trial => {
+                let why = format!(
+                    "the new system ({} in slot {}) did not come up: the bootloader went back to slot {booted}",
+                    u.version, u.to
+                );
+                AfterBoot::RolledBack(self.set(u, Phase::RolledBack, Some(why))?)
+            }
+            Phase::Failed if booted != u.to => {
+                let why = u.reason.clone();
+                AfterBoot::RolledBack(self.set(u, Phase::RolledBack, why)?)
+            }
+            // Marked bad, but still running it (the reboot did not happen): reboot again.
+            Phase::Failed => AfterBoot::Check(u),
+            Phase::Good | Phase::RolledBack => AfterBoot::Idle,
+        })
+    }
+
+    /// The new system passed its check: RAUC marks the booted slot good.
+    pub fn mark_good(&self, u: Update) -> Result<Update, OsError> {
+        self.run(&["status", "mark-good", "booted"])?;
+        self.set(u, Phase::Good, None)
+    }
+
+    /// The new system failed its check: RAUC marks it bad, so the bootloader boots the other.
+    pub fn mark_bad(&self, u: Update, reason: String) -> Result<Update, OsError> {
+        let u = self.set(u, Phase::Failed, Some(reason))?;
+        self.run(&["status", "mark-bad", "booted"])?;
+        Ok(u)
+    }
+}
+
+/// This boot's id (the kernel makes a new one at each boot).
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// Restarts the board with `command` (the first word is the program); through the
+/// supervisor in the agent.
+pub fn reboot(command: &[String], sup: Option<&crate::supervisor::Supervisor>) -> Result<(), OsError> {
+    let (prog, args) = command.split_first().ok_or_else(|| OsError::Rauc("no reboot command configured".into()))?;
+    let Some(sup) = sup else {
+        let st = Command::new(prog).args(args).status().map_err(|e| OsError::Spawn(command.join(" "), e))?;
+        return if st.success() { Ok(()) } else { Err(OsError::Rauc(format!("{}: {st}", command.join(" ")))) };
+    };
+    let job = crate::supervisor::OneOff {
+        command: command.to_vec(),
+        dir: "/".into(),
+        env: Vec::new(),
+        output: "/dev/null".into(),
+        timeout: Duration::from_secs(120),
+    };
+    match sup.run_once(job) {
+        crate::supervisor::OneOffResult::Exited(0) => Ok(()),
+        other => Err(OsError::Rauc(format!("{}: {other:?}", command.join(" ")))),
+    }
+}
+
+/// Waits until `at` allows it, then restarts the board. The wait is computed again at
+/// least every 5 minutes (the clock may be set meanwhile); `stopped` ends it early.
+pub fn wait_and_reboot(
+    at: RebootAt,
+    command: &[String],
+    sup: Option<&crate::supervisor::Supervisor>,
+    stopped: &dyn Fn(std::time::Duration) -> bool,
+) {
+    loop {
+        let Some(wait) = at.wait_secs(now()) else { return };
+        if wait == 0 {
+            log::info!("os update: restarting into the new system ({at})");
+            if let Err(e) = reboot(command, sup) {
+                log::error!("os update: {e}");
+            }
+            return;
+        }
+        if stopped(std::time::Duration::from_secs(wait.min(300))) {
+            return;
+        }
+    }
+}
+
+/// The image this system runs: os-release's IMAGE_ID and IMAGE_VERSION.
+pub fn image(os_release: &str) -> (Option<String>, Option<String>) {
+    let field =
+        |k: &str| os_release.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().trim_matches('"').to_string());
+    (field("IMAGE_ID="), field("IMAGE_VERSION="))
+}
+
+/// The slot the kernel was booted from, as the bootloader told it (`rauc.slot=`).
+pub fn booted_slot(cmdline: &str) -> Option<String> {
+    cmdline.split_whitespace().find_map(|a| a.strip_prefix("rauc.slot=")).map(str::to_string)
+}
+
+/// What `engine_report` and `device_info` carry about the operating system's slots.
+pub fn report(state_dir: &Path) -> serde_json::Value {
+    let rel = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    let (id, version) = image(&rel);
+    let booted = booted_slot(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    let update: Option<Update> =
+        std::fs::read(state_dir.join(STATE_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    serde_json::json!({
+        "slot": booted,
+        "image": id,
+        "version": version,
+        "update": update,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in `rauc` (a shell script) whose answers the test sets.
+    fn fake_rauc(dir: &Path, booted: &str, primary: &str) -> Rauc {
+        let prog = dir.join("rauc");
+        let status = format!(
+            r#"{{"compatible":"c1","booted":"{booted}","boot_primary":"{primary}","slots":[{{"rootfs.0":{{"bootname":"A","state":"booted"}}}},{{"rootfs.1":{{"bootname":"B","state":"inactive"}}}}]}}"#
+        );
+        let script = format!(
+            "#!/bin/sh\ncase \"$1 $2\" in\n  'status --output-format=json') echo 'rauc-Message: 10:00:00.000: a message'; echo '{status}' ;;\n  'info --output-format=json') echo '{{\"compatible\":\"c1\",\"version\":\"2\"}}' ;;\n  'install '*) echo ' 50% Installing'; echo '100% Installing done.' ;;\n  'status mark-good'|'status mark-bad') echo \"$@\" >> {log} ;;\n  *) echo \"unexpected: $*\" >&2; exit 1 ;;\nesac\n",
+            log = dir.join("marks").display()
+        );
+        std::fs::write(&prog, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Rauc { program: prog, state_dir: dir.to_path_buf(), sup: None }
+    }
+
+    /// What a reboot changes for the state: the boot id.
+    fn reboot(r: &Rauc) {
+        let mut u = r.state().unwrap().unwrap();
+        u.boot = "an earlier boot".into();
+        r.save(&u).unwrap();
+    }
+
+    #[test]
+    fn reboot_windows_are_minutes_of_the_day_in_utc() {
+        assert_eq!(RebootAt::parse("now"), Ok(RebootAt::Now));
+        let w = RebootAt::parse("02:00-04:30").unwrap();
+        assert_eq!(w, RebootAt::Window { start: 120, end: 270 });
+        assert_eq!(w.to_string(), "02:00-04:30");
+        let day = 86_400 * 20_000;
+        assert_eq!(w.wait_secs(day + 3 * 3600), Some(0));
+        assert_eq!(w.wait_secs(day + 3600), Some(3600));
+        assert_eq!(w.wait_secs(day + 5 * 3600), Some(21 * 3600));
+        // Across midnight.
+        let n = RebootAt::parse("23:00-01:00").unwrap();
+        assert_eq!(n.wait_secs(day + 30 * 60), Some(0));
+        assert_eq!(n.wait_secs(day + 22 * 3600), Some(3600));
+        assert_eq!(RebootAt::Manual.wait_secs(day), None);
+        for bad in ["", "later", "2:00-04:00", "02:00-02:00", "25:00-01:00", "02:00"] {
+            assert!(RebootAt::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_install_remembers_both_slots_and_the_boot_decides() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = fake_rauc(dir.path(), "A", "rootfs.1");
+        let mut lines = Vec::new();
+        let u = r.install("/x.raucb", RebootAt::Now, &mut |l| lines.push(l.to_string())).unwrap();
+        assert_eq!((u.from.as_str(), u.to.as_str(), u.version.as_str(), u.phase), ("A", "B", "2", Phase::Rebooting));
+        assert_eq!(lines, ["50% Installing", "100% Installing done."]);
+        // A second install while the first waits for its reboot is refused.
+        let e = r.install("/y.raucb", RebootAt::Now, &mut |_| {}).unwrap_err().to_string();
+        assert!(e.contains("one at a time"), "{e}");
+        // The agent restarted before the board did: still waiting for the reboot.
+        assert!(matches!(r.after_boot("A").unwrap(), AfterBoot::Waiting(_)));
+        // Booted into B (another boot): the check runs.
+        reboot(&r);
+        let AfterBoot::Check(u) = r.after_boot("B").unwrap() else { panic!("no check") };
+        assert_eq!(u.phase, Phase::Trial);
+        let u = r.mark_good(u).unwrap();
+        assert_eq!(u.phase, Phase::Good);
+        assert_eq!(std::fs::read_to_string(dir.path().join("marks")).unwrap(), "status mark-good booted\n");
+        assert_eq!(r.after_boot("B").unwrap(), AfterBoot::Idle);
+    }
+
+    #[test]
+    fn a_boot_back_in_the_old_slot_is_a_rollback_with_its_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = fake_rauc(dir.path(), "A", "rootfs.1");
+        r.install("/x.raucb", RebootAt::Now, &mut |_| {}).unwrap();
+        reboot(&r);
+        // The new slot never came up (a kernel that panics): the bootloader fell back.
+        let AfterBoot::RolledBack(u) = r.after_boot("A").unwrap() else { panic!("no rollback") };
+        assert!(u.reason.as_deref().unwrap().contains("did not come up"), "{u:?}");
+        assert_eq!(r.after_boot("A").unwrap(), AfterBoot::Idle);
+
+        // The new slot came up but failed its check: marked bad; back in A, the reason stays.
+        r.set(u, Phase::Good, None).unwrap();
+        r.install("/x.raucb", RebootAt::Now, &mut |_| {}).unwrap();
+        reboot(&r);
+        let u = match r.after_boot("B").unwrap() {
+            AfterBoot::Check(u) => u,
+            other => panic!("{other:?}"),
+        };
+        r.mark_bad(u, "app meter not RUNNING after 60 s".into()).unwrap();
+        let AfterBoot::RolledBack(u) = r.after_boot("A").unwrap() else { panic!("no rollback") };
+        assert_eq!(u.reason.as_deref(), Some("app meter not RUNNING after 60 s"));
+    }
+
+    #[test]
+    fn rauc_refusing_a_bundle_is_an_error_with_its_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let prog = dir.path().join("rauc");
+        std::fs::write(
+            &prog,
+            "#!/bin/sh\necho 'rauc-Message: checking'\necho 'Failed to verify bundle: signature: certificate verify failed' >&2\nexit 1\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let r = Rauc { program: prog, state_dir: dir.path().to_path_buf(), sup: None };
+        let e = r.install("/x.raucb", RebootAt::Now, &mut |_| {}).unwrap_err().to_string();
+        assert!(e.contains("certificate verify failed"), "{e}");
+        assert_eq!(r.state().unwrap(), None, "nothing recorded for a refused bundle");
+    }
+
+    #[test]
+    fn a_failed_install_says_rauc_s_reason_and_leaves_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = fake_rauc(dir.path(), "A", "rootfs.1");
+        let script = std::fs::read_to_string(&r.program).unwrap().replace(
+            "'install '*) echo ' 50% Installing'; echo '100% Installing done.' ;;",
+            "'install '*) echo ' 40% Checking bundle failed.'; echo 'LastError: Compatible mismatch: Expected c1 but bundle manifest has c2'; echo 'Installing `x` failed'; exit 1 ;;",
+        );
+        std::fs::write(&r.program, script).unwrap();
+        let e = r.install("/x.raucb", RebootAt::Now, &mut |_| {}).unwrap_err().to_string();
+        assert_eq!(e, "Compatible mismatch: Expected c1 but bundle manifest has c2");
+        assert_eq!(r.state().unwrap(), None);
+    }
+
+    #[test]
+    fn image_and_slot_come_from_os_release_and_the_command_line() {
+        assert_eq!(
+            image("NAME=x\nIMAGE_ID=gwe-qemu\nIMAGE_VERSION=\"2.1\"\n"),
+            (Some("gwe-qemu".into()), Some("2.1".into()))
+        );
+        assert_eq!(booted_slot("console=ttyAMA0 root=/dev/vda4 rauc.slot=B"), Some("B".into()));
+        assert_eq!(booted_slot("root=/dev/vda"), None);
+    }
+}
