@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Assembles a bootable QEMU board whose root filesystem is Debian for ARM, made from Debian's
 # packages by mmdebstrap, with systemd as init and the agent installed as firmware builds
-# install it (the binary, init/systemd/gwe.service enabled, /etc/gwe):
-#   target/boards/BOARD/vmlinuz      Debian's kernel
-#   target/boards/BOARD/initrd.gz    BusyBox: loads the virtio modules, mounts the root disk
-#                                    and hands over to systemd (switch_root)
-#   target/boards/BOARD/root.img     the root filesystem (ext4, read-write)
+# install it (the binary, init/systemd/gwe.service enabled, /etc/gwe). Debian's U-Boot boots
+# one of two root slots, counting tries (board-configs/BOARD/boot/boot.cmd), and RAUC from
+# Debian updates the other one:
+#   target/boards/BOARD/u-boot.bin    Debian's U-Boot for QEMU's virt machine (-bios)
+#   target/boards/BOARD/disk.img      GPT: boot (boot.scr), the boot selection's U-Boot
+#                                     environment, slot A, slot B, data
+#   target/boards/BOARD/rootfs/       the slot's files (scripts/build-os-bundle.sh makes
+#                                     RAUC bundles of it)
+#   target/boards/BOARD/rauc/         the signing PKI of the bundles (made once, a test PKI:
+#                                     RAUC_KEYRING, RAUC_CERT and RAUC_KEY give your own)
+# Each slot holds its kernel (/boot/Image) and a BusyBox initramfs (/boot/initrd.gz) that
+# loads the virtio modules, mounts the root= slot and hands over to systemd (switch_root).
 #   scripts/build-debian-image.sh qemu-aarch64-debian
 # GWE_ROOT_KEY (64 hex digits) and GWE_KEYS_FILE (a keys document it signed) bake the OTA
 # trust in, as build-image.sh does; GWE_EXTRA_FILES (a directory) is copied to /root.
@@ -17,7 +24,18 @@ cfg=board-configs/$board
 # shellcheck source=/dev/null
 . "$cfg/board.env"
 
-command -v mmdebstrap >/dev/null || apt-get install -y -qq mmdebstrap >/dev/null
+# Host tools, from Debian: mmdebstrap, RAUC (bundles), squashfs-tools (RAUC's bundle
+# format), u-boot-tools (mkimage), gdisk (sgdisk), kmod (depmod), libubootenv-tool.
+missing=()
+for t in mmdebstrap:mmdebstrap rauc:rauc mksquashfs:squashfs-tools mkimage:u-boot-tools sgdisk:gdisk \
+         depmod:kmod fw_setenv:libubootenv-tool; do
+  PATH=$PATH:/usr/sbin:/sbin command -v "${t%%:*}" >/dev/null || missing+=("${t#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+export PATH=$PATH:/usr/sbin:/sbin
+
 scripts/cross-build.sh "$RUST_TARGET" >/dev/null
 bin=target/$RUST_TARGET/release/gwe
 
@@ -26,33 +44,71 @@ bin=target/$RUST_TARGET/release/gwe
 . scripts/board-kernel.sh
 kernel_and_busybox
 
-# The Debian root, made once per suite, architecture and package list.
-tag=$(echo "$DEBIAN_SUITE $DEB_ARCH $DEBIAN_PACKAGES" | sha256sum | cut -c1-12)
-tarball=target/boards/cache/debian-$DEBIAN_SUITE-$DEB_ARCH-$tag.tar
+out=target/boards/$board
+mkdir -p "$out"
+
+# Debian's U-Boot for QEMU (an architecture-independent package).
+cache=target/boards/cache
+ls "$cache"/u-boot-qemu_*.deb >/dev/null 2>&1 || (cd "$cache" && apt-get download u-boot-qemu 2>/dev/null)
+rm -rf "$cache/u-boot-qemu"
+for deb in "$cache"/u-boot-qemu_*.deb; do dpkg-deb -x "$deb" "$cache/u-boot-qemu"; done
+cp "$cache/u-boot-qemu/usr/lib/u-boot/$UBOOT/u-boot.bin" "$out/u-boot.bin"
+
+# The Debian root, made once per suite, architecture and package list. What a gateway's
+# root does not need is left out: documentation, translations, the character set converters,
+# udev's hardware database, and perl with usrmerge, its only user (the root is merged
+# already; the board's packages name usr-is-merged for what depends on a merged root): a
+# smaller slot is a smaller bundle and a shorter install.
+# shellcheck disable=SC2016  # $1 is mmdebstrap's, in its hooks
+slim=(--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*'
+  --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/lib/*/gconv/*'
+  --dpkgopt='path-exclude=/usr/lib/udev/hwdb.d/*'
+  --customize-hook='chroot "$1" dpkg --purge usrmerge libfile-find-rule-perl libnumber-compare-perl libtext-glob-perl perl perl-modules-5.36 libperl5.36'
+  --customize-hook='rm -f "$1/usr/lib/udev/hwdb.bin" "$1/etc/udev/hwdb.bin"')
+tag=$(echo "$DEBIAN_SUITE $DEB_ARCH $DEBIAN_PACKAGES ${slim[*]}" | sha256sum | cut -c1-12)
+tarball=$cache/debian-$DEBIAN_SUITE-$DEB_ARCH-$tag.tar
 if [ ! -f "$tarball" ]; then
   mmdebstrap --quiet --mode=root --format=tar --architectures="$DEB_ARCH" --variant=minbase \
-    --include="$DEBIAN_PACKAGES" \
-    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
-    --dpkgopt='path-exclude=/usr/share/locale/*' \
+    --include="$DEBIAN_PACKAGES" "${slim[@]}" \
     "$DEBIAN_SUITE" "$tarball.tmp" http://deb.debian.org/debian
   mv "$tarball.tmp" "$tarball"
 fi
 
-out=target/boards/$board
+# The bundles' signing PKI: a CA (the keyring the board trusts) and a signing certificate.
+pki=$out/rauc
+if [ -n "${RAUC_KEYRING:-}" ]; then
+  keyring=$RAUC_KEYRING
+else
+  keyring=$pki/ca.pem
+  if [ ! -f "$pki/signing.pem" ]; then
+    mkdir -p "$pki"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+      -subj "/O=gwe test/CN=$board OS update CA" -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -subj "/O=gwe test/CN=$board OS bundles" -keyout "$pki/signing.key" -out "$pki/signing.csr" 2>/dev/null
+    openssl x509 -req -in "$pki/signing.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial \
+      -days 3650 -out "$pki/signing.pem" 2>/dev/null
+  fi
+fi
+
 root=$out/rootfs
 rm -rf "$root"
 mkdir -p "$root"
 tar -C "$root" -xf "$tarball"
 cp -a "$cfg/rootfs/." "$root/"
 echo "$board" > "$root/etc/hostname"
-# The journal on disk (journald's "auto" storage): the test reads the last boot's.
-mkdir -p "$root/var/log/journal"
+install -m 0644 "$keyring" "$root/etc/rauc/keyring.pem"
+mkdir -p "$root/data"
+# Which image this slot holds (os-release's IMAGE_ID and IMAGE_VERSION; a bundle sets its own).
+printf 'IMAGE_ID=%s\nIMAGE_VERSION=%s\n' "$RAUC_COMPATIBLE" "${GWE_OS_VERSION:-1}" >> "$root/etc/os-release"
 # Quiet sample apps (the console is the test's command line): a logger and an idler.
 mkdir -p "$root/etc/gwe/programs.d"
 cp board-configs/qemu-common/rootfs/etc/gwe/programs.d/more-apps.conf "$root/etc/gwe/programs.d/"
 if [ -n "${GWE_ROOT_KEY:-}" ]; then
   install -m 0644 "$GWE_KEYS_FILE" "$root/etc/gwe/keys.json"
-  printf '\n[ota]\nroot_keys = ["%s"]\nkeys_file = "/etc/gwe/keys.json"\n' "$GWE_ROOT_KEY" >> "$root/etc/gwe/gwe.toml"
+  # Into the board's [ota] table (the file ends with it when it has one).
+  grep -q '^\[ota\]' "$root/etc/gwe/gwe.toml" || printf '\n[ota]\n' >> "$root/etc/gwe/gwe.toml"
+  printf 'root_keys = ["%s"]\nkeys_file = "/etc/gwe/keys.json"\n' "$GWE_ROOT_KEY" >> "$root/etc/gwe/gwe.toml"
 fi
 [ -n "${GWE_EXTRA_FILES:-}" ] && cp -a "$GWE_EXTRA_FILES/." "$root/root/"
 
@@ -61,32 +117,113 @@ install -D -m 0755 "$bin" "$root/usr/bin/gwe"
 install -D -m 0644 init/systemd/gwe.service "$root/usr/lib/systemd/system/gwe.service"
 mkdir -p "$root/etc/systemd/system/multi-user.target.wants"
 ln -sfn /usr/lib/systemd/system/gwe.service "$root/etc/systemd/system/multi-user.target.wants/gwe.service"
+# The network, by systemd-networkd (board-configs/BOARD/rootfs/etc/systemd/network).
+ln -sfn /lib/systemd/system/systemd-networkd.service \
+  "$root/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
 
-rm -f "$out/root.img"
-truncate -s "$ROOT_SIZE" "$out/root.img"
-mkfs.ext4 -q -F -L root -d "$root" "$out/root.img"
+# The kernel's modules the root needs, with their dependencies.
+kver=$(basename "$(dirname "$kdir")")
+deps=$(mktemp -d)
+mkdir -p "$deps/lib/modules/$kver"
+ln -s "$(realpath "$kdir")" "$deps/lib/modules/$kver/kernel"
+cp "$kdir/../modules.order" "$kdir/../modules.builtin" "$kdir/../modules.builtin.modinfo" "$deps/lib/modules/$kver/"
+depmod -b "$deps" "$kver"
+want=""
+for m in $ROOT_MODULES; do
+  line=$(grep -E "/$m\.ko(\.xz)?:" "$deps/lib/modules/$kver/modules.dep") \
+    || { echo "module $m is not in $kpkg" >&2; exit 1; }
+  want="$want ${line%%:*} ${line#*:}"
+done
+for f in $(echo "$want" | tr ' ' '\n' | sort -u); do
+  install -D -m 0644 "$kdir/${f#kernel/}" "$root/lib/modules/$kver/$f"
+done
+cp "$kdir/../modules.order" "$kdir/../modules.builtin" "$kdir/../modules.builtin.modinfo" "$root/lib/modules/$kver/"
+depmod -b "$root" "$kver"
+rm -rf "$deps"
 
-# The initramfs: BusyBox, the modules the root disk and NIC need, and an /init that mounts
-# the root disk and starts systemd on it.
+# The slot's kernel and initramfs (U-Boot loads both from the slot it boots).
 ird=$out/initramfs
 rm -rf "$ird"
 mkdir -p "$ird"/{bin,proc,sys,dev,newroot,lib/modules}
 cp "$x/bin/busybox" "$ird/bin/busybox"
-for a in sh mount umount insmod sleep switch_root mkdir cat; do ln -s busybox "$ird/bin/$a"; done
+for a in sh mount umount insmod sleep switch_root mkdir cat tr mv sync; do ln -s busybox "$ird/bin/$a"; done
 copy_modules "$ird/lib/modules" "$ird/lib/modules/order"
-cat > "$ird/init" <<INIT
+cat > "$ird/init" <<'INIT'
 #!/bin/sh
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-for m in \$(cat /lib/modules/order); do insmod /lib/modules/\$m.ko; done
+for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko; done
+root=
+for a in $(cat /proc/cmdline); do case "$a" in root=*) root=${a#root=} ;; esac; done
 n=0
-while [ ! -b $ROOT_DEVICE ] && [ \$n -lt 50 ]; do sleep 0.1; n=\$((n + 1)); done
-mount -t ext4 -o rw $ROOT_DEVICE /newroot || { echo "initramfs: cannot mount $ROOT_DEVICE"; exec sh; }
+while [ ! -b "$root" ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+mount -t ext4 -o rw "$root" /newroot || { echo "initramfs: cannot mount root=$root"; exec sh; }
+# One machine id for the board, whichever slot boots (the journal, DHCP and D-Bus key on
+# it): kept on the data partition, made once, written into the slot when it differs.
+mkdir -p /data
+if mount -t ext4 -o rw DATA_DEVICE /data; then
+  id=$(cat /data/machine-id 2>/dev/null)
+  if [ ${#id} -ne 32 ]; then
+    id=$(cat /newroot/etc/machine-id 2>/dev/null)
+    [ ${#id} -eq 32 ] || id=$(tr -d '-' < /proc/sys/kernel/random/uuid)
+    echo "$id" > /data/machine-id.tmp && sync && mv /data/machine-id.tmp /data/machine-id && sync
+  fi
+  [ "$(cat /newroot/etc/machine-id 2>/dev/null)" = "$id" ] || { echo "$id" > /newroot/etc/machine-id; sync; }
+  umount /data
+fi
 umount /proc /sys /dev
 exec switch_root /newroot /sbin/init
 INIT
+sed -i "s|DATA_DEVICE|$DATA_DEVICE|" "$ird/init"
 chmod 0755 "$ird/init"
-(cd "$ird" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/initrd.gz"
-cp "$(find "$x/boot" -name 'vmlinuz-*' | head -1)" "$out/vmlinuz"
-echo "$out: kernel $kpkg, Debian $DEBIAN_SUITE root $(du -sm "$root" | cut -f1) MB with systemd, agent $(stat -c %s "$bin") bytes"
+mkdir -p "$root/boot"
+(cd "$ird" && find . | cpio -o -H newc --quiet | gzip -1) > "$root/boot/initrd.gz"
+# Debian's arm64 cloud kernel is an uncompressed Image, as U-Boot's booti takes it.
+cp "$(find "$x/boot" -name 'vmlinuz-*' | head -1)" "$root/boot/Image"
+
+# The slot image, as the factory writes it into slot A and a bundle carries it.
+rm -f "$out/rootfs.ext4"
+truncate -s "$SLOT_SIZE" "$out/rootfs.ext4"
+mkfs.ext4 -q -F -L rootfs -d "$root" "$out/rootfs.ext4"
+
+# Partition 1: U-Boot's boot script. Partition 2: its environment, both copies saying "A B".
+parts=$(mktemp -d)
+mkdir -p "$parts/boot"
+mkimage -A arm64 -O linux -T script -C none -n "gwe A/B boot" -d "$cfg/boot/boot.cmd" "$parts/boot/boot.scr" >/dev/null
+truncate -s 8M "$parts/boot.img"
+mkfs.ext4 -q -F -L boot -d "$parts/boot" "$parts/boot.img"
+truncate -s 1M "$parts/bootstate.img"
+printf '%s 0x0 0x4000\n%s 0x4000 0x4000\n' "$parts/bootstate.img" "$parts/bootstate.img" > "$parts/fw_env.config"
+# Twice: each write goes to the older copy. The defaults are the board's, which libubootenv
+# also falls back to on the board should both copies be unreadable.
+for _ in 1 2; do
+  printf 'BOOT_ORDER A B\n' | fw_setenv -c "$parts/fw_env.config" -f "$cfg/rootfs/etc/u-boot-initial-env" -s - >/dev/null 2>&1
+done
+# Partition 5: the data partition, with the folders the agent, RAUC and journald use.
+mkdir -p "$parts/data/gwe" "$parts/data/log/gwe" "$parts/data/rauc" "$parts/data/journal"
+truncate -s "$DATA_SIZE" "$parts/data.img"
+mkfs.ext4 -q -F -L data -d "$parts/data" "$parts/data.img"
+
+mib() { echo $(( $(stat -c %s "$1") / 1048576 )); }
+disk=$out/disk.img
+rm -f "$disk"
+truncate -s $(( 1 + 8 + 1 + 2 * $(mib "$out/rootfs.ext4") + $(mib "$parts/data.img") + 2 ))M "$disk"
+sgdisk -a 2048 \
+  -n 1:1M:+8M -c 1:boot -A 1:set:2 \
+  -n 2:0:+1M -c 2:bootstate \
+  -n 3:0:+"$(mib "$out/rootfs.ext4")"M -c 3:rootfs-A \
+  -n 4:0:+"$(mib "$out/rootfs.ext4")"M -c 4:rootfs-B \
+  -n 5:0:+"$(mib "$parts/data.img")"M -c 5:data "$disk" >/dev/null
+put() {
+  local start
+  start=$(sgdisk -i "$1" "$disk" | awk '/^First sector/ {print $3}')
+  dd if="$2" of="$disk" bs=512 seek="$start" conv=notrunc,sparse status=none
+}
+put 1 "$parts/boot.img"
+put 2 "$parts/bootstate.img"
+put 3 "$out/rootfs.ext4"
+put 5 "$parts/data.img"
+rm -rf "$parts"
+echo "$out: U-Boot $UBOOT, kernel $kpkg, Debian $DEBIAN_SUITE root $(du -sm "$root" | cut -f1) MB with systemd" \
+  "and RAUC in slot A of $(mib "$disk") MB, agent $(stat -c %s "$bin") bytes"

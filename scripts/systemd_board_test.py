@@ -41,18 +41,22 @@ def board_env(board):
 class Board:
     """One boot of the board: QEMU with its serial console on our stdin/stdout."""
 
-    def __init__(self, env, out, ns, log):
+    def __init__(self, env, out, ns, log, hub_port=None):
         self.env, self.out = env, out
         self.log = open(log, "wb")
         self.buf = b""
         self.lock = threading.Condition()
         self.seq = 0
+        # Debian's U-Boot as the firmware: it boots a slot of the disk (boot/boot.cmd). A reset
+        # ends this QEMU (-no-reboot); the next Board is the board coming up again.
+        # With a hub (hub_port), the board reaches the namespace's loopback as 10.0.2.2; the
+        # namespace has no other network, so nothing leaves it either way.
+        net = "user,id=n0" + ("" if hub_port else ",restrict=on")
         cmd = ["ip", "netns", "exec", ns, env["QEMU"], *env["QEMU_ARGS"].split(),
                "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
-               "-kernel", f"{out}/vmlinuz", "-initrd", f"{out}/initrd.gz",
-               "-append", f"console={env['CONSOLE']} quiet net.ifnames=0 panic=-1",
-               "-drive", f"file={out}/root.img,format=raw,if=virtio",
-               "-netdev", "user,id=n0,restrict=on",
+               "-bios", f"{out}/u-boot.bin",
+               "-drive", f"file={out}/disk.img,format=raw,if=virtio",
+               "-netdev", net,
                "-device", f"virtio-net-pci,netdev=n0,mac={env['NET_MAC']},romfile="]
         self.qemu = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         threading.Thread(target=self._read, daemon=True).start()
@@ -167,16 +171,9 @@ class Board:
         self.qemu.wait()
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--board", default="qemu-aarch64-debian")
-    args = ap.parse_args()
-    os.chdir(ROOT)
-    env = board_env(args.board)
-    out = f"target/boards/{args.board}"
-    os.makedirs(out, exist_ok=True)
-
-    # A signed sample app, as an operator would bring it on a USB stick.
+def signed_sample_app(board, out):
+    """A signed sample app for the board, as an operator would bring it on a USB stick, and
+    the OTA trust the image bakes in: (its path, the build's environment)."""
     subprocess.run(["cargo", "build", "-q", "--bin", "gwe"], check=True)
     gwe = "target/debug/gwe"
     for k in ("root.key", "release.key"):
@@ -188,13 +185,83 @@ def main():
     extra = f"{out}/extra"
     os.makedirs(extra, exist_ok=True)
     pkg = subprocess.run([gwe, "pkg", "build", "board-configs/qemu-common/ota-sample/sensor", "--out", extra,
-                          "--key", f"{out}/release.key", "--vendor", "gwe", "--model", args.board],
+                          "--key", f"{out}/release.key", "--vendor", "gwe", "--model", board],
                          check=True, capture_output=True, text=True).stdout.strip()
     with open(f"{out}/root.key.pub") as f:
         root_pub = f.read().strip()
+    return pkg, {"GWE_ROOT_KEY": root_pub, "GWE_KEYS_FILE": keys, "GWE_EXTRA_FILES": extra}
+
+
+def first_boot_checks(board, pkg, apps):
+    """On a fresh board: systemd started the agent through Type=notify; an app installs with
+    `gwe app install`; a crash (SIGABRT) and a hang (SIGSTOP: the watchdog) are each followed
+    by a restart, the apps RUNNING again. Adds the installed app to `apps`."""
+    u = board.wait_unit("the agent's start", 90, lambda u: u["ActiveState"] != "activating")
+    assert u["Type"] == "notify" and u["ActiveState"] == "active" and u["SubState"] == "running", u
+    assert u["NRestarts"] == "0" and u["Restart"] == "always" and u["WatchdogUSec"] == "30s", u
+    print(f"gwe.service active (running) through Type=notify: the agent said READY=1; "
+          f"watchdog {u['WatchdogUSec']}, Restart={u['Restart']}")
+    board.apps_running(apps)
+    name = os.path.basename(pkg)
+    text = board.ok(f"gwe app install /root/{name}", 120)
+    print(f"gwe app install /root/{name}: {text.strip().splitlines()[-1] if text.strip() else ''}")
+    apps.append("sensor")
+    board.apps_running(apps)
+
+    # SIGABRT: what a panic does (panic = "abort"). Not SIGSEGV sent with kill: Rust's
+    # stack-overflow handler takes a SIGSEGV that is not a fault and carries on.
+    print("--- the agent crashes (SIGABRT, as a panic): Restart=always")
+    u, took = board.signal_agent("ABRT", u, 60)
+    print(f"restarted as pid {u['MainPID']} in {took:.1f} s")
+    assert board.journal_has("status=6/ABRT"), "the journal does not show the crash"
+    board.apps_running(apps)
+
+    print("--- the agent hangs (SIGSTOP): the watchdog")
+    u, took = board.signal_agent("STOP", u, 90)
+    assert board.journal_has("Watchdog timeout"), "the journal does not name the watchdog"
+    assert took >= 25, f"restarted after {took:.0f} s, before the watchdog could have fired"
+    print(f"systemd: 'Watchdog timeout'; killed and restarted as pid {u['MainPID']} {took:.0f} s after the hang")
+    board.apps_running(apps)
+    print(f"apps {', '.join(apps)} RUNNING again after each restart")
+
+
+def after_clean_reboot_checks(board, apps):
+    """After a clean reboot: the agent active, the last boot's journal ends with it stopped
+    cleanly, its apps RUNNING."""
+    u = board.wait_unit("the agent's start", 90, lambda u: u["ActiveState"] != "activating")
+    assert u["ActiveState"] == "active" and u["NRestarts"] == "0", u
+    # The journal is kept on disk: the last boot's ends with the agent stopped cleanly.
+    last = board.ok("journalctl -b -1 -u gwe --no-pager -o cat | tail -n 3")
+    assert "Deactivated successfully" in last or "Stopped gwe.service" in last, last
+    board.apps_running(apps)
+    print(f"the agent was stopped cleanly at the reboot; active again; apps {', '.join(apps)} RUNNING")
+
+
+def after_power_cut_checks(board, apps):
+    """After a power cut: the agent active, its apps RUNNING, `gwe check` clean; the agent's
+    Pss in kB."""
+    u = board.wait_unit("the agent's start", 90, lambda u: u["ActiveState"] != "activating")
+    assert u["ActiveState"] == "active" and u["NRestarts"] == "0", u
+    board.apps_running(apps)
+    # `gwe check` reads the data directory while the agent runs (read-only).
+    text = board.ok("gwe check")
+    smaps = board.ok(f"grep ^Pss: /proc/{u['MainPID']}/smaps_rollup")
+    pss = re.search(r"Pss:\s+(\d+) kB", smaps).group(1)
+    print(f"agent active; apps {', '.join(apps)} RUNNING; gwe check: {text.strip().splitlines()[-1]}")
+    return pss
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--board", default="qemu-aarch64-debian")
+    args = ap.parse_args()
+    os.chdir(ROOT)
+    env = board_env(args.board)
+    out = f"target/boards/{args.board}"
+    os.makedirs(out, exist_ok=True)
+    pkg, image_env = signed_sample_app(args.board, out)
     t = time.monotonic()
-    subprocess.run(["scripts/build-debian-image.sh", args.board], check=True,
-                   env={**os.environ, "GWE_ROOT_KEY": root_pub, "GWE_KEYS_FILE": keys, "GWE_EXTRA_FILES": extra})
+    subprocess.run(["scripts/build-debian-image.sh", args.board], check=True, env={**os.environ, **image_env})
     print(f"image built in {time.monotonic() - t:.0f} s")
 
     ns = f"gwe-sd-{os.getpid()}"
@@ -208,49 +275,18 @@ def main():
         t = time.monotonic()
         board = Board(env, out, ns, f"{out}/systemd-boot1.log")
         board.login()
-        u = board.wait_unit("the agent's start", 90, lambda u: u["ActiveState"] != "activating")
-        assert u["Type"] == "notify" and u["ActiveState"] == "active" and u["SubState"] == "running", u
-        assert u["NRestarts"] == "0" and u["Restart"] == "always" and u["WatchdogUSec"] == "30s", u
-        print(f"booted to a shell in {time.monotonic() - t:.0f} s; gwe.service active (running) through "
-              f"Type=notify: the agent said READY=1; watchdog {u['WatchdogUSec']}, Restart={u['Restart']}")
-        board.apps_running(apps)
-        name = os.path.basename(pkg)
-        text = board.ok(f"gwe app install /root/{name}", 120)
-        print(f"gwe app install /root/{name}: {text.strip().splitlines()[-1] if text.strip() else ''}")
-        apps.append("sensor")
-        board.apps_running(apps)
-
-        # SIGABRT: what a panic does (panic = "abort"). Not SIGSEGV sent with kill: Rust's
-        # stack-overflow handler takes a SIGSEGV that is not a fault and carries on.
-        print("--- the agent crashes (SIGABRT, as a panic): Restart=always")
-        u, took = board.signal_agent("ABRT", u, 60)
-        print(f"restarted as pid {u['MainPID']} in {took:.1f} s")
-        assert board.journal_has("status=6/ABRT"), "the journal does not show the crash"
-        board.apps_running(apps)
-
-        print("--- the agent hangs (SIGSTOP): the watchdog")
-        u, took = board.signal_agent("STOP", u, 90)
-        assert board.journal_has("Watchdog timeout"), "the journal does not name the watchdog"
-        assert took >= 25, f"restarted after {took:.0f} s, before the watchdog could have fired"
-        print(f"systemd: 'Watchdog timeout'; killed and restarted as pid {u['MainPID']} {took:.0f} s after the hang")
-        board.apps_running(apps)
-        print(f"apps {', '.join(apps)} RUNNING again after each restart")
+        print(f"booted to a shell in {time.monotonic() - t:.0f} s")
+        first_boot_checks(board, pkg, apps)
 
         print("--- clean reboot")
-        # What `systemctl reboot` does, without asking logind first (no D-Bus on this board).
+        # What `systemctl reboot` does, without asking logind first.
         board.send("systemctl start reboot.target --job-mode=replace-irreversibly --no-block")
         board.stopped(120)
 
         print("--- boot 2: after the reboot")
         board = Board(env, out, ns, f"{out}/systemd-boot2.log")
         board.login()
-        u = board.wait_unit("the agent's start", 90, lambda u: u["ActiveState"] != "activating")
-        assert u["ActiveState"] == "active" and u["NRestarts"] == "0", u
-        # The journal is kept on disk: the last boot's ends with the agent stopped cleanly.
-        last = board.ok("journalctl -b -1 -u gwe --no-pager -o cat | tail -n 3")
-        assert "Deactivated successfully" in last or "Stopped gwe.service" in last, last
-        board.apps_running(apps)
-        print(f"the agent was stopped cleanly at the reboot; active again; apps {', '.join(apps)} RUNNING")
+        after_clean_reboot_checks(board, apps)
         time.sleep(5)
 
         print("--- power cut (the emulator killed)")
@@ -259,14 +295,7 @@ def main():
         print("--- boot 3: after the power cut")
         board = Board(env, out, ns, f"{out}/systemd-boot3.log")
         board.login()
-        u = board.wait_unit("the agent's start", 90, lambda u: u["ActiveState"] != "activating")
-        assert u["ActiveState"] == "active" and u["NRestarts"] == "0", u
-        board.apps_running(apps)
-        # `gwe check` reads the data directory while the agent runs (read-only).
-        text = board.ok("gwe check")
-        smaps = board.ok(f"grep ^Pss: /proc/{u['MainPID']}/smaps_rollup")
-        pss = re.search(r"Pss:\s+(\d+) kB", smaps).group(1)
-        print(f"agent active; apps {', '.join(apps)} RUNNING; gwe check: {text.strip().splitlines()[-1]}")
+        pss = after_power_cut_checks(board, apps)
         print(f"systemd board test passed: agent Pss {pss} kB under systemd with {len(apps)} apps")
         board.power_cut()
         board = None

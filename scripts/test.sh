@@ -65,8 +65,8 @@ scripts/test-arm.sh aarch64 armv7
 step "the emulated aarch64 and armv7 boards: boot, clean reboot, power cut"
 scripts/boot-test.sh qemu-aarch64-virt
 scripts/boot-test.sh qemu-armv7-virt
-step "the agent under real systemd on an emulated aarch64 board with a Debian root: notify, watchdog, restarts, reboot, power cut"
-python3 scripts/systemd_board_test.py
+step "a Debian arm64 board with U-Boot, A/B slots and RAUC: the agent under systemd (notify, watchdog, restarts, reboot, power cut); OS bundles from a hub: good, bad, kernel panic, refused"
+python3 scripts/os_update_test.py
 
 step "the lossy disk's self-test: what a cut leaves on the image (drop, tear)"
 python3 scripts/lossy_disk.py --self-test

@@ -1,0 +1,318 @@
+#!/usr/bin/env python3
+"""Whole-image updates on an emulated ARM board: U-Boot, two root slots, RAUC, the agent, a hub.
+
+Boots the qemu-aarch64-debian board (Debian's U-Boot picks slot A or B and counts tries;
+RAUC from Debian on the board) with a real hub beside it, and sends it operating-system
+bundles through the hub, as an operator would (`engine_fetch` with an `os` item). On its
+first boot it runs the systemd checks of systemd_board_test.py (Type=notify, an app
+installed, a crash and a hang each restarted); the update's reboot is the clean reboot
+those checks want, and the test ends with a power cut and a check of the data. It shows:
+
+  1. a good bundle: downloaded from the hub, installed by RAUC into the other slot, the board
+     restarts into it, the agent finds it healthy and RAUC marks it good; the hub's
+     engine_report names the new slot and version;
+  2. a bundle whose system is bad (an app that never reaches RUNNING): the agent's check
+     fails, it marks the slot bad and restarts; the board is back in the old system and the
+     hub hears of the rollback with its reason;
+  3. a bundle whose kernel panics before user space: U-Boot's boot counter brings the old
+     system back by itself after the tries run out; the agent reports the rollback;
+  4. bad bundles are refused with RAUC's reason in fetch_status and the running system is
+     untouched: one for another compatible string, one signed by a key the board does not
+     trust, a truncated one.
+Throughout, the data partition (/data: the agent's queue, state and identity) survives.
+
+It reports the install time, the bytes the board downloaded, and the agent's memory with
+the update path idle. The emulator and the hub run in a network namespace the test makes
+and deletes; the board reaches only the hub (QEMU's restricted user network, one forward).
+  scripts/os_update_test.py [--board qemu-aarch64-debian]
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import systemd_board_test as sbt  # noqa: E402  (the board and its console)
+
+ROOT = sbt.ROOT
+PORT = 18080
+
+
+class Hub:
+    """The hub in the namespace, driven through its operator API with curl."""
+
+    def __init__(self, ns, out):
+        self.ns, self.out = ns, out
+        for f in ("hub.db", "hub.db-wal", "hub.db-shm", "operator.token"):
+            if os.path.exists(f"{out}/{f}"):
+                os.remove(f"{out}/{f}")
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "hub/target/debug/gwe-hub", "serve", "--listen", f"127.0.0.1:{PORT}",
+             "--db", f"sqlite:{out}/hub.db", "--operator-token-file", f"{out}/operator.token",
+             "--advertise", f"10.0.2.2:{PORT}"],
+            stdout=open(f"{out}/hub.log", "wb"), stderr=subprocess.STDOUT)
+        for _ in range(100):
+            if self.curl("GET", "/timestamp", check=False) is not None:
+                break
+            time.sleep(0.1)
+
+    def curl(self, method, path, *args, check=True):
+        token = []
+        if os.path.exists(f"{self.out}/operator.token"):
+            with open(f"{self.out}/operator.token") as f:
+                token = ["-H", f"Authorization: Bearer {f.read().strip()}"]
+        r = subprocess.run(["ip", "netns", "exec", self.ns, "curl", "-sf", "-X", method, *token, *args,
+                            f"http://127.0.0.1:{PORT}{path}"], capture_output=True)
+        if r.returncode != 0:
+            if check:
+                raise SystemExit(f"os-update: hub {method} {path} failed ({r.returncode}): {r.stderr.decode()}")
+            return None
+        return r.stdout
+
+    def whitelist(self, model, serial):
+        body = json.dumps({"vendor": "gwe", "model": model, "sn": serial})
+        self.dev = json.loads(self.curl("POST", "/api/v1/devices", "-H", "Content-Type: application/json",
+                                        "-d", body))["id"]
+
+    def upload(self, model, path):
+        self.curl("PUT", f"/api/v1/content/gwe/{model}/{os.path.basename(path)}",
+                  "-H", "Content-Type: application/octet-stream", "--data-binary", f"@{path}")
+
+    def dataport(self, alias):
+        r = self.curl("GET", f"/api/v1/devices/{self.dev}/dataports/{alias}", check=False)
+        return json.loads(r).get("value") if r else None
+
+    def command(self, cmd):
+        body = json.dumps({"value": json.dumps(cmd)})
+        self.curl("PUT", f"/api/v1/devices/{self.dev}/dataports/engine_fetch",
+                  "-H", "Content-Type: application/json", "-d", body)
+
+    def wait_status(self, pattern, secs, seen):
+        """Waits until fetch_status matches `pattern`; every value seen is added to `seen`."""
+        until = time.monotonic() + secs
+        while True:
+            v = self.dataport("fetch_status") or ""
+            if not seen or seen[-1] != v:
+                seen.append(v)
+                print(f"    fetch_status: {v.splitlines()[0] if v else ''}")
+            if re.search(pattern, v):
+                return v
+            if time.monotonic() > until:
+                raise SystemExit(f"os-update: fetch_status never matched {pattern!r} in {secs} s; seen: {seen}")
+            time.sleep(1)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def boot_until_login(env, out, ns, log, secs=600):
+    """Starts the board again and again (a reset ends QEMU under -no-reboot, as the board's
+    power cycling would) until a boot reaches the login shell; returns it and the count of
+    boots that ended before."""
+    failed = 0
+    until = time.monotonic() + secs
+    while True:
+        b = sbt.Board(env, out, ns, f"{log}-{failed}.log", hub_port=PORT)
+        try:
+            b.expect(r"root@[\w-]+:~# ", max(1, until - time.monotonic()))
+        except SystemExit:
+            if b.qemu.poll() is None or b"U-Boot" not in b.buf:
+                b.power_cut()
+                raise
+            failed += 1
+            continue
+        b.sh("stty -echo cols 500; dmesg -n 1; export PS1='# ' SYSTEMD_PAGER= SYSTEMD_COLORS=0")
+        return b, failed
+
+
+def number(b, command):
+    """The number a command on the board prints last."""
+    return int(b.ok(command).split()[-1])
+
+
+def slot_state(b):
+    text = b.ok("rauc status --output-format=json")
+    st = json.loads(text[text.index("{"):])
+    env = dict(line.split("=", 1) for line in b.ok("fw_printenv").split("\n") if "=" in line)
+    return st["booted"], env
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--board", default="qemu-aarch64-debian")
+    args = ap.parse_args()
+    os.chdir(ROOT)
+    env = sbt.board_env(args.board)
+    out = f"target/boards/{args.board}"
+    os.makedirs(out, exist_ok=True)
+    model = args.board
+    serial = env["NET_MAC"].upper()
+
+    subprocess.run(["cargo", "build", "-q", "--manifest-path", "hub/Cargo.toml"], check=True)
+    pkg, image_env = sbt.signed_sample_app(args.board, out)
+    apps = ["logger", "idler"]
+    t = time.monotonic()
+    subprocess.run(["scripts/build-debian-image.sh", args.board], check=True, env={**os.environ, **image_env})
+    print(f"image built in {time.monotonic() - t:.0f} s")
+
+    # The bundles: a good one, a bad system, a kernel that panics, and three a board must refuse.
+    bdir = f"{out}/bundles"
+    os.makedirs(bdir, exist_ok=True)
+    bad_app = ("printf '[program:broken]\\ncommand=/bin/false\\nstartretries=1\\n' "
+               "> $ROOT/etc/gwe/programs.d/broken.conf; "
+               "sed -i 's/^os_check_secs = .*/os_check_secs = 20/' $ROOT/etc/gwe/gwe.toml")
+    panic = "echo 'not an initramfs' > $ROOT/boot/initrd.gz"
+    t = time.monotonic()
+    # The variants a board refuses or that never reach user space need no whole system: their
+    # images hold only what they are about (RAUC refuses them before it reads the image).
+    only_boot = "find $ROOT -mindepth 1 -maxdepth 1 ! -name boot -exec rm -rf {} +; "
+    empty = "find $ROOT -mindepth 1 -maxdepth 1 -exec rm -rf {} +; head -c 65536 /dev/urandom > $ROOT/filler"
+    bundles = {
+        "good": (f"{bdir}/gw-os.v2.raucb", "2", "", {}),
+        "bad": (f"{bdir}/gw-os.v3-bad.raucb", "3", bad_app, {}),
+        "panic": (f"{bdir}/gw-os.v4-panic.raucb", "4", only_boot + panic, {"BUNDLE_IMAGE_SIZE": "48M"}),
+        "other": (f"{bdir}/gw-os.v5-other.raucb", "5", empty,
+                  {"BUNDLE_COMPATIBLE": "another-board", "BUNDLE_IMAGE_SIZE": "4M"}),
+    }
+    for name, (path, version, tweak, extra) in bundles.items():
+        subprocess.run(["scripts/build-os-bundle.sh", args.board, version, path, tweak], check=True,
+                       env={**os.environ, **extra}, stdout=subprocess.DEVNULL)
+    # Signed by a CA the board does not trust.
+    pki = f"{bdir}/stranger"
+    if not os.path.exists(f"{pki}/signing.pem"):
+        os.makedirs(pki, exist_ok=True)
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-days", "3650", "-subj", "/CN=stranger", "-keyout", f"{pki}/signing.key",
+                        "-out", f"{pki}/signing.pem"], check=True, capture_output=True)
+    stranger = f"{bdir}/gw-os.v6-stranger.raucb"
+    subprocess.run(["scripts/build-os-bundle.sh", args.board, "6", stranger, empty], check=True,
+                   stdout=subprocess.DEVNULL,
+                   env={**os.environ, "RAUC_CERT": f"{pki}/signing.pem", "RAUC_KEY": f"{pki}/signing.key",
+                        "RAUC_KEYRING": f"{pki}/signing.pem", "BUNDLE_IMAGE_SIZE": "4M"})
+    truncated = f"{bdir}/gw-os.v7-truncated.raucb"
+    with open(bundles["panic"][0], "rb") as f, open(truncated, "wb") as g:
+        g.write(f.read(os.path.getsize(bundles["panic"][0]) // 2))
+    size = os.path.getsize(bundles["good"][0])
+    print(f"bundles built in {time.monotonic() - t:.0f} s; a full bundle is {size:,} bytes")
+
+    ns = f"gwe-os-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    board = hub = None
+    try:
+        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+        hub = Hub(ns, out)
+        hub.whitelist(model, serial)
+        for path in [b[0] for b in bundles.values()] + [stranger, truncated]:
+            hub.upload(model, path)
+        seen = []
+
+        print("--- boot: slot A, the agent reaches the hub")
+        t = time.monotonic()
+        board, _ = boot_until_login(env, out, ns, f"{out}/os-boot1")
+        print(f"booted to a shell in {time.monotonic() - t:.0f} s")
+        booted, uenv = slot_state(board)
+        assert booted == "A", booted
+        sbt.first_boot_checks(board, pkg, apps)
+        for _ in range(90):
+            if hub.dataport("engine_report"):
+                break
+            time.sleep(1)
+        seq_before = board.ok("gwe queue stats --json")
+        seq_before = seq_before[seq_before.index("{"):]
+
+        print("--- bad bundles are refused; the running system is untouched")
+        for path, want in [(bundles["other"][0], r"[Cc]ompatible"), (stranger, r"[Ss]ignature|[Vv]erif|certificate"),
+                           (truncated, r"[Ii]nvalid|[Ff]ailed|size|squashfs|[Ss]ignature|bundle")]:
+            name = os.path.basename(path)
+            hub.command({"os": {"name": name}})
+            v = hub.wait_status(rf"^{re.escape(name)}: ", 300, seen)
+            assert re.search(want, v), f"{name}: {v}"
+            print(f"refused {name}: {v.split(': ', 1)[1][:160]}")
+        assert board.qemu.poll() is None, "the board restarted"
+        assert slot_state(board) == (booted, uenv), "a refused bundle changed the boot selection"
+
+        print("--- a good bundle: installed into slot B, booted, checked, marked good")
+        rx_before = number(board, "cat /sys/class/net/eth0/statistics/rx_bytes")
+        hub.command({"os": {"name": os.path.basename(bundles["good"][0])}})
+        hub.wait_status(r"^installing gw-os\.v2", 300, seen)
+        t = time.monotonic()
+        hub.wait_status(r"^installed .* 2 into slot B", 900, seen)
+        install_secs = time.monotonic() - t
+        rx = number(board, "cat /sys/class/net/eth0/statistics/rx_bytes") - rx_before
+        print(f"installed in {install_secs:.0f} s; the board received {rx:,} bytes for a {size:,}-byte bundle")
+        board.stopped(180)
+        board, failed = boot_until_login(env, out, ns, f"{out}/os-boot2")
+        assert failed == 0, f"{failed} boots of the new system failed"
+        # The agent's reboot was a clean one; the app installed in slot A runs in slot B.
+        sbt.after_clean_reboot_checks(board, apps)
+        v = hub.wait_status(r"marked good|failed its check", 300, seen)
+        assert "marked good" in v, v
+        booted, uenv = slot_state(board)
+        assert booted == "B" and uenv["BOOT_ORDER"].startswith("B") and uenv["BOOT_B_LEFT"] == "3", (booted, uenv)
+        assert "IMAGE_VERSION=2" in board.ok("cat /etc/os-release")
+        report = None
+        for _ in range(60):
+            r = hub.dataport("engine_report")
+            report = json.loads(r) if r else {}
+            if report.get("os", {}).get("slot") == "B":
+                break
+            time.sleep(1)
+        assert report["os"]["slot"] == "B" and report["os"]["version"] == "2", report.get("os")
+        seq_after = board.ok("gwe queue stats --json")
+        seq_after = seq_after[seq_after.index("{"):]
+        assert (json.loads(seq_after)["last_seq"] or 0) >= (json.loads(seq_before)["last_seq"] or 0), (seq_before, seq_after)
+        print(f"slot B marked good (BOOT_ORDER {uenv['BOOT_ORDER']!r}); engine_report os {report['os']['version']} "
+              f"in slot {report['os']['slot']}; the queue kept its records across the update")
+
+        print("--- a bad system: its check fails, marked bad, back to slot B")
+        hub.command({"os": {"name": os.path.basename(bundles["bad"][0])}})
+        hub.wait_status(r"^installed .* 3 into slot A", 900, seen)
+        board.stopped(180)
+        board, failed = boot_until_login(env, out, ns, f"{out}/os-boot3")
+        booted, _ = slot_state(board)
+        assert booted == "A", f"the new system did not boot: {booted}"
+        v = hub.wait_status(r"failed its check", 300, seen)
+        assert "broken" in v, v
+        board.stopped(180)
+        board, failed = boot_until_login(env, out, ns, f"{out}/os-boot4")
+        v = hub.wait_status(r"rolled back", 300, seen)
+        booted, uenv = slot_state(board)
+        assert booted == "B" and "IMAGE_VERSION=2" in board.ok("cat /etc/os-release"), booted
+        print(f"rolled back to slot B: {v}")
+
+        print("--- a kernel that panics: U-Boot's counter falls back with no help from the agent")
+        hub.command({"os": {"name": os.path.basename(bundles["panic"][0])}})
+        hub.wait_status(r"^installed .* 4 into slot A", 900, seen)
+        board.stopped(180)
+        board, failed = boot_until_login(env, out, ns, f"{out}/os-boot5")
+        assert failed == 3, f"{failed} boots of the panicking system before the fallback (3 tries)"
+        booted, uenv = slot_state(board)
+        assert booted == "B", booted
+        v = hub.wait_status(r"rolled back", 300, seen)
+        assert "did not come up" in v, v
+        print(f"{failed} boots of slot A panicked; U-Boot went back to slot B: {v}")
+
+        print("--- power cut (the emulator killed)")
+        time.sleep(5)
+        board.power_cut()
+        board, failed = boot_until_login(env, out, ns, f"{out}/os-boot6")
+        assert failed == 0 and slot_state(board)[0] == "B", "the board did not come back in slot B"
+        pss = sbt.after_power_cut_checks(board, apps)
+        print(f"OS update test passed: install {install_secs:.0f} s, {rx:,} bytes received for a "
+              f"{size:,}-byte bundle, agent Pss {pss} kB with the update path idle ({len(apps)} apps)")
+        board.power_cut()
+        board = None
+    finally:
+        if board is not None:
+            board.power_cut()
+        if hub is not None:
+            hub.stop()
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+if __name__ == "__main__":
+    main()
