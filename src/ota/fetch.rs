@@ -333,14 +333,20 @@ impl Fetcher {
         if size > max {
             return Err(format!("the bundle is {size} bytes, over the limit of {max}"));
         }
+        self.fetch_whole(&dir, file, size, size, stop)
+    }
+
+    /// `file` of `size` bytes into `dir`: free space checked first, downloaded to
+    /// `FILE.part` (resumed after a cut, never more than `limit`), renamed when whole.
+    fn fetch_whole(&self, dir: &Path, file: &str, size: u64, limit: u64, stop: &Stop) -> Result<PathBuf, String> {
         let part = dir.join(format!("{file}.part"));
         let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-        let free = free_bytes(&dir);
+        let free = free_bytes(dir);
         if free < size.saturating_sub(have) {
             return Err(format!("not enough free space to download: {size} bytes needed, {free} free"));
         }
         let got = self
-            .retrying(stop, || match self.cloud.download(file, &part, size) {
+            .retrying(stop, || match self.cloud.download(file, &part, limit) {
                 Ok(n) if n < size => Err(CloudError::Unreachable(format!("download ended at {n} of {size} bytes"))),
                 other => other,
             })
@@ -423,24 +429,7 @@ impl Fetcher {
         if size > self.max_package {
             return Err(format!("the package is {size} bytes, over the limit of {}", self.max_package));
         }
-        let part = dir.join(format!("{file}.part"));
-        let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-        let free = free_bytes(&dir);
-        if free < size.saturating_sub(have) {
-            return Err(format!("not enough free space to download: {size} bytes needed, {free} free"));
-        }
-        let got = self
-            .retrying(stop, || match self.cloud.download(file, &part, limit) {
-                Ok(n) if n < size => Err(CloudError::Unreachable(format!("download ended at {n} of {size} bytes"))),
-                other => other,
-            })
-            .map_err(|e| e.to_string())?;
-        if got != size {
-            let _ = std::fs::remove_file(&part);
-            return Err(format!("downloaded {got} bytes, the hub said {size}"));
-        }
-        let pkg = dir.join(file);
-        std::fs::rename(&part, &pkg).map_err(|e| format!("{}: {e}", pkg.display()))?;
+        let pkg = self.fetch_whole(&dir, file, size, limit, stop)?;
         let meta_path = super::release::meta_path(&pkg);
         let _ = std::fs::remove_file(&meta_path);
         if let Some(meta) = &meta {
