@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n=== %s\n' "$*"; }
+# Each step says how far into the run it starts, so a slow run shows where its minutes went.
+step() { printf '\n=== [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 
 step "setup"
 scripts/setup.sh
@@ -77,3 +78,5 @@ GWE_AGENT_FEATURES=test-skip-queue-fsync scripts/power-cut-campaign.sh --cycles 
 
 step "fuzz every decoder of outside input, 10 s each (by hand: scripts/fuzz.sh --runs 10000000)"
 scripts/fuzz.sh --seconds 10
+
+step "all passed"
