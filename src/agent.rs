@@ -395,10 +395,10 @@ impl OsCheck {
                 return;
             }
             Ok(AfterBoot::RolledBack(u)) => {
-                let msg = format!(
-                    "OS update to {} rolled back: {}; running slot {booted}",
-                    u.version,
-                    u.reason.as_deref().unwrap_or("no reason known")
+                let msg = gwe_wire::os::rolled_back_line(
+                    &u.version,
+                    u.reason.as_deref().unwrap_or("no reason known"),
+                    &booted,
                 );
                 log::error!("{msg}");
                 self.say(&msg);
@@ -430,7 +430,7 @@ impl OsCheck {
         match why {
             None => match self.rauc.mark_good(u) {
                 Ok(u) => {
-                    let msg = format!("OS {} {} running in slot {} and marked good", u.compatible, u.version, u.to);
+                    let msg = gwe_wire::os::marked_good_line(&u.compatible, &u.version, &u.to);
                     log::info!("{msg}");
                     self.say(&msg);
                 }
@@ -438,7 +438,7 @@ impl OsCheck {
             },
             Some(why) => {
                 let why = format!("{why} {} s after the boot", self.deadline.as_secs());
-                let msg = format!("OS update to {} failed its check ({why}): back to slot {}", u.version, u.from);
+                let msg = gwe_wire::os::failed_check_line(&u.version, &why, &u.from);
                 log::error!("{msg}");
                 self.say(&msg);
                 match self.rauc.mark_bad(u, why) {

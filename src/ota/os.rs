@@ -51,84 +51,7 @@ impl Phase {
     }
 }
 
-/// When the board restarts into a newly installed system.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RebootAt {
-    /// As soon as the install finished.
-    #[default]
-    Now,
-    /// Whenever the board next restarts (by its operator or a power cut).
-    Manual,
-    /// In a maintenance window, minutes after midnight UTC on the gateway's clock: from
-    /// `start` (inclusive) to `end` (exclusive); a window may span midnight.
-    Window { start: u16, end: u16 },
-}
-
-impl RebootAt {
-    /// `now`, `manual`, or a window `HH:MM-HH:MM` (UTC).
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || format!("reboot {s:?}: say now, manual, or a window HH:MM-HH:MM (UTC)");
-        match s {
-            "now" => return Ok(RebootAt::Now),
-            "manual" => return Ok(RebootAt::Manual),
-            _ => {}
-        }
-        let hm = |t: &str| -> Option<u16> {
-            let (h, m) = t.split_once(':')?;
-            let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
-            (h < 24 && m < 60 && t.len() == 5).then_some(h * 60 + m)
-        };
-        let (a, b) = s.split_once('-').ok_or_else(bad)?;
-        match (hm(a), hm(b)) {
-            (Some(start), Some(end)) if start != end => Ok(RebootAt::Window { start, end }),
-            _ => Err(bad()),
-        }
-    }
-
-    /// Seconds from `now` (Unix seconds) until a reboot may happen; None for manual.
-    pub fn wait_secs(self, now: u64) -> Option<u64> {
-        match self {
-            RebootAt::Now => Some(0),
-            RebootAt::Manual => None,
-            RebootAt::Window { start, end } => {
-                let minute = ((now % 86_400) / 60) as u16;
-                let inside =
-                    if start < end { minute >= start && minute < end } else { minute >= start || minute < end };
-                if inside {
-                    return Some(0);
-                }
-                let into_day = now % 86_400;
-                let start = u64::from(start) * 60;
-                Some(if start > into_day { start - into_day } else { 86_400 - into_day + start })
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for RebootAt {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RebootAt::Now => f.write_str("now"),
-            RebootAt::Manual => f.write_str("manual"),
-            RebootAt::Window { start, end } => {
-                write!(f, "{:02}:{:02}-{:02}:{:02}", start / 60, start % 60, end / 60, end % 60)
-            }
-        }
-    }
-}
-
-impl Serialize for RebootAt {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for RebootAt {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        RebootAt::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
+pub use gwe_wire::os::RebootAt;
 
 /// What gwe asked RAUC for, and where it stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -374,6 +297,16 @@ impl Rauc {
         let info = self.run_json(&["info", "--output-format=json", bundle])?;
         let version = info["version"].as_str().unwrap_or("").to_string();
         let compatible = info["compatible"].as_str().unwrap_or("").to_string();
+        // The hub names a bundle NAME.vVERSION.raucb and rolls it out by that name: the
+        // version in the name must be the signed one, or a renamed file could pass for it.
+        let file = Path::new(bundle).file_name().and_then(|f| f.to_str()).unwrap_or("");
+        if let Some((_, named)) = gwe_wire::os::bundle_parts(file) {
+            if named != version {
+                return Err(OsError::Rauc(format!(
+                    "its name says version {named}, its signed manifest says {version:?}: refused"
+                )));
+            }
+        }
         let from = self.booted()?;
         // Written first: a power cut during the install is recognised at the next boot.
         let before = self.state()?;
@@ -596,31 +529,16 @@ mod tests {
     }
 
     #[test]
-    fn reboot_windows_are_minutes_of_the_day_in_utc() {
-        assert_eq!(RebootAt::parse("now"), Ok(RebootAt::Now));
-        let w = RebootAt::parse("02:00-04:30").unwrap();
-        assert_eq!(w, RebootAt::Window { start: 120, end: 270 });
-        assert_eq!(w.to_string(), "02:00-04:30");
-        let day = 86_400 * 20_000;
-        assert_eq!(w.wait_secs(day + 3 * 3600), Some(0));
-        assert_eq!(w.wait_secs(day + 3600), Some(3600));
-        assert_eq!(w.wait_secs(day + 5 * 3600), Some(21 * 3600));
-        // Across midnight.
-        let n = RebootAt::parse("23:00-01:00").unwrap();
-        assert_eq!(n.wait_secs(day + 30 * 60), Some(0));
-        assert_eq!(n.wait_secs(day + 22 * 3600), Some(3600));
-        assert_eq!(RebootAt::Manual.wait_secs(day), None);
-        for bad in ["", "later", "2:00-04:00", "02:00-02:00", "25:00-01:00", "02:00"] {
-            assert!(RebootAt::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn an_install_remembers_both_slots_and_the_boot_decides() {
         let dir = tempfile::tempdir().unwrap();
         let r = fake_rauc(dir.path(), "A", "rootfs.1");
+        // A bundle whose name says another version than its signed manifest (2) is refused
+        // before anything is written.
+        let e = r.install("/d/gw-os.v3.raucb", RebootAt::Now, &mut |_| {}).unwrap_err().to_string();
+        assert!(e.contains("name says version 3") && e.contains("\"2\""), "{e}");
+        assert!(r.state().unwrap().is_none());
         let mut lines = Vec::new();
-        let u = r.install("/x.raucb", RebootAt::Now, &mut |l| lines.push(l.to_string())).unwrap();
+        let u = r.install("/d/gw-os.v2.raucb", RebootAt::Now, &mut |l| lines.push(l.to_string())).unwrap();
         assert_eq!((u.from.as_str(), u.to.as_str(), u.version.as_str(), u.phase), ("A", "B", "2", Phase::Rebooting));
         assert_eq!(lines, ["50% Installing", "100% Installing done."]);
         // A second install while the first waits for its reboot is refused.
