@@ -1,5 +1,5 @@
-//! Staged OTA rollouts. A rollout sends one package to a group of gateways, chosen when it
-//! is made, stage by stage: each stage is a cumulative share of the group (for example 1 %,
+//! Staged OTA rollouts. A rollout sends one package (an app or the agent) or one OS bundle
+//! to a group of gateways, chosen when it is made, stage by stage: each stage is a cumulative share of the group (for example 1 %,
 //! 10 %, 100 %). A hub task looks every 2 s: it reads what each gateway it sent the
 //! package to says in `fetch_status`, pauses the rollout when the failed share of the stage
 //! under way passes the limit, sends the stage's gateways their `engine_fetch`, and moves
@@ -22,6 +22,20 @@ pub fn package_parts(package: &str) -> Option<(&str, &str)> {
     let stem = package.strip_suffix(".tar.gz")?;
     let (name, ver) = stem.rsplit_once(".v")?;
     (!name.is_empty() && !ver.is_empty()).then_some((name, ver))
+}
+
+/// What a rollout can carry: a package `NAME.vVER.tar.gz` or an OS bundle `NAME.vVER.raucb`.
+pub fn content_parts(name: &str) -> Option<(&str, &str)> {
+    package_parts(name).or_else(|| gwe_wire::os::bundle_parts(name))
+}
+
+/// The `engine_fetch` command a rollout sends each gateway.
+pub fn command(r: &Rollout) -> String {
+    if gwe_wire::os::bundle_parts(&r.package).is_some() {
+        serde_json::json!({"os": {"name": r.package, "reboot": r.reboot}}).to_string()
+    } else {
+        serde_json::json!({"install": [{"name": r.package}]}).to_string()
+    }
 }
 
 /// Checks a rollout's stages: cumulative percentages, rising, ending at 100.
@@ -48,8 +62,13 @@ pub fn rollout_order(name: &str, ids: &mut [i64]) {
 }
 
 /// What a gateway's `fetch_status` says of the package: installed (`Some(true)`), failed
-/// (`Some(false)`), or nothing yet (downloading, installing, about something else).
+/// (`Some(false)`), or nothing yet (downloading, installing, about something else). An OS
+/// bundle is installed once its new system runs and was marked good; its rollback (the
+/// check failed, or the new system never came up) is a failure.
 pub fn outcome(fetch_status: &str, package: &str) -> Option<bool> {
+    if gwe_wire::os::bundle_parts(package).is_some() {
+        return gwe_wire::os::outcome(fetch_status, package);
+    }
     let first = fetch_status.lines().next().unwrap_or("");
     let (name, ver) = package_parts(package)?;
     if let Some(rest) = first.strip_prefix("installed ") {
@@ -127,7 +146,7 @@ async fn step(hub: &Hub, id: i64) -> Result<(), crate::store::StoreError> {
         }
         return Ok(());
     }
-    let command = serde_json::json!({"install": [{"name": r.package}]}).to_string();
+    let command = command(&r);
     for d in stage.iter().filter(|d| d.state == "pending") {
         if hub.store.move_rollout_device(id, d.device_id, "pending", "sent", "sent", now).await? {
             hub.store.write(d.device_id, &[("engine_fetch".into(), command.clone())], now / 1000, now).await?;
@@ -184,6 +203,37 @@ mod tests {
         assert_eq!(outcome("sensor.v2.21.tar.gz: bad signature", p), None);
         assert_eq!(package_parts("my.app.v1.0.3.tar.gz"), Some(("my.app", "1.0.3")));
         assert_eq!(package_parts("nover.tar.gz"), None);
+    }
+
+    #[test]
+    fn an_os_bundle_is_installed_when_marked_good_and_failed_when_rolled_back() {
+        let b = "gw-os.v2.raucb";
+        assert_eq!(outcome("installed gwe-board 2 into slot B (running slot A); rebooting into it now", b), None);
+        assert_eq!(outcome("OS gwe-board 2 running in slot B and marked good", b), Some(true));
+        assert_eq!(outcome("OS update to 2 rolled back: the new system (2 in slot B) did not come up", b), Some(false));
+        assert_eq!(outcome("gw-os.v2.raucb: Compatible mismatch", b), Some(false));
+        assert_eq!(content_parts(b), Some(("gw-os", "2")));
+        let mut r = Rollout {
+            id: 1,
+            name: "os".into(),
+            package: b.into(),
+            vendor: "v".into(),
+            model: "m".into(),
+            filter: String::new(),
+            stages: vec![100],
+            max_failure_pct: 0,
+            state: "running".into(),
+            stage: 0,
+            accepted_stage: -1,
+            reason: String::new(),
+            created_ms: 0,
+            updated_ms: 0,
+            start_ms: 0,
+            reboot: "02:00-04:00".into(),
+        };
+        assert_eq!(command(&r), r#"{"os":{"name":"gw-os.v2.raucb","reboot":"02:00-04:00"}}"#);
+        r.package = "sensor.v2.tar.gz".into();
+        assert_eq!(command(&r), r#"{"install":[{"name":"sensor.v2.tar.gz"}]}"#);
     }
 
     #[test]

@@ -522,7 +522,13 @@ fn seed_fleet(path: &std::path::Path, n: usize) {
             rusqlite::params![id, format!("gw{}", i % 3), format!("SN{i:05}"), format!("{:04x}", i % 65536), now, seen],
         )
         .unwrap();
-        let report = json!({"engine_version": if i % 10 == 0 { "0.2.9" } else { "0.3.0" },
+        // Every fifth gateway came back from OS 2 to OS 1 in slot A; the rest run 2 in slot B.
+        let os = if i % 5 == 0 {
+            json!({"slot": "A", "image": "gwe", "version": "1", "update": {"version": "2", "phase": "rolled-back"}})
+        } else {
+            json!({"slot": "B", "image": "gwe", "version": "2", "update": null})
+        };
+        let report = json!({"engine_version": if i % 10 == 0 { "0.2.9" } else { "0.3.0" }, "os": os,
             "apps": [{"sensor": {"status": "RUNNING", "version": format!("2.{}", i % 4)}},
                      {"logger": {"status": if i % 50 == 0 { "FATAL" } else { "RUNNING" }, "version": "1.0"}},
                      {"modbus": {"status": "RUNNING", "version": "3.1"}}, {"ticker": {"status": "RUNNING", "version": null}}],
@@ -607,6 +613,12 @@ fn the_fleet_page_with_10000_gateways() {
         f.clear().await.unwrap();
         f.send_keys("tag:none-yet").await.unwrap();
         wait_text(&b, "#fleet-empty", "No gateway matches the filter", 5, false).await;
+        // The OS image column is shown by default; the gateways that rolled back are a filter away.
+        f.clear().await.unwrap();
+        f.send_keys("rolled-back").await.unwrap();
+        wait_text(&b, "#fleet-count", "2000 of 10000 gateways", 5, false).await;
+        assert_eq!(text_of(&b, "#fleet-rows .row .c-os_image").await, "1 (slot A), 2 rolled-back");
+        assert_eq!(rows_on_screen(&b).await[..2], ["SN00000", "SN00005"]);
         f.clear().await.unwrap();
         f.send_keys("gw2 fatal").await.unwrap();
         wait_text(&b, "#fleet-count", "67 of 10000 gateways", 5, false).await;
@@ -640,7 +652,7 @@ fn the_fleet_page_with_10000_gateways() {
         // Columns: the operator shows the OS column, moves it first, and it stays so.
         b.find(Locator::Css("#columns-menu summary")).await.unwrap().click().await.unwrap();
         b.find(Locator::Css("#columns-list input[data-col='kernel']")).await.unwrap().click().await.unwrap();
-        for _ in 0..9 {
+        for _ in 0..10 {
             b.find(Locator::Css("#columns-list button[aria-label='Move Kernel left']"))
                 .await
                 .unwrap()
@@ -693,10 +705,12 @@ fn a_rollout_pauses_on_failures_and_is_aborted() {
         tokens.push(c.activate("acme", "gw1", &sn).text());
     }
     let pkg = "sensor.v2.9.tar.gz";
-    assert_eq!(
-        c.op_send("PUT", &format!("/api/v1/content/acme/gw1/{pkg}"), "application/octet-stream", b"p").status,
-        201
-    );
+    for content in [pkg, "gw-os.v2.raucb"] {
+        assert_eq!(
+            c.op_send("PUT", &format!("/api/v1/content/acme/gw1/{content}"), "application/octet-stream", b"p").status,
+            201
+        );
+    }
     // Gateways whose new version does not stay up: each rolls back and says so.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let _gateways = {
@@ -757,6 +771,17 @@ fn a_rollout_pauses_on_failures_and_is_aborted() {
         wait_text(&b, "#rollout-query-error", "a tag is 1 to 32", 5, false).await;
         query.clear().await.unwrap();
         assert!(c.op_get("/api/v1/devices").text().contains("R00"), "the hub still answers");
+        // The reboot time is asked only for an OS bundle, and checked beside its field.
+        let reboot = form.find(Locator::Css("input[name='reboot']")).await.unwrap();
+        assert!(!reboot.is_displayed().await.unwrap(), "a package's rollout asks no reboot time");
+        pick.select_by_label("OS bundle gw-os 2 — acme/gw1").await.unwrap();
+        assert!(reboot.is_displayed().await.unwrap(), "an OS bundle's rollout asks when to reboot");
+        reboot.clear().await.unwrap();
+        reboot.send_keys("25:00-01:00").await.unwrap();
+        b.find(Locator::Css("#start-rollout")).await.unwrap().click().await.unwrap();
+        wait_text(&b, "#rollout-reboot-error", "a window HH:MM-HH:MM (UTC)", 5, false).await;
+        pick.select_by_label("sensor 2.9 — acme/gw1").await.unwrap();
+        assert!(!reboot.is_displayed().await.unwrap());
         // A start too far ahead is refused beside its field (a scheduled rollout waits:
         // tests/dashboard.rs).
         b.execute("const i = document.querySelector(\"input[name='start_at']\"); i.value = '2099-01-01T12:00';

@@ -467,6 +467,112 @@ fn staged_rollouts(b: Backend) {
 }
 backends!(rollouts, staged_rollouts);
 
+/// An OS bundle goes out in a rollout as packages do: the command is engine_fetch's `os`
+/// item with the rollout's reboot window; a gateway counts as installed only when its new
+/// system runs and was marked good, and a rollback counts as a failure that pauses the
+/// rollout. The fleet shows each gateway's OS image and slot.
+fn os_bundle_rollouts(b: Backend) {
+    let (_dir, _db, _hub, c, br) = signed_in(b);
+    let mut tokens = Vec::new();
+    for i in 0..4 {
+        let sn = format!("OS{i}");
+        c.whitelist("acme", "gw1", &sn);
+        tokens.push((sn.clone(), c.activate("acme", "gw1", &sn).text()));
+    }
+    let bundle = "gw-os.v2.raucb";
+    let put =
+        |name: &str| c.op_send("PUT", &format!("/api/v1/content/acme/gw1/{name}"), "application/octet-stream", b"b");
+    assert_eq!(put(bundle).status, 201);
+    assert_eq!(put("sensor.v1.tar.gz").status, 201);
+    let kinds: Vec<(String, String)> = br
+        .json("/ui/api/packages")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap().to_string(), p["kind"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(
+        kinds.contains(&(bundle.into(), "os".into())) && kinds.contains(&("sensor.v1.tar.gz".into(), "package".into()))
+    );
+
+    let new = |package: &str, reboot: Value| {
+        json!({"name": "os 2", "package": package, "vendor": "acme", "model": "gw1", "stages": [50, 100],
+               "max_failure_pct": 0, "reboot": reboot})
+    };
+    for (package, reboot, why) in [
+        (bundle, json!("25:00-01:00"), "window HH:MM-HH:MM"),
+        (bundle, json!("soon"), "window HH:MM-HH:MM"),
+        ("sensor.v1.tar.gz", json!("now"), "OS bundles (.raucb) only"),
+    ] {
+        let r = br.act("/ui/api/rollouts", &new(package, reboot));
+        assert_eq!((r.status.as_u16(), r.json()["field"].as_str()), (400, Some("reboot")), "{}", r.text());
+        assert!(r.text().contains(why), "{}", r.text());
+    }
+    let r = br.act("/ui/api/rollouts", &new(bundle, json!("02:00-04:00")));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_i64().unwrap();
+    let v = wait_rollout(&br, id, "first stage sent", |v| v["counts"]["sent"] == 2);
+    assert_eq!(v["reboot"], "02:00-04:00");
+    let first: Vec<&(String, String)> = tokens
+        .iter()
+        .filter(|(sn, _)| v["devices"].as_array().unwrap().iter().any(|d| d["sn"] == *sn && d["stage"] == 0))
+        .collect();
+    assert_eq!(first.len(), 2);
+    for (_, token) in &first {
+        let f = c.dev_get(token, "/onep:v1/stack/alias?engine_fetch", &[]).text();
+        let pairs = gwe_wire::form::all_pairs(f.as_bytes()).unwrap();
+        let cmd: Value = serde_json::from_str(&pairs[0].1).unwrap();
+        assert_eq!(cmd, json!({"os": {"name": bundle, "reboot": "02:00-04:00"}}));
+    }
+    let say = |token: &str, alias: &str, v: &str| {
+        assert_eq!(c.dev_post(token, "/onep:v1/stack/alias", &format!("{alias}={}", urlencode(v))).status, 204);
+    };
+    let os = |slot: &str, version: &str, update: Value| {
+        json!({"engine_version": "0.1.0", "apps": [], "os": {"slot": slot, "image": "gwe", "version": version, "update": update}})
+            .to_string()
+    };
+    let (good, bad) = (&first[0].1, &first[1].1);
+    // Installed into the other slot and waiting for its window: not yet an outcome.
+    say(
+        good,
+        "fetch_status",
+        "installed gwe-board 2 into slot B (running slot A); rebooting into it in the window 02:00-04:00 (UTC)",
+    );
+    say(good, "engine_report", &os("A", "1", json!({"version": "2", "phase": "rebooting", "from": "A", "to": "B"})));
+    std::thread::sleep(std::time::Duration::from_millis(2500)); // one tick of the rollout task
+    assert_eq!(
+        br.json(&format!("/ui/api/rollouts/{id}"))["counts"]["sent"],
+        2,
+        "waiting for a reboot is not an outcome"
+    );
+    let image = |sn: &str| {
+        let fleet = br.json("/ui/api/fleet");
+        fleet_rows(&fleet).into_iter().find(|r| r["sn"] == sn).unwrap()["os_image"].clone()
+    };
+    assert_eq!(image(&first[0].0), "1 (slot A), 2 rebooting");
+    // The new system runs and was marked good: installed.
+    say(good, "fetch_status", "OS gwe-board 2 running in slot B and marked good");
+    say(good, "engine_report", &os("B", "2", json!({"version": "2", "phase": "good", "from": "A", "to": "B"})));
+    let v = wait_rollout(&br, id, "one installed", |v| v["counts"]["installed"] == 1);
+    assert_eq!(v["state"], "running");
+    assert_eq!(image(&first[0].0), "2 (slot B)");
+    // The other came back to its old slot: a failure, over the limit of 0 %: paused.
+    say(bad, "fetch_status", "OS update to 2 rolled back: the new system (2 in slot B) did not come up: the bootloader went back to slot A; running slot A");
+    say(bad, "engine_report", &os("A", "1", json!({"version": "2", "phase": "rolled-back", "from": "A", "to": "B"})));
+    let v = wait_rollout(&br, id, "a pause", |v| v["state"] == "paused");
+    assert!(v["reason"].as_str().unwrap().contains("1 of 2 gateways failed"), "{}", v["reason"]);
+    assert_eq!(v["counts"]["pending"], 2, "the second stage was not sent");
+    assert_eq!(image(&first[1].0), "1 (slot A), 2 rolled-back");
+    // The fleet filter (and so a rollout's group) finds them by OS version, slot and phase.
+    for (query, n) in [("slot:b", 1), ("os:1 rolled-back", 1), ("os:2", 1), ("slot:a", 1)] {
+        let mut plan = new(bundle, json!("now"));
+        plan["query"] = json!(query);
+        let p = br.act("/ui/api/rollouts/preview", &plan);
+        assert_eq!((query, p.json()["gateways"].as_i64()), (query, Some(n)), "{}", p.text());
+    }
+}
+backends!(os_rollouts, os_bundle_rollouts);
+
 #[test]
 fn two_hubs_on_one_postgres_send_each_gateway_its_command_once() {
     let dir = tempfile::tempdir().unwrap();

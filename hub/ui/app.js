@@ -162,8 +162,9 @@ const COLUMNS = {
   kernel: ["Kernel", "9em", d => d.kernel || "", d => d.kernel || "–"],
   arch: ["Arch", "5em", d => d.arch || "", d => d.arch || "–"],
   addresses: ["Addresses", "10em", d => d.addresses || "", d => d.addresses || "–"],
+  os_image: ["OS image", "9em", d => d.os_image || "", d => d.os_image || "–"],
 };
-const DEFAULT_COLUMNS = ["sn", "model", "online", "last_seen_ms", "engine_version", "apps", "backlog", "faults", "tags"];
+const DEFAULT_COLUMNS = ["sn", "model", "online", "last_seen_ms", "engine_version", "os_image", "apps", "backlog", "faults", "tags"];
 const ROW_H = 28;
 /** A tag (the hub checks the same): no spaces, since the filter splits on them. */
 const TAG = /^[A-Za-z0-9._-]{1,32}$/;
@@ -465,9 +466,10 @@ async function fleetPage() {
   }
   loadFilters().catch(e => notice(filterMsg, e.message, false));
   api("GET", "/ui/api/packages").then(p => {
-    packages = p;
-    bulkPkg.replaceChildren(el("option", { value: "" }, p.length ? "Choose a package…" : "The hub hosts no packages"),
-      ...p.map(x => el("option", { value: x.id }, x.id + " (" + x.vendor + "/" + x.model + ")")));
+    // OS bundles go out in rollouts (they reboot the gateway), not as a bulk install.
+    packages = p.filter(x => x.kind !== "os");
+    bulkPkg.replaceChildren(el("option", { value: "" }, packages.length ? "Choose a package…" : "The hub hosts no packages"),
+      ...packages.map(x => el("option", { value: x.id }, x.id + " (" + x.vendor + "/" + x.model + ")")));
   }).catch(() => {});
   // Last seen ages on screen every second; the fleet is read again every REFRESH_MS.
   const alive = () => table.isConnected;
@@ -821,10 +823,18 @@ async function rolloutsPage() {
   const preview = el("div", { id: "rollout-preview", class: "card", "aria-live": "polite" }, el("p", { class: "muted" }, "Choose a package to see the group."));
   const pkg = el("select", { name: "package", required: true },
     el("option", { value: "" }, pkgs.length ? "Choose a package…" : "The hub hosts no packages: upload one first"),
-    pkgs.map((p, i) => el("option", { value: String(i) }, p.name + " " + p.version + " — " + p.vendor + "/" + p.model)));
+    pkgs.map((p, i) => el("option", { value: String(i) }, (p.kind === "os" ? "OS bundle " : "") + p.name + " " + p.version + " — " + p.vendor + "/" + p.model)));
   const savedSel = el("select", { name: "saved_filter" }, el("option", { value: "" }, "Every gateway of the package's model"),
     filters.map(f => el("option", { value: f.name }, "Saved filter " + f.name + ": " + f.query)));
   const startAt = el("input", { name: "start_at", type: "datetime-local" });
+  // An OS bundle reboots the gateway into its new system: at once, in a UTC window, or at
+  // the gateway's next restart. Shown only when the package is an OS bundle.
+  const reboot = el("input", { name: "reboot", value: "now", maxlength: "11", placeholder: "now, manual or 02:00-04:00" });
+  const rebootField = field("rollout", "Reboot into the new system (now, manual, or a window HH:MM-HH:MM UTC)", reboot);
+  const isOs = () => { const i = pkg.value; return i !== "" && pkgs[+i].kind === "os"; };
+  const showReboot = () => { rebootField.hidden = !isOs(); };
+  pkg.addEventListener("change", showReboot);
+  showReboot();
   const form = el("form", { class: "card", id: "new-rollout" },
     el("h2", {}, "New rollout"),
     el("div", { class: "fields" },
@@ -834,7 +844,8 @@ async function rolloutsPage() {
       field("rollout", "Narrowed by the filter (optional)", el("input", { name: "query", maxlength: "200", placeholder: "e.g. tag:north online" })),
       field("rollout", "Stages (% of the group, rising, ending at 100)", el("input", { name: "stages", value: "1, 10, 100", required: true })),
       field("rollout", "Pause when a stage's failures pass (%)", el("input", { name: "max_failure_pct", value: "10", type: "number", min: "0", max: "100", required: true })),
-      field("rollout", "Start at (empty: at once)", startAt)),
+      field("rollout", "Start at (empty: at once)", startAt),
+      rebootField),
     el("p", {}, el("button", { type: "submit", id: "start-rollout", class: "primary" }, "Start")),
     msg);
   form.noValidate = true;
@@ -849,6 +860,7 @@ async function rolloutsPage() {
       stages: stages.every(Number.isInteger) ? stages : [], max_failure_pct: parseInt(f.get("max_failure_pct"), 10),
     };
     if (f.get("start_at")) b.start_at_ms = new Date(String(f.get("start_at"))).getTime();
+    if (p && p.kind === "os") b.reboot = String(f.get("reboot")).trim();
     if (Number.isNaN(b.max_failure_pct)) b.max_failure_pct = -1;
     return b;
   }
@@ -861,6 +873,9 @@ async function rolloutsPage() {
       return new ApiError("Stages: rising percentages of the group, the last one 100, such as 1, 10, 100.", "stages");
     }
     if (!(b.max_failure_pct >= 0 && b.max_failure_pct <= 100)) return new ApiError("The failure limit is 0 to 100 %.", "max_failure_pct");
+    if (b.reboot !== undefined && !/^(now|manual|([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d)$/.test(b.reboot)) {
+      return new ApiError("Reboot: now, manual, or a window HH:MM-HH:MM (UTC), such as 02:00-04:00.", "reboot");
+    }
     const bad = b.query.split(/\s+/).find(t => t.startsWith("tag:") && !TAG.test(t.slice(4)));
     if (bad) return new ApiError(bad + ": a tag is 1 to 32 letters, digits, '.', '_' or '-'.", "query");
     if (start && b.start_at_ms !== undefined && !(b.start_at_ms > Date.now() - 60000 && b.start_at_ms < Date.now() + 366 * 86400000)) {
@@ -942,6 +957,7 @@ async function rolloutPage(id) {
       el("h1", {}, r.name, " ", el("b", { class: "state " + r.state, id: "rollout-state" }, r.state)),
       el("p", { class: "muted" }, r.package + " to " + r.filter + " · stages " + r.stages.join(" / ") +
         " % · pauses above " + r.max_failure_pct + " % failed · " + (r.state === "scheduled" ? "starts " : "started ") + when(r.start_ms) +
+        (/\.raucb$/.test(r.package) ? " · reboots " + (r.reboot === "now" ? "at once" : r.reboot === "manual" ? "at the next restart" : "in " + r.reboot + " UTC") : "") +
         " · stage " + (r.stage + 1) + " of " + r.stages.length),
       el("p", { id: "rollout-reason", class: r.state === "paused" ? "notice error" : "muted" }, r.reason || "\u00a0"),
       el("p", { id: "rollout-counts" }, counts(r.counts)),

@@ -262,12 +262,13 @@ pub struct SavedFilter {
     pub created_ms: i64,
 }
 
-/// A staged OTA rollout: one package to a group of gateways, stage by stage.
+/// A staged OTA rollout: one package or OS bundle to a group of gateways, stage by stage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Rollout {
     pub id: i64,
     pub name: String,
-    /// `NAME.vVER.tar.gz`, hosted for `vendor`/`model`.
+    /// `NAME.vVER.tar.gz` (an app or the agent) or `NAME.vVER.raucb` (an OS bundle), hosted
+    /// for `vendor`/`model`.
     pub package: String,
     pub vendor: String,
     pub model: String,
@@ -288,6 +289,9 @@ pub struct Rollout {
     pub updated_ms: i64,
     /// When the first stage starts (the creation time unless it was scheduled).
     pub start_ms: i64,
+    /// When a gateway reboots into an OS bundle it installed: `now`, `manual` or a window
+    /// `HH:MM-HH:MM` of the gateway's clock in UTC (`docs/os-updates.md`).
+    pub reboot: String,
 }
 
 /// One gateway of a rollout.

@@ -697,6 +697,7 @@ fn content_row(r: &rusqlite::Row) -> rusqlite::Result<ContentInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::FleetStore;
 
     /// A database file made by `sql` alone, as an older hub left it.
     fn old_database(dir: &tempfile::TempDir, sql: &str) -> std::path::PathBuf {
@@ -739,6 +740,30 @@ mod tests {
         let left: i64 =
             c.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'dataports'", [], |r| r.get(0)).unwrap();
         assert_eq!(left, 0);
+    }
+
+    /// A rollout made by a hub from before schedules and OS bundles opens as one that
+    /// started when it was made and reboots (were it a bundle) at once.
+    #[tokio::test]
+    async fn an_old_rollout_gains_its_start_and_reboot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = old_database(
+            &dir,
+            "CREATE TABLE rollouts(id INTEGER PRIMARY KEY, name TEXT NOT NULL, package TEXT NOT NULL,
+                     vendor TEXT NOT NULL, model TEXT NOT NULL, filter TEXT NOT NULL, stages TEXT NOT NULL,
+                     max_failure_pct INTEGER NOT NULL, state TEXT NOT NULL, stage INTEGER NOT NULL,
+                     accepted_stage INTEGER NOT NULL, reason TEXT NOT NULL, created_ms INTEGER NOT NULL,
+                     updated_ms INTEGER NOT NULL);
+                 INSERT INTO rollouts VALUES (1, 'r', 'sensor.v2.tar.gz', 'acme', 'gw1', '', '[100]', 10,
+                     'done', 0, -1, '', 1000, 2000);",
+        );
+        let s = SqliteStore::open(&path, Arc::new(Notifier::default())).unwrap();
+        let r = s.rollouts().await.unwrap().pop().unwrap();
+        assert_eq!((r.start_ms, r.reboot.as_str(), r.stages), (1000, "now", vec![100]));
+        drop(s);
+        // Opening it again changes nothing more.
+        let s = SqliteStore::open(&path, Arc::new(Notifier::default())).unwrap();
+        assert_eq!(s.rollouts().await.unwrap()[0].start_ms, 1000);
     }
 
     /// A `devices` table from before revocations were dated gains the column; a re-enable

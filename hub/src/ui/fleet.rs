@@ -53,6 +53,44 @@ struct Report<'a> {
     queue: Option<QueueReport>,
     #[serde(default)]
     faults: Vec<serde::de::IgnoredAny>,
+    #[serde(borrow, default)]
+    os: Option<OsReport<'a>>,
+}
+
+/// The operating system's slots, from agents with OS updates (`docs/os-updates.md`).
+#[derive(Deserialize)]
+struct OsReport<'a> {
+    #[serde(borrow, default)]
+    slot: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    version: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    update: Option<OsUpdate<'a>>,
+}
+
+#[derive(Deserialize)]
+struct OsUpdate<'a> {
+    #[serde(borrow)]
+    version: Cow<'a, str>,
+    #[serde(borrow)]
+    phase: Cow<'a, str>,
+}
+
+/// The OS image column: the version the gateway runs and its slot, and an update under way
+/// or one that came back (`2 (slot B)`, `2 (slot B), 3 rebooting`, `2 (slot A), 3 rolled-back`).
+fn os_cell(os: Option<OsReport<'_>>) -> Option<String> {
+    let os = os?;
+    if os.slot.is_none() && os.version.is_none() {
+        return None;
+    }
+    let mut s = os.version.as_deref().unwrap_or("?").to_string();
+    if let Some(slot) = &os.slot {
+        s.push_str(&format!(" (slot {slot})"));
+    }
+    if let Some(u) = os.update.filter(|u| u.phase != "good") {
+        s.push_str(&format!(", {} {}", u.version, u.phase));
+    }
+    Some(s)
 }
 
 #[derive(Deserialize)]
@@ -72,11 +110,24 @@ struct QueueReport {
 type AppCell<'a> = (Cow<'a, str>, Option<Cow<'a, str>>, Option<Cow<'a, str>>);
 
 /// What the fleet page shows of an `engine_report`: agent version, apps, queue backlog,
-/// faults standing. Anything unreadable shows as unknown.
-fn report_summary(report: Option<&str>) -> (Option<Cow<'_, str>>, Vec<AppCell<'_>>, Option<u64>, usize) {
+/// faults standing, OS image. Anything unreadable shows as unknown.
+struct Summary<'a> {
+    version: Option<Cow<'a, str>>,
+    apps: Vec<AppCell<'a>>,
+    backlog: Option<u64>,
+    faults: usize,
+    os_image: Option<String>,
+}
+
+fn report_summary(report: Option<&str>) -> Summary<'_> {
     let r: Report = report.and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default();
-    let apps = r.apps.into_iter().flatten().map(|(name, a)| (name, a.version, a.status)).collect();
-    (r.engine_version, apps, r.queue.and_then(|q| q.backlog), r.faults.len())
+    Summary {
+        version: r.engine_version,
+        apps: r.apps.into_iter().flatten().map(|(name, a)| (name, a.version, a.status)).collect(),
+        backlog: r.queue.and_then(|q| q.backlog),
+        faults: r.faults.len(),
+        os_image: os_cell(r.os),
+    }
 }
 
 /// What the inventory columns read of a `device_info`.
@@ -122,7 +173,7 @@ fn info_summary(info: Option<&str>) -> [Option<String>; 4] {
 
 /// The fleet page's columns, in the order of each row's array. `q` is the row's search
 /// text (lower case), which the page's filter reads.
-const FLEET_COLUMNS: [&str; 18] = [
+const FLEET_COLUMNS: [&str; 19] = [
     "id",
     "vendor",
     "model",
@@ -140,6 +191,7 @@ const FLEET_COLUMNS: [&str; 18] = [
     "kernel",
     "arch",
     "addresses",
+    "os_image",
     "q",
 ];
 
@@ -162,6 +214,7 @@ struct FleetCells<'a>(
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<String>,
     String,
 );
 
@@ -171,7 +224,7 @@ fn online(d: &Device, now: i64) -> bool {
 
 fn cells(r: &FleetRow, now: i64) -> FleetCells<'_> {
     let d = &r.device;
-    let (version, apps, backlog, faults) = report_summary(r.engine_report.as_deref());
+    let Summary { version, apps, backlog, faults, os_image } = report_summary(r.engine_report.as_deref());
     let [os, kernel, arch, addresses] = info_summary(r.device_info.as_deref());
     let on = online(d, now);
     let mut q = String::with_capacity(160);
@@ -189,6 +242,22 @@ fn cells(r: &FleetRow, now: i64) -> FleetCells<'_> {
     {
         q.push_str(part);
         q.push(' ');
+    }
+    if let Some(image) = &os_image {
+        // `os:2`, `slot:b` and the update's phase (`rolled-back`) are what a filter names.
+        let mut w = image.split([' ', ',', '(', ')']).filter(|w| !w.is_empty());
+        q.push_str("os:");
+        q.push_str(w.next().unwrap_or("?"));
+        q.push(' ');
+        for part in w {
+            q.push_str(part);
+            q.push(' ');
+        }
+        if let Some(slot) = image.split_once("(slot ").and_then(|(_, r)| r.split(')').next()) {
+            q.push_str("slot:");
+            q.push_str(slot);
+            q.push(' ');
+        }
     }
     for (name, version, state) in &apps {
         q.push_str(name);
@@ -224,6 +293,7 @@ fn cells(r: &FleetRow, now: i64) -> FleetCells<'_> {
         kernel,
         arch,
         addresses,
+        os_image,
         q,
     )
 }
@@ -248,7 +318,7 @@ async fn fleet(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> UiResult {
     struct Fleet<'a> {
         now_ms: i64,
         online_ms: i64,
-        columns: [&'static str; 18],
+        columns: [&'static str; 19],
         rows: Vec<FleetCells<'a>>,
     }
     let rows = rows.iter().map(|r| cells(r, now)).collect();
@@ -495,7 +565,8 @@ async fn send_each(
     Ok(what)
 }
 
-/// Every package the hub hosts, for every vendor and model it has gateways of.
+/// Every package and OS bundle the hub hosts, for every vendor and model it has gateways
+/// of; `kind` says which (`package` or `os`).
 async fn packages(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> UiResult {
     signed_in(&hub, &headers).await?;
     let models: BTreeSet<(String, String)> =
@@ -503,9 +574,10 @@ async fn packages(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> UiResult {
     let mut out = Vec::new();
     for (vendor, model) in models {
         for c in hub.store.list_content((&vendor, &model)).await? {
-            if let Some((name, version)) = crate::rollout::package_parts(&c.id) {
+            let kind = if crate::rollout::package_parts(&c.id).is_some() { "package" } else { "os" };
+            if let Some((name, version)) = crate::rollout::content_parts(&c.id) {
                 out.push(json!({"vendor": vendor, "model": model, "id": c.id, "name": name, "version": version,
-                                "size": c.size, "updated": c.updated}));
+                                "kind": kind, "size": c.size, "updated": c.updated}));
             }
         }
     }
@@ -575,7 +647,7 @@ pub async fn group(hub: &Hub, vendor: &str, model: &str, query: &str) -> Result<
         .await?
         .into_iter()
         .filter(|r| r.device.vendor == vendor && r.device.model == model && r.device.status == "activated")
-        .filter(|r| query.trim().is_empty() || matches(&cells(r, now).17, query))
+        .filter(|r| query.trim().is_empty() || matches(&cells(r, now).18, query))
         .map(|r| r.device)
         .collect())
 }
@@ -617,15 +689,35 @@ mod tests {
     fn the_fleet_row_reads_what_it_can_of_a_report() {
         let r = r#"{"apps":[{"w1":{"status":"RUNNING","version":"1.2"}},{"x":{"status":"FATAL","version":null}}],
                    "engine_version":"0.1.0","queue":{"backlog":42},"faults":[{"part":"queue"}]}"#;
-        let (v, apps, backlog, faults) = report_summary(Some(r));
-        assert_eq!(v.as_deref(), Some("0.1.0"));
-        assert_eq!(json!(apps), json!([["w1", "1.2", "RUNNING"], ["x", null, "FATAL"]]));
-        assert_eq!((backlog, faults), (Some(42), 1));
-        let (v, apps, backlog, faults) = report_summary(Some("not json"));
-        assert_eq!((v, apps.len(), backlog, faults), (None, 0, None, 0));
-        assert_eq!(report_summary(None).0, None);
+        let s = report_summary(Some(r));
+        assert_eq!(s.version.as_deref(), Some("0.1.0"));
+        assert_eq!(json!(s.apps), json!([["w1", "1.2", "RUNNING"], ["x", null, "FATAL"]]));
+        assert_eq!((s.backlog, s.faults, s.os_image), (Some(42), 1, None));
+        let s = report_summary(Some("not json"));
+        assert_eq!((s.version, s.apps.len(), s.backlog, s.faults), (None, 0, None, 0));
+        assert_eq!(report_summary(None).version, None);
         // Escaped strings are unescaped (owned), plain ones borrowed.
-        let (v, ..) = report_summary(Some(r#"{"engine_version":"0.1\u0041"}"#));
+        let v = report_summary(Some(r#"{"engine_version":"0.1\u0041"}"#)).version;
         assert_eq!(v.as_deref(), Some("0.1A"));
+    }
+
+    #[test]
+    fn the_os_image_column_says_version_slot_and_an_update_not_yet_good() {
+        let os = |j: &str| report_summary(Some(format!(r#"{{"os":{j}}}"#).leak())).os_image;
+        assert_eq!(os(r#"{"slot":"B","image":"gwe","version":"2","update":null}"#).as_deref(), Some("2 (slot B)"));
+        assert_eq!(
+            os(r#"{"slot":"B","version":"2","update":{"version":"2","phase":"good","from":"A","to":"B"}}"#).as_deref(),
+            Some("2 (slot B)")
+        );
+        assert_eq!(
+            os(r#"{"slot":"A","version":"1","update":{"version":"2","phase":"rebooting"}}"#).as_deref(),
+            Some("1 (slot A), 2 rebooting")
+        );
+        assert_eq!(
+            os(r#"{"slot":"B","version":"2","update":{"version":"3","phase":"rolled-back"}}"#).as_deref(),
+            Some("2 (slot B), 3 rolled-back")
+        );
+        assert_eq!(os(r#"{"slot":null,"version":null,"update":null}"#), None, "a system without slots");
+        assert_eq!(os("7"), None, "unreadable");
     }
 }

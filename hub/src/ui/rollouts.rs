@@ -92,6 +92,9 @@ struct NewRollout {
     /// When the first stage starts (unix ms); absent: at once.
     #[serde(default)]
     start_at_ms: Option<i64>,
+    /// An OS bundle's reboot: `now` (absent), `manual` or a UTC window `HH:MM-HH:MM`.
+    #[serde(default)]
+    reboot: Option<String>,
 }
 
 /// A checked rollout request: the group in rollout order with each gateway's stage.
@@ -108,8 +111,17 @@ async fn plan(hub: &Hub, n: &NewRollout, need_name: bool) -> Result<Plan, UiErro
     if n.package.is_empty() {
         return Err(bad("package", "choose a package"));
     }
-    if crate::rollout::package_parts(&n.package).is_none() {
-        return Err(bad("package", format!("package {:?} is not NAME.vVERSION.tar.gz", n.package)));
+    if crate::rollout::content_parts(&n.package).is_none() {
+        return Err(bad(
+            "package",
+            format!("package {:?} is not NAME.vVERSION.tar.gz or an OS bundle NAME.vVERSION.raucb", n.package),
+        ));
+    }
+    if let Some(reboot) = &n.reboot {
+        if gwe_wire::os::bundle_parts(&n.package).is_none() {
+            return Err(bad("reboot", "a reboot time is for OS bundles (.raucb) only"));
+        }
+        gwe_wire::os::RebootAt::parse(reboot).map_err(|e| bad("reboot", e))?;
     }
     if hub.store.content_info((&n.vendor, &n.model), &n.package).await?.is_none() {
         return Err(bad("package", format!("the hub has no package {:?} for {}/{}", n.package, n.vendor, n.model)));
@@ -195,6 +207,7 @@ async fn new_rollout(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Byte
         created_ms: now,
         updated_ms: now,
         start_ms,
+        reboot: n.reboot.unwrap_or_else(|| "now".into()),
     };
     let id = hub.store.create_rollout(&r, &p.devices).await?;
     log::info!(

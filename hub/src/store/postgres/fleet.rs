@@ -6,7 +6,7 @@ use super::{db, device_row, PgStore, DEVICE_COLS};
 use crate::store::{FleetRow, FleetStore, Operator, Result, Rollout, RolloutDevice, SavedFilter, Session, StoreError};
 
 const ROLLOUT_COLS: &str = "id, name, package, vendor, model, filter, stages, max_failure_pct, state, stage, \
-accepted_stage, reason, created_ms, updated_ms, start_ms";
+accepted_stage, reason, created_ms, updated_ms, start_ms, reboot";
 
 fn rollout_row(r: &tokio_postgres::Row) -> Rollout {
     let stages: String = r.get(6);
@@ -26,6 +26,7 @@ fn rollout_row(r: &tokio_postgres::Row) -> Rollout {
         created_ms: r.get(12),
         updated_ms: r.get(13),
         start_ms: r.get(14),
+        reboot: r.get(15),
     }
 }
 
@@ -50,6 +51,11 @@ DO $$ BEGIN
                    AND table_name = 'rollouts' AND column_name = 'start_ms') THEN
         ALTER TABLE rollouts ADD COLUMN start_ms BIGINT NOT NULL DEFAULT 0;
         UPDATE rollouts SET start_ms = created_ms;
+    END IF;
+    -- Rollouts made before OS bundles reboot at once.
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'rollouts' AND column_name = 'reboot') THEN
+        ALTER TABLE rollouts ADD COLUMN reboot TEXT NOT NULL DEFAULT 'now';
     END IF;
 END $$;
 CREATE TABLE IF NOT EXISTS device_tags(
@@ -226,8 +232,8 @@ impl FleetStore for PgStore {
         let row = tx
             .query_one(
                 "INSERT INTO rollouts(name, package, vendor, model, filter, stages, max_failure_pct, state, stage,
-                     accepted_stage, reason, created_ms, updated_ms, start_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, -1, '', $9, $9, $10) RETURNING id",
+                     accepted_stage, reason, created_ms, updated_ms, start_ms, reboot)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, -1, '', $9, $9, $10, $11) RETURNING id",
                 &[
                     &r.name,
                     &r.package,
@@ -239,6 +245,7 @@ impl FleetStore for PgStore {
                     &r.state,
                     &r.created_ms,
                     &r.start_ms,
+                    &r.reboot,
                 ],
             )
             .await

@@ -7,7 +7,7 @@ use super::{db, device_row, SqliteStore, DEVICE_COLS};
 use crate::store::{FleetRow, FleetStore, Operator, Result, Rollout, RolloutDevice, SavedFilter, Session, StoreError};
 
 const ROLLOUT_COLS: &str = "id, name, package, vendor, model, filter, stages, max_failure_pct, state, stage, \
-accepted_stage, reason, created_ms, updated_ms, start_ms";
+accepted_stage, reason, created_ms, updated_ms, start_ms, reboot";
 
 fn rollout_row(r: &rusqlite::Row) -> rusqlite::Result<Rollout> {
     let stages: String = r.get(6)?;
@@ -27,6 +27,7 @@ fn rollout_row(r: &rusqlite::Row) -> rusqlite::Result<Rollout> {
         created_ms: r.get(12)?,
         updated_ms: r.get(13)?,
         start_ms: r.get(14)?,
+        reboot: r.get(15)?,
     })
 }
 
@@ -51,15 +52,21 @@ CREATE TABLE IF NOT EXISTS saved_filters(
     name TEXT PRIMARY KEY, query TEXT NOT NULL, operator TEXT NOT NULL, created_ms INTEGER NOT NULL);
 ";
 
-/// Rollouts made before schedules have no `start_ms`: they started when they were made.
+/// Columns added since the first schema. Rollouts made before schedules have no `start_ms`:
+/// they started when they were made; those made before OS bundles have no `reboot`: `now`.
 pub fn migrate(c: &rusqlite::Connection) -> rusqlite::Result<()> {
-    let n: i64 =
-        c.query_row("SELECT count(*) FROM pragma_table_info('rollouts') WHERE name = 'start_ms'", [], |r| r.get(0))?;
-    if n == 0 {
+    let has = |col: &str| -> rusqlite::Result<bool> {
+        c.query_row("SELECT count(*) FROM pragma_table_info('rollouts') WHERE name = ?1", [col], |r| r.get(0))
+            .map(|n: i64| n > 0)
+    };
+    if !has("start_ms")? {
         c.execute_batch(
             "ALTER TABLE rollouts ADD COLUMN start_ms INTEGER NOT NULL DEFAULT 0;
              UPDATE rollouts SET start_ms = created_ms;",
         )?;
+    }
+    if !has("reboot")? {
+        c.execute_batch("ALTER TABLE rollouts ADD COLUMN reboot TEXT NOT NULL DEFAULT 'now';")?;
     }
     Ok(())
 }
@@ -259,8 +266,8 @@ impl FleetStore for SqliteStore {
             let stages = serde_json::to_string(&r.stages).unwrap_or_default();
             c.execute(
                 "INSERT INTO rollouts(name, package, vendor, model, filter, stages, max_failure_pct, state, stage,
-                     accepted_stage, reason, created_ms, updated_ms, start_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, -1, '', ?9, ?9, ?10)",
+                     accepted_stage, reason, created_ms, updated_ms, start_ms, reboot)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, -1, '', ?9, ?9, ?10, ?11)",
                 params![
                     r.name,
                     r.package,
@@ -271,7 +278,8 @@ impl FleetStore for SqliteStore {
                     r.max_failure_pct,
                     r.state,
                     r.created_ms,
-                    r.start_ms
+                    r.start_ms,
+                    r.reboot
                 ],
             )
             .map_err(db)?;
