@@ -3,17 +3,19 @@
 
 Boots the qemu-aarch64-debian board (Debian's U-Boot picks slot A or B and counts tries;
 RAUC from Debian on the board) with a real hub beside it, and sends it operating-system
-bundles through the hub, as an operator would (`engine_fetch` with an `os` item). On its
+bundles through the hub, as an operator would (rollouts from the dashboard's API, and
+`engine_fetch` with an `os` item). On its
 first boot it runs the systemd checks of systemd_board_test.py (Type=notify, an app
 installed, a crash and a hang each restarted); the update's reboot is the clean reboot
 those checks want, and the test ends with a power cut and a check of the data. It shows:
 
   1. a good bundle: downloaded from the hub, installed by RAUC into the other slot, the board
      restarts into it, the agent finds it healthy and RAUC marks it good; the hub's
-     engine_report names the new slot and version;
+     engine_report names the new slot and version, the rollout is done and the fleet page's
+     OS image column shows the new version and slot;
   2. a bundle whose system is bad (an app that never reaches RUNNING): the agent's check
      fails, it marks the slot bad and restarts; the board is back in the old system and the
-     hub hears of the rollback with its reason;
+     hub hears of the rollback with its reason and the rollout pauses on the failure;
   3. a bundle whose kernel panics before user space: U-Boot's boot counter brings the old
      system back by itself after the tries run out; the agent reports the rollback;
   4. bad bundles are refused with RAUC's reason in fetch_status and the running system is
@@ -71,6 +73,46 @@ class Hub:
                 raise SystemExit(f"os-update: hub {method} {path} failed ({r.returncode}): {r.stderr.decode()}")
             return None
         return r.stdout
+
+    def sign_in(self):
+        """An operator `ops` signed in to the dashboard, as a browser is: its session cookie
+        and CSRF token, for the dashboard's API (rollouts, the fleet)."""
+        password = "a board test password"
+        subprocess.run(["hub/target/debug/gwe-hub", "operator", "add", "ops", "--db", f"sqlite:{self.out}/hub.db"],
+                       input=password.encode(), check=True, capture_output=True)
+        self.jar = f"{self.out}/cookies"
+        self.curl("POST", "/ui/login", "-c", self.jar, "--data-urlencode", "name=ops",
+                  "--data-urlencode", f"password={password}")
+        page = self.curl("GET", "/ui/fleet", "-b", self.jar).decode()
+        self.csrf = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+
+    def ui(self, method, path, body=None):
+        args = ["-b", self.jar]
+        if body is not None:
+            args += ["-H", "Content-Type: application/json", "-H", f"X-CSRF-Token: {self.csrf}",
+                     "-H", f"Origin: http://127.0.0.1:{PORT}", "-d", json.dumps(body)]
+        return json.loads(self.curl(method, path, *args))
+
+    def rollout(self, model, bundle, reboot="now"):
+        """A rollout of an OS bundle to the model's gateways (one stage, no failure allowed)."""
+        r = self.ui("POST", "/ui/api/rollouts", {"name": f"os {bundle}", "package": bundle, "vendor": "gwe",
+                                                 "model": model, "stages": [100], "max_failure_pct": 0,
+                                                 "reboot": reboot})
+        return r["id"]
+
+    def wait_rollout(self, rid, pred, secs):
+        until = time.monotonic() + secs
+        while True:
+            r = self.ui("GET", f"/ui/api/rollouts/{rid}")
+            if pred(r):
+                return r
+            if time.monotonic() > until:
+                raise SystemExit(f"os-update: rollout {rid} never got there in {secs} s: {r}")
+            time.sleep(2)
+
+    def fleet_row(self, serial):
+        f = self.ui("GET", "/ui/api/fleet")
+        return next(dict(zip(f["columns"], r)) for r in f["rows"] if r[f["columns"].index("sn")] == serial)
 
     def whitelist(self, model, serial):
         body = json.dumps({"vendor": "gwe", "model": model, "sn": serial})
@@ -173,11 +215,13 @@ def main():
     empty = "find $ROOT -mindepth 1 -maxdepth 1 -exec rm -rf {} +; head -c 65536 /dev/urandom > $ROOT/filler"
     bundles = {
         "good": (f"{bdir}/gw-os.v2.raucb", "2", "", {}),
-        "bad": (f"{bdir}/gw-os.v3-bad.raucb", "3", bad_app, {}),
-        "panic": (f"{bdir}/gw-os.v4-panic.raucb", "4", only_boot + panic, {"BUNDLE_IMAGE_SIZE": "48M"}),
-        "other": (f"{bdir}/gw-os.v5-other.raucb", "5", empty,
+        "bad": (f"{bdir}/gw-os.v3-bad.raucb", "3-bad", bad_app, {}),
+        "panic": (f"{bdir}/gw-os.v4-panic.raucb", "4-panic", only_boot + panic, {"BUNDLE_IMAGE_SIZE": "48M"}),
+        "other": (f"{bdir}/gw-os.v5-other.raucb", "5-other", empty,
                   {"BUNDLE_COMPATIBLE": "another-board", "BUNDLE_IMAGE_SIZE": "4M"}),
     }
+    # Each is named NAME.vVERSION.raucb with the version of its signed manifest (the agent
+    # refuses a name that says another); the truncated one cannot be read at all.
     for name, (path, version, tweak, extra) in bundles.items():
         subprocess.run(["scripts/build-os-bundle.sh", args.board, version, path, tweak], check=True,
                        env={**os.environ, **extra}, stdout=subprocess.DEVNULL)
@@ -189,7 +233,7 @@ def main():
                         "-nodes", "-days", "3650", "-subj", "/CN=stranger", "-keyout", f"{pki}/signing.key",
                         "-out", f"{pki}/signing.pem"], check=True, capture_output=True)
     stranger = f"{bdir}/gw-os.v6-stranger.raucb"
-    subprocess.run(["scripts/build-os-bundle.sh", args.board, "6", stranger, empty], check=True,
+    subprocess.run(["scripts/build-os-bundle.sh", args.board, "6-stranger", stranger, empty], check=True,
                    stdout=subprocess.DEVNULL,
                    env={**os.environ, "RAUC_CERT": f"{pki}/signing.pem", "RAUC_KEY": f"{pki}/signing.key",
                         "RAUC_KEYRING": f"{pki}/signing.pem", "BUNDLE_IMAGE_SIZE": "4M"})
@@ -206,6 +250,7 @@ def main():
         subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
         hub = Hub(ns, out)
         hub.whitelist(model, serial)
+        hub.sign_in()
         for path in [b[0] for b in bundles.values()] + [stranger, truncated]:
             hub.upload(model, path)
         seen = []
@@ -235,14 +280,14 @@ def main():
         assert board.qemu.poll() is None, "the board restarted"
         assert slot_state(board) == (booted, uenv), "a refused bundle changed the boot selection"
 
-        print("--- a good bundle: installed into slot B, booted, checked, marked good")
+        print("--- a good bundle through a rollout: installed into slot B, booted, checked, marked good")
         # The agent reboots as soon as it says "installed", before a command typed after that
         # could run: a sampler on the board keeps the received-byte count on /data, once a
         # second, and the count the reboot leaves there is read in the new system.
         rx_before = number(board, "cat /sys/class/net/eth0/statistics/rx_bytes")
         board.ok("(while :; do cat /sys/class/net/eth0/statistics/rx_bytes > /data/rx.tmp && "
                  "mv /data/rx.tmp /data/rx; sleep 1; done) >/dev/null 2>&1 & true")
-        hub.command({"os": {"name": os.path.basename(bundles["good"][0])}})
+        good_rollout = hub.rollout(model, os.path.basename(bundles["good"][0]))
         hub.wait_status(r"^installing gw-os\.v2", 300, seen)
         t = time.monotonic()
         hub.wait_status(r"^installed .* 2 into slot B", 900, seen)
@@ -272,12 +317,23 @@ def main():
         seq_after = board.ok("gwe queue stats --json")
         seq_after = seq_after[seq_after.index("{"):]
         assert (json.loads(seq_after)["last_seq"] or 0) >= (json.loads(seq_before)["last_seq"] or 0), (seq_before, seq_after)
+        r = hub.wait_rollout(good_rollout, lambda r: r["state"] == "done", 60)
+        assert r["counts"] == {"installed": 1}, r["counts"]
+        # The agent queues a fresh engine_report with its verdict; it reaches the hub at the
+        # forwarder's next batch.
+        for _ in range(30):
+            image = hub.fleet_row(serial)["os_image"]
+            if image == "2 (slot B)":
+                break
+            time.sleep(1)
+        assert image == "2 (slot B)", image
         print(f"slot B marked good (BOOT_ORDER {uenv['BOOT_ORDER']!r}); engine_report os {report['os']['version']} "
-              f"in slot {report['os']['slot']}; the queue kept its records across the update")
+              f"in slot {report['os']['slot']}; the queue kept its records across the update; the rollout is "
+              f"done (1 installed) and the fleet page's OS image says {image!r}")
 
-        print("--- a bad system: its check fails, marked bad, back to slot B")
-        hub.command({"os": {"name": os.path.basename(bundles["bad"][0])}})
-        hub.wait_status(r"^installed .* 3 into slot A", 900, seen)
+        print("--- a bad system through a rollout: its check fails, marked bad, back to slot B; the rollout pauses")
+        bad_rollout = hub.rollout(model, os.path.basename(bundles["bad"][0]))
+        hub.wait_status(r"^installed .* 3-bad into slot A", 900, seen)
         board.stopped(180)
         board, failed = boot_until_login(env, out, ns, f"{out}/os-boot3")
         booted, _ = slot_state(board)
@@ -289,11 +345,13 @@ def main():
         v = hub.wait_status(r"rolled back", 300, seen)
         booted, uenv = slot_state(board)
         assert booted == "B" and "IMAGE_VERSION=2" in board.ok("cat /etc/os-release"), booted
-        print(f"rolled back to slot B: {v}")
+        r = hub.wait_rollout(bad_rollout, lambda r: r["state"] == "paused", 60)
+        assert "1 of 1 gateways failed" in r["reason"], r["reason"]
+        print(f"rolled back to slot B: {v}; the rollout paused: {r['reason']}")
 
         print("--- a kernel that panics: U-Boot's counter falls back with no help from the agent")
         hub.command({"os": {"name": os.path.basename(bundles["panic"][0])}})
-        hub.wait_status(r"^installed .* 4 into slot A", 900, seen)
+        hub.wait_status(r"^installed .* 4-panic into slot A", 900, seen)
         board.stopped(180)
         board, failed = boot_until_login(env, out, ns, f"{out}/os-boot5")
         assert failed == 3, f"{failed} boots of the panicking system before the fallback (3 tries)"

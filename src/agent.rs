@@ -244,6 +244,7 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
                 sup: Some(apps.sup.clone()),
             },
             apps: apps.clone(),
+            queue: queue.clone(),
             cloud: cloud.clone(),
             deadline: Duration::from_secs(cfg.ota.os_check_secs),
             reboot: cfg.ota.reboot_command.clone(),
@@ -336,6 +337,7 @@ impl TrialCheck {
 struct OsCheck {
     rauc: crate::ota::os::Rauc,
     apps: Arc<Installer>,
+    queue: Queue,
     cloud: Option<Arc<Cloud>>,
     deadline: Duration,
     reboot: Vec<String>,
@@ -346,11 +348,17 @@ impl OsCheck {
         std::thread::Builder::new().name("os-check".into()).spawn(move || self.run(&stop))
     }
 
+    /// An outcome, in `fetch_status` at once and in an `engine_report` queued now (not at
+    /// the next report interval), so the fleet shows the slot's new state with it.
     fn say(&self, msg: &str) {
         if let Some(c) = &self.cloud {
             if let Err(e) = c.write(&[(crate::ota::fetch::STATUS, msg)]) {
                 log::warn!("writing fetch_status: {e}");
             }
+        }
+        let report = crate::telemetry::engine_report(&self.apps, &self.queue, &self.rauc.state_dir).to_string();
+        if let Err(e) = crate::telemetry::enqueue(&self.queue, "engine_report", &report) {
+            log::warn!("queueing engine_report: {e}");
         }
     }
 
