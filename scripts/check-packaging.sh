@@ -18,5 +18,6 @@ python3 scripts/gen-yocto-crates.py --check
 layer=yocto-layer/meta-gwe
 # CI has no network, so HOMEPAGE cannot be pinged; everything else must be clean.
 "$venv/bin/oelint-adv" --quiet --noinfo --suppress oelint.vars.homepageping \
-  "$layer"/recipes-gwe/*/*.bb "$layer"/classes/*.bbclass
+  --constantmods=+yocto-layer/oelint-constants.json \
+  "$layer"/recipes-gwe/*/*.bb "$layer"/dynamic-layers/*/recipes-*/*/*.bb "$layer"/classes/*.bbclass
 echo "oelint-adv: $layer clean"

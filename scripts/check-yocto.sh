@@ -11,6 +11,9 @@
 #   - bitbake -e gwe under systemd and under SysV init: the unit or the script is installed;
 #   - an app recipe using the gwe_app class, as the README has it: its install step puts
 #     the package where the agent's preinstall step reads (/usr/share/gwe/preinstall);
+#   - with meta-rauc of the same series: the example image (gwe, RAUC) and the verity
+#     bundle of its root filesystem parse; the bundle's task graph reaches the image and
+#     gwe; PACKAGECONFIG os-updates turns the agent's OS updates on and pulls RAUC in;
 # Installs what it needs (Debian packages, the en_US.UTF-8 locale, the user gwebuild),
 # idempotently. Work files: target/fw/yocto-SERIES. Fails on any error or warning.
 set -euo pipefail
@@ -103,12 +106,14 @@ for s in "${series[@]}"; do
     *) echo "unknown series $s (scarthgap or wrynose)" >&2; exit 2 ;;
   esac
   work=$fw/yocto-$s
-  stamp="$(sha256sum "$upstream/oe-core-$s.tar.xz" "$upstream/$bitbake_tar.tar.xz" | sha256sum | cut -c1-16)"
+  stamp="$(sha256sum "$upstream/oe-core-$s.tar.xz" "$upstream/$bitbake_tar.tar.xz" "$upstream/meta-rauc-$s.tar.xz" |
+    sha256sum | cut -c1-16)"
   if [ "$(cat "$work/.unpacked" 2>/dev/null)" != "$stamp" ]; then
     rm -rf "$work"
     mkdir -p "$work"
     tar -C "$work" -xJf "$upstream/oe-core-$s.tar.xz"
     tar -C "$work" -xJf "$upstream/$bitbake_tar.tar.xz"
+    tar -C "$work" -xJf "$upstream/meta-rauc-$s.tar.xz"
     echo "$stamp" >"$work/.unpacked"
     chown -R gwebuild: "$work"
   fi
@@ -151,7 +156,9 @@ EOF
   # (fakeroot) is a native build from downloads: this offline check runs the install step
   # through a stand-in that just runs it (files owned by the builder); a real build runs
   # it under pseudo.
-  echo "BBLAYERS += \"$testlayer\"" >>"$build/conf/bblayers.conf"
+  echo "BBLAYERS += \"$testlayer $work/meta-rauc\"" >>"$build/conf/bblayers.conf"
+  # meta-rauc as its README says: 'rauc' in DISTRO_FEATURES; gwe's OS updates on.
+  printf 'DISTRO_FEATURES:append = " rauc"\nPACKAGECONFIG:append:pn-gwe = " os-updates"\n' >>"$build/conf/local.conf"
   cat >"$build/no-fakeroot" <<'EOF'
 #!/bin/sh
 # pseudo stand-in: runs the command; "-S" (shut down) is a no-op.
@@ -223,5 +230,27 @@ EOF
     grep -A2 'if false; then' <<<"$body" | grep -q "$off" || fail "$init: $off is installed too"
     echo "check-yocto $s: $init: do_install installs $on only"
   done
+  # 7. RAUC (meta-rauc): gwe with os-updates turns them on in gwe.toml and needs RAUC; the
+  # example image holds both without RAUC's own mark-good service; the example bundle is a
+  # verity one of that image's root filesystem, and its task graph reaches the image and gwe.
+  body=$(sed -n '/^do_install() {/,/^}/p' "$build/env-systemd.log")
+  grep -A1 'if true; then' <<<"$body" | grep -q 'os_updates = true' || fail "PACKAGECONFIG os-updates does not set os_updates"
+  grep -q '^RDEPENDS:gwe=".*\brauc\b' "$build/env-systemd.log" || fail "gwe with os-updates does not need rauc"
+  bb -e gwe-image-rauc >"$build/env-image.log" 2>&1 || { tail -n 20 "$build/env-image.log"; fail "bitbake -e gwe-image-rauc"; }
+  grep -Eq '^IMAGE_INSTALL=".*\bgwe\b.*\brauc\b' "$build/env-image.log" || fail "gwe-image-rauc lacks gwe or rauc"
+  grep -Eq '^BAD_RECOMMENDATIONS=".*\brauc-mark-good\b' "$build/env-image.log" || fail "gwe-image-rauc keeps rauc-mark-good"
+  bb -e gwe-bundle >"$build/env-bundle.log" 2>&1 || { tail -n 20 "$build/env-bundle.log"; fail "bitbake -e gwe-bundle"; }
+  for v in 'RAUC_BUNDLE_FORMAT="verity"' 'RAUC_SLOT_rootfs="gwe-image-rauc"' 'RAUC_BUNDLE_COMPATIBLE="qemuarm64-gwe"'; do
+    grep -qxF "$v" "$build/env-bundle.log" || fail "gwe-bundle: no $v"
+  done
+  # Flags are not printed as values; the variable's history shows the last one set.
+  adaptive=$(sed -n '/^# .RAUC_SLOT_rootfs /,/^# pre-expansion/p' "$build/env-bundle.log" | grep '^#  *\[adaptive\]' | tail -n 1)
+  [ "$adaptive" = '#     [adaptive] "block-hash-index"' ] || fail "gwe-bundle: the slot image's [adaptive] is not block-hash-index ($adaptive)"
+  (cd "$build" && rm -f task-depends.dot && bb -g gwe-bundle >"$build/graph.log" 2>&1) || { tail -n 30 "$build/graph.log"; fail "bitbake -g gwe-bundle"; }
+  clean "$build/graph.log"
+  grep -q '"gwe-bundle.do_unpack" -> "gwe-image-rauc.do_image_complete"' "$build/task-depends.dot" ||
+    fail "gwe-bundle does not wait for gwe-image-rauc"
+  grep -q '"gwe.do_package_write_' "$build/task-depends.dot" || fail "gwe-image-rauc does not build gwe"
+  echo "check-yocto $s: meta-rauc: gwe-image-rauc (gwe with os-updates, RAUC) and its verity bundle gwe-bundle parse; the bundle's graph reaches the image and gwe"
   echo "check-yocto $s: done in $(($(date +%s) - started)) s"
 done

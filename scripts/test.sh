@@ -28,7 +28,7 @@ cargo clippy --manifest-path hub/Cargo.toml --all-targets --locked -- -D warning
 step "firmware packaging: Yocto layer (oelint-adv, crates.inc in sync), Buildroot tree (kconfiglib, .mk)"
 scripts/check-packaging.sh
 
-step "the Yocto layer in real bitbake and OpenEmbedded-Core, scarthgap and wrynose, offline (../shared/upstream)"
+step "the Yocto layer in real bitbake and OpenEmbedded-Core (and meta-rauc), scarthgap and wrynose, offline (../shared/upstream)"
 scripts/check-yocto.sh scarthgap wrynose
 
 step "the Buildroot tree in real Buildroot 2025.02.16 and 2026.02.3, offline: the pinned release tarball, check-package, three configs"

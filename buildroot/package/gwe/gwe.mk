@@ -8,7 +8,7 @@
 # tarball with the crates vendored is made by scripts/release-tarball.py, byte for byte
 # the same everywhere: gwe.hash holds its sha256, and Buildroot does not vendor again
 # (the tarball has VENDOR/, which Buildroot's own vendoring would need its host cargo for).
-GWE_VERSION = 113bed66eb4d51c5be62437901981e80cb586041
+GWE_VERSION = a8e5c8f2b459e768cec06c4576d47d44a7d931e3
 GWE_SOURCE = gwe-$(GWE_VERSION)-vendored.tar.gz
 GWE_SITE = $(call qstrip,$(BR2_PACKAGE_GWE_SITE))
 # gwe itself, then the crates linked into the agent (scripts/gen-licenses.py).

@@ -21,7 +21,7 @@ PV = "0.1.0+git"
 SRC_URI = "git://git.example.org/gwe.git;protocol=https;nobranch=1;destsuffix=${BP} \
            file://gwe.toml \
            "
-SRCREV = "113bed66eb4d51c5be62437901981e80cb586041"
+SRCREV = "a8e5c8f2b459e768cec06c4576d47d44a7d931e3"
 
 inherit cargo cargo-update-recipe-crates deploy systemd update-rc.d
 
@@ -31,6 +31,9 @@ require ${BPN}-crates.inc
 # library needed; about 100 KB of binary).
 PACKAGECONFIG ??= "edge"
 PACKAGECONFIG[edge] = ""
+# PACKAGECONFIG "os-updates": the agent takes OS bundles ([ota] os_updates in gwe.toml) and
+# needs RAUC on the image (meta-rauc; docs/os-updates.md).
+PACKAGECONFIG[os-updates] = ",,,rauc"
 CARGO_BUILD_FLAGS += "--bin gwe --no-default-features ${@bb.utils.contains('PACKAGECONFIG', 'edge', '--features edge', '', d)}"
 
 # Where file:// sources are unpacked: UNPACKDIR from styhead (5.1) on, WORKDIR before.
@@ -58,6 +61,9 @@ INITSCRIPT_PARAMS = "defaults 90 10"
 do_install:append() {
     install -d ${D}${sysconfdir}/gwe/programs.d
     install -m 0644 ${GWE_FILESDIR}/gwe.toml ${D}${sysconfdir}/gwe/gwe.toml
+    if ${@bb.utils.contains('PACKAGECONFIG', 'os-updates', 'true', 'false', d)}; then
+        printf '\n[ota]\nos_updates = true\n' >>${D}${sysconfdir}/gwe/gwe.toml
+    fi
     if ${@bb.utils.contains('DISTRO_FEATURES', 'systemd', 'true', 'false', d)}; then
         install -d ${D}${systemd_system_unitdir}
         install -m 0644 ${S}/init/systemd/gwe.service ${D}${systemd_system_unitdir}/gwe.service
