@@ -75,7 +75,7 @@ for v in "${versions[@]}"; do
   grep -q '^0 warnings generated' <<<"$out" || { echo "$out"; fail "check-package warned"; }
   echo "check-buildroot $v: check-package: $(grep 'lines processed' <<<"$out"), 0 warnings"
 
-  for cfg in qemu_aarch64_virt_gwe qemu_arm_virt_gwe raspberrypi4_64; do
+  for cfg in qemu_aarch64_virt_gwe qemu_arm_virt_gwe qemu_aarch64_virt_gwe_rauc raspberrypi4_64; do
     o=$work/out-$cfg
     rm -rf "$o"
     mk() { make -s -C "$br" O="$o" BR2_EXTERNAL="$root/buildroot" BR2_DL_DIR="$work/dl" "$@"; }
@@ -110,6 +110,18 @@ EOF
     grep -q "^GWE_VERSION=$version\$" <<<"$vars" || { echo "$vars" | head; fail "$cfg: printvars GWE_VERSION"; }
     grep -q "^GWE_SOURCE=gwe-$version-vendored.tar.gz\$" <<<"$vars" || fail "$cfg: printvars GWE_SOURCE"
     grep -q "^GWE_INSTALL_IMAGES=YES\$" <<<"$vars" || fail "$cfg: the SBOM is not installed with the images"
+    if [ "$cfg" = qemu_aarch64_virt_gwe_rauc ]; then
+      # RAUC as the agent uses it (JSON, the D-Bus service) and can stream, U-Boot for QEMU
+      # with the A/B boot script, and gwe with OS updates on.
+      vars=$(mk printvars VARS='RAUC_CONF_OPTS UBOOT_KCONFIG_DEFCONFIG HOST_UBOOT_TOOLS_DEPENDENCIES' 2>&1)
+      for want in -Djson=enabled -Dservice=true -Dstreaming=true; do
+        grep -q "^RAUC_CONF_OPTS=.*$want" <<<"$vars" || { echo "$vars"; fail "$cfg: RAUC is not configured with $want"; }
+      done
+      grep -q '^UBOOT_KCONFIG_DEFCONFIG=qemu_arm64_defconfig$' <<<"$vars" || { echo "$vars"; fail "$cfg: U-Boot is not qemu_arm64"; }
+      grep -qx 'BR2_PACKAGE_UBOOT_TOOLS_FWPRINTENV=y' "$o/.config" || fail "$cfg: no fw_printenv/fw_setenv for RAUC"
+      grep -qx 'BR2_PACKAGE_RAUC=y' "$o/.config" || fail "$cfg: no RAUC"
+      mk printvars VARS=GWE_INSTALL_CONFIG 2>&1 | grep -q 'os_updates = true' || fail "$cfg: gwe.toml does not turn OS updates on"
+    fi
     echo "check-buildroot $v: $cfg: defconfig, gwe-show-info, printvars, no dead lines"
   done
   echo "check-buildroot $v: done in $(($(date +%s) - started)) s"

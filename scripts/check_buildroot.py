@@ -21,6 +21,14 @@ config BR2_USE_MMU
 \tdef_bool y
 config BR2_PACKAGE_HOST_RUSTC
 \tbool
+config BR2_USE_WCHAR
+\tdef_bool y
+config BR2_TOOLCHAIN_HAS_THREADS
+\tdef_bool y
+config BR2_PACKAGE_RAUC
+\tbool
+config BR2_PACKAGE_RAUC_JSON
+\tbool
 source "$(BR2_EXTERNAL_GWE_PATH)/Config.in"
 """
 os.environ["BR2_EXTERNAL_GWE_PATH"] = str(root)

@@ -40,6 +40,7 @@ define GWE_INSTALL_CONFIG
 		s,@FULL_POLICY@,$(GWE_FULL_POLICY),; \
 		s,@INGEST_LISTEN@,$(call qstrip,$(BR2_PACKAGE_GWE_INGEST_LISTEN)),' \
 		$(TARGET_DIR)/etc/gwe/gwe.toml
+	$(if $(BR2_PACKAGE_GWE_OS_UPDATES),printf '\n[ota]\nos_updates = true\n' >>$(TARGET_DIR)/etc/gwe/gwe.toml)
 	mkdir -p $(TARGET_DIR)/etc/gwe/programs.d
 endef
 GWE_POST_INSTALL_TARGET_HOOKS += GWE_INSTALL_CONFIG
