@@ -99,12 +99,15 @@ test -z "${reset_after}" || reset
 
 echo "gwe-boot: slot ${slot} (order ${BOOT_ORDER}, tries left A ${BOOT_A_LEFT} B ${BOOT_B_LEFT})"
 ext4load virtio 0:${rootpart} ${kernel_addr_r} /boot/Image
-setenv bootargs "console=ttyAMA0 quiet net.ifnames=0 panic=5 rootwait root=/dev/vda${rootpart} rauc.slot=${slot}"
-# A slot with an initramfs (the Debian board's) boots through it; one without (Buildroot's)
-# has the kernel mount the slot itself.
+setenv bootargs "console=ttyAMA0 quiet net.ifnames=0 panic=5 root=/dev/vda${rootpart} rauc.slot=${slot}"
+# A slot with an initramfs (the Debian board's) boots through it; one without (Buildroot's,
+# its disk driver built in) has the kernel mount the slot itself. Not "rootwait" with an
+# initramfs: should the initramfs be broken, a kernel whose disk driver is a module would
+# wait for the root forever instead of panicking, and never give the boot counter its turn.
 if ext4load virtio 0:${rootpart} ${ramdisk_addr_r} /boot/initrd.gz; then
   booti ${kernel_addr_r} ${ramdisk_addr_r}:${filesize} ${fdt_addr}
 else
+  setenv bootargs "${bootargs} rootwait"
   booti ${kernel_addr_r} - ${fdt_addr}
 fi
 echo "gwe-boot: slot ${slot} did not boot"
