@@ -31,7 +31,7 @@ scripts/check-packaging.sh
 step "the Yocto layer in real bitbake and OpenEmbedded-Core (and meta-rauc), scarthgap and wrynose, offline (../shared/upstream)"
 scripts/check-yocto.sh scarthgap wrynose
 
-step "the Buildroot tree in real Buildroot 2025.02.16 and 2026.02.3, offline: the pinned release tarball, check-package, three configs"
+step "the Buildroot tree in real Buildroot 2025.02.16 and 2026.02.3, offline: the pinned release tarball, check-package, four configs (one with RAUC and U-Boot)"
 scripts/check-buildroot.sh 2025.02.16 2026.02.3
 
 step "dependencies fit rust-version"
