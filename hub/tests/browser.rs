@@ -780,6 +780,7 @@ fn a_rollout_pauses_on_failures_and_is_aborted() {
         reboot.send_keys("25:00-01:00").await.unwrap();
         b.find(Locator::Css("#start-rollout")).await.unwrap().click().await.unwrap();
         wait_text(&b, "#rollout-reboot-error", "a window HH:MM-HH:MM (UTC)", 5, false).await;
+        screenshots(&b, "rollout-form-os").await;
         pick.select_by_label("sensor 2.9 — acme/gw1").await.unwrap();
         assert!(!reboot.is_displayed().await.unwrap());
         // A start too far ahead is refused beside its field (a scheduled rollout waits:

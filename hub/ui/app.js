@@ -162,7 +162,7 @@ const COLUMNS = {
   kernel: ["Kernel", "9em", d => d.kernel || "", d => d.kernel || "–"],
   arch: ["Arch", "5em", d => d.arch || "", d => d.arch || "–"],
   addresses: ["Addresses", "10em", d => d.addresses || "", d => d.addresses || "–"],
-  os_image: ["OS image", "9em", d => d.os_image || "", d => d.os_image || "–"],
+  os_image: ["OS image", "13em", d => d.os_image || "", d => d.os_image || "–"],
 };
 const DEFAULT_COLUMNS = ["sn", "model", "online", "last_seen_ms", "engine_version", "os_image", "apps", "backlog", "faults", "tags"];
 const ROW_H = 28;
