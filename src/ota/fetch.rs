@@ -279,19 +279,7 @@ impl Fetcher {
             return None;
         };
         self.status(&format!("downloading {bundle}"));
-        let file = match self.download_bundle(bundle, os.max_bundle, stop) {
-            Ok(f) => {
-                crate::health::ok(HEALTH_PART);
-                f
-            }
-            Err(e) => {
-                if e.contains("not enough free space") || e.contains("No space left") {
-                    crate::health::failed(HEALTH_PART, &e);
-                }
-                self.status(&format!("{bundle}: {e}"));
-                return None;
-            }
-        };
+        let file = self.downloaded(bundle, self.download_bundle(bundle, os.max_bundle, stop))?;
         self.status(&format!("installing {bundle}"));
         // RAUC's progress, at most every 10 s (each write costs bytes on the link).
         let mut last = std::time::Instant::now();
@@ -360,22 +348,29 @@ impl Fetcher {
         Ok(path)
     }
 
-    /// Installs one package; true when it was a new agent (restart into it).
-    fn install(&self, file: &str, stop: &Stop) -> bool {
-        self.status(&format!("downloading {file}"));
-        let pkg = match self.download(file, stop) {
+    /// A download's outcome, for packages and OS bundles alike: a full disk is a standing
+    /// fault of the OTA part (cleared by the next download that fits); any failure is said
+    /// in `fetch_status` as `NAME: reason`.
+    fn downloaded(&self, name: &str, r: Result<PathBuf, String>) -> Option<PathBuf> {
+        match r {
             Ok(p) => {
                 crate::health::ok(HEALTH_PART);
-                p
+                Some(p)
             }
             Err(e) => {
                 if e.contains("not enough free space") || e.contains("No space left") {
                     crate::health::failed(HEALTH_PART, &e);
                 }
-                self.status(&format!("{file}: {e}"));
-                return false;
+                self.status(&format!("{name}: {e}"));
+                None
             }
-        };
+        }
+    }
+
+    /// Installs one package; true when it was a new agent (restart into it).
+    fn install(&self, file: &str, stop: &Stop) -> bool {
+        self.status(&format!("downloading {file}"));
+        let Some(pkg) = self.downloaded(file, self.download(file, stop)) else { return false };
         self.status(&format!("installing {file}"));
         let result = self.apps.install(&pkg);
         let _ = std::fs::remove_file(&pkg);

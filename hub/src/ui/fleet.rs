@@ -78,19 +78,30 @@ struct OsUpdate<'a> {
 
 /// The OS image column: the version the gateway runs and its slot, and an update under way
 /// or one that came back (`2 (slot B)`, `2 (slot B), 3 rebooting`, `2 (slot A), 3 rolled-back`).
-fn os_cell(os: Option<OsReport<'_>>) -> Option<String> {
+fn os_cell(os: Option<OsReport<'_>>) -> Option<OsCell> {
+    use std::fmt::Write;
     let os = os?;
     if os.slot.is_none() && os.version.is_none() {
         return None;
     }
-    let mut s = os.version.as_deref().unwrap_or("?").to_string();
+    let version = os.version.as_deref().unwrap_or("?");
+    // `os:2`, `slot:b` and an update's version and phase (`rolled-back`) are what a filter names.
+    let (mut image, mut words) = (version.to_string(), format!("os:{version}"));
     if let Some(slot) = &os.slot {
-        s.push_str(&format!(" (slot {slot})"));
+        let _ = write!(image, " (slot {slot})");
+        let _ = write!(words, " slot:{slot}");
     }
     if let Some(u) = os.update.filter(|u| u.phase != "good") {
-        s.push_str(&format!(", {} {}", u.version, u.phase));
+        let _ = write!(image, ", {} {}", u.version, u.phase);
+        let _ = write!(words, " {} {}", u.version, u.phase);
     }
-    Some(s)
+    Some(OsCell { image, words })
+}
+
+/// The OS image column's text, and the words the fleet filter finds it by.
+struct OsCell {
+    image: String,
+    words: String,
 }
 
 #[derive(Deserialize)]
@@ -116,7 +127,7 @@ struct Summary<'a> {
     apps: Vec<AppCell<'a>>,
     backlog: Option<u64>,
     faults: usize,
-    os_image: Option<String>,
+    os_image: Option<OsCell>,
 }
 
 fn report_summary(report: Option<&str>) -> Summary<'_> {
@@ -243,21 +254,9 @@ fn cells(r: &FleetRow, now: i64) -> FleetCells<'_> {
         q.push_str(part);
         q.push(' ');
     }
-    if let Some(image) = &os_image {
-        // `os:2`, `slot:b` and the update's phase (`rolled-back`) are what a filter names.
-        let mut w = image.split([' ', ',', '(', ')']).filter(|w| !w.is_empty());
-        q.push_str("os:");
-        q.push_str(w.next().unwrap_or("?"));
+    if let Some(os) = &os_image {
+        q.push_str(&os.words);
         q.push(' ');
-        for part in w {
-            q.push_str(part);
-            q.push(' ');
-        }
-        if let Some(slot) = image.split_once("(slot ").and_then(|(_, r)| r.split(')').next()) {
-            q.push_str("slot:");
-            q.push_str(slot);
-            q.push(' ');
-        }
     }
     for (name, version, state) in &apps {
         q.push_str(name);
@@ -293,7 +292,7 @@ fn cells(r: &FleetRow, now: i64) -> FleetCells<'_> {
         kernel,
         arch,
         addresses,
-        os_image,
+        os_image.map(|o| o.image),
         q,
     )
 }
@@ -692,7 +691,7 @@ mod tests {
         let s = report_summary(Some(r));
         assert_eq!(s.version.as_deref(), Some("0.1.0"));
         assert_eq!(json!(s.apps), json!([["w1", "1.2", "RUNNING"], ["x", null, "FATAL"]]));
-        assert_eq!((s.backlog, s.faults, s.os_image), (Some(42), 1, None));
+        assert_eq!((s.backlog, s.faults, s.os_image.is_none()), (Some(42), 1, true));
         let s = report_summary(Some("not json"));
         assert_eq!((s.version, s.apps.len(), s.backlog, s.faults), (None, 0, None, 0));
         assert_eq!(report_summary(None).version, None);
@@ -703,7 +702,7 @@ mod tests {
 
     #[test]
     fn the_os_image_column_says_version_slot_and_an_update_not_yet_good() {
-        let os = |j: &str| report_summary(Some(format!(r#"{{"os":{j}}}"#).leak())).os_image;
+        let os = |j: &str| report_summary(Some(format!(r#"{{"os":{j}}}"#).leak())).os_image.map(|o| o.image);
         assert_eq!(os(r#"{"slot":"B","image":"gwe","version":"2","update":null}"#).as_deref(), Some("2 (slot B)"));
         assert_eq!(
             os(r#"{"slot":"B","version":"2","update":{"version":"2","phase":"good","from":"A","to":"B"}}"#).as_deref(),
