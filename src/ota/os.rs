@@ -515,10 +515,28 @@ mod tests {
             "#!/bin/sh\ncase \"$1 $2\" in\n  'status --output-format=json') echo 'rauc-Message: 10:00:00.000: a message'; echo '{status}' ;;\n  'info --output-format=json') echo '{{\"compatible\":\"c1\",\"version\":\"2\"}}' ;;\n  'install '*) echo ' 50% Installing'; echo '100% Installing done.' ;;\n  'status mark-good'|'status mark-bad') echo \"$@\" >> {log} ;;\n  *) echo \"unexpected: $*\" >&2; exit 1 ;;\nesac\n",
             log = dir.join("marks").display()
         );
-        std::fs::write(&prog, script).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_program(&prog, &script);
         Rauc { program: prog, state_dir: dir.to_path_buf(), sup: None }
+    }
+
+    /// Writes an executable script and waits until it can be run. Another test's thread
+    /// may fork while the script is open for writing; its child holds that descriptor until
+    /// it execs, and until then running the script fails with "Text file busy" (ETXTBSY,
+    /// seen in CI). Once one run gets past that, no later one can meet it.
+    fn write_program(prog: &Path, script: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(prog, script).unwrap();
+        std::fs::set_permissions(prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for _ in 0..1000 {
+            match std::process::Command::new(prog).arg("probe").output() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                Err(e) => panic!("running {}: {e}", prog.display()),
+                Ok(_) => return,
+            }
+        }
+        panic!("{} stayed busy", prog.display());
     }
 
     /// What a reboot changes for the state: the boot id.
@@ -584,13 +602,10 @@ mod tests {
     fn rauc_refusing_a_bundle_is_an_error_with_its_words() {
         let dir = tempfile::tempdir().unwrap();
         let prog = dir.path().join("rauc");
-        std::fs::write(
+        write_program(
             &prog,
             "#!/bin/sh\necho 'rauc-Message: checking'\necho 'Failed to verify bundle: signature: certificate verify failed' >&2\nexit 1\n",
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        );
         let r = Rauc { program: prog, state_dir: dir.path().to_path_buf(), sup: None };
         let e = r.install("/x.raucb", RebootAt::Now, &mut |_| {}).unwrap_err().to_string();
         assert!(e.contains("certificate verify failed"), "{e}");
@@ -605,7 +620,7 @@ mod tests {
             "'install '*) echo ' 50% Installing'; echo '100% Installing done.' ;;",
             "'install '*) echo ' 40% Checking bundle failed.'; echo 'LastError: Compatible mismatch: Expected c1 but bundle manifest has c2'; echo 'Installing `x` failed'; exit 1 ;;",
         );
-        std::fs::write(&r.program, script).unwrap();
+        write_program(&r.program, &script);
         let e = r.install("/x.raucb", RebootAt::Now, &mut |_| {}).unwrap_err().to_string();
         assert_eq!(e, "Compatible mismatch: Expected c1 but bundle manifest has c2");
         assert_eq!(r.state().unwrap(), None);
