@@ -395,6 +395,8 @@ impl OsCheck {
                 return;
             }
         };
+        // Once a boot: what RAUC says of the other slot, for the reports.
+        self.rauc.refresh_slots_or_log();
         let u = match self.rauc.after_boot(&booted) {
             Ok(AfterBoot::Idle) => return,
             Ok(AfterBoot::Waiting(u)) => {
@@ -438,6 +440,7 @@ impl OsCheck {
         match why {
             None => match self.rauc.mark_good(u) {
                 Ok(u) => {
+                    self.rauc.refresh_slots_or_log();
                     let msg = gwe_wire::os::marked_good_line(&u.compatible, &u.version, &u.to);
                     log::info!("{msg}");
                     self.say(&msg);

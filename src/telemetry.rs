@@ -116,18 +116,29 @@ pub fn os_release(text: &str) -> Option<String> {
     (!v.is_empty()).then(|| v.to_string())
 }
 
-pub fn device_info() -> Value {
+/// `{"os", "uname", "df", "free", "ipaddrs"}`, and on a board with A/B slots `"slots"`:
+/// the booted slot, its image, version and compatible string, and the other slot's state
+/// (`crate::ota::os::report` without the update in progress, which `engine_report` carries).
+pub fn device_info(state_dir: &std::path::Path) -> Value {
     let os = std::fs::read_to_string("/etc/os-release")
         .or_else(|_| std::fs::read_to_string("/usr/lib/os-release"))
         .ok()
         .and_then(|t| os_release(&t));
-    json!({
+    let mut info = json!({
         "os": os,
         "uname": uname(),
         "df": df(&read("/proc/self/mounts")),
         "free": free(&read("/proc/meminfo")),
         "ipaddrs": ipaddrs(),
-    })
+    });
+    let mut slots = crate::ota::os::report(state_dir);
+    if !slots["slot"].is_null() {
+        if let Some(o) = slots.as_object_mut() {
+            o.remove("update");
+        }
+        info["slots"] = slots;
+    }
+    info
 }
 
 /// `{"apps":[{"NAME":{"status","exitstatus","uptime","version"}}]}`.
@@ -201,7 +212,7 @@ impl Telemetry {
         let boot_id = read("/proc/sys/kernel/random/boot_id");
         let usage = self.usage.report(&read("/proc/net/dev"), &boot_id);
         for (alias, v) in [
-            ("device_info", device_info()),
+            ("device_info", device_info(&self.state_dir)),
             ("usage_report", usage),
             ("engine_report", engine_report(&self.apps, &self.queue, &self.state_dir)),
         ] {
@@ -289,8 +300,11 @@ mod tests {
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0]["mount"], "/tmp");
         assert!(d[0]["size_kb"].as_u64().unwrap() > 0);
-        let info = device_info();
+        let dir = tempfile::tempdir().unwrap();
+        let info = device_info(dir.path());
         assert!(info["uname"]["release"].as_str().unwrap().len() > 1);
+        // This host boots no RAUC slot (no rauc.slot= on its command line): nothing said.
+        assert!(info.get("slots").is_none(), "{info}");
         assert!(info["ipaddrs"]["lo"].as_array().unwrap().iter().any(|a| a == "127.0.0.1"));
     }
 }

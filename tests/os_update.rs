@@ -15,7 +15,7 @@ fn fake_rauc(dir: &Path) -> std::path::PathBuf {
     let prog = dir.join("rauc");
     let status = r#"{"compatible":"c1","booted":"A","boot_primary":"rootfs.1","slots":[{"rootfs.0":{"bootname":"A"}},{"rootfs.1":{"bootname":"B"}}]}"#;
     let script = format!(
-        "#!/bin/sh\ncase \"$1 $2\" in\n  'status --output-format=json') echo 'rauc-Message: 10:00:00.000: a message' >&2; echo '{status}' ;;\n  'info --output-format=json') echo '{{\"compatible\":\"c1\",\"version\":\"2\"}}' ;;\n  'install '*) echo ' 50% Installing'; sleep 3; echo '100% Installing done.' ;;\n  'status mark-good'|'status mark-bad') echo \"$@\" >> {log} ;;\n  *) echo \"unexpected: $*\" >&2; exit 1 ;;\nesac\n",
+        "#!/bin/sh\ncase \"$1 $2\" in\n  'status --output-format=json') echo 'rauc-Message: 10:00:00.000: a message' >&2; echo '{status}' ;;\n  'status --detailed') echo '{status}' ;;\n  'info --output-format=json') echo '{{\"compatible\":\"c1\",\"version\":\"2\"}}' ;;\n  'install '*) echo ' 50% Installing'; sleep 3; echo '100% Installing done.' ;;\n  'status mark-good'|'status mark-bad') echo \"$@\" >> {log} ;;\n  *) echo \"unexpected: $*\" >&2; exit 1 ;;\nesac\n",
         log = dir.join("marks").display()
     );
     std::fs::write(&prog, script).unwrap();

@@ -27,6 +27,56 @@ use crate::fsio;
 /// The state file, under the agent's state directory.
 pub const STATE_FILE: &str = "os-update.json";
 
+/// What RAUC last said of the slots (`Slots`), under the agent's state directory: read by
+/// every `engine_report` without running RAUC, written when it changes (at the boot check,
+/// after an install, after marking a slot).
+pub const SLOTS_FILE: &str = "os-slots.json";
+
+/// RAUC's view of the slots, as the fleet needs it: the system's compatible string and the
+/// slot not booted (what an update wrote there, and whether the bootloader would take it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slots {
+    pub compatible: Option<String>,
+    pub other: Option<OtherSlot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OtherSlot {
+    /// Its bootname (`A`, `B`).
+    pub slot: String,
+    /// RAUC's slot state (`inactive`, `active`: the one to boot next).
+    pub state: Option<String>,
+    /// The bootloader's word on it: `good` or `bad`.
+    pub boot_status: Option<String>,
+    /// The bundle RAUC last wrote there, and when.
+    pub version: Option<String>,
+    pub installed: Option<String>,
+}
+
+impl Slots {
+    /// From `rauc status --detailed --output-format=json`.
+    pub fn from_status(s: &serde_json::Value) -> Slots {
+        let text = |v: &serde_json::Value| v.as_str().filter(|t| !t.is_empty()).map(str::to_string);
+        let booted = s["booted"].as_str().unwrap_or("");
+        let other = s["slots"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o.as_object())
+            .flat_map(|o| o.values())
+            .filter(|v| v["bootname"].as_str().is_some_and(|b| b != booted))
+            .find(|v| v["parent"].is_null())
+            .map(|v| OtherSlot {
+                slot: v["bootname"].as_str().unwrap_or("").to_string(),
+                state: text(&v["state"]),
+                boot_status: text(&v["boot_status"]),
+                version: text(&v["slot_status"]["bundle"]["version"]),
+                installed: text(&v["slot_status"]["installed"]["timestamp"]),
+            });
+        Slots { compatible: text(&s["compatible"]), other }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
@@ -268,6 +318,18 @@ impl Rauc {
         self.run_json(&["status", "--output-format=json"])
     }
 
+    /// Asks RAUC about the slots and keeps its answer for the reports (written only when it
+    /// changed: flash wears).
+    pub fn refresh_slots(&self) -> Result<Slots, OsError> {
+        let slots = Slots::from_status(&self.run_json(&["status", "--detailed", "--output-format=json"])?);
+        let p = self.state_dir.join(SLOTS_FILE);
+        let bytes = serde_json::to_vec(&slots).expect("slots serialize");
+        if std::fs::read(&p).ok().as_deref() != Some(&bytes[..]) {
+            fsio::write_atomic(&p, &bytes).map_err(|e| OsError::State(p, e))?;
+        }
+        Ok(slots)
+    }
+
     /// The bootname of the slot the system runs from.
     pub fn booted(&self) -> Result<String, OsError> {
         let s = self.status()?;
@@ -346,7 +408,11 @@ impl Rauc {
                 OsError::Rauc(format!("after the install, rauc status names no primary slot ({primary:?})"))
             })?
             .to_string();
-        self.set(u, Phase::Rebooting, None)
+        let u = self.set(u, Phase::Rebooting, None)?;
+        if let Err(e) = self.refresh_slots() {
+            log::warn!("os update: reading the slots after the install: {e}");
+        }
+        Ok(u)
     }
 
     /// `rauc install`, its progress lines to `progress`; RAUC's reason when it fails.
@@ -415,6 +481,13 @@ impl Rauc {
     pub fn mark_good(&self, u: Update) -> Result<Update, OsError> {
         self.run(&["status", "mark-good", "booted"])?;
         self.set(u, Phase::Good, None)
+    }
+
+    /// `refresh_slots`, a failure only logged (the reports keep RAUC's last answer).
+    pub fn refresh_slots_or_log(&self) {
+        if let Err(e) = self.refresh_slots() {
+            log::warn!("os update: reading the slots: {e}");
+        }
     }
 
     /// The new system failed its check: RAUC marks it bad, so the bootloader boots the other.
@@ -491,12 +564,16 @@ pub fn report(state_dir: &Path) -> serde_json::Value {
     let rel = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
     let (id, version) = image(&rel);
     let booted = booted_slot(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
-    let update: Option<Update> =
-        std::fs::read(state_dir.join(STATE_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let read = |f: &str| std::fs::read(state_dir.join(f)).ok();
+    let update: Option<Update> = read(STATE_FILE).and_then(|b| serde_json::from_slice(&b).ok());
+    let slots: Option<Slots> = read(SLOTS_FILE).and_then(|b| serde_json::from_slice(&b).ok());
+    let (compatible, other) = slots.map(|s| (s.compatible, s.other)).unwrap_or_default();
     serde_json::json!({
         "slot": booted,
         "image": id,
         "version": version,
+        "compatible": compatible,
+        "other": other,
         "update": update,
     })
 }
@@ -512,8 +589,9 @@ mod tests {
             r#"{{"compatible":"c1","booted":"{booted}","boot_primary":"{primary}","slots":[{{"rootfs.0":{{"bootname":"A","state":"booted"}}}},{{"rootfs.1":{{"bootname":"B","state":"inactive"}}}}]}}"#
         );
         let script = format!(
-            "#!/bin/sh\ncase \"$1 $2\" in\n  'status --output-format=json') echo 'rauc-Message: 10:00:00.000: a message'; echo '{status}' ;;\n  'info --output-format=json') echo '{{\"compatible\":\"c1\",\"version\":\"2\"}}' ;;\n  'install '*) echo ' 50% Installing'; echo '100% Installing done.' ;;\n  'status mark-good'|'status mark-bad') echo \"$@\" >> {log} ;;\n  *) echo \"unexpected: $*\" >&2; exit 1 ;;\nesac\n",
-            log = dir.join("marks").display()
+            "#!/bin/sh\ncase \"$1 $2\" in\n  'status --output-format=json') echo 'rauc-Message: 10:00:00.000: a message'; echo '{status}' ;;\n  'status --detailed') echo '{detailed}' ;;\n  'info --output-format=json') echo '{{\"compatible\":\"c1\",\"version\":\"2\"}}' ;;\n  'install '*) echo ' 50% Installing'; echo '100% Installing done.' ;;\n  'status mark-good'|'status mark-bad') echo \"$@\" >> {log} ;;\n  *) echo \"unexpected: $*\" >&2; exit 1 ;;\nesac\n",
+            log = dir.join("marks").display(),
+            detailed = DETAILED,
         );
         write_program(&prog, &script);
         Rauc { program: prog, state_dir: dir.to_path_buf(), sup: None }
@@ -537,6 +615,38 @@ mod tests {
             }
         }
         panic!("{} stayed busy", prog.display());
+    }
+
+    /// `rauc status --detailed --output-format=json` as RAUC 1.8 prints it (its
+    /// `r_status_formatter_json`): slot B holds bundle 2, bad; the bootloader slot has none.
+    const DETAILED: &str = r#"{"compatible":"c1","variant":null,"system_version":null,"booted":"A","boot_primary":"rootfs.0","slots":[{"rootfs.1":{"class":"rootfs","device":"/dev/vda5","type":"ext4","bootname":"B","state":"inactive","parent":null,"mountpoint":null,"boot_status":"bad","slot_status":{"bundle":{"compatible":"c1","version":"2"},"installed":{"timestamp":"2026-12-06T10:00:00Z","count":3},"status":"ok"}}},{"bootloader.0":{"class":"bootloader","device":"/dev/vda1","type":"raw","bootname":null,"state":"inactive","parent":null,"mountpoint":null,"boot_status":null}},{"rootfs.0":{"class":"rootfs","device":"/dev/vda4","type":"ext4","bootname":"A","state":"booted","parent":null,"mountpoint":"/","boot_status":"good","slot_status":{"bundle":{"compatible":"c1","version":"1"},"status":"ok"}}}]}"#;
+
+    #[test]
+    fn the_other_slot_is_read_from_rauc_and_kept_for_the_reports() {
+        let s = Slots::from_status(&serde_json::from_str(DETAILED).unwrap());
+        let other = OtherSlot {
+            slot: "B".into(),
+            state: Some("inactive".into()),
+            boot_status: Some("bad".into()),
+            version: Some("2".into()),
+            installed: Some("2026-12-06T10:00:00Z".into()),
+        };
+        assert_eq!(s, Slots { compatible: Some("c1".into()), other: Some(other.clone()) });
+        // A system RAUC knows no slots of: nothing made up.
+        assert_eq!(Slots::from_status(&serde_json::json!({})), Slots { compatible: None, other: None });
+
+        let dir = tempfile::tempdir().unwrap();
+        let r = fake_rauc(dir.path(), "A", "rootfs.1");
+        assert_eq!(r.refresh_slots().unwrap().other, Some(other));
+        let kept = std::fs::metadata(dir.path().join(SLOTS_FILE)).unwrap().modified().unwrap();
+        r.refresh_slots().unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join(SLOTS_FILE)).unwrap().modified().unwrap(),
+            kept,
+            "the same answer is not written again"
+        );
+        let rep = report(dir.path());
+        assert_eq!((rep["compatible"].as_str(), rep["other"]["boot_status"].as_str()), (Some("c1"), Some("bad")));
     }
 
     /// What a reboot changes for the state: the boot id.

@@ -66,6 +66,17 @@ struct OsReport<'a> {
     version: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     update: Option<OsUpdate<'a>>,
+    /// The slot not booted: what it holds and the bootloader's word on it.
+    #[serde(borrow, default)]
+    other: Option<OtherSlot<'a>>,
+}
+
+#[derive(Deserialize)]
+struct OtherSlot<'a> {
+    #[serde(borrow, default)]
+    version: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    boot_status: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +105,16 @@ fn os_cell(os: Option<OsReport<'_>>) -> Option<OsCell> {
     if let Some(u) = os.update.filter(|u| u.phase != "good") {
         let _ = write!(image, ", {} {}", u.version, u.phase);
         let _ = write!(words, " {} {}", u.version, u.phase);
+    }
+    // What the gateway would fall back to: `fallback:1`, and `fallback:bad` for a gateway
+    // whose other slot the bootloader would not take (no way back should this one fail).
+    if let Some(o) = os.other {
+        if let Some(v) = &o.version {
+            let _ = write!(words, " fallback:{v}");
+        }
+        if let Some(b) = &o.boot_status {
+            let _ = write!(words, " fallback:{b}");
+        }
     }
     Some(OsCell { image, words })
 }
@@ -717,6 +738,12 @@ mod tests {
             Some("2 (slot B), 3 rolled-back")
         );
         assert_eq!(os(r#"{"slot":null,"version":null,"update":null}"#), None, "a system without slots");
+        let words = report_summary(Some(
+            r#"{"os":{"slot":"B","version":"2","other":{"slot":"A","version":"1","boot_status":"bad"}}}"#,
+        ))
+        .os_image
+        .map(|o| o.words);
+        assert_eq!(words.as_deref(), Some("os:2 slot:B fallback:1 fallback:bad"));
         assert_eq!(os("7"), None, "unreadable");
     }
 }
