@@ -34,6 +34,9 @@ scripts/check-yocto.sh scarthgap wrynose
 step "the Buildroot tree in real Buildroot 2025.02.16 and 2026.02.3, offline: the pinned release tarball, check-package, four configs (one with RAUC and U-Boot)"
 scripts/check-buildroot.sh 2025.02.16 2026.02.3
 
+step "no import cycles between the modules of the agent, wire and the hub"
+python3 scripts/check-module-cycles.py src wire/src hub/src
+
 step "dependencies fit rust-version"
 python3 scripts/check-msrv-deps.py
 python3 scripts/check-msrv-deps.py hub

@@ -1,7 +1,9 @@
 //! The running agent: opens what it owns, starts its threads, waits for a stop signal.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
@@ -25,7 +27,6 @@ use crate::stop::Stop;
 use crate::supervisor::{self, Supervisor};
 use crate::telemetry::Telemetry;
 use crate::usage::Usage;
-use std::time::Duration;
 
 /// Why the agent could not start.
 #[derive(Debug)]
@@ -40,10 +41,25 @@ pub enum StartError {
     Ingest(std::io::Error),
     /// Signal handlers could not be installed.
     Signals(std::io::Error),
-    /// The supervisor or its control socket could not start.
+    /// A directory of the data partition could not be made.
+    Dir(PathBuf, std::io::Error),
+    /// The app supervisor could not start.
     Supervisor(std::io::Error),
-    /// The cloud link could not be set up (a bad CA bundle, ...).
+    /// The installed apps could not be read.
+    AppStore(std::io::Error),
+    /// The control socket could not be served.
+    Control(std::io::Error),
+    /// A thread of the agent could not be started.
+    Thread(&'static str, std::io::Error),
+    /// The cloud link's configuration is unusable (a bad CA bundle, ...).
     Cloud(String),
+}
+
+impl StartError {
+    /// A fault of the configuration (fix the config file), not of the machine.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Cloud(_))
+    }
 }
 
 impl fmt::Display for StartError {
@@ -54,7 +70,11 @@ impl fmt::Display for StartError {
             Self::Token(e) => write!(f, "local token: {e}"),
             Self::Ingest(e) => write!(f, "{e}"),
             Self::Signals(e) => write!(f, "installing signal handlers: {e}"),
+            Self::Dir(p, e) => write!(f, "{}: {e}", p.display()),
             Self::Supervisor(e) => write!(f, "app supervisor: {e}"),
+            Self::AppStore(e) => write!(f, "installed apps: {e}"),
+            Self::Control(e) => write!(f, "control socket: {e}"),
+            Self::Thread(name, e) => write!(f, "starting the {name} thread: {e}"),
             Self::Cloud(e) => write!(f, "cloud link: {e}"),
         }
     }
@@ -88,17 +108,6 @@ pub fn raise_fd_limit() {
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
             log::warn!("raising the open-file limit: {}", std::io::Error::last_os_error());
         }
-    }
-}
-
-/// Gives the heap's free pages back to the system. glibc returns only the top of the heap by
-/// itself; the pages of chunks freed below a live one (what starting up, activating or a big
-/// batch used for a moment) stay resident until this. Called after each telemetry report.
-pub fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases the allocator's free memory, under its own lock.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 
@@ -146,7 +155,7 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
         let apps = apps.clone();
         let _ = ingest.reread.set(Box::new(move || apps.apply()));
     }
-    let socket = ctl::serve(&cfg.paths.run_dir, apps.clone()).map_err(StartError::Supervisor)?;
+    let socket = ctl::serve(&cfg.paths.run_dir, apps.clone()).map_err(StartError::Control)?;
     let stop = Arc::new(Stop::default());
     let mut threads = Vec::new();
     let cloud = if cfg.cloud.url.is_empty() {
@@ -184,7 +193,7 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
         };
         // Not joined at shutdown: it may sit in a long-poll of minutes, and what it must keep
         // (the pending command) is already on disk, replaced atomically.
-        fetcher.start(stop.clone()).map_err(StartError::Supervisor)?;
+        fetcher.start(stop.clone()).map_err(|e| StartError::Thread("ota fetch", e))?;
     }
     #[cfg(feature = "edge")]
     let edge = match &cloud {
@@ -218,7 +227,7 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
         state_dir: cfg.paths.secrets_dir(),
         default_interval: Duration::from_secs(cfg.cloud.report_interval_secs),
     };
-    threads.push(telemetry.start(stop.clone()).map_err(StartError::Supervisor)?);
+    threads.push(telemetry.start(stop.clone()).map_err(|e| StartError::Thread("telemetry", e))?);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let s = queue.stats();
     log::info!(
@@ -234,7 +243,7 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
     if std::env::var_os(selfupdate::ENV_TRIAL).is_some() {
         let deadline = Duration::from_secs(cfg.ota.self_update_deadline_secs);
         let check = TrialCheck { apps: apps.clone(), cloud: cloud.clone(), deadline };
-        threads.push(check.start(stop.clone()).map_err(StartError::Supervisor)?);
+        threads.push(check.start(stop.clone()).map_err(|e| StartError::Thread("self-update check", e))?);
     }
     if cfg.ota.os_updates {
         let check = OsCheck {
@@ -249,7 +258,7 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
             deadline: Duration::from_secs(cfg.ota.os_check_secs),
             reboot: cfg.ota.reboot_command.clone(),
         };
-        threads.push(check.start(stop.clone()).map_err(StartError::Supervisor)?);
+        threads.push(check.start(stop.clone()).map_err(|e| StartError::Thread("os-update check", e))?);
     }
     let mut ended = Ended::Stopped;
     for sig in signals.forever() {
@@ -497,11 +506,12 @@ pub fn ota_policy(cfg: &Config) -> Policy {
 /// Starts the supervisor with every program (the image's and the installed apps'), settles
 /// installs a power cut interrupted, and installs the image's preinstalled packages.
 fn start_apps(cfg: &Config) -> Result<Arc<Installer>, StartError> {
-    fsio::create_dir_all_durable(&cfg.paths.secrets_dir()).map_err(StartError::Supervisor)?;
+    let state = cfg.paths.secrets_dir();
+    fsio::create_dir_all_durable(&state).map_err(|e| StartError::Dir(state.clone(), e))?;
     let watchdog = watchdog_interval(std::env::var("WATCHDOG_USEC").ok(), std::env::var("WATCHDOG_PID").ok());
     let opts = supervisor::Options { state_file: cfg.paths.app_pids(), watchdog };
     let (sup, _thread) = Supervisor::start(Vec::new(), opts).map_err(StartError::Supervisor)?;
-    let store = AppStore::open(&cfg.paths.apps_dir()).map_err(StartError::Supervisor)?;
+    let store = AppStore::open(&cfg.paths.apps_dir()).map_err(StartError::AppStore)?;
     let installer = Installer {
         store,
         sup,

@@ -49,7 +49,7 @@ fn queue(cfg: &Config, r: &mut Report) {
             for p in i.problems {
                 // A record cut short at the very end of the newest segment is a write the
                 // power cut interrupted before it was acknowledged.
-                let tail = last.is_some_and(|b| p.starts_with(&format!("segment {b}: torn record")));
+                let tail = last == Some(p.segment) && matches!(p.kind, crate::queue::ProblemKind::Torn { .. });
                 if tail {
                     r.notes.push(format!("queue: {p} (an unacknowledged write cut short)"));
                 } else {

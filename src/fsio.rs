@@ -87,6 +87,28 @@ pub fn preallocate(file: &File, len: u64) -> io::Result<()> {
     }
 }
 
+/// A filesystem's size, what is free and what an unprivileged writer may still use, in bytes
+/// (statvfs(3)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    pub total: u64,
+    pub free: u64,
+    pub available: u64,
+}
+
+/// The space of the filesystem holding `path`: the one place the agent reads statvfs.
+// statvfs fields are 32-bit on armv7: the casts are not no-ops there.
+#[allow(clippy::unnecessary_cast)]
+pub fn space(path: &Path) -> io::Result<Space> {
+    let st = nix::sys::statvfs::statvfs(path)?;
+    let frag = st.fragment_size() as u64;
+    Ok(Space {
+        total: st.blocks() as u64 * frag,
+        free: st.blocks_free() as u64 * frag,
+        available: st.blocks_available() as u64 * frag,
+    })
+}
+
 /// Removes temp files a crash left in `dir`.
 pub fn clean_temp(dir: &Path) -> io::Result<usize> {
     let mut removed = 0;

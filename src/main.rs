@@ -69,7 +69,11 @@ fn main() -> ExitCode {
             match gwe::agent::run(&cfg) {
                 Ok(gwe::agent::Ended::Restart) => return gwe::ota::selfupdate::restart(),
                 Ok(gwe::agent::Ended::Stopped) => Ok(()),
-                Err(e) => Err(e.to_string()),
+                Err(e) => {
+                    log::error!("{e}");
+                    eprintln!("gwe: {e}");
+                    return if e.is_config() { Exit::Config } else { Exit::Failure }.into();
+                }
             }
         }
         Command::QueueStats { json } => queue_stats(&cfg, json),
@@ -354,7 +358,7 @@ fn queue_stats(cfg: &Config, json: bool) -> Result<(), String> {
             "lost_records": i.counters.lost_records,
             "corrupt_segments": i.counters.corrupt_segments,
             "torn_bytes": i.counters.torn_bytes,
-            "problems": i.problems,
+            "problems": i.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         });
         let _ = writeln!(out, "{v}");
     } else {

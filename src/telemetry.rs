@@ -44,8 +44,6 @@ fn is_pseudo(mount: &str) -> bool {
 
 /// `df`: every mounted block-device filesystem, plus tmpfs outside the kernel's pseudo
 /// filesystems, in KiB.
-// statvfs fields are 32-bit on armv7: the casts are not no-ops there.
-#[allow(clippy::unnecessary_cast)]
 pub fn df(mounts: &str) -> Value {
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -55,12 +53,10 @@ pub fn df(mounts: &str) -> Value {
         if !(dev.starts_with("/dev/") || fstype == "tmpfs" && !is_pseudo(mount)) || !seen.insert(mount.to_string()) {
             continue;
         }
-        let Ok(st) = nix::sys::statvfs::statvfs(mount) else { continue };
-        let frag = st.fragment_size() as u64;
-        let kib = |blocks: u64| blocks * frag / 1024;
-        let size = kib(st.blocks() as u64);
-        let avail = kib(st.blocks_available() as u64);
-        let used = size.saturating_sub(kib(st.blocks_free() as u64));
+        let Ok(sp) = crate::fsio::space(Path::new(mount)) else { continue };
+        let size = sp.total / 1024;
+        let avail = sp.available / 1024;
+        let used = size.saturating_sub(sp.free / 1024);
         out.push(
             json!({"fs": dev, "type": fstype, "mount": mount, "size_kb": size, "used_kb": used, "avail_kb": avail}),
         );
@@ -180,6 +176,17 @@ pub fn engine_report(apps: &Installer, queue: &Queue, state_dir: &std::path::Pat
     report
 }
 
+/// Gives the heap's free pages back to the system. glibc returns only the top of the heap by
+/// itself; the pages of chunks freed below a live one (what starting up, activating or a big
+/// batch used for a moment) stay resident until this. Called after each telemetry report.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases the allocator's free memory, under its own lock.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Appends `alias=value` to the queue as a point stamped now.
 pub fn enqueue(queue: &Queue, alias: &str, value: &str) -> Result<u64, crate::queue::QueueError> {
     let ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
@@ -263,7 +270,7 @@ impl Telemetry {
         loop {
             interval = self.check_interval(interval);
             self.report();
-            crate::agent::trim_heap();
+            trim_heap();
             // Save unreported usage now and then, so a power cut loses little of it.
             let mut left = interval;
             while !left.is_zero() {

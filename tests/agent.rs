@@ -197,6 +197,21 @@ fn check_config_reports_every_program_file_problem() {
 }
 
 #[test]
+fn a_start_the_config_makes_impossible_exits_3_and_names_it() {
+    let agent = Agent::new(&[]);
+    let cfg = agent.path().join("gwe.toml");
+    let ca = agent.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let text = std::fs::read_to_string(&cfg).unwrap()
+        + &format!("[cloud]\nurl = \"https://127.0.0.1:9\"\nca_file = \"{}\"\n", ca.display());
+    std::fs::write(&cfg, text).unwrap();
+    let out = agent.ctl_raw(&["run"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("cloud link:") && err.contains("ca.pem"), "{err}");
+}
+
+#[test]
 fn queue_stats_into_a_closed_pipe_is_not_a_crash() {
     let mut agent = Agent::new(&[]);
     agent.start();

@@ -69,6 +69,61 @@ struct FetchCommand {
     os: Option<OsItem>,
 }
 
+/// Why a download did not leave a whole file in `downloads/`; each message is written here
+/// once, as `fetch_status` says it after the file's name.
+#[derive(Debug)]
+pub enum DownloadError {
+    /// The data partition cannot hold it (a standing fault until a download fits).
+    NoSpace { need: u64, free: u64 },
+    /// A local file or directory could not be written (`ENOSPC` among them).
+    Io(PathBuf, std::io::Error),
+    /// The hub refused, or was not reached in the tries given; `what` is the file asked for
+    /// when it is not the one being downloaded.
+    Hub { what: Option<String>, error: CloudError },
+    /// The file's name or its signed release metadata refuse it before a byte is fetched.
+    Refused(String),
+    /// Larger than this gateway takes.
+    TooBig { what: &'static str, size: u64, max: u64 },
+    /// The hub's size is not the one the release metadata signed.
+    NotSigned { offered: u64, signed: u64 },
+    /// The hub said one size and sent another.
+    Short { got: u64, size: u64 },
+}
+
+impl DownloadError {
+    /// The data partition is full: the OTA part of the gateway's health fails.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            DownloadError::NoSpace { .. } => true,
+            DownloadError::Io(_, e) => e.raw_os_error() == Some(libc::ENOSPC),
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for DownloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DownloadError::NoSpace { need, free } => {
+                write!(f, "not enough free space to download: {need} bytes needed, {free} free")
+            }
+            DownloadError::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            DownloadError::Hub { what: Some(w), error } => write!(f, "{w}: {error}"),
+            DownloadError::Hub { what: None, error } => write!(f, "{error}"),
+            DownloadError::Refused(why) => f.write_str(why),
+            DownloadError::TooBig { what, size, max } => {
+                write!(f, "the {what} is {size} bytes, over the limit of {max}")
+            }
+            DownloadError::NotSigned { offered, signed } => {
+                write!(f, "the hub offers {offered} bytes; the release metadata signed {signed}")
+            }
+            DownloadError::Short { got, size } => write!(f, "downloaded {got} bytes, the hub said {size}"),
+        }
+    }
+}
+
+impl std::error::Error for DownloadError {}
+
 /// What a command asks for.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {
@@ -314,51 +369,58 @@ impl Fetcher {
 
     /// An OS bundle from the hub's content into `downloads/` (free space checked first,
     /// resumed after a cut). RAUC checks its signature and compatible string.
-    fn download_bundle(&self, file: &str, max: u64, stop: &Stop) -> Result<PathBuf, String> {
+    fn download_bundle(&self, file: &str, max: u64, stop: &Stop) -> Result<PathBuf, DownloadError> {
         let dir = self.downloads();
-        fsio::create_dir_all_durable(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let size = self.retrying(stop, || self.cloud.content_size(file)).map_err(|e| e.to_string())?;
+        fsio::create_dir_all_durable(&dir).map_err(|e| DownloadError::Io(dir.clone(), e))?;
+        let size = self.retrying(stop, || self.cloud.content_size(file)).map_err(hub(None))?;
         if size > max {
-            return Err(format!("the bundle is {size} bytes, over the limit of {max}"));
+            return Err(DownloadError::TooBig { what: "bundle", size, max });
         }
         self.fetch_whole(&dir, file, size, size, stop)
     }
 
     /// `file` of `size` bytes into `dir`: free space checked first, downloaded to
     /// `FILE.part` (resumed after a cut, never more than `limit`), renamed when whole.
-    fn fetch_whole(&self, dir: &Path, file: &str, size: u64, limit: u64, stop: &Stop) -> Result<PathBuf, String> {
+    fn fetch_whole(
+        &self,
+        dir: &Path,
+        file: &str,
+        size: u64,
+        limit: u64,
+        stop: &Stop,
+    ) -> Result<PathBuf, DownloadError> {
         let part = dir.join(format!("{file}.part"));
         let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-        let free = free_bytes(dir);
+        let free = fsio::space(dir).map(|s| s.available).unwrap_or(0);
         if free < size.saturating_sub(have) {
-            return Err(format!("not enough free space to download: {size} bytes needed, {free} free"));
+            return Err(DownloadError::NoSpace { need: size, free });
         }
         let got = self
             .retrying(stop, || match self.cloud.download(file, &part, limit) {
                 Ok(n) if n < size => Err(CloudError::Unreachable(format!("download ended at {n} of {size} bytes"))),
                 other => other,
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(hub(None))?;
         if got != size {
             let _ = std::fs::remove_file(&part);
-            return Err(format!("downloaded {got} bytes, the hub said {size}"));
+            return Err(DownloadError::Short { got, size });
         }
         let path = dir.join(file);
-        std::fs::rename(&part, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::rename(&part, &path).map_err(|e| DownloadError::Io(path.clone(), e))?;
         Ok(path)
     }
 
     /// A download's outcome, for packages and OS bundles alike: a full disk is a standing
     /// fault of the OTA part (cleared by the next download that fits); any failure is said
     /// in `fetch_status` as `NAME: reason`.
-    fn downloaded(&self, name: &str, r: Result<PathBuf, String>) -> Option<PathBuf> {
+    fn downloaded(&self, name: &str, r: Result<PathBuf, DownloadError>) -> Option<PathBuf> {
         match r {
             Ok(p) => {
                 crate::health::ok(HEALTH_PART);
                 Some(p)
             }
             Err(e) => {
-                if e.contains("not enough free space") || e.contains("No space left") {
+                if e.is_no_space() {
                     crate::health::failed(HEALTH_PART, &e);
                 }
                 self.status(&format!("{name}: {e}"));
@@ -394,41 +456,45 @@ impl Fetcher {
     }
 
     /// The package and its signature (when the hub has one) in `downloads/`.
-    fn download(&self, file: &str, stop: &Stop) -> Result<PathBuf, String> {
+    fn download(&self, file: &str, stop: &Stop) -> Result<PathBuf, DownloadError> {
         let dir = self.downloads();
-        fsio::create_dir_all_durable(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        fsio::create_dir_all_durable(&dir).map_err(|e| DownloadError::Io(dir.clone(), e))?;
         // Release metadata first, when the hub has it (and the keys document, which may be
         // newer than this gateway's): checked before a byte of the package is fetched, and
         // its signed size is all the download may bring.
-        let name = PackageName::parse(file).map_err(|e| e.to_string())?;
+        let name = PackageName::parse(file).map_err(|e| DownloadError::Refused(e.to_string()))?;
         let meta = self.small(&format!("{file}.meta"), stop)?;
         let signed = match &meta {
             Some(meta) => {
                 let keys = self.small("keys.json", stop)?;
-                self.apps.precheck(&name, meta, keys.as_deref()).map_err(|e| match e {
-                    InstallError::Release(what, e) if what == "keys.json" => format!("keys.json: {e}"),
-                    InstallError::Release(_, e) => e.to_string(),
-                    e => e.to_string(),
+                self.apps.precheck(&name, meta, keys.as_deref()).map_err(|e| {
+                    DownloadError::Refused(match e {
+                        InstallError::Release(what, e) if what == "keys.json" => format!("keys.json: {e}"),
+                        InstallError::Release(_, e) => e.to_string(),
+                        e => e.to_string(),
+                    })
                 })?
             }
-            None if self.apps.needs_metadata() => return Err(super::release::MetaError::Missing.to_string()),
+            None if self.apps.needs_metadata() => {
+                return Err(DownloadError::Refused(super::release::MetaError::Missing.to_string()))
+            }
             None => None,
         };
-        let size = self.retrying(stop, || self.cloud.content_size(file)).map_err(|e| e.to_string())?;
+        let size = self.retrying(stop, || self.cloud.content_size(file)).map_err(hub(None))?;
         if let Some(signed) = signed {
             if size != signed {
-                return Err(format!("the hub offers {size} bytes; the release metadata signed {signed}"));
+                return Err(DownloadError::NotSigned { offered: size, signed });
             }
         }
         let limit = signed.unwrap_or(self.max_package);
         if size > self.max_package {
-            return Err(format!("the package is {size} bytes, over the limit of {}", self.max_package));
+            return Err(DownloadError::TooBig { what: "package", size, max: self.max_package });
         }
         let pkg = self.fetch_whole(&dir, file, size, limit, stop)?;
         let meta_path = super::release::meta_path(&pkg);
         let _ = std::fs::remove_file(&meta_path);
         if let Some(meta) = &meta {
-            fsio::write_atomic(&meta_path, meta).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+            fsio::write_atomic(&meta_path, meta).map_err(|e| DownloadError::Io(meta_path.clone(), e))?;
         }
         let sig = format!("{file}.sig");
         let sig_path = dir.join(&sig);
@@ -438,21 +504,21 @@ impl Fetcher {
             Err(CloudError::Refused(404, _)) => {
                 let _ = std::fs::remove_file(&sig_path); // unsigned: the installer decides
             }
-            Err(e) => return Err(format!("the signature {sig}: {e}")),
+            Err(e) => return Err(hub(Some(format!("the signature {sig}")))(e)),
         }
         Ok(pkg)
     }
 
     /// A small file of the hub's content (metadata), at most MAX_METADATA_BYTES; `None`
     /// when the hub has none.
-    fn small(&self, id: &str, stop: &Stop) -> Result<Option<Vec<u8>>, String> {
+    fn small(&self, id: &str, stop: &Stop) -> Result<Option<Vec<u8>>, DownloadError> {
         let tmp = self.downloads().join(format!("{id}.tmp"));
         let _ = std::fs::remove_file(&tmp);
         let limit = super::release::MAX_METADATA_BYTES;
         let r = match self.retrying(stop, || self.cloud.download(id, &tmp, limit)) {
-            Ok(_) => super::release::read_metadata(&tmp).map(Some).map_err(|e| format!("{id}: {e}")),
+            Ok(_) => super::release::read_metadata(&tmp).map(Some).map_err(|e| DownloadError::Io(PathBuf::from(id), e)),
             Err(CloudError::Refused(404, _)) => Ok(None),
-            Err(e) => Err(format!("{id}: {e}")),
+            Err(e) => Err(hub(Some(id.to_string()))(e)),
         };
         let _ = std::fs::remove_file(&tmp);
         r
@@ -483,8 +549,9 @@ impl Fetcher {
 
 // statvfs fields are 32-bit on armv7: the casts are not no-ops there.
 #[allow(clippy::unnecessary_cast)]
-fn free_bytes(dir: &Path) -> u64 {
-    nix::sys::statvfs::statvfs(dir).map(|s| s.blocks_available() as u64 * s.fragment_size() as u64).unwrap_or(0)
+/// A failure of the hub's, about `what` (the file itself when None).
+fn hub(what: Option<String>) -> impl FnOnce(CloudError) -> DownloadError {
+    move |error| DownloadError::Hub { what, error }
 }
 
 #[cfg(test)]

@@ -289,9 +289,8 @@ impl Installer {
             return Ok(Report { name: name.name, version: name.version, output, unchanged: true });
         }
         let need = gzip_isize(pkg).map_err(|e| InstallError::Io(format!("reading {file_name}"), e))? + (1 << 20);
-        let st = nix::sys::statvfs::statvfs(self.store.root())
-            .map_err(|e| InstallError::Io("free space".into(), e.into()))?;
-        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        let free =
+            crate::fsio::space(self.store.root()).map_err(|e| InstallError::Io("free space".into(), e))?.available;
         if free < need {
             return Err(InstallError::NoSpace { need, free });
         }

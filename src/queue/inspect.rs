@@ -17,8 +17,37 @@ pub struct Inspection {
     pub last_seq: Option<u64>,
     pub acks: Vec<(String, u64)>,
     pub counters: Counters,
-    /// Problems seen (torn tails, corrupt records), one line each.
-    pub problems: Vec<String>,
+    /// Problems seen (torn tails, corrupt records), in segment order.
+    pub problems: Vec<Problem>,
+}
+
+/// Something wrong in one segment: where, and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The segment's base seq.
+    pub segment: u64,
+    pub kind: ProblemKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// The segment's header is not ours or names another base.
+    BadHeader,
+    /// The segment ends inside a record at this offset: a write cut short.
+    Torn { offset: u64 },
+    /// Not a valid record at this offset.
+    Corrupt { offset: u64, what: format::Corruption },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let base = self.segment;
+        match &self.kind {
+            ProblemKind::BadHeader => write!(f, "segment {base}: bad header"),
+            ProblemKind::Torn { offset } => write!(f, "segment {base}: torn record at offset {offset}"),
+            ProblemKind::Corrupt { offset, what } => write!(f, "segment {base}: {what} at offset {offset}"),
+        }
+    }
 }
 
 /// Reads every segment in `dir`, calling `each` for each valid record.
@@ -52,7 +81,7 @@ pub fn inspect(dir: &Path, max_record: usize, mut each: impl FnMut(u64, &[u8])) 
         let mut f = File::open(&path)?;
         let mut head = [0u8; SEG_HEADER_LEN];
         if io::Read::read_exact(&mut f, &mut head).is_err() || format::parse_segment_header(&head) != Ok(base) {
-            out.problems.push(format!("segment {base}: bad header"));
+            out.problems.push(Problem { segment: base, kind: ProblemKind::BadHeader });
             continue;
         }
         f.seek(SeekFrom::Start(SEG_HEADER_LEN as u64))?;
@@ -69,9 +98,11 @@ pub fn inspect(dir: &Path, max_record: usize, mut each: impl FnMut(u64, &[u8])) 
                     match end {
                         EndKind::Clean | EndKind::Unwritten => {}
                         EndKind::Incomplete => {
-                            out.problems.push(format!("segment {base}: torn record at offset {offset}"))
+                            out.problems.push(Problem { segment: base, kind: ProblemKind::Torn { offset } })
                         }
-                        EndKind::Corrupt(c) => out.problems.push(format!("segment {base}: {c} at offset {offset}")),
+                        EndKind::Corrupt(what) => {
+                            out.problems.push(Problem { segment: base, kind: ProblemKind::Corrupt { offset, what } })
+                        }
                     }
                     break;
                 }

@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 use crate::fsio;
 use format::{EndKind, Item, SegmentReader, REC_HEADER_LEN, SEG_HEADER_LEN};
-pub use inspect::{inspect, Inspection};
+pub use inspect::{inspect, Inspection, Problem, ProblemKind};
 use store::Store;
 
 /// What to do when the queue holds `max_bytes` (or the disk is full).
