@@ -204,8 +204,9 @@ pub trait EdgeStore: Send + Sync {
     async fn edge_report(&self, system: &str, state: Option<&str>, parameters: Option<&str>, now_ms: i64)
         -> Result<()>;
     async fn edge_control(&self, system: &str) -> Result<Option<EdgeControl>>;
-    /// Stores a batch's points, received by `provider` (a hub's system name), unless
-    /// `batch_id` was stored before; says whether it was new.
+    /// Stores a batch's points, received by `provider` (a hub's system name), unless this
+    /// edge's `batch_id` was stored before, through any provider (a batch retried through
+    /// another hub of the same database is not stored twice); says whether it was new.
     async fn edge_batch(
         &self,
         system: &str,
@@ -313,7 +314,8 @@ pub trait FleetStore: Send + Sync {
     async fn put_operator(&self, name: &str, password_hash: &str, replace: bool, now_ms: i64) -> Result<()>;
     async fn operator(&self, name: &str) -> Result<Option<Operator>>;
     async fn add_session(&self, token_hash: &[u8; 32], operator_id: i64, csrf: &str, expires_ms: i64) -> Result<()>;
-    /// The session, if it exists and has not expired at `now_ms` (expired ones are deleted).
+    /// The session, if it exists and has not expired at `now_ms`. Expired sessions are
+    /// deleted by the next sign-in (`add_session`).
     async fn session(&self, token_hash: &[u8; 32], now_ms: i64) -> Result<Option<Session>>;
     async fn drop_session(&self, token_hash: &[u8; 32]) -> Result<()>;
     /// Every device with its latest engine_report and device_info and its tags, in id
