@@ -1,5 +1,12 @@
 //! Writes a segment body of a few valid records, a seed for `scripts/fuzz.sh`.
 
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "seed sizes are small"
+)]
+
 fn main() {
     let path = std::env::args().nth(1).expect("usage: make-fuzz-seed PATH");
     let mut bytes = vec![1u8];

@@ -6,7 +6,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Fault {
@@ -35,7 +34,7 @@ pub fn failed(part: &str, error: &dyn std::fmt::Display) {
         x.error = error.to_string();
         return;
     }
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let since = crate::clock::unix_secs();
     log::error!("data partition: {part} cannot write: {error}; supervising on, trying again");
     f.push(Fault { part: part.to_string(), error: error.to_string(), since, count: 1 });
     ANY.store(true, Ordering::Release);

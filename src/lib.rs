@@ -4,6 +4,7 @@ pub mod agent;
 pub mod catalog;
 pub mod check;
 pub mod cli;
+pub mod clock;
 pub mod cloud;
 pub mod config;
 pub mod ctl;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -189,7 +189,7 @@ fn trim_heap() {
 
 /// Appends `alias=value` to the queue as a point stamped now.
 pub fn enqueue(queue: &Queue, alias: &str, value: &str) -> Result<u64, crate::queue::QueueError> {
-    let ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let ts = crate::clock::unix_secs_i64();
     let len = gwe_wire::point::encoded_len(alias, value.as_bytes());
     queue.append_with(len, |buf| {
         // The length was computed for exactly this point.
@@ -289,6 +289,23 @@ impl Telemetry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_is_stamped_by_the_agent_s_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), crate::queue::Options::default()).unwrap();
+        crate::clock::set_for_this_thread(Some(1_234_567_890_999));
+        enqueue(&q, "engine_report", "{}").unwrap();
+        crate::clock::set_for_this_thread(None);
+        drop(q);
+        let mut stamps = Vec::new();
+        crate::queue::inspect(dir.path(), 65_536, |_, payload| {
+            let p = gwe_wire::point::decode(payload).unwrap();
+            stamps.push((p.ts, p.alias.to_string()));
+        })
+        .unwrap();
+        assert_eq!(stamps, [(1_234_567_890, "engine_report".to_string())]);
+    }
 
     #[test]
     fn free_and_df_read_the_kernel_formats() {

@@ -1,6 +1,13 @@
 //! The agent as a process: apps come back after it is SIGKILLed, exactly once; a broken
 //! program file costs only its program; the control socket is root-only.
 
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "pids and test timestamps are small"
+)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -3,6 +3,13 @@
 //! exactly one whole version must be active and running, and nothing half-made left behind.
 //! Cycles: GWE_OTA_CRASH_CYCLES (CI 20; `scripts/crash-campaign.sh ota --cycles 1000` by hand).
 
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "pids and file modes are small"
+)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

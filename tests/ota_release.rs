@@ -5,6 +5,13 @@
 //! metadata, or with garbage. Each is refused with a reason, and the running version keeps
 //! running, untouched.
 
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "test timestamps are small and positive"
+)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;

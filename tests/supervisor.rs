@@ -1,6 +1,13 @@
 //! The supervisor over real processes: crash loops, stop escalation, process groups, log
 //! rotation and bursts, program table changes.
 
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "pids are small"
+)]
+
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use gwe_wire::arrowhead::{
     OrchestrationFlags, OrchestrationRequest, OrchestrationResponse, ServiceQuery, System, INTERFACE_HTTPS_JSON,
@@ -35,7 +35,7 @@ pub struct Control {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    crate::clock::unix_ms()
 }
 
 /// The provider list the orchestrator gives for `service`.

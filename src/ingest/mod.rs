@@ -6,7 +6,6 @@ use std::borrow::Cow;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use gwe_wire::{form, point};
 
@@ -74,7 +73,7 @@ const RECORD_PATH: &str = "/onep:v1/stack/record";
 const ACTIVATE_PATH: &str = "/provision/activate";
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    crate::clock::unix_secs_i64()
 }
 
 /// One data point of a request, borrowed from the body where no decoding was needed.

@@ -303,7 +303,7 @@ impl Trust {
     /// The time expiry is checked against (see [`ClockPolicy`]).
     pub fn now(&self) -> u64 {
         let seen = std::fs::read_to_string(self.time_path()).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
-        let system = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let system = crate::clock::unix_secs;
         match self.clock {
             ClockPolicy::System => system().max(seen),
             ClockPolicy::Metadata => seen,
@@ -497,7 +497,7 @@ pub fn read_keys_unchecked(bytes: &[u8]) -> Result<Keys, MetaError> {
 }
 
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    crate::clock::unix_secs()
 }
 
 /// Reads a metadata file, at most [`MAX_METADATA_BYTES`] (larger: `InvalidData`).

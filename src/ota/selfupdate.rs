@@ -162,7 +162,7 @@ fn run_trial(store: &AppStore, version: &str, bin: &Path, launcher: &Path, deadl
             return Trial::Again;
         }
     };
-    CHILD.store(child.id() as i32, Ordering::SeqCst);
+    CHILD.store(crate::supervisor::raw_pid(child.id()), Ordering::SeqCst);
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     forward_signals(stopping.clone());
     let until = Instant::now() + deadline;
@@ -195,7 +195,8 @@ fn run_trial(store: &AppStore, version: &str, bin: &Path, launcher: &Path, deadl
     CHILD.store(0, Ordering::SeqCst);
     let code = status.code().unwrap_or(1);
     if stopping.load(Ordering::SeqCst) {
-        return Trial::Exit(code.clamp(0, 255) as u8); // stopped by init: not a failed trial
+        return Trial::Exit(u8::try_from(code.clamp(0, 255)).unwrap_or(u8::MAX));
+        // stopped by init: not a failed trial
     }
     if code == i32::from(EXIT_RESTART) {
         return Trial::Again;
@@ -204,11 +205,11 @@ fn run_trial(store: &AppStore, version: &str, bin: &Path, launcher: &Path, deadl
         log::warn!("agent {version} on trial ended ({status}) before confirming itself");
         return Trial::Again;
     }
-    Trial::Exit(code.clamp(0, 255) as u8)
+    Trial::Exit(u8::try_from(code.clamp(0, 255)).unwrap_or(u8::MAX))
 }
 
 fn stop_child(child: &mut std::process::Child) {
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let pid = nix::unistd::Pid::from_raw(crate::supervisor::raw_pid(child.id()));
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     let until = Instant::now() + Duration::from_secs(15);
     while Instant::now() < until {

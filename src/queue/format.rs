@@ -81,6 +81,7 @@ pub fn encode_record(seq: u64, payload: &[u8], out: &mut Vec<u8>) -> usize {
     let start = out.len();
     out.resize(start + REC_HEADER_LEN, 0);
     // Callers never pass payloads over MAX_RECORD_CEILING (16 MiB), which fits a u32.
+    #[allow(clippy::cast_possible_truncation, reason = "at most MAX_RECORD_CEILING (16 MiB)")]
     put_record_header(&mut out[start..], payload.len() as u32);
     out.extend_from_slice(payload);
     seal_record(&mut out[start..], seq)

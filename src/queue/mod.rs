@@ -151,6 +151,12 @@ struct Slot {
 
 const RING: usize = 64;
 
+/// The ring slot of group commit `gen`.
+#[allow(clippy::cast_possible_truncation, reason = "a remainder of RING (64) fits any usize")]
+fn ring_slot(gen: u64) -> usize {
+    (gen % RING as u64) as usize
+}
+
 struct State {
     pending: Vec<u8>,
     pending_count: u64,
@@ -527,7 +533,7 @@ impl Inner {
                 continue;
             }
             let gen = st.pending_gen;
-            let slot = &mut st.slots[(gen % RING as u64) as usize];
+            let slot = &mut st.slots[ring_slot(gen)];
             if slot.gen != gen {
                 if slot.waiters > 0 {
                     // A producer of the batch RING generations ago has not collected yet.
@@ -547,18 +553,19 @@ impl Inner {
             // Within capacity (checked above): no allocation.
             st.pending.resize(start + REC_HEADER_LEN + l, 0);
             // l <= max_record <= MAX_RECORD_CEILING, which fits a u32.
+            #[allow(clippy::cast_possible_truncation, reason = "at most MAX_RECORD_CEILING (16 MiB)")]
             format::put_record_header(&mut st.pending[start..], l as u32);
             fill(i, &mut st.pending[start + REC_HEADER_LEN..]);
         }
         st.pending_count += n as u64;
-        st.slots[(gen % RING as u64) as usize].waiters += 1;
+        st.slots[ring_slot(gen)].waiters += 1;
         Ok((st, gen, idx))
     }
 
     /// Waits until batch `gen` is written, flushing it as leader if nobody is; returns the
     /// seq of record `idx` of that batch.
     fn collect<'a>(&'a self, mut st: MutexGuard<'a, State>, gen: u64, idx: u64) -> Result<u64, QueueError> {
-        let si = (gen % RING as u64) as usize;
+        let si = ring_slot(gen);
         loop {
             let slot = &mut st.slots[si];
             if slot.done {
@@ -603,7 +610,7 @@ impl Inner {
         st.spare = batch;
         st.inflight = 0;
         st.flushing = false;
-        let slot = &mut st.slots[(gen % RING as u64) as usize];
+        let slot = &mut st.slots[ring_slot(gen)];
         slot.done = true;
         match outcome {
             Ok(w) => {

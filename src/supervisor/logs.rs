@@ -48,7 +48,7 @@ impl LogFile {
             return self.append(chunk);
         }
         while !chunk.is_empty() {
-            let room = self.max_bytes.saturating_sub(self.size) as usize;
+            let room = usize::try_from(self.max_bytes.saturating_sub(self.size)).unwrap_or(usize::MAX);
             if chunk.len() <= room {
                 return self.append(chunk);
             }
@@ -108,7 +108,7 @@ pub fn tail(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     let len = f.metadata()?.len();
     let start = len.saturating_sub(max);
     f.seek(SeekFrom::Start(start))?;
-    let mut buf = Vec::with_capacity((len - start) as usize);
+    let mut buf = Vec::with_capacity(usize::try_from(len - start).unwrap_or(0));
     f.read_to_end(&mut buf)?;
     if start > 0 {
         if let Some(i) = buf.iter().position(|&b| b == b'\n') {

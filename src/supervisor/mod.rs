@@ -15,6 +15,7 @@ pub mod logs;
 pub mod procfs;
 pub mod program;
 mod spawn;
+pub use spawn::raw_pid;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -539,7 +540,7 @@ impl Core {
             Ok(s) => {
                 let now = Instant::now();
                 p.pid = Some(s.pid);
-                p.started = Some((now, SystemTime::now()));
+                p.started = Some((now, crate::clock::now()));
                 p.start_ticks = procfs::stat(s.pid.as_raw()).map_or(0, |st| st.start_ticks);
                 p.description.clear();
                 if let (Some(fd), Some(path)) = (s.stdout, &p.p.stdout_logfile) {

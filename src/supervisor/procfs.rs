@@ -51,11 +51,11 @@ mod tests {
         // A child, not this process: under qemu-user the emulator makes up its own
         // /proc/self/stat, while other processes' come from the kernel as on a board.
         let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
-        let pid = child.id() as i32;
+        let pid = crate::supervisor::raw_pid(child.id());
         let st = stat(pid).unwrap();
         assert!(st.alive());
         assert_eq!(st.pid, pid);
-        assert_eq!(st.ppid, std::process::id() as i32);
+        assert_eq!(st.ppid, crate::supervisor::raw_pid(std::process::id()));
         assert_eq!(st.pgrp, nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid))).unwrap().as_raw());
         assert!(st.start_ticks > 0);
         assert!(all().any(|s| s.pid == pid));

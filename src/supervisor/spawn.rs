@@ -114,9 +114,15 @@ fn start(mut cmd: Command) -> io::Result<Pid> {
     }
     let child = cmd.spawn()?;
     // `child` is not waited on here: the supervisor reaps every child itself.
-    let pid = Pid::from_raw(child.id() as i32);
+    let pid = Pid::from_raw(raw_pid(child.id()));
     drop(cmd); // closes our copies of the pipes' write ends
     Ok(pid)
+}
+
+/// A child's pid as the kernel's calls take it. Linux pids fit an `i32` (`pid_max` is at
+/// most 2^22); `std` hands them out as `u32`.
+pub fn raw_pid(id: u32) -> i32 {
+    i32::try_from(id).unwrap_or(i32::MAX)
 }
 
 #[cfg(test)]

@@ -56,6 +56,7 @@ pub struct BatchWriter {
     first: u64,
 }
 
+#[allow(clippy::cast_possible_truncation, reason = "a varint takes the low 7 bits of each byte, by design")]
 fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);

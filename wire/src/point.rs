@@ -64,6 +64,7 @@ pub fn encoded_len(alias: &str, value: &[u8]) -> usize {
 }
 
 /// Encodes a point into `out`, returning the number of bytes written.
+#[allow(clippy::cast_possible_truncation, reason = "the alias length is at most 255, checked first")]
 pub fn encode(ts: i64, alias: &str, value: &[u8], out: &mut [u8]) -> Result<usize, PointError> {
     if alias.is_empty() || alias.len() > MAX_ALIAS {
         return Err(PointError::BadAlias);
