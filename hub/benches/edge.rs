@@ -14,6 +14,13 @@
 //! `cargo bench --manifest-path hub/Cargo.toml --bench edge -- [--points N] [--commands M]
 //! [--poll-ms MS] [--db sqlite|postgres|both]`
 
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "test and bench values (counts, sizes, times) are small"
+)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -14,6 +14,13 @@
 //! `cargo bench --bench load -- [--gateways N] [--seconds S] [--db sqlite|postgres|both]
 //! [--hubs H] [--interval-ms 5000]`
 
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "test and bench values (counts, sizes, times) are small"
+)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

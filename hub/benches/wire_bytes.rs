@@ -9,6 +9,13 @@
 //! Counts TCP payload both ways (requests, answers, headers), not IP/TCP headers.
 //! `cargo bench --bench wire_bytes -- [--points N]`
 
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "test and bench values (counts, sizes, times) are small"
+)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

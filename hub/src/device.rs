@@ -169,10 +169,11 @@ fn parse_since(v: &str) -> Option<i64> {
         return secs.checked_mul(1000).map(|ms| ms + 999);
     }
     if let Ok(secs) = v.parse::<f64>() {
+        #[allow(clippy::cast_possible_truncation, reason = "whole milliseconds; `as` saturates out of range")]
         return secs.is_finite().then_some((secs * 1000.0) as i64);
     }
     let t = httpdate::parse_http_date(v).ok()?;
-    Some(t.duration_since(UNIX_EPOCH).ok()?.as_millis() as i64 + 999)
+    i64::try_from(t.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()?.checked_add(999)
 }
 
 async fn read(
@@ -217,7 +218,7 @@ async fn long_poll(hub: &Hub, dev: i64, alias: &str, since_ms: i64, timeout: Dur
             let mut body = form_urlencoded::Serializer::new(String::new());
             body.append_pair(alias, &v.value);
             let mut r = form(StatusCode::OK, body.finish());
-            let at = UNIX_EPOCH + Duration::from_millis(v.modified_ms.max(0) as u64);
+            let at = UNIX_EPOCH + Duration::from_millis(v.modified_ms.max(0).unsigned_abs());
             let h = r.headers_mut();
             h.insert(header::LAST_MODIFIED, HeaderValue::from_str(&httpdate::fmt_http_date(at)).expect("ascii"));
             let exact = format!("{}.{:03}", v.modified_ms / 1000, v.modified_ms % 1000);
@@ -298,9 +299,17 @@ async fn batch(
     let raw = inflate_body(&hub, &headers, &body)?;
     let (stream, records) =
         gwe_wire::batch::read(&raw).map_err(|e| err(StatusCode::BAD_REQUEST, format!("batch: {e}")))?;
+    // The database keeps seqs and stream ids as signed 64-bit integers.
+    let past = |what: &str, v: u64| err(StatusCode::BAD_REQUEST, format!("batch: {what} {v} is past 2^63 - 1"));
+    if i64::try_from(stream).is_err() {
+        return Err(past("stream", stream));
+    }
     let mut points = Vec::new();
     for r in records {
         let (seq, p) = r.map_err(|e| err(StatusCode::BAD_REQUEST, format!("batch: {e}")))?;
+        if i64::try_from(seq).is_err() {
+            return Err(past("seq", seq));
+        }
         let value = String::from_utf8_lossy(p.value).into_owned();
         points.push((seq, Point { alias: p.alias.to_string(), ts: p.ts, value }));
     }

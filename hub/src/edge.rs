@@ -56,7 +56,7 @@ impl EdgeSettings {
     /// A hub alone: a random secret (its tokens are good only on itself).
     pub fn standalone(system_name: &str, address: &str, port: u16) -> Self {
         let mut secret = vec![0u8; 32];
-        getrandom::getrandom(&mut secret).expect("the OS random source failed");
+        getrandom::fill(&mut secret).expect("the OS random source failed");
         Self {
             system_name: system_name.into(),
             address: address.into(),

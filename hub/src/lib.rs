@@ -93,7 +93,7 @@ pub fn err(status: StatusCode, msg: impl Into<String>) -> ApiError {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Sets the calling thread's nice value. A lower value than the current one needs root,
@@ -114,7 +114,7 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 /// A new 40-hex device token.
 pub fn new_token() -> String {
     let mut b = [0u8; 20];
-    getrandom::getrandom(&mut b).expect("the OS random source failed");
+    getrandom::fill(&mut b).expect("the OS random source failed");
     hex::encode(b)
 }
 
@@ -187,7 +187,7 @@ impl Hub {
                 continue;
             }
             let started = Instant::now();
-            match self.store.revoked_devices(REVOKED_WITHIN.as_millis() as i64).await {
+            match self.store.revoked_devices(i64::try_from(REVOKED_WITHIN.as_millis()).unwrap_or(i64::MAX)).await {
                 Ok(revoked) => {
                     let revoked: std::collections::HashSet<i64> = revoked.into_iter().collect();
                     self.tokens.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, (dev, at)| {

@@ -180,7 +180,13 @@ async fn put_content(
         .unwrap_or("application/octet-stream")
         .to_string();
     let meta = headers.get("x-gwe-meta").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let info = ContentInfo { id: id.clone(), content_type, size: body.len() as i64, updated: now_ms() / 1000, meta };
+    let info = ContentInfo {
+        id: id.clone(),
+        content_type,
+        size: i64::try_from(body.len()).unwrap_or(i64::MAX),
+        updated: now_ms() / 1000,
+        meta,
+    };
     hub.store.put_content((&vendor, &model), &info, &body).await?;
     log::info!("content {vendor}/{model}/{id} stored ({} bytes)", body.len());
     Ok((StatusCode::CREATED, Json(json!({"id": id, "size": body.len()}))).into_response())

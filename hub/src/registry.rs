@@ -84,7 +84,7 @@ fn id_of(kind: &str, name: &str) -> i64 {
 
 /// Arrowhead's date format (`yyyy-MM-dd HH:mm:ss`, UTC).
 fn date(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0).unsigned_abs());
     let s = httpdate::fmt_http_date(t); // "Sun, 06 Dec 2026 01:12:54 GMT"
     let p: Vec<&str> = s.split(' ').collect();
     let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -105,6 +105,7 @@ pub fn parse_date(v: &str) -> Option<i64> {
     let t = t.split(['+']).next()?;
     let mut tp = t.split(':');
     let (h, mi) = (tp.next()?.parse::<i64>().ok()?, tp.next()?.parse::<i64>().ok()?);
+    #[allow(clippy::cast_possible_truncation, reason = "whole seconds of a time of day; `as` saturates")]
     let se = tp.next().map_or(Some(0.0), |x| x.parse::<f64>().ok())? as i64;
     if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || h > 23 || mi > 59 || se > 60 {
         return None;
@@ -133,7 +134,7 @@ fn entry(s: &ServiceRow) -> RegistryEntry {
             id: Some(id_of("system", &format!("{}\0{}\0{}", s.system_name, s.address, s.port))),
             system_name: s.system_name.clone(),
             address: s.address.clone(),
-            port: s.port as u16,
+            port: u16::try_from(s.port).unwrap_or(0),
             // Arrowhead's own client requires the field; empty when the provider gave none.
             authentication_info: Some(s.authentication_info.clone().unwrap_or_default()),
             created_at: created.clone(),

@@ -51,8 +51,14 @@ pub fn check_stages(stages: &[i64]) -> Result<(), String> {
 
 /// The stage of each of `n` devices (in rollout order): the first stage whose share covers it.
 pub fn assign_stages(n: usize, stages: &[i64]) -> Vec<i64> {
-    let upto: Vec<usize> = stages.iter().map(|p| ((n as i64 * p + 99) / 100).max(1) as usize).collect();
-    (0..n).map(|i| upto.iter().position(|&u| i < u).unwrap_or(stages.len() - 1) as i64).collect()
+    let upto: Vec<usize> =
+        stages.iter().map(|p| usize::try_from(((count(n) * p + 99) / 100).max(1)).unwrap_or(usize::MAX)).collect();
+    (0..n).map(|i| count(upto.iter().position(|&u| i < u).unwrap_or(stages.len() - 1))).collect()
+}
+
+/// A count as the store and the API carry it.
+pub fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// The order gateways go in: fixed per rollout name, spread over the fleet (not by id, so
@@ -131,14 +137,14 @@ async fn step(hub: &Hub, id: i64) -> Result<(), crate::store::StoreError> {
         }
     }
     let stage: Vec<&RolloutDevice> = devs.iter().filter(|d| d.stage == r.stage).collect();
-    let failed = stage.iter().filter(|d| d.state == "failed").count() as i64;
-    let total = stage.len() as i64;
+    let failed = count(stage.iter().filter(|d| d.state == "failed").count());
+    let total = count(stage.len());
     if r.accepted_stage != r.stage && total > 0 && failed * 100 > r.max_failure_pct * total {
         r.state = "paused".into();
         r.reason = format!(
             "stage {} ({} %): {failed} of {total} gateways failed, over the limit of {} %",
             r.stage + 1,
-            r.stages.get(r.stage as usize).copied().unwrap_or(100),
+            usize::try_from(r.stage).ok().and_then(|s| r.stages.get(s)).copied().unwrap_or(100),
             r.max_failure_pct
         );
         if hub.store.update_rollout(&r, &["running"], r.stage, now).await? {
@@ -160,7 +166,7 @@ async fn step(hub: &Hub, id: i64) -> Result<(), crate::store::StoreError> {
 
 async fn next_stage(hub: &Hub, mut r: Rollout, now: i64) -> Result<(), crate::store::StoreError> {
     let was = r.stage;
-    if (r.stage as usize) + 1 < r.stages.len() {
+    if usize::try_from(r.stage).is_ok_and(|s| s + 1 < r.stages.len()) {
         r.stage += 1;
         r.reason.clear();
         log::info!("rollout {}: stage {} of {}", r.name, r.stage + 1, r.stages.len());

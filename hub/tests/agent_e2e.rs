@@ -2,6 +2,13 @@
 //! outage, re-activation after the operator revoked the token, telemetry and
 //! `update_interval`.
 
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "test and bench values (counts, sizes, times) are small"
+)]
+
 mod common;
 
 use std::sync::Arc;

@@ -1,6 +1,13 @@
 //! The hub's device and operator APIs over real sockets, once against SQLite and once
 //! against a real PostgreSQL server.
 
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "test and bench values (counts, sizes, times) are small"
+)]
+
 mod common;
 
 use std::io::Write;
@@ -289,6 +296,20 @@ fn batches(b: Backend) {
     assert_eq!(send(encode_batch(10, 1..=10, "t")).text(), "acked=10");
     assert_eq!(c.point_count(id, "t"), 160);
     assert_eq!(c.dev_get(&t, "/onep:v1/stack/alias?t", &[]).text(), "t=150");
+    // Seqs and stream ids past what the database keeps: refused with the reason, nothing
+    // stored, and the stream goes on as before.
+    let r = send(encode_batch(9, (1 << 63)..=(1 << 63), "t"));
+    assert_eq!(
+        (r.status.as_u16(), r.text().trim()),
+        (400, format!("batch: seq {} is past 2^63 - 1", 1u64 << 63).as_str())
+    );
+    let r = send(encode_batch(u64::MAX, 1..=1, "t"));
+    assert_eq!(
+        (r.status.as_u16(), r.text().trim()),
+        (400, format!("batch: stream {} is past 2^63 - 1", u64::MAX).as_str())
+    );
+    assert_eq!(c.point_count(id, "t"), 160);
+    assert_eq!(send(encode_batch(9, 151..=151, "t")).text(), "acked=151");
 }
 backends!(batch_ingest, batches);
 

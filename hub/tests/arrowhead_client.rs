@@ -5,6 +5,13 @@
 //! batch; unregister; a refused registration read as Arrowhead's JSON error). Here: the
 //! hub, and what the story left in it, seen from the operator's side.
 
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "test and bench values (counts, sizes, times) are small"
+)]
+
 mod common;
 
 use std::path::Path;

@@ -2,6 +2,13 @@
 //! same requests, sent to the hub's device API and to the agent's local GMQ API, get the
 //! same status with a one-line reason naming the problem, and store nothing.
 
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "test and bench values (counts, sizes, times) are small"
+)]
+
 mod common;
 
 use std::io::{Read, Write};

@@ -15,6 +15,13 @@
 //! `hub/target/screenshots/`. Rows are checked on screen: each inside the viewport at its
 //! own height, and the element at its centre is that row.
 
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "test and bench values (counts, sizes, times) are small"
+)]
+
 mod common;
 
 use std::process::{Child, Command, Stdio};

@@ -3,6 +3,13 @@
 //! Origin checks, the fleet and gateway JSON, whitelisting and commands from the UI.
 //! (The pages themselves are driven in Chromium by `tests/browser.rs`.)
 
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "test and bench values (counts, sizes, times) are small"
+)]
+
 mod common;
 
 use std::io::Write;

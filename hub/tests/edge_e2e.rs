@@ -2,6 +2,13 @@
 //! (providers) that find each other through the service registry of the first. On
 //! SQLite each hub has its own database; on PostgreSQL both share one.
 
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "test and bench values (counts, sizes, times) are small"
+)]
+
 mod common;
 
 use std::collections::{HashMap, HashSet};

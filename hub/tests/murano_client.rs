@@ -18,6 +18,13 @@
 //! - `HTTPWatchThread` always long-polls with `If-Modified-Since: 0`; `gdc http poll`
 //!   passes the caller's value, which is what is tested.
 
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "test and bench values (counts, sizes, times) are small"
+)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -4,6 +4,13 @@
 //! signatures, missing packages, malformed commands and crash-looping updates are refused
 //! or rolled back while the running version keeps running.
 
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "test and bench values (counts, sizes, times) are small"
+)]
+
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -39,7 +46,7 @@ fn package(dir: &Path, version: &str, run: &str, filler: usize, key: &Path) -> P
         Command::new("chmod").arg("755").arg(src.join(name)).status().unwrap();
     }
     let mut noise = vec![0u8; filler];
-    getrandom::getrandom(&mut noise).unwrap();
+    getrandom::fill(&mut noise).unwrap();
     std::fs::write(src.join("data.bin"), noise).unwrap();
     let pkg = dir.join(format!("sensor.v{version}.tar.gz"));
     let ok = Command::new("tar").arg("czf").arg(&pkg).arg("-C").arg(&src).arg(".").status().unwrap();

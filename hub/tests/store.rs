@@ -3,6 +3,13 @@
 //! (`gwe_hub::store::open`). Then two stores open one database, as two hubs do, and race for
 //! what only one of them may get: a command, a device's activation, a rollout step, a batch.
 
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "test and bench values (counts, sizes, times) are small"
+)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -122,6 +129,12 @@ async fn data(s: &dyn Store) {
     assert_eq!(s.ingest(d, 7, &again, 4_100).await.unwrap(), 5, "a batch sent again stores only the new seqs");
     assert_eq!(s.history(d, "flow", 100).await.unwrap().len(), 5);
     assert_eq!(s.ingest(d, 8, &batch[..1], 4_200).await.unwrap(), 1, "another stream counts on its own");
+    // A seq past what the database keeps (2^63 - 1) is refused, not wrapped to a negative
+    // one that would hide every later batch of the stream; nothing of it is stored.
+    let huge = [(u64::MAX, point("flow", 999, "x"))];
+    assert!(matches!(s.ingest(d, 7, &huge, 4_300).await, Err(StoreError::Db(m)) if m.contains("2^63")));
+    assert!(s.ingest(d, u64::MAX, &batch, 4_300).await.is_err(), "a stream id past 2^63 - 1 too");
+    assert_eq!(s.history(d, "flow", 100).await.unwrap().len(), 6, "5 of stream 7, 1 of stream 8");
     let latest: BTreeMap<String, String> = s.latest(d).await.unwrap().into_iter().map(|(a, v)| (a, v.value)).collect();
     assert_eq!(latest.get("flow").map(String::as_str), Some("5"));
     assert_eq!(latest.get("hum").map(String::as_str), Some("40"));

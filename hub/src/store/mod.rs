@@ -37,6 +37,16 @@ impl std::error::Error for StoreError {}
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// A forwarder seq or stream id as the databases keep it (a signed 64-bit integer).
+pub(crate) fn db_seq(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| StoreError::Db(format!("seq {v} is past 2^63 - 1, the most a database keeps")))
+}
+
+/// A seq the database kept (never negative: written by `db_seq`).
+pub(crate) fn from_db_seq(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
 /// How a device names itself at activation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct DeviceKey {

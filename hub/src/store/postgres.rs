@@ -14,7 +14,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use super::{
-    Activation, ContentInfo, Device, DeviceKey, Point, Result, SeenTimes, Store, StoreError, Value, SEEN_EVERY_MS,
+    db_seq, from_db_seq, Activation, ContentInfo, Device, DeviceKey, Point, Result, SeenTimes, Store, StoreError,
+    Value, SEEN_EVERY_MS,
 };
 use crate::notify::Notifier;
 
@@ -435,9 +436,11 @@ impl Store for PgStore {
     }
 
     async fn ingest(&self, dev: i64, stream: u64, points: &[(u64, Point)], now_ms: i64) -> Result<u64> {
+        // Checked before anything is written: a seq the database cannot keep refuses the batch.
+        db_seq(points.iter().map(|(s, _)| *s).max().unwrap_or(0))?;
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
-        let stream = stream as i64;
+        let stream = db_seq(stream)?;
         tx.execute(
             "INSERT INTO streams(device_id, stream, last_seq) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING",
             &[&dev, &stream],
@@ -450,7 +453,7 @@ impl Store for PgStore {
             .await
             .map_err(db)?
             .get(0);
-        let prev = prev as u64;
+        let prev = from_db_seq(prev);
         let fresh: Vec<&Point> = points.iter().filter(|(s, _)| *s > prev).map(|(_, p)| p).collect();
         let last = points.iter().map(|(s, _)| *s).max().unwrap_or(0).max(prev);
         // Every batch sets last_seen (within SEEN_EVERY_MS): batches come seconds apart.
@@ -458,7 +461,7 @@ impl Store for PgStore {
         if last > prev {
             tx.execute(
                 "UPDATE streams SET last_seq = $3 WHERE device_id = $1 AND stream = $2",
-                &[&dev, &stream, &(last as i64)],
+                &[&dev, &stream, &db_seq(last)?],
             )
             .await
             .map_err(db)?;

@@ -13,7 +13,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::{
-    Activation, ContentInfo, Device, DeviceKey, Point, Result, SeenTimes, Store, StoreError, Value, SEEN_EVERY_MS,
+    db_seq, from_db_seq, Activation, ContentInfo, Device, DeviceKey, Point, Result, SeenTimes, Store, StoreError,
+    Value, SEEN_EVERY_MS,
 };
 use crate::notify::Notifier;
 
@@ -524,27 +525,32 @@ impl Store for SqliteStore {
     }
 
     async fn ingest(&self, dev: i64, stream: u64, points: &[(u64, Point)], now_ms: i64) -> Result<u64> {
+        // Checked before anything is written (the write may share a transaction with others):
+        // a seq or stream the database cannot keep refuses the batch.
+        let stream = db_seq(stream)?;
+        db_seq(points.iter().map(|(s, _)| *s).max().unwrap_or(0))?;
         let aliases: std::collections::BTreeSet<String> = points.iter().map(|(_, p)| p.alias.clone()).collect();
         let points = points.to_vec();
         let last = self
             .write(move |c| {
-                let stream = stream as i64;
-                let prev: u64 = c
-                    .prepare_cached("SELECT last_seq FROM streams WHERE device_id = ?1 AND stream = ?2")
-                    .and_then(|mut st| st.query_row(params![dev, stream], |r| r.get::<_, i64>(0)).optional())
-                    .map_err(db)?
-                    .unwrap_or(0) as u64;
+                let prev = from_db_seq(
+                    c.prepare_cached("SELECT last_seq FROM streams WHERE device_id = ?1 AND stream = ?2")
+                        .and_then(|mut st| st.query_row(params![dev, stream], |r| r.get::<_, i64>(0)).optional())
+                        .map_err(db)?
+                        .unwrap_or(0),
+                );
                 let mut last = prev;
                 for (seq, p) in points.iter().filter(|(s, _)| *s > prev) {
                     insert_point(c, dev, &p.alias, p.ts, &p.value, now_ms).map_err(db)?;
                     last = last.max(*seq);
                 }
                 if last > prev {
+                    let last = db_seq(last)?;
                     c.prepare_cached(
                         "INSERT INTO streams(device_id, stream, last_seq) VALUES (?1, ?2, ?3)
                          ON CONFLICT(device_id, stream) DO UPDATE SET last_seq = excluded.last_seq",
                     )
-                    .and_then(|mut st| st.execute(params![dev, stream, last as i64]))
+                    .and_then(|mut st| st.execute(params![dev, stream, last]))
                     .map_err(db)?;
                 }
                 seen(c, dev, now_ms).map_err(db)?;

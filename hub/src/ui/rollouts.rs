@@ -39,7 +39,7 @@ fn rollout_json(r: &Rollout, devs: &[RolloutDevice]) -> Value {
     let mut per_stage = vec![BTreeMap::<&str, u64>::new(); r.stages.len()];
     for d in devs {
         *counts.entry(d.state.as_str()).or_insert(0u64) += 1;
-        if let Some(s) = per_stage.get_mut(d.stage as usize) {
+        if let Some(s) = usize::try_from(d.stage).ok().and_then(|s| per_stage.get_mut(s)) {
             *s.entry(d.state.as_str()).or_insert(0) += 1;
         }
     }
@@ -172,8 +172,13 @@ async fn preview(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -
         .iter()
         .enumerate()
         .map(|(i, pct)| {
-            let members: Vec<&str> =
-                p.devices.iter().zip(&p.sns).filter(|((_, s), _)| *s == i as i64).map(|(_, sn)| sn.as_str()).collect();
+            let members: Vec<&str> = p
+                .devices
+                .iter()
+                .zip(&p.sns)
+                .filter(|((_, s), _)| *s == crate::rollout::count(i))
+                .map(|(_, sn)| sn.as_str())
+                .collect();
             json!({"pct": pct, "count": members.len(), "members": &members[..members.len().min(PREVIEW_MEMBERS)]})
         })
         .collect();
