@@ -41,3 +41,10 @@ if [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$want" ]; then
   "$venv/bin/pip" install -q -r hub/tests/clients/requirements.txt
   echo "$want" > "$venv/.requirements"
 fi
+# cargo-deny checks licences, duplicate crates and sources against deny.toml and
+# hub/deny.toml (scripts/test.sh). From crates.io, built once (unoptimized: it builds in half
+# the time and checks in seconds all the same).
+deny_version=0.20.2
+if [ "$(cargo-deny --version 2>/dev/null)" != "cargo-deny $deny_version" ]; then
+  cargo install --locked --debug --no-default-features cargo-deny --version "$deny_version"
+fi

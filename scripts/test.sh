@@ -34,8 +34,13 @@ scripts/check-yocto.sh scarthgap wrynose
 step "the Buildroot tree in real Buildroot 2025.02.16 and 2026.02.3, offline: the pinned release tarball, check-package, four configs (one with RAUC and U-Boot)"
 scripts/check-buildroot.sh 2025.02.16 2026.02.3
 
-step "no import cycles between the modules of the agent, wire and the hub"
+step "no import cycles between the modules of the agent, wire and the hub; imports grouped std / external / crate"
 python3 scripts/check-module-cycles.py src wire/src hub/src
+python3 scripts/check-imports.py
+
+step "cargo-deny: licences, duplicate crates and sources (deny.toml, hub/deny.toml)"
+cargo deny --offline check licenses bans sources
+(cd hub && cargo deny --offline check licenses bans sources)
 
 step "dependencies fit rust-version"
 python3 scripts/check-msrv-deps.py

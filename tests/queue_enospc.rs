@@ -5,9 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::Tmpfs;
-
 use gwe::queue::{FullPolicy, Options, Queue, QueueError};
+
+use common::Tmpfs;
 
 fn opts(policy: FullPolicy) -> Options {
     Options {

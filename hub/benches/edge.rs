@@ -27,9 +27,10 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
+
 use common::agent::{wait_for, Agent};
 use common::{Backend, Client, HubOpts, HubProc};
-use serde_json::{json, Value};
 
 const NAMES: [&str; 10] = ["e0", "e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8", "e9"];
 

@@ -30,10 +30,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-
-use common::{Client, HubOpts, HubProc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use common::{Client, HubOpts, HubProc};
 
 /// Gateways per worker process and per hub process (two sockets each, under 20,000 files).
 const PER_WORKER: usize = 8_000;

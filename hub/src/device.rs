@@ -8,15 +8,13 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, RawQuery, State};
-
-use crate::server::Peer;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-
 use gwe_wire::form::{self, FormError};
 
+use crate::server::Peer;
 use crate::store::{Activation, DeviceKey, Point};
 use crate::{err, new_token, now_ms, token_hash, ApiError, Hub};
 

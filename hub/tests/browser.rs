@@ -28,10 +28,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::agent::{free_port, wait_for, Agent};
-use common::{Backend, Client, HubProc};
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use serde_json::json;
+
+use common::agent::{free_port, wait_for, Agent};
+use common::{Backend, Client, HubProc};
 
 const PASSWORD: &str = "a long enough secret";
 

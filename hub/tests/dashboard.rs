@@ -16,8 +16,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use common::{Backend, Client, HubProc, Reply};
 use serde_json::{json, Value};
+
+use common::{Backend, Client, HubProc, Reply};
 
 const PASSWORD: &str = "a long enough secret";
 

@@ -18,9 +18,10 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use serde_json::{json, Value};
+
 use common::agent::{wait_for, wait_for_or, Agent};
 use common::{Backend, Client, HubOpts, HubProc};
-use serde_json::{json, Value};
 
 const EDGE: &str = "[edge]\npoll_ms = 300\ndiscovery_secs = 2\nparameters_secs = 5\n";
 

@@ -15,12 +15,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use common::Backend;
 use gwe_hub::notify::Notifier;
 use gwe_hub::store::{
     self, Activation, ContentInfo, DeviceKey, EdgeControl, Point, Rollout, SavedFilter, ServiceRow, Store, StoreError,
 };
 use gwe_wire::edge::EdgePoint;
+
+use common::Backend;
 
 async fn open(url: &str) -> Arc<dyn Store> {
     store::open(url, Arc::new(Notifier::default())).await.unwrap()

@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use gwe_wire::{form, point};
 
+use crate::identity::Identity;
+use crate::queue::{Queue, QueueError};
+use http::{Limits, Request, Server};
+
 pub mod http;
 
 pub use http::Reply;
-use http::{Limits, Request, Server};
-
-use crate::identity::Identity;
-use crate::queue::{Queue, QueueError};
 
 /// What the request handlers need.
 pub struct Ingest {
