@@ -39,6 +39,9 @@ python3 scripts/check-module-cycles.py src wire/src hub/src
 python3 scripts/check-imports.py
 
 step "cargo-deny: licences, duplicate crates and sources (deny.toml, hub/deny.toml)"
+# Every crate of the lock files, those of other platforms too (cargo-deny reads them all).
+cargo fetch --locked
+cargo fetch --locked --manifest-path hub/Cargo.toml
 cargo deny --offline check licenses bans sources
 (cd hub && cargo deny --offline check licenses bans sources)
 
