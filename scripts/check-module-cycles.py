@@ -8,6 +8,9 @@ parent declaring its children (`mod fetch;`, `pub use`) is not a dependency of i
 the children are its parts. The cycles are the strongly connected components of more than
 one module; each is printed with one import on each edge, so it can be cut.
 
+For the hub it also checks its layers: `store` imports neither `service` nor `http`, and
+`service` does not import `http` (handlers call services and the store, never the reverse).
+
 Usage: check-module-cycles.py [SRC_DIR ...]   (default: src wire/src hub/src)
 """
 
@@ -131,6 +134,24 @@ def cycles(mods, edges):
     return out
 
 
+# Layers, top first: a module of a lower layer may not import a higher one.
+LAYERS = {"hub/src": ["http", "service", "store"]}
+
+
+def layer_breaks(src, edges):
+    order = LAYERS.get(os.path.normpath(src))
+    if not order:
+        return []
+    rank = lambda m: order.index(m[0]) if m and m[0] in order else None  # noqa: E731
+    out = []
+    for a, tos in edges.items():
+        for b, via in tos.items():
+            ra, rb = rank(a), rank(b)
+            if ra is not None and rb is not None and rb < ra:
+                out.append(f"{src}: {name(a)} ({order[ra]}) imports {name(b)} ({order[rb]}): {via}")
+    return out
+
+
 def name(m):
     return "::".join(m) or "crate"
 
@@ -144,6 +165,9 @@ def main():
         count = sum(len(v) for v in edges.values())
         if not found:
             print(f"{src}: {len(mods)} modules, {count} module-to-module imports, no cycle")
+        for line in layer_breaks(src, edges):
+            bad += 1
+            print(line)
         for comp in found:
             bad += 1
             members = set(comp)

@@ -6,19 +6,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
 
-pub mod device;
-pub mod edge;
+pub mod http;
 pub mod notify;
-pub mod operator;
-pub mod registry;
-pub mod rollout;
 pub mod server;
+pub mod service;
 pub mod store;
-pub mod ui;
+
+pub use http::{err, ApiError};
+pub use service::auth::{new_token, token_hash};
 
 use notify::Notifier;
 use store::Store;
@@ -60,36 +58,8 @@ pub struct Hub {
     /// `Authorization: Bearer` token for the operator API; None disables that API.
     pub operator_token: Option<String>,
     /// This hub's place in service discovery and the edge services' token secret.
-    pub edge: edge::EdgeSettings,
+    pub edge: http::edge::EdgeSettings,
     tokens: Mutex<HashMap<[u8; 32], (i64, Instant)>>,
-}
-
-/// An error answer: status and a message naming the problem.
-#[derive(Debug)]
-pub struct ApiError(pub StatusCode, pub String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut r = (self.0, format!("{}\n", self.1)).into_response();
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-        r
-    }
-}
-
-impl From<store::StoreError> for ApiError {
-    fn from(e: store::StoreError) -> Self {
-        match e {
-            store::StoreError::Exists(_) => ApiError(StatusCode::CONFLICT, e.to_string()),
-            store::StoreError::Db(_) => {
-                log::error!("{e}");
-                ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-            }
-        }
-    }
-}
-
-pub fn err(status: StatusCode, msg: impl Into<String>) -> ApiError {
-    ApiError(status, msg.into())
 }
 
 pub fn now_ms() -> i64 {
@@ -107,25 +77,14 @@ pub fn set_thread_nice(nice: i32) -> std::io::Result<()> {
     }
 }
 
-pub fn token_hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-/// A new 40-hex device token.
-pub fn new_token() -> String {
-    let mut b = [0u8; 20];
-    getrandom::fill(&mut b).expect("the OS random source failed");
-    hex::encode(b)
-}
-
 impl Hub {
     pub fn new(store: Arc<dyn Store>, notifier: Arc<Notifier>, limits: Limits, operator_token: Option<String>) -> Self {
-        let edge = edge::EdgeSettings::standalone("gwe-hub", "127.0.0.1", 0);
+        let edge = http::edge::EdgeSettings::standalone("gwe-hub", "127.0.0.1", 0);
         Self { store, notifier, limits, operator_token, edge, tokens: Mutex::new(HashMap::new()) }
     }
 
     /// Sets how this hub appears in service discovery.
-    pub fn with_edge(mut self, edge: edge::EdgeSettings) -> Self {
+    pub fn with_edge(mut self, edge: http::edge::EdgeSettings) -> Self {
         self.edge = edge;
         self
     }
@@ -216,17 +175,17 @@ pub fn router(hub: Arc<Hub>) -> axum::Router {
     use axum::extract::DefaultBodyLimit;
     use axum::middleware::from_fn;
     let (body, content) = (hub.limits.max_body, hub.limits.max_content);
-    let device = device::routes()
+    let device = http::device::routes()
         .layer(DefaultBodyLimit::max(body))
         .layer(from_fn(move |rq, next| refuse_declared_over(body, rq, next)));
-    let operator = operator::routes()
+    let operator = http::operator::routes()
         .layer(DefaultBodyLimit::max(content))
         .layer(from_fn(move |rq, next| refuse_declared_over(content, rq, next)));
-    let edge = edge::routes()
-        .merge(registry::routes())
+    let edge = http::edge::routes()
+        .merge(http::registry::routes())
         .layer(DefaultBodyLimit::max(body))
         .layer(from_fn(move |rq, next| refuse_declared_over(body, rq, next)));
-    let ui = ui::routes()
+    let ui = http::dashboard::routes()
         .layer(DefaultBodyLimit::max(body))
         .layer(from_fn(move |rq, next| refuse_declared_over(body, rq, next)));
     device.merge(operator).merge(edge).merge(ui).with_state(hub)

@@ -242,8 +242,8 @@ async fn run(a: Args) -> Result<(), String> {
             let mut password = String::new();
             std::io::stdin().read_line(&mut password).map_err(|e| format!("reading the password from stdin: {e}"))?;
             let password = password.trim_end_matches(['\r', '\n']);
-            gwe_hub::ui::check_new_operator(name, password)?;
-            let hash = gwe_hub::ui::hash_password(password)?;
+            gwe_hub::service::auth::check_new_operator(name, password)?;
+            let hash = gwe_hub::service::auth::hash_password(password)?;
             let db = store::open(&a.db, notifier).await?;
             db.put_operator(name, &hash, *verb == "passwd", now_ms()).await.map_err(|e| e.to_string())?;
             eprintln!("operator {name}: password set");
@@ -279,7 +279,7 @@ async fn run(a: Args) -> Result<(), String> {
         None => (addr.ip().to_string(), addr.port()),
     };
     let name = a.system_name.clone().unwrap_or_else(|| format!("gwe-hub-{}-{adv_port}", adv_host.replace(':', "_")));
-    let mut edge = gwe_hub::edge::EdgeSettings::standalone(&name, &adv_host, adv_port);
+    let mut edge = gwe_hub::http::edge::EdgeSettings::standalone(&name, &adv_host, adv_port);
     edge.open_registry = a.arrowhead_insecure;
     edge.tls = tls.is_some();
     edge.certificates = a.arrowhead_ca.is_some();
@@ -290,14 +290,14 @@ async fn run(a: Args) -> Result<(), String> {
     }
     let hub = Arc::new(Hub::new(db, notifier, limits, token).with_edge(edge));
     match (&a.registry, &a.registry_token_file) {
-        (None, _) => gwe_hub::registry::register_own(&hub).await?,
+        (None, _) => gwe_hub::http::registry::register_own(&hub).await?,
         (Some(r), Some(f)) => {
             let t = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
             tokio::spawn(register_remote(r.clone(), t.trim().to_string(), hub.edge.services()));
         }
         (Some(_), None) => return Err("--registry needs --registry-token-file".into()),
     }
-    gwe_hub::rollout::spawn(hub.clone());
+    gwe_hub::service::rollouts::spawn(hub.clone());
     tokio::spawn(hub.clone().check_tokens());
     // Tests and scripts read this line to learn the port.
     println!("gwe-hub listening on {addr} ({})", if tls.is_some() { "https" } else { "http" });

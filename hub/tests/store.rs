@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use gwe_hub::notify::Notifier;
 use gwe_hub::store::{
-    self, Activation, ContentInfo, DeviceKey, EdgeControl, Point, Rollout, SavedFilter, ServiceRow, Store, StoreError,
+    self, Activation, ContentInfo, DeviceKey, EdgeControl, Point, Rollout, RolloutState, SavedFilter, ServiceRow,
+    Store, StoreError, TargetState,
 };
 use gwe_wire::edge::EdgePoint;
 
@@ -45,7 +46,7 @@ fn rollout(package: &str) -> Rollout {
         filter: "model:gw".into(),
         stages: vec![50, 100],
         max_failure_pct: 10,
-        state: "running".into(),
+        state: RolloutState::Running,
         stage: 0,
         accepted_stage: -1,
         reason: String::new(),
@@ -245,9 +246,15 @@ async fn rollouts(s: &dyn Store) {
     assert_eq!(s.rollouts().await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), vec![id]);
     assert_eq!(s.rollout(id + 1000).await.unwrap(), None);
 
-    assert!(s.move_rollout_device(id, a, "pending", "sent", "", 2_000).await.unwrap());
-    assert!(!s.move_rollout_device(id, a, "pending", "sent", "", 2_001).await.unwrap(), "no longer pending");
-    assert!(s.move_rollout_device(id, a, "sent", "installed", "installed gw-os 2", 2_002).await.unwrap());
+    assert!(s.move_rollout_device(id, a, TargetState::Pending, TargetState::Sent, "", 2_000).await.unwrap());
+    assert!(
+        !s.move_rollout_device(id, a, TargetState::Pending, TargetState::Sent, "", 2_001).await.unwrap(),
+        "no longer pending"
+    );
+    assert!(s
+        .move_rollout_device(id, a, TargetState::Sent, TargetState::Installed, "installed gw-os 2", 2_002)
+        .await
+        .unwrap());
     let (_, devs) = s.rollout(id).await.unwrap().unwrap();
     assert_eq!(
         (devs[0].state.as_str(), devs[0].detail.as_str(), devs[0].updated_ms),
@@ -256,13 +263,13 @@ async fn rollouts(s: &dyn Store) {
 
     let mut next = r.clone();
     next.stage = 1;
-    assert!(s.update_rollout(&next, &["running"], 0, 3_000).await.unwrap());
-    assert!(!s.update_rollout(&next, &["running"], 0, 3_001).await.unwrap(), "the stage read is gone");
+    assert!(s.update_rollout(&next, &[RolloutState::Running], 0, 3_000).await.unwrap());
+    assert!(!s.update_rollout(&next, &[RolloutState::Running], 0, 3_001).await.unwrap(), "the stage read is gone");
     let mut paused = next.clone();
-    paused.state = "paused".into();
+    paused.state = RolloutState::Paused;
     paused.reason = "1 of 1 gateways failed".into();
-    assert!(!s.update_rollout(&paused, &["scheduled"], 1, 3_002).await.unwrap(), "not from another state");
-    assert!(s.update_rollout(&paused, &["running", "scheduled"], 1, 3_003).await.unwrap());
+    assert!(!s.update_rollout(&paused, &[RolloutState::Scheduled], 1, 3_002).await.unwrap(), "not from another state");
+    assert!(s.update_rollout(&paused, &[RolloutState::Running, RolloutState::Scheduled], 1, 3_003).await.unwrap());
     let (r, _) = s.rollout(id).await.unwrap().unwrap();
     assert_eq!(
         (r.state.as_str(), r.stage, r.reason.as_str(), r.updated_ms),
@@ -367,15 +374,17 @@ async fn two_hubs(url: String) {
 
         let id = h1.create_rollout(&rollout("app.v1.tar.gz"), &[(d, 0)]).await.unwrap();
         let (a, b) = tokio::join!(
-            h1.move_rollout_device(id, d, "pending", "sent", "", 2),
-            h2.move_rollout_device(id, d, "pending", "sent", "", 2)
+            h1.move_rollout_device(id, d, TargetState::Pending, TargetState::Sent, "", 2),
+            h2.move_rollout_device(id, d, TargetState::Pending, TargetState::Sent, "", 2)
         );
         assert_eq!(a.unwrap() as u8 + b.unwrap() as u8, 1, "a gateway is sent its command by one hub");
         let mut next = rollout("app.v1.tar.gz");
         next.id = id;
         next.stage = 1;
-        let (a, b) =
-            tokio::join!(h1.update_rollout(&next, &["running"], 0, 3), h2.update_rollout(&next, &["running"], 0, 3));
+        let (a, b) = tokio::join!(
+            h1.update_rollout(&next, &[RolloutState::Running], 0, 3),
+            h2.update_rollout(&next, &[RolloutState::Running], 0, 3)
+        );
         assert_eq!(a.unwrap() as u8 + b.unwrap() as u8, 1, "a stage advances once");
 
         // Both ingest the same forwarder batch (a retry that reached the other hub).

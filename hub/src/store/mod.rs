@@ -37,6 +37,11 @@ impl std::error::Error for StoreError {}
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// A count as the store and the API carry it.
+pub fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// A forwarder seq or stream id as the databases keep it (a signed 64-bit integer).
 pub(crate) fn db_seq(v: u64) -> Result<i64> {
     i64::try_from(v).map_err(|_| StoreError::Db(format!("seq {v} is past 2^63 - 1, the most a database keeps")))
@@ -273,6 +278,77 @@ pub struct SavedFilter {
     pub created_ms: i64,
 }
 
+/// Generates a state enum kept in the store as its lower-case name.
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+        #[serde(rename_all = "kebab-case")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The name the store and the API use.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            /// From the store's text; None for a name this hub does not know.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// Where a rollout stands.
+    RolloutState {
+        /// Waiting for its start time.
+        Scheduled = "scheduled",
+        Running = "running",
+        /// Stopped by the failure limit or an operator; resumable.
+        Paused = "paused",
+        /// Ended by an operator: its pending gateways are skipped.
+        Aborted = "aborted",
+        /// Every stage went through.
+        Done = "done",
+    }
+}
+
+text_enum! {
+    /// Where one gateway of a rollout stands.
+    TargetState {
+        /// Its stage has not come yet.
+        Pending = "pending",
+        /// Sent its command; waiting for the outcome in `fetch_status`.
+        Sent = "sent",
+        Installed = "installed",
+        Failed = "failed",
+        /// The rollout was aborted before its turn.
+        Skipped = "skipped",
+    }
+}
+
+/// A state read back from the store that this hub does not know (written by a newer hub).
+pub(crate) fn unknown_state(what: &str, s: &str) -> StoreError {
+    StoreError::Db(format!("unknown {what} state {s:?} in the database"))
+}
+
 /// A staged OTA rollout: one package or OS bundle to a group of gateways, stage by stage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Rollout {
@@ -289,8 +365,8 @@ pub struct Rollout {
     pub stages: Vec<i64>,
     /// A stage whose failed share passes this pauses the rollout.
     pub max_failure_pct: i64,
-    /// `scheduled` (until `start_ms`), `running`, `paused`, `aborted`, `done`.
-    pub state: String,
+    /// `scheduled` until `start_ms`.
+    pub state: RolloutState,
     /// The stage under way (index into `stages`).
     pub stage: i64,
     /// The stage whose failures the operator accepted by resuming (-1: none).
@@ -311,8 +387,7 @@ pub struct RolloutDevice {
     pub device_id: i64,
     pub sn: String,
     pub stage: i64,
-    /// `pending`, `sent`, `installed`, `failed`, `skipped` (the rollout was aborted).
-    pub state: String,
+    pub state: TargetState,
     pub detail: String,
     pub updated_ms: i64,
 }
@@ -348,15 +423,15 @@ pub trait FleetStore: Send + Sync {
     /// Sets state, stage, accepted stage and reason, if the state is now one of `from` and
     /// the stage still `stage` (what the caller read: of two hubs looking at once, one
     /// moves it); says whether it was.
-    async fn update_rollout(&self, r: &Rollout, from: &[&str], stage: i64, now_ms: i64) -> Result<bool>;
+    async fn update_rollout(&self, r: &Rollout, from: &[RolloutState], stage: i64, now_ms: i64) -> Result<bool>;
     /// Moves a device of a rollout from state `from` to `to`; says whether it was in `from`
     /// (so that of several hubs only one sends a device its command).
     async fn move_rollout_device(
         &self,
         id: i64,
         dev: i64,
-        from: &str,
-        to: &str,
+        from: TargetState,
+        to: TargetState,
         detail: &str,
         now_ms: i64,
     ) -> Result<bool>;

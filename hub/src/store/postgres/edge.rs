@@ -202,7 +202,7 @@ impl EdgeStore for PgStore {
     ) -> Result<bool> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
-        let n = crate::rollout::count(points.len());
+        let n = crate::store::count(points.len());
         let fresh = tx
             .execute(
                 "INSERT INTO edge_batches(system, batch_id, provider, received_ms, points) VALUES ($1, $2, $3, $4, $5)

@@ -3,14 +3,18 @@
 use async_trait::async_trait;
 
 use super::{db, device_row, PgStore, DEVICE_COLS};
-use crate::store::{FleetRow, FleetStore, Operator, Result, Rollout, RolloutDevice, SavedFilter, Session, StoreError};
+use crate::store::{
+    unknown_state, FleetRow, FleetStore, Operator, Result, Rollout, RolloutDevice, RolloutState, SavedFilter, Session,
+    StoreError, TargetState,
+};
 
 const ROLLOUT_COLS: &str = "id, name, package, vendor, model, filter, stages, max_failure_pct, state, stage, \
 accepted_stage, reason, created_ms, updated_ms, start_ms, reboot";
 
-fn rollout_row(r: &tokio_postgres::Row) -> Rollout {
+fn rollout_row(r: &tokio_postgres::Row) -> Result<Rollout> {
     let stages: String = r.get(6);
-    Rollout {
+    let state: &str = r.get(8);
+    Ok(Rollout {
         id: r.get(0),
         name: r.get(1),
         package: r.get(2),
@@ -19,7 +23,7 @@ fn rollout_row(r: &tokio_postgres::Row) -> Rollout {
         filter: r.get(5),
         stages: serde_json::from_str(&stages).unwrap_or_default(),
         max_failure_pct: r.get(7),
-        state: r.get(8),
+        state: RolloutState::parse(state).ok_or_else(|| unknown_state("rollout", state))?,
         stage: r.get(9),
         accepted_stage: r.get(10),
         reason: r.get(11),
@@ -27,7 +31,7 @@ fn rollout_row(r: &tokio_postgres::Row) -> Rollout {
         updated_ms: r.get(13),
         start_ms: r.get(14),
         reboot: r.get(15),
-    }
+    })
 }
 
 pub const SCHEMA: &str = "
@@ -242,7 +246,7 @@ impl FleetStore for PgStore {
                     &r.filter,
                     &stages,
                     &r.max_failure_pct,
-                    &r.state,
+                    &r.state.as_str(),
                     &r.created_ms,
                     &r.start_ms,
                     &r.reboot,
@@ -268,7 +272,7 @@ impl FleetStore for PgStore {
     async fn rollouts(&self) -> Result<Vec<Rollout>> {
         let c = self.client().await?;
         let rows = c.query(&format!("SELECT {ROLLOUT_COLS} FROM rollouts ORDER BY id"), &[]).await.map_err(db)?;
-        Ok(rows.iter().map(rollout_row).collect())
+        rows.iter().map(rollout_row).collect()
     }
 
     async fn rollout(&self, id: i64) -> Result<Option<(Rollout, Vec<RolloutDevice>)>> {
@@ -288,31 +292,34 @@ impl FleetStore for PgStore {
             .map_err(db)?;
         let devs = rows
             .iter()
-            .map(|x| RolloutDevice {
-                device_id: x.get(0),
-                sn: x.get(1),
-                stage: x.get(2),
-                state: x.get(3),
-                detail: x.get(4),
-                updated_ms: x.get(5),
+            .map(|x| {
+                let state: &str = x.get(3);
+                Ok(RolloutDevice {
+                    device_id: x.get(0),
+                    sn: x.get(1),
+                    stage: x.get(2),
+                    state: TargetState::parse(state).ok_or_else(|| unknown_state("rollout gateway", state))?,
+                    detail: x.get(4),
+                    updated_ms: x.get(5),
+                })
             })
-            .collect();
-        Ok(Some((rollout_row(&r), devs)))
+            .collect::<Result<_>>()?;
+        Ok(Some((rollout_row(&r)?, devs)))
     }
 
-    async fn update_rollout(&self, r: &Rollout, from: &[&str], stage: i64, now_ms: i64) -> Result<bool> {
+    async fn update_rollout(&self, r: &Rollout, from: &[RolloutState], stage: i64, now_ms: i64) -> Result<bool> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
-        let from: Vec<String> = from.iter().map(|s| s.to_string()).collect();
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
         let n = tx
             .execute(
                 "UPDATE rollouts SET state = $2, stage = $3, accepted_stage = $4, reason = $5, updated_ms = $6
                  WHERE id = $1 AND state = ANY($7) AND stage = $8",
-                &[&r.id, &r.state, &r.stage, &r.accepted_stage, &r.reason, &now_ms, &from, &stage],
+                &[&r.id, &r.state.as_str(), &r.stage, &r.accepted_stage, &r.reason, &now_ms, &from, &stage],
             )
             .await
             .map_err(db)?;
-        if n > 0 && r.state == "aborted" {
+        if n > 0 && r.state == RolloutState::Aborted {
             tx.execute(
                 "UPDATE rollout_devices SET state = 'skipped', updated_ms = $2 WHERE rollout_id = $1 AND state = 'pending'",
                 &[&r.id, &now_ms],
@@ -328,12 +335,13 @@ impl FleetStore for PgStore {
         &self,
         id: i64,
         dev: i64,
-        from: &str,
-        to: &str,
+        from: TargetState,
+        to: TargetState,
         detail: &str,
         now_ms: i64,
     ) -> Result<bool> {
         let c = self.client().await?;
+        let (from, to) = (from.as_str(), to.as_str());
         let n = c
             .execute(
                 "UPDATE rollout_devices SET state = $4, detail = $5, updated_ms = $6

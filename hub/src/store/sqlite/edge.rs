@@ -229,7 +229,7 @@ impl EdgeStore for SqliteStore {
                 .execute(
                     "INSERT INTO edge_batches(system, batch_id, provider, received_ms, points) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT DO NOTHING",
-                    params![s, id, pr, now_ms, crate::rollout::count(points.len())],
+                    params![s, id, pr, now_ms, crate::store::count(points.len())],
                 )
                 .map_err(db)?
                 == 1;

@@ -4,7 +4,18 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 
 use super::{db, device_row, SqliteStore, DEVICE_COLS};
-use crate::store::{FleetRow, FleetStore, Operator, Result, Rollout, RolloutDevice, SavedFilter, Session, StoreError};
+use crate::store::{
+    FleetRow, FleetStore, Operator, Result, Rollout, RolloutDevice, RolloutState, SavedFilter, Session, StoreError,
+    TargetState,
+};
+
+/// A state column read back: a name this hub does not know is an error of the row.
+fn state<T>(r: &rusqlite::Row, i: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let s: String = r.get(i)?;
+    parse(&s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, format!("unknown state {s:?}").into())
+    })
+}
 
 const ROLLOUT_COLS: &str = "id, name, package, vendor, model, filter, stages, max_failure_pct, state, stage, \
 accepted_stage, reason, created_ms, updated_ms, start_ms, reboot";
@@ -20,7 +31,7 @@ fn rollout_row(r: &rusqlite::Row) -> rusqlite::Result<Rollout> {
         filter: r.get(5)?,
         stages: serde_json::from_str(&stages).unwrap_or_default(),
         max_failure_pct: r.get(7)?,
-        state: r.get(8)?,
+        state: state(r, 8, RolloutState::parse)?,
         stage: r.get(9)?,
         accepted_stage: r.get(10)?,
         reason: r.get(11)?,
@@ -276,7 +287,7 @@ impl FleetStore for SqliteStore {
                     r.filter,
                     stages,
                     r.max_failure_pct,
-                    r.state,
+                    r.state.as_str(),
                     r.created_ms,
                     r.start_ms,
                     r.reboot
@@ -328,7 +339,7 @@ impl FleetStore for SqliteStore {
                         device_id: x.get(0)?,
                         sn: x.get(1)?,
                         stage: x.get(2)?,
-                        state: x.get(3)?,
+                        state: state(x, 3, TargetState::parse)?,
                         detail: x.get(4)?,
                         updated_ms: x.get(5)?,
                     })
@@ -341,7 +352,7 @@ impl FleetStore for SqliteStore {
         .await
     }
 
-    async fn update_rollout(&self, r: &Rollout, from: &[&str], stage: i64, now_ms: i64) -> Result<bool> {
+    async fn update_rollout(&self, r: &Rollout, from: &[RolloutState], stage: i64, now_ms: i64) -> Result<bool> {
         let r = r.clone();
         let from = serde_json::to_string(from).unwrap_or_default();
         self.write(move |c| {
@@ -349,10 +360,10 @@ impl FleetStore for SqliteStore {
                 .execute(
                     "UPDATE rollouts SET state = ?2, stage = ?3, accepted_stage = ?4, reason = ?5, updated_ms = ?6
                      WHERE id = ?1 AND state IN (SELECT value FROM json_each(?7)) AND stage = ?8",
-                    params![r.id, r.state, r.stage, r.accepted_stage, r.reason, now_ms, from, stage],
+                    params![r.id, r.state.as_str(), r.stage, r.accepted_stage, r.reason, now_ms, from, stage],
                 )
                 .map_err(db)?;
-            if n > 0 && r.state == "aborted" {
+            if n > 0 && r.state == RolloutState::Aborted {
                 c.execute(
                     "UPDATE rollout_devices SET state = 'skipped', updated_ms = ?2 WHERE rollout_id = ?1 AND state = 'pending'",
                     params![r.id, now_ms],
@@ -368,12 +379,12 @@ impl FleetStore for SqliteStore {
         &self,
         id: i64,
         dev: i64,
-        from: &str,
-        to: &str,
+        from: TargetState,
+        to: TargetState,
         detail: &str,
         now_ms: i64,
     ) -> Result<bool> {
-        let (from, to, detail) = (from.to_string(), to.to_string(), detail.to_string());
+        let (from, to, detail) = (from.as_str(), to.as_str(), detail.to_string());
         self.write(move |c| {
             c.execute(
                 "UPDATE rollout_devices SET state = ?4, detail = ?5, updated_ms = ?6

@@ -13,6 +13,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::http::json_body;
+use crate::service::auth::same;
 use crate::store::{ContentInfo, DeviceKey};
 use crate::{err, now_ms, ApiError, Hub};
 
@@ -30,11 +32,6 @@ pub fn routes() -> Router<Arc<Hub>> {
 
 type ApiResult = Result<Response, ApiError>;
 
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
-pub fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 pub fn check_operator(hub: &Hub, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(want) = &hub.operator_token else {
         return Err(err(StatusCode::FORBIDDEN, "the operator API is disabled (no operator token configured)"));
@@ -48,10 +45,6 @@ pub fn check_operator(hub: &Hub, headers: &HeaderMap) -> Result<(), ApiError> {
         return Err(err(StatusCode::UNAUTHORIZED, "wrong operator token"));
     }
     Ok(())
-}
-
-pub fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| err(StatusCode::BAD_REQUEST, format!("JSON body: {e}")))
 }
 
 async fn devices(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> ApiResult {

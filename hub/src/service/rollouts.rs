@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::store::{Rollout, RolloutDevice};
+use crate::store::{Rollout, RolloutDevice, RolloutState, TargetState};
 use crate::{now_ms, Hub};
 
 pub const TICK: Duration = Duration::from_secs(2);
@@ -51,14 +51,11 @@ pub fn check_stages(stages: &[i64]) -> Result<(), String> {
 
 /// The stage of each of `n` devices (in rollout order): the first stage whose share covers it.
 pub fn assign_stages(n: usize, stages: &[i64]) -> Vec<i64> {
-    let upto: Vec<usize> =
-        stages.iter().map(|p| usize::try_from(((count(n) * p + 99) / 100).max(1)).unwrap_or(usize::MAX)).collect();
-    (0..n).map(|i| count(upto.iter().position(|&u| i < u).unwrap_or(stages.len() - 1))).collect()
-}
-
-/// A count as the store and the API carry it.
-pub fn count(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+    let upto: Vec<usize> = stages
+        .iter()
+        .map(|p| usize::try_from(((crate::store::count(n) * p + 99) / 100).max(1)).unwrap_or(usize::MAX))
+        .collect();
+    (0..n).map(|i| crate::store::count(upto.iter().position(|&u| i < u).unwrap_or(stages.len() - 1))).collect()
 }
 
 /// The order gateways go in: fixed per rollout name, spread over the fleet (not by id, so
@@ -102,14 +99,14 @@ pub fn spawn(hub: Arc<Hub>) {
 pub async fn tick(hub: &Hub) -> Result<(), crate::store::StoreError> {
     let now = now_ms();
     for mut r in hub.store.rollouts().await? {
-        if r.state == "scheduled" && r.start_ms <= now {
-            r.state = "running".into();
-            if !hub.store.update_rollout(&r, &["scheduled"], r.stage, now).await? {
+        if r.state == RolloutState::Scheduled && r.start_ms <= now {
+            r.state = RolloutState::Running;
+            if !hub.store.update_rollout(&r, &[RolloutState::Scheduled], r.stage, now).await? {
                 continue; // another hub started it, or an operator aborted it
             }
             log::info!("rollout {}: its scheduled start has come", r.name);
         }
-        if r.state == "running" {
+        if r.state == RolloutState::Running {
             step(hub, r.id).await?;
         }
     }
@@ -120,7 +117,7 @@ async fn step(hub: &Hub, id: i64) -> Result<(), crate::store::StoreError> {
     let Some((mut r, mut devs)) = hub.store.rollout(id).await? else { return Ok(()) };
     let now = now_ms();
     // What the gateways said since they were sent the package.
-    for d in devs.iter_mut().filter(|d| d.state == "sent") {
+    for d in devs.iter_mut().filter(|d| d.state == TargetState::Sent) {
         let Some(Some(v)) = hub.store.read(d.device_id, &["fetch_status".to_string()]).await?.pop() else {
             continue;
         };
@@ -128,37 +125,37 @@ async fn step(hub: &Hub, id: i64) -> Result<(), crate::store::StoreError> {
             continue;
         }
         if let Some(ok) = outcome(&v.value, &r.package) {
-            let to = if ok { "installed" } else { "failed" };
+            let to = if ok { TargetState::Installed } else { TargetState::Failed };
             let detail = v.value.lines().next().unwrap_or("").chars().take(300).collect::<String>();
-            if hub.store.move_rollout_device(id, d.device_id, "sent", to, &detail, now).await? {
+            if hub.store.move_rollout_device(id, d.device_id, TargetState::Sent, to, &detail, now).await? {
                 log::info!("rollout {}: {} {to}: {detail}", r.name, d.sn);
-                d.state = to.into();
+                d.state = to;
             }
         }
     }
     let stage: Vec<&RolloutDevice> = devs.iter().filter(|d| d.stage == r.stage).collect();
-    let failed = count(stage.iter().filter(|d| d.state == "failed").count());
-    let total = count(stage.len());
+    let failed = crate::store::count(stage.iter().filter(|d| d.state == TargetState::Failed).count());
+    let total = crate::store::count(stage.len());
     if r.accepted_stage != r.stage && total > 0 && failed * 100 > r.max_failure_pct * total {
-        r.state = "paused".into();
+        r.state = RolloutState::Paused;
         r.reason = format!(
             "stage {} ({} %): {failed} of {total} gateways failed, over the limit of {} %",
             r.stage + 1,
             usize::try_from(r.stage).ok().and_then(|s| r.stages.get(s)).copied().unwrap_or(100),
             r.max_failure_pct
         );
-        if hub.store.update_rollout(&r, &["running"], r.stage, now).await? {
+        if hub.store.update_rollout(&r, &[RolloutState::Running], r.stage, now).await? {
             log::warn!("rollout {} paused: {}", r.name, r.reason);
         }
         return Ok(());
     }
     let command = command(&r);
-    for d in stage.iter().filter(|d| d.state == "pending") {
-        if hub.store.move_rollout_device(id, d.device_id, "pending", "sent", "sent", now).await? {
+    for d in stage.iter().filter(|d| d.state == TargetState::Pending) {
+        if hub.store.move_rollout_device(id, d.device_id, TargetState::Pending, TargetState::Sent, "sent", now).await? {
             hub.store.write(d.device_id, &[("engine_fetch".into(), command.clone())], now / 1000, now).await?;
         }
     }
-    if stage.iter().all(|d| d.state == "installed" || d.state == "failed") {
+    if stage.iter().all(|d| d.state == TargetState::Installed || d.state == TargetState::Failed) {
         next_stage(hub, r, now).await?;
     }
     Ok(())
@@ -171,10 +168,10 @@ async fn next_stage(hub: &Hub, mut r: Rollout, now: i64) -> Result<(), crate::st
         r.reason.clear();
         log::info!("rollout {}: stage {} of {}", r.name, r.stage + 1, r.stages.len());
     } else {
-        r.state = "done".into();
+        r.state = RolloutState::Done;
         log::info!("rollout {}: done", r.name);
     }
-    hub.store.update_rollout(&r, &["running"], was, now).await.map(drop)
+    hub.store.update_rollout(&r, &[RolloutState::Running], was, now).await.map(drop)
 }
 
 #[cfg(test)]
@@ -228,7 +225,7 @@ mod tests {
             filter: String::new(),
             stages: vec![100],
             max_failure_pct: 0,
-            state: "running".into(),
+            state: RolloutState::Running,
             stage: 0,
             accepted_stage: -1,
             reason: String::new(),

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::fleet::{check_query, group};
 use super::{bad, changing, json_body, json_response, signed_in, UiError, UiResult};
-use crate::store::{Rollout, RolloutDevice};
+use crate::store::{Rollout, RolloutDevice, RolloutState};
 use crate::{err, now_ms, Hub};
 
 /// How far ahead a rollout can be scheduled.
@@ -111,7 +111,7 @@ async fn plan(hub: &Hub, n: &NewRollout, need_name: bool) -> Result<Plan, UiErro
     if n.package.is_empty() {
         return Err(bad("package", "choose a package"));
     }
-    if crate::rollout::content_parts(&n.package).is_none() {
+    if crate::service::rollouts::content_parts(&n.package).is_none() {
         return Err(bad(
             "package",
             format!("package {:?} is not NAME.vVERSION.tar.gz or an OS bundle NAME.vVERSION.raucb", n.package),
@@ -126,7 +126,7 @@ async fn plan(hub: &Hub, n: &NewRollout, need_name: bool) -> Result<Plan, UiErro
     if hub.store.content_info((&n.vendor, &n.model), &n.package).await?.is_none() {
         return Err(bad("package", format!("the hub has no package {:?} for {}/{}", n.package, n.vendor, n.model)));
     }
-    crate::rollout::check_stages(&n.stages).map_err(|e| bad("stages", e))?;
+    crate::service::rollouts::check_stages(&n.stages).map_err(|e| bad("stages", e))?;
     if !(0..=100).contains(&n.max_failure_pct) {
         return Err(bad("max_failure_pct", "the failure limit is 0 to 100 %"));
     }
@@ -154,10 +154,10 @@ async fn plan(hub: &Hub, n: &NewRollout, need_name: bool) -> Result<Plan, UiErro
     if ids.is_empty() {
         return Err(bad("query", format!("no activated gateway of {}/{} matches", n.vendor, n.model)));
     }
-    crate::rollout::rollout_order(n.name.trim(), &mut ids);
+    crate::service::rollouts::rollout_order(n.name.trim(), &mut ids);
     let sn_of: BTreeMap<i64, &str> = group.iter().map(|d| (d.id, d.sn.as_str())).collect();
     let sns = ids.iter().map(|id| sn_of.get(id).copied().unwrap_or("").to_string()).collect();
-    let stages = crate::rollout::assign_stages(ids.len(), &n.stages);
+    let stages = crate::service::rollouts::assign_stages(ids.len(), &n.stages);
     let filter = std::iter::once(format!("{}/{}", n.vendor, n.model)).chain(described).collect::<Vec<_>>().join(", ");
     Ok(Plan { filter, devices: ids.into_iter().zip(stages).collect(), sns })
 }
@@ -176,7 +176,7 @@ async fn preview(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -
                 .devices
                 .iter()
                 .zip(&p.sns)
-                .filter(|((_, s), _)| *s == crate::rollout::count(i))
+                .filter(|((_, s), _)| *s == crate::store::count(i))
                 .map(|(_, sn)| sn.as_str())
                 .collect();
             json!({"pct": pct, "count": members.len(), "members": &members[..members.len().min(PREVIEW_MEMBERS)]})
@@ -205,7 +205,7 @@ async fn new_rollout(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Byte
         filter: p.filter,
         stages: n.stages,
         max_failure_pct: n.max_failure_pct,
-        state: if start_ms > now { "scheduled" } else { "running" }.into(),
+        state: if start_ms > now { RolloutState::Scheduled } else { RolloutState::Running },
         stage: 0,
         accepted_stage: -1,
         reason: String::new(),
@@ -234,23 +234,23 @@ async fn rollout_action(
     let s = changing(&hub, &headers).await?;
     let (mut r, _) =
         hub.store.rollout(id).await?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no rollout {id}")))?;
-    let from: &[&str] = match action.as_str() {
+    let from: &[RolloutState] = match action.as_str() {
         "pause" => {
-            r.state = "paused".into();
+            r.state = RolloutState::Paused;
             r.reason = format!("paused by {}", s.operator);
-            &["running"]
+            &[RolloutState::Running]
         }
         "resume" => {
             // Resuming accepts the failures of the stage it paused in.
-            r.state = "running".into();
+            r.state = RolloutState::Running;
             r.accepted_stage = r.stage;
             r.reason.clear();
-            &["paused"]
+            &[RolloutState::Paused]
         }
         "abort" => {
-            r.state = "aborted".into();
+            r.state = RolloutState::Aborted;
             r.reason = format!("aborted by {}", s.operator);
-            &["running", "paused", "scheduled"]
+            &[RolloutState::Running, RolloutState::Paused, RolloutState::Scheduled]
         }
         _ => {
             return Err(

@@ -24,8 +24,9 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::Sha256;
 
-use crate::operator::{check_operator, json_body};
-use crate::registry::{cert_system, checked_name};
+use crate::http::json_body;
+use crate::http::operator::check_operator;
+use crate::http::registry::{cert_system, checked_name};
 use crate::server::{Peer, PeerKind};
 use crate::{err, now_ms, ApiError, Hub};
 
@@ -123,7 +124,7 @@ impl EdgeSettings {
     pub fn check(&self, token: &str, service: &str, now_ms: i64) -> Result<String, String> {
         let (body, mac) = token.rsplit_once('.').ok_or("malformed token")?;
         let want = self.mac(body);
-        if !crate::operator::same(want.as_bytes(), mac.as_bytes()) {
+        if !crate::service::auth::same(want.as_bytes(), mac.as_bytes()) {
             return Err("token not issued by this deployment's orchestrator".into());
         }
         let mut parts = body.split('.');
@@ -187,7 +188,7 @@ async fn batch(
     body: Bytes,
 ) -> ApiResult {
     let system = edge_of(&hub, &headers, peer.as_ref(), edge::SERVICE_BATCH)?;
-    let raw = crate::device::inflate_body(&hub, &headers, &body)?;
+    let raw = crate::http::device::inflate_body(&hub, &headers, &body)?;
     let b: Batch = json_body(&raw)?;
     if b.system != system {
         return Err(err(

@@ -13,8 +13,6 @@ mod rollouts;
 
 use std::sync::Arc;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -23,22 +21,22 @@ use axum::{Form, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::operator::same;
+use crate::service::auth::{same, verify_password, DUMMY_HASH};
 use crate::store::{Session, StoreError, SESSION_MAX_MS};
 use crate::{err, new_token, now_ms, token_hash, ApiError, Hub};
 
-pub use fleet::{matches, ONLINE_MS};
+pub use crate::service::fleet::{matches, ONLINE_MS};
 
 const COOKIE: &str = "gwe_session";
 /// Password checks at once: Argon2 is slow on purpose; a flood of sign-ins must not take
 /// the CPU the devices need.
 static VERIFY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
-const LOGIN_HTML: &str = include_str!("../../ui/login.html");
-const APP_HTML: &str = include_str!("../../ui/app.html");
-const APP_JS: &str = include_str!("../../ui/app.js");
-const APP_CSS: &str = include_str!("../../ui/app.css");
-const FAVICON: &str = include_str!("../../ui/favicon.svg");
+const LOGIN_HTML: &str = include_str!("../../../ui/login.html");
+const APP_HTML: &str = include_str!("../../../ui/app.html");
+const APP_JS: &str = include_str!("../../../ui/app.js");
+const APP_CSS: &str = include_str!("../../../ui/app.css");
+const FAVICON: &str = include_str!("../../../ui/favicon.svg");
 
 pub fn routes() -> Router<Arc<Hub>> {
     Router::new()
@@ -100,31 +98,7 @@ type UiResult = Result<Response, UiError>;
 
 /// A JSON body, or an error naming what is wrong with it.
 fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, UiError> {
-    crate::operator::json_body(body).map_err(UiError::Api)
-}
-
-/// An Argon2id PHC string for `password`, with a fresh salt.
-pub fn hash_password(password: &str) -> Result<String, String> {
-    let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(|e| e.to_string())?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
-}
-
-/// Checks `password` against a stored hash (a malformed hash never matches).
-pub fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-}
-
-/// Rules for a new operator's name and password.
-pub fn check_new_operator(name: &str, password: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c)) {
-        return Err(format!("operator name {name:?}: 1 to 64 letters, digits, '.', '_', '-' or '@'"));
-    }
-    if password.chars().count() < 10 {
-        return Err("the password must have at least 10 characters".into());
-    }
-    Ok(())
+    crate::http::json_body(body).map_err(UiError::Api)
 }
 
 fn cookie_token(headers: &HeaderMap) -> Option<String> {
@@ -244,10 +218,6 @@ async fn login(State(hub): State<Arc<Hub>>, headers: HeaderMap, Form(form): Form
     Ok(r)
 }
 
-/// A valid Argon2id hash of a random password nobody knows.
-const DUMMY_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$1dI4H0nq6nKpBKl1B8GqiY6QHIkAJt9pFTt8yM6cN1k";
-
 async fn logout(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> UiResult {
     changing(&hub, &headers).await?;
     if let Some(t) = cookie_token(&headers) {
@@ -312,27 +282,6 @@ fn json_bytes(headers: &HeaderMap, body: Vec<u8>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_stored_as_salted_argon2id_and_checked() {
-        let a = hash_password("correct horse battery").unwrap();
-        let b = hash_password("correct horse battery").unwrap();
-        assert!(a.starts_with("$argon2id$") && a != b, "salted: {a} {b}");
-        assert!(!a.contains("correct"));
-        assert!(verify_password("correct horse battery", &a));
-        assert!(!verify_password("correct horse batterz", &a));
-        assert!(!verify_password("x", "not a hash"));
-        assert!(!verify_password("", DUMMY_HASH));
-        assert!(PasswordHash::new(DUMMY_HASH).is_ok());
-    }
-
-    #[test]
-    fn operator_names_and_passwords_have_rules() {
-        assert!(check_new_operator("ops.team-1@site", "0123456789").is_ok());
-        assert!(check_new_operator("", "0123456789").is_err());
-        assert!(check_new_operator("a b", "0123456789").is_err());
-        assert!(check_new_operator("ops", "short").unwrap_err().contains("10 characters"));
-    }
 
     #[test]
     fn the_session_cookie_is_found_among_others() {

@@ -34,7 +34,8 @@ use gwe_wire::arrowhead::{
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::operator::{check_operator, json_body};
+use crate::http::json_body;
+use crate::http::operator::check_operator;
 use crate::server::{Peer, PeerKind};
 use crate::store::ServiceRow;
 use crate::{err, now_ms, ApiError, Hub};

@@ -1,0 +1,7 @@
+//! What the hub does, below its HTTP handlers and above its store: `auth` (passwords,
+//! tokens, comparing secrets), `rollouts` (staged rollouts, stage by stage), `fleet` (what the
+//! fleet page shows of each gateway's reports, and the filter language).
+
+pub mod auth;
+pub mod fleet;
+pub mod rollouts;
