@@ -275,8 +275,10 @@ fn freeze_stale_metadata_is_refused_and_a_gateway_without_a_clock_still_updates(
     let p = signed(&rig, "2.0");
     let target = target("gw1");
     std::fs::write(release::meta_path(&p), release::sign_release(&p, &rig.release, target, 0, false).unwrap()).unwrap();
-    std::thread::sleep(Duration::from_millis(1100));
+    // A second later, by the agent's clock (set for this thread, not slept through).
+    gwe::clock::set_for_this_thread(Some(gwe::clock::unix_ms().unsigned_abs() + 1_100));
     refused(&rig, &p, "the release metadata expired at", &before);
+    gwe::clock::set_for_this_thread(None);
     // An expired keys document is refused when offered.
     std::fs::write(p.with_file_name("keys.json"), keys_doc(&rig.root, 2, &[&rig.release], &[], -1)).unwrap();
     refused(&rig, &p, "the keys document expired at", &before);

@@ -103,10 +103,15 @@ fn spawn_error_is_reported() {
 
 #[test]
 fn an_app_ignoring_sigterm_is_killed_after_stopwaitsecs() {
-    let f = start("[program:stubborn]\ncommand=sh -c 'trap \"\" TERM; echo up; while :; do sleep 0.1; done'\nstartsecs=0\nstopwaitsecs=1\n");
+    let f = start("[program:stubborn]\ncommand=sh -c 'trap \"\" TERM; touch $DIR/trapped; while :; do sleep 0.1; done'\nstartsecs=0\nstopwaitsecs=1\n");
     let a = wait_for(&f.sup, "stubborn", 5, "RUNNING", |a| a.state == State::Running && a.pid.is_some());
     let pid = a.pid.unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // SIGTERM is ignored from the moment the app says so (the file), not after a guessed delay.
+    let until = Instant::now() + Duration::from_secs(5);
+    while !f.dir.path().join("trapped").exists() {
+        assert!(Instant::now() < until, "the app never set its trap");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let t0 = Instant::now();
     let stopped = f.sup.stop_app("stubborn").unwrap();
     let took = t0.elapsed();

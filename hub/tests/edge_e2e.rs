@@ -124,6 +124,13 @@ impl Writer {
         Self { port, stop, next, resent, thread: Some(thread) }
     }
 
+    /// Waits until the app has written `more` values past where it is now (each acknowledged
+    /// by the agent): the test's workload, counted rather than timed.
+    fn write_more(&self, more: usize) {
+        let target = self.next.load(Ordering::Relaxed) + more;
+        wait_for(&format!("{more} more values written"), 60, || self.next.load(Ordering::Relaxed) >= target);
+    }
+
     /// Stops; answers how many values were written (0..n, each acknowledged for every name)
     /// and which were sent more than once.
     fn finish(mut self) -> (u64, HashSet<u64>) {
@@ -227,7 +234,7 @@ fn two_edges_two_providers(backend: Backend) {
     assert_eq!(v["lastCommand"]["id"], "c1");
 
     let w = Writer::start(e1.ingest, e1.local_token(), &["temp1", "hum"]);
-    std::thread::sleep(Duration::from_secs(3));
+    w.write_more(50);
     // The edge's parameters are the points it can send, refreshed as the app adds names:
     // both hubs learn temp1 and hum (numbers) without being the agent's cloud.url.
     for c in [&a, &b] {
@@ -248,6 +255,7 @@ fn two_edges_two_providers(backend: Backend) {
     );
     let c2_at = wait_result(&a, "EDGE1", "c2", "applied")["last_command"]["at_ms"].as_i64().unwrap();
     let switched = w.next.load(Ordering::Relaxed) as u64;
+    // Timed on purpose: the batch intervals (1.5 s, 300 ms) are what is measured below.
     std::thread::sleep(Duration::from_secs(3));
     // A restart in the middle of the stream: batches in flight are sent again, stored once.
     drop(e1);
@@ -289,12 +297,12 @@ fn two_edges_two_providers(backend: Backend) {
     drop(b);
     drop(hub_b);
     let w3 = Writer::start(e1.ingest, e1.local_token(), &["temp2"]);
-    std::thread::sleep(Duration::from_secs(2));
+    w3.write_more(40);
     let pending_before = w3.next.load(Ordering::Relaxed);
     drop(e1);
     let e1 = Agent::start_as(&e1_dir, &hub_a.url, "EDGE1", "", EDGE);
     w3.port.store(e1.ingest, Ordering::Relaxed);
-    std::thread::sleep(Duration::from_secs(1));
+    w3.write_more(20);
     let (written3, resent3) = w3.finish();
     let hub_b = Arc::new(HubProc::start_with(HubOpts {
         db: &db_b,
@@ -316,7 +324,9 @@ fn two_edges_two_providers(backend: Backend) {
 
     // EDGE2: no configuration for any provider: nothing is sent anywhere.
     let w2 = Writer::start(e2.ingest, e2.local_token(), &["temp1"]);
-    std::thread::sleep(Duration::from_secs(2));
+    w2.write_more(40);
+    // That nothing arrives can only be seen by waiting: two batch intervals and more.
+    std::thread::sleep(Duration::from_secs(1));
     assert!(points(&a, "EDGE2", "hub-a").is_empty() && points(&b, "EDGE2", "hub-b").is_empty());
     // A command the edge would refuse is refused by the hub at once, with the edge's reason;
     // nothing reaches the edge.
@@ -379,10 +389,10 @@ fn two_edges_two_providers(backend: Backend) {
     wait_for("the first bf1 values at hub-a", 30, || !points(&a, "EDGE2", "hub-a").is_empty());
     issue(&a, "EDGE2", json!({"id": "bf2", "batch": {"hub-a": null}}));
     wait_result(&a, "EDGE2", "bf2", "applied");
-    std::thread::sleep(Duration::from_secs(2)); // values written with no configuration
+    w.write_more(40); // values written with no configuration
     issue(&a, "EDGE2", json!({"id": "bf3", "batch": {"hub-a": {"interval_ms": 200, "filter": ["bf*", "temp*"]}}}));
     wait_result(&a, "EDGE2", "bf3", "applied");
-    std::thread::sleep(Duration::from_secs(1));
+    w.write_more(20);
     let (written_bf, resent_bf) = w.finish();
     wait_for("every bf1 value at hub-a, those of the gap back-filled", 30, || {
         once_each_but(&points(&a, "EDGE2", "hub-a"), "bf1", &resent_bf) == (0..written_bf).collect::<Vec<_>>()
@@ -540,9 +550,8 @@ fn two_providers_of_one_name_do_not_shadow_each_other() {
     issue(&a, "EDGE1", json!({"id": "t1", "batch": {"twin": {"interval_ms": 200, "filter": ["temp*"]}}}));
     wait_result(&a, "EDGE1", "t1", "applied");
     let w = Writer::start(e1.ingest, e1.local_token(), &["temp1"]);
-    std::thread::sleep(Duration::from_secs(3));
+    w.write_more(60);
     let (written, resent) = w.finish();
-    assert!(written > 20, "the writer wrote only {written} values");
     let mut firsts = Vec::new();
     for c in [&a, &b] {
         wait_for(&format!("every temperature at {}", c.hub.url), 30, || {
@@ -557,7 +566,7 @@ fn two_providers_of_one_name_do_not_shadow_each_other() {
     drop(a);
     drop(hub_a);
     let w = Writer::start(e1.ingest, e1.local_token(), &["temp2"]);
-    std::thread::sleep(Duration::from_secs(2));
+    w.write_more(40);
     let (written2, resent2) = w.finish();
     wait_for("every temp2 at the living twin", 30, || {
         once_each_but(&points(&b, "EDGE1", "twin"), "temp2", &resent2) == (0..written2).collect::<Vec<_>>()
