@@ -72,56 +72,12 @@ fn queue(cfg: &Config, r: &mut Report) {
 }
 
 /// Each app's `current` (and `previous`) must name a whole version directory.
+/// The installed apps, as the app store (`ota::store`, which owns their layout) finds them.
 fn apps(root: &Path, r: &mut Report) {
-    let Ok(entries) = fs::read_dir(root) else {
-        r.checked.push("apps: none installed".into());
-        return;
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    for name in names {
-        if name.starts_with(".removed-") {
-            r.notes.push(format!("apps: {name}: an interrupted removal, cleared at the next start"));
-            continue;
-        }
-        let dir = root.join(&name);
-        let mut versions = Vec::new();
-        for e in fs::read_dir(&dir).into_iter().flatten().filter_map(|e| e.ok()) {
-            let v = e.file_name().to_string_lossy().into_owned();
-            if v.starts_with(".staging-") || v.ends_with(TEMP_SUFFIX) {
-                r.notes.push(format!("apps: {name}/{v}: left by an interrupted install, cleared at the next start"));
-            } else if e.file_type().is_ok_and(|t| t.is_dir()) {
-                versions.push(v);
-            }
-        }
-        for link in ["current", "previous"] {
-            let p = dir.join(link);
-            match fs::read_link(&p) {
-                Ok(target) => {
-                    let t = target.to_string_lossy();
-                    if t.contains('/') || !dir.join(&target).is_dir() {
-                        r.error(format!("apps: {name}/{link} -> {t} is not a version directory"));
-                    } else if link == "current" {
-                        r.checked.push(format!("apps: {name} {t}"));
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => r.error(format!("apps: {name}/{link}: {e}")),
-            }
-        }
-        if let Ok(t) = fs::read_to_string(dir.join("trial")) {
-            let t = t.trim();
-            if t.is_empty() || !versions.iter().any(|v| v == t) {
-                r.error(format!("apps: {name}/trial names '{t}', which is not installed"));
-            } else {
-                r.notes.push(format!("apps: {name} {t} is on trial"));
-            }
-        }
-    }
+    let found = crate::ota::store::check_layout(root);
+    r.errors.extend(found.errors);
+    r.notes.extend(found.notes);
+    r.checked.extend(found.checked);
 }
 
 /// The small files the agent replaces whole: each must be there entirely or not at all.

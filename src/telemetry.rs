@@ -190,11 +190,7 @@ fn trim_heap() {
 /// Appends `alias=value` to the queue as a point stamped now.
 pub fn enqueue(queue: &Queue, alias: &str, value: &str) -> Result<u64, crate::queue::QueueError> {
     let ts = crate::clock::unix_secs_i64();
-    let len = gwe_wire::point::encoded_len(alias, value.as_bytes());
-    queue.append_with(len, |buf| {
-        // The length was computed for exactly this point.
-        let _ = gwe_wire::point::encode(ts, alias, value.as_bytes(), buf);
-    })
+    queue.append_points(1, |_| (ts, alias, value.as_bytes()))
 }
 
 pub struct Telemetry {

@@ -235,15 +235,7 @@ impl Ingest {
                 return Reply::new(400, format!("alias {:?} must be 1 to {} bytes", p.alias, point::MAX_ALIAS));
             }
         }
-        let res = self.queue.append_many(
-            pts.len(),
-            |i| point::encoded_len(&pts[i].alias, pts[i].value.as_bytes()),
-            |i, buf| {
-                let p = &pts[i];
-                // The buffer is exactly encoded_len bytes and the alias was checked above.
-                let _ = point::encode(p.ts, &p.alias, p.value.as_bytes(), buf);
-            },
-        );
+        let res = self.queue.append_points(pts.len(), |i| (pts[i].ts, &pts[i].alias, pts[i].value.as_bytes()));
         match res {
             Ok(_) => {
                 if let Some(c) = &self.catalog {

@@ -237,3 +237,68 @@ impl AppStore {
         fs::remove_dir_all(&gone)
     }
 }
+/// What `gwe check` found in the app store, one line each: errors are states an install or
+/// removal must never leave behind; notes what a power cut may leave and the next start
+/// clears.
+#[derive(Debug, Default)]
+pub struct LayoutCheck {
+    pub errors: Vec<String>,
+    pub notes: Vec<String>,
+    pub checked: Vec<String>,
+}
+
+/// A read-only look at the app store under `root` (for `gwe check`): every app's versions,
+/// its `current` and `previous` links, a trial, and what interrupted installs left.
+pub fn check_layout(root: &Path) -> LayoutCheck {
+    let mut r = LayoutCheck::default();
+    let Ok(entries) = fs::read_dir(root) else {
+        r.checked.push("apps: none installed".into());
+        return r;
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for name in names {
+        if name.starts_with(".removed-") {
+            r.notes.push(format!("apps: {name}: an interrupted removal, cleared at the next start"));
+            continue;
+        }
+        let dir = root.join(&name);
+        let mut versions = Vec::new();
+        for e in fs::read_dir(&dir).into_iter().flatten().filter_map(|e| e.ok()) {
+            let v = e.file_name().to_string_lossy().into_owned();
+            if v.starts_with(".staging-") || v.ends_with(fsio::TEMP_SUFFIX) {
+                r.notes.push(format!("apps: {name}/{v}: left by an interrupted install, cleared at the next start"));
+            } else if e.file_type().is_ok_and(|t| t.is_dir()) {
+                versions.push(v);
+            }
+        }
+        for link in ["current", "previous"] {
+            let p = dir.join(link);
+            match fs::read_link(&p) {
+                Ok(target) => {
+                    let t = target.to_string_lossy();
+                    if t.contains('/') || !dir.join(&target).is_dir() {
+                        r.errors.push(format!("apps: {name}/{link} -> {t} is not a version directory"));
+                    } else if link == "current" {
+                        r.checked.push(format!("apps: {name} {t}"));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => r.errors.push(format!("apps: {name}/{link}: {e}")),
+            }
+        }
+        if let Ok(t) = fs::read_to_string(dir.join("trial")) {
+            let t = t.trim();
+            if t.is_empty() || !versions.iter().any(|v| v == t) {
+                r.errors.push(format!("apps: {name}/trial names '{t}', which is not installed"));
+            } else {
+                r.notes.push(format!("apps: {name} {t} is on trial"));
+            }
+        }
+    }
+    r
+}

@@ -396,6 +396,29 @@ impl Queue {
         )
     }
 
+    /// Appends `n` data points (`gwe_wire::point`, the records apps and telemetry write)
+    /// together, as `append_many`: `point(i)` is the i-th (unix seconds, alias, value), its
+    /// alias 1 to `MAX_ALIAS` bytes (callers check). The one place a point is encoded into
+    /// the queue.
+    pub fn append_points<'a>(
+        &self,
+        n: usize,
+        point: impl Fn(usize) -> (i64, &'a str, &'a [u8]),
+    ) -> Result<u64, QueueError> {
+        self.append_many(
+            n,
+            |i| {
+                let (_, alias, value) = point(i);
+                gwe_wire::point::encoded_len(alias, value)
+            },
+            |i, buf| {
+                let (ts, alias, value) = point(i);
+                // The buffer is exactly encoded_len bytes; the alias was checked by the caller.
+                let _ = gwe_wire::point::encode(ts, alias, value, buf);
+            },
+        )
+    }
+
     /// Appends `n` records together: record `i` is `len(i)` bytes written in place by
     /// `fill(i, buf)`. They land in one batch, so they become durable (and are acknowledged)
     /// all together or not at all. Returns the seq of the first; the others follow it.
