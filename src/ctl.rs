@@ -62,9 +62,9 @@ fn answer(req: &str, apps: &Installer) -> Value {
         return app_answer(rest.trim(), apps);
     }
     let words: Vec<&str> = req.split_whitespace().collect();
-    let one = |r: Result<AppStatus, String>| match r {
+    let one = |r: Result<AppStatus, crate::supervisor::AppError>| match r {
         Ok(a) => json!({"ok": true, "apps": [a]}),
-        Err(e) => json!({"ok": false, "error": e}),
+        Err(e) => json!({"ok": false, "error": e.to_string()}),
     };
     match words.as_slice() {
         ["status"] => json!({"ok": true, "apps": sup.status(), "faults": crate::health::list()}),

@@ -70,7 +70,7 @@ pub enum InstallError {
     RolledBack {
         version: String,
         now: Option<String>,
-        why: String,
+        why: crate::supervisor::AppError,
     },
     NotInstalled(String),
     /// The package has no `install.sh` (the original Gateway Engine required one).
@@ -185,7 +185,7 @@ impl Installer {
     }
 
     /// Restarts `name` on its current version and waits until it is RUNNING.
-    fn watch(&self, name: &str) -> Result<(), String> {
+    fn watch(&self, name: &str) -> Result<(), crate::supervisor::AppError> {
         if !self.apply().iter().any(|n| n == name) {
             return Ok(()); // a one-off app or a library: nothing to watch
         }

@@ -78,7 +78,36 @@ pub struct AppStatus {
     pub log: Option<PathBuf>,
 }
 
-type Answer = Sender<Result<AppStatus, String>>;
+/// Why a start, stop or restart of an app was not done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppError {
+    /// The supervisor's thread is not running (any more).
+    NotRunning,
+    NoSuchApp(String),
+    /// It went to `state` instead of RUNNING, for `why`.
+    DidNotStart {
+        name: String,
+        why: String,
+        state: State,
+    },
+    /// Stopped (by a stop or a removal) while its start was awaited.
+    WasStopped(String),
+}
+
+impl std::fmt::Display for AppError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AppError::NotRunning => f.write_str("the supervisor is not running"),
+            AppError::NoSuchApp(name) => write!(f, "no such app: {name}"),
+            AppError::DidNotStart { name, why, state } => write!(f, "{name} did not start: {why} ({})", state.as_str()),
+            AppError::WasStopped(name) => write!(f, "{name} was stopped"),
+        }
+    }
+}
+
+impl std::error::Error for AppError {}
+
+type Answer = Sender<Result<AppStatus, AppError>>;
 
 enum Cmd {
     Status(Sender<Vec<AppStatus>>),
@@ -175,12 +204,12 @@ impl Supervisor {
         true
     }
 
-    fn ask(&self, make: impl FnOnce(Answer) -> Cmd) -> Result<AppStatus, String> {
+    fn ask(&self, make: impl FnOnce(Answer) -> Cmd) -> Result<AppStatus, AppError> {
         let (tx, rx) = mpsc::channel();
         if !self.send(make(tx)) {
-            return Err("the supervisor is not running".into());
+            return Err(AppError::NotRunning);
         }
-        rx.recv().unwrap_or_else(|_| Err("the supervisor stopped".into()))
+        rx.recv().unwrap_or(Err(AppError::NotRunning))
     }
 
     pub fn status(&self) -> Vec<AppStatus> {
@@ -192,16 +221,16 @@ impl Supervisor {
     }
 
     /// Starts `name`; answers once it is RUNNING, or with why it is not.
-    pub fn start_app(&self, name: &str) -> Result<AppStatus, String> {
+    pub fn start_app(&self, name: &str) -> Result<AppStatus, AppError> {
         self.ask(|tx| Cmd::Start(name.into(), tx))
     }
 
     /// Stops `name`; answers once it is STOPPED.
-    pub fn stop_app(&self, name: &str) -> Result<AppStatus, String> {
+    pub fn stop_app(&self, name: &str) -> Result<AppStatus, AppError> {
         self.ask(|tx| Cmd::Stop(name.into(), tx))
     }
 
-    pub fn restart_app(&self, name: &str) -> Result<AppStatus, String> {
+    pub fn restart_app(&self, name: &str) -> Result<AppStatus, AppError> {
         self.ask(|tx| Cmd::Restart(name.into(), tx))
     }
 
@@ -439,7 +468,7 @@ impl Core {
     fn lookup(&self, name: &str, tx: &Answer) -> Option<usize> {
         let i = self.find(name);
         if i.is_none() {
-            let _ = tx.send(Err(format!("no such app: {name}")));
+            let _ = tx.send(Err(AppError::NoSuchApp(name.to_string())));
         }
         i
     }
@@ -519,11 +548,11 @@ impl Core {
             let answer = match (want, p.state) {
                 (Want::Started, State::Running) => Ok(st.clone()),
                 (Want::Started, State::Fatal | State::Backoff | State::Exited) => {
-                    Err(format!("{name} did not start: {} ({})", st.description, p.state.as_str()))
+                    Err(AppError::DidNotStart { name: name.clone(), why: st.description.clone(), state: p.state })
                 }
                 (Want::Stopped, State::Stopped | State::Exited | State::Fatal) => Ok(st.clone()),
                 (Want::Started, State::Stopped) if p.after_stop != AfterStop::Start => {
-                    Err(format!("{name} was stopped"))
+                    Err(AppError::WasStopped(name.clone()))
                 }
                 _ => return true,
             };
