@@ -52,7 +52,7 @@ pub enum StartError {
     /// A thread of the agent could not be started.
     Thread(&'static str, std::io::Error),
     /// The cloud link's configuration is unusable (a bad CA bundle, ...).
-    Cloud(String),
+    Cloud(crate::cloud::SetupError),
 }
 
 impl StartError {

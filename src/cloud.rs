@@ -28,6 +28,26 @@ pub enum CloudError {
     NotActivated(u16, String),
 }
 
+/// Why the cloud link cannot be set up from the configuration.
+#[derive(Debug)]
+pub enum SetupError {
+    /// `[cloud] ca_file` cannot be read.
+    CaFile(PathBuf, std::io::Error),
+    /// `[cloud] ca_file` holds no PEM certificate.
+    NoCertificate(PathBuf),
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::CaFile(p, e) => write!(f, "CA bundle {}: {e}", p.display()),
+            Self::NoCertificate(p) => write!(f, "CA bundle {}: no certificate in it", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {}
+
 impl CloudError {
     pub fn retryable(&self) -> bool {
         matches!(self, Self::Unreachable(_) | Self::NotActivated(..))
@@ -71,8 +91,8 @@ pub struct Cloud {
 
 const FORM: &str = "application/x-www-form-urlencoded; charset=utf-8";
 
-fn tls_config(ca_file: &Path) -> Result<ureq::tls::TlsConfig, String> {
-    let pem = std::fs::read(ca_file).map_err(|e| format!("CA bundle {}: {e}", ca_file.display()))?;
+fn tls_config(ca_file: &Path) -> Result<ureq::tls::TlsConfig, SetupError> {
+    let pem = std::fs::read(ca_file).map_err(|e| SetupError::CaFile(ca_file.to_path_buf(), e))?;
     let mut roots = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         if let Ok(ureq::tls::PemItem::Certificate(c)) = item {
@@ -80,7 +100,7 @@ fn tls_config(ca_file: &Path) -> Result<ureq::tls::TlsConfig, String> {
         }
     }
     if roots.is_empty() {
-        return Err(format!("CA bundle {}: no certificate in it", ca_file.display()));
+        return Err(SetupError::NoCertificate(ca_file.to_path_buf()));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(ureq::tls::TlsConfig::builder()
@@ -100,7 +120,7 @@ impl Cloud {
         identity: Identity,
         state_dir: &Path,
         usage: Arc<usage::Usage>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SetupError> {
         let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
         let mut b = ureq::Agent::config_builder()
             .http_status_as_error(false)

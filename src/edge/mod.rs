@@ -21,7 +21,7 @@ use gwe_wire::edge::BatchConfig;
 
 use crate::cloud::Cloud;
 use crate::config::Config;
-use crate::queue::Queue;
+use crate::queue::{Queue, QueueError};
 use crate::stop::Stop;
 use crate::supervisor::Supervisor;
 
@@ -99,6 +99,26 @@ pub struct Edge {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// Why the edge paths did not start.
+#[derive(Debug)]
+pub enum EdgeStartError {
+    Store(store::EdgeStoreError),
+    Queue(QueueError),
+    Thread(&'static str, std::io::Error),
+}
+
+impl std::fmt::Display for EdgeStartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Store(e) => write!(f, "edge store: {e}"),
+            Self::Queue(e) => write!(f, "{e}"),
+            Self::Thread(name, e) => write!(f, "starting {name}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for EdgeStartError {}
+
 impl Edge {
     pub fn start(
         cfg: &Config,
@@ -108,9 +128,9 @@ impl Edge {
         system: &str,
         catalog: Arc<crate::catalog::Catalog>,
         stop: Arc<Stop>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, EdgeStartError> {
         let dir = cfg.paths.edge_dir();
-        let mut control = store::ControlStore::open(&dir).map_err(|e| format!("edge store: {e}"))?;
+        let mut control = store::ControlStore::open(&dir).map_err(EdgeStartError::Store)?;
         migrate(cfg, &mut control);
         let shared = Arc::new(Shared {
             system: system.to_string(),
@@ -120,12 +140,12 @@ impl Edge {
             stale: std::sync::atomic::AtomicBool::new(true),
             stop,
         });
-        let consumer = queue.consumer(CONSUMER).map_err(|e| e.to_string())?;
-        let log = store::PointLog::open(&dir, queue.clone(), consumer, cfg.edge.max_points)
-            .map_err(|e| format!("edge store: {e}"))?;
+        let consumer = queue.consumer(CONSUMER).map_err(EdgeStartError::Queue)?;
+        let log =
+            store::PointLog::open(&dir, queue.clone(), consumer, cfg.edge.max_points).map_err(EdgeStartError::Store)?;
         let mut threads = Vec::new();
-        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new().name(name.into()).spawn(f).map_err(|e| format!("starting {name}: {e}"))
+        let spawn = |name: &'static str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new().name(name.into()).spawn(f).map_err(|e| EdgeStartError::Thread(name, e))
         };
         let (sh, c, max) = (shared.clone(), cloud.clone(), cfg.edge.max_batch_points);
         threads.push(spawn("edge-batch", Box::new(move || batcher::run(log, &c, max, &sh)))?);

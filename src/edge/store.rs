@@ -124,24 +124,63 @@ fn glob(pattern: &str, name: &str) -> Glob {
     }
 }
 
+/// Why the edge store could not be opened or kept; each message written here once.
+#[derive(Debug)]
+pub enum EdgeStoreError {
+    /// A file or directory could not be made, read or written (`doing`: "reading", ...).
+    Io { doing: &'static str, path: PathBuf, err: io::Error },
+    /// A damaged state file (`why`) could not be moved aside.
+    SetAside { path: PathBuf, why: String, err: io::Error },
+    /// The system's random source failed (the store's id).
+    Random(String),
+    /// The queue the points are read from failed.
+    Queue(QueueError),
+}
+
+impl std::fmt::Display for EdgeStoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io { doing, path, err } => write!(f, "{doing} {}: {err}", path.display()),
+            Self::SetAside { path, why, err } => {
+                write!(f, "{} is damaged ({why}) and cannot be moved aside: {err}", path.display())
+            }
+            Self::Random(e) => write!(f, "making the edge store's id: {e}"),
+            Self::Queue(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for EdgeStoreError {}
+
+fn writing(path: &Path) -> impl FnOnce(io::Error) -> EdgeStoreError + '_ {
+    move |err| EdgeStoreError::Io { doing: "writing", path: path.to_path_buf(), err }
+}
+
 /// Reads the state file `dir/name` (creating `dir`); a missing one is the default. A
 /// damaged one (bit rot, a hand edit) is moved aside to `NAME.bad`, logged and reported as
 /// a fault, and the edge starts from the default rather than not at all. Only a file or
 /// directory that cannot be read or set aside is an error.
-fn load<T: DeserializeOwned + Default>(dir: &Path, name: &str) -> Result<(PathBuf, T), String> {
-    fsio::create_dir_all_durable(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+fn load<T: DeserializeOwned + Default>(dir: &Path, name: &str) -> Result<(PathBuf, T), EdgeStoreError> {
+    fsio::create_dir_all_durable(dir).map_err(|err| EdgeStoreError::Io {
+        doing: "creating",
+        path: dir.to_path_buf(),
+        err,
+    })?;
     let path = dir.join(name);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((path, T::default())),
-        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+        Err(err) => return Err(EdgeStoreError::Io { doing: "reading", path, err }),
     };
     match serde_json::from_slice(&bytes) {
         Ok(v) => Ok((path, v)),
         Err(e) => {
             let bad = path.with_extension("json.bad");
-            std::fs::rename(&path, &bad)
-                .map_err(|r| format!("{} is damaged ({e}) and cannot be moved aside: {r}", path.display()))?;
+            std::fs::rename(&path, &bad).map_err(|err| EdgeStoreError::SetAside {
+                path: path.clone(),
+                why: e.to_string(),
+                err,
+            })?;
             let msg = format!("{} is damaged ({e}); moved to {} and started afresh", path.display(), bad.display());
             log::error!("edge: {msg}");
             crate::health::failed("edge store", &msg);
@@ -186,7 +225,7 @@ pub struct ControlStore {
 
 impl ControlStore {
     /// Opens `dir/control.json` (see `load` for a damaged one).
-    pub fn open(dir: &Path) -> Result<Self, String> {
+    pub fn open(dir: &Path) -> Result<Self, EdgeStoreError> {
         let (path, state) = load(dir, CONTROL_FILE)?;
         Ok(Self { path, state })
     }
@@ -366,19 +405,19 @@ fn read(consumer: &mut Consumer, from: u64, to: u64, filter: &[String], max: usi
 
 impl PointLog {
     /// Opens `dir/cursors.json` over the `edge` consumer of `queue`.
-    pub fn open(dir: &Path, queue: Queue, consumer: Consumer, max_points: u64) -> Result<Self, String> {
+    pub fn open(dir: &Path, queue: Queue, consumer: Consumer, max_points: u64) -> Result<Self, EdgeStoreError> {
         let (path, mut cursors): (_, Cursors) = load(dir, CURSORS_FILE)?;
         if cursors.store_id.is_empty() {
             let mut b = [0u8; 6];
-            getrandom::getrandom(&mut b).map_err(|e| format!("making the edge store's id: {e}"))?;
+            getrandom::getrandom(&mut b).map_err(|e| EdgeStoreError::Random(e.to_string()))?;
             cursors.store_id = hex::encode(b);
-            save(&path, &cursors).map_err(|e| format!("writing {}: {e}", path.display()))?;
+            save(&path, &cursors).map_err(writing(&path))?;
         }
         Ok(Self { queue, consumer, path, cursors, max_points, record_bytes: 0 })
     }
 
-    fn save(&self) -> Result<(), String> {
-        save(&self.path, &self.cursors).map_err(|e| format!("writing {}: {e}", self.path.display()))
+    fn save(&self) -> Result<(), EdgeStoreError> {
+        save(&self.path, &self.cursors).map_err(writing(&self.path))
     }
 
     /// The batch in flight for the provider `key` (`NAME@ADDRESS:PORT`, its identity, as in
@@ -398,7 +437,7 @@ impl PointLog {
         key: &str,
         cfg: &BatchConfig,
         max: usize,
-    ) -> Result<Option<Pending>, String> {
+    ) -> Result<Option<Pending>, EdgeStoreError> {
         let newest = self.queue.last_seq();
         let Some(c) = self.cursors.providers.get_mut(key) else {
             let sibling = format!("{name}@");
@@ -416,7 +455,7 @@ impl PointLog {
             return Ok(None);
         };
         if let Some(p) = &c.pending {
-            let r = read(&mut self.consumer, p.from, p.to, &p.filter, usize::MAX).map_err(|e| e.to_string())?;
+            let r = read(&mut self.consumer, p.from, p.to, &p.filter, usize::MAX).map_err(EdgeStoreError::Queue)?;
             return Ok(Some(Pending { batch_id: p.batch_id.clone(), to: p.to, points: r.points }));
         }
         if newest <= c.last {
@@ -424,7 +463,7 @@ impl PointLog {
         }
         let from = c.last + 1;
         let Read { points, last, records, bytes } =
-            read(&mut self.consumer, from, newest, &cfg.filter, max).map_err(|e| e.to_string())?;
+            read(&mut self.consumer, from, newest, &cfg.filter, max).map_err(EdgeStoreError::Queue)?;
         if let Some(seen) = bytes.checked_div(records) {
             self.record_bytes = if self.record_bytes == 0 { seen } else { (self.record_bytes * 3 + seen) / 4 };
         }
@@ -443,7 +482,7 @@ impl PointLog {
     }
 
     /// The provider confirmed `batch_id`: its cursor moves past it.
-    pub fn batch_done(&mut self, provider: &str, batch_id: &str) -> Result<(), String> {
+    pub fn batch_done(&mut self, provider: &str, batch_id: &str) -> Result<(), EdgeStoreError> {
         let Some(c) = self.cursors.providers.get_mut(provider) else { return Ok(()) };
         let Some(p) = c.pending.take_if(|p| p.batch_id == batch_id) else { return Ok(()) };
         c.last = p.to;
