@@ -17,7 +17,7 @@ use crate::identity::{self, Identity};
 use crate::ingest::{Ingest, IngestServer};
 use crate::ota::extract::Limits;
 use crate::ota::fetch::Fetcher;
-use crate::ota::install::{Installer, Policy};
+use crate::ota::install::{Installer, Policy, Setup};
 use crate::ota::package;
 use crate::ota::release::Trust;
 use crate::ota::selfupdate;
@@ -185,7 +185,7 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
                 rauc: crate::ota::os::Rauc {
                     program: cfg.ota.rauc.clone(),
                     state_dir: cfg.paths.secrets_dir(),
-                    sup: Some(apps.sup.clone()),
+                    sup: Some(apps.supervisor().clone()),
                 },
                 reboot_command: cfg.ota.reboot_command.clone(),
                 max_bundle: cfg.ota.max_os_bundle_bytes,
@@ -204,7 +204,7 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
                 cfg,
                 &queue,
                 cloud.clone(),
-                apps.sup.clone(),
+                apps.supervisor().clone(),
                 &identity.serial,
                 catalog.clone(),
                 stop.clone(),
@@ -250,7 +250,7 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
             rauc: crate::ota::os::Rauc {
                 program: cfg.ota.rauc.clone(),
                 state_dir: cfg.paths.secrets_dir(),
-                sup: Some(apps.sup.clone()),
+                sup: Some(apps.supervisor().clone()),
             },
             apps: apps.clone(),
             queue: queue.clone(),
@@ -289,7 +289,7 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
         let _ = t.join();
     }
     usage.save();
-    apps.sup.shutdown();
+    apps.supervisor().shutdown();
     server.shutdown();
     let _ = std::fs::remove_file(socket);
     Ok(ended)
@@ -312,10 +312,10 @@ impl TrialCheck {
         let version = selfupdate::version();
         let until = std::time::Instant::now() + self.deadline;
         while std::time::Instant::now() < until {
-            let supervising = !self.apps.sup.status().is_empty() || self.apps.programs().programs.is_empty();
+            let supervising = !self.apps.supervisor().status().is_empty() || self.apps.programs().programs.is_empty();
             let linked = self.cloud.as_ref().is_none_or(|c| c.reached());
             if supervising && linked {
-                match selfupdate::confirm(&self.apps.store) {
+                match selfupdate::confirm(self.apps.app_store()) {
                     Ok(()) => {
                         log::info!("agent {version} is healthy: confirmed");
                         if let Some(c) = &self.cloud {
@@ -376,7 +376,7 @@ impl OsCheck {
         use crate::supervisor::State;
         let bad: Vec<String> = self
             .apps
-            .sup
+            .supervisor()
             .status()
             .into_iter()
             .filter(|a| !matches!(a.state, State::Running | State::Stopped))
@@ -512,7 +512,7 @@ fn start_apps(cfg: &Config) -> Result<Arc<Installer>, StartError> {
     let opts = supervisor::Options { state_file: cfg.paths.app_pids(), watchdog };
     let (sup, _thread) = Supervisor::start(Vec::new(), opts).map_err(StartError::Supervisor)?;
     let store = AppStore::open(&cfg.paths.apps_dir()).map_err(StartError::AppStore)?;
-    let installer = Installer {
+    let installer = Installer::new(Setup {
         store,
         sup,
         programs_dir: cfg.supervisor.programs_dir.clone(),
@@ -520,8 +520,7 @@ fn start_apps(cfg: &Config) -> Result<Arc<Installer>, StartError> {
         policy: ota_policy(cfg),
         limits: Limits { max_bytes: cfg.ota.max_unpacked_bytes, max_entries: cfg.ota.max_entries },
         install_timeout: std::time::Duration::from_secs(cfg.ota.install_timeout_secs),
-        busy: Default::default(),
-    };
+    });
     installer.apply();
     installer.resume_trials();
     installer.preinstall(&cfg.ota.preinstall_dir);

@@ -57,7 +57,7 @@ fn handle(conn: UnixStream, apps: &Installer) {
 }
 
 fn answer(req: &str, apps: &Installer) -> Value {
-    let sup = &apps.sup;
+    let sup = apps.supervisor();
     if let Some(rest) = req.strip_prefix("app ") {
         return app_answer(rest.trim(), apps);
     }
@@ -100,7 +100,7 @@ fn answer(req: &str, apps: &Installer) -> Value {
 fn app_answer(req: &str, apps: &Installer) -> Value {
     let failed = |e: InstallError| json!({"ok": false, "error": e.to_string()});
     match req.split_once(' ').unwrap_or((req, "")) {
-        ("list", "") => json!({"ok": true, "installed": apps.store.list()}),
+        ("list", "") => json!({"ok": true, "installed": apps.installed()}),
         // A directory (a USB stick, say): the newest package of each app in it.
         ("install", path) if Path::new(path).is_dir() => {
             let results = apps.install_dir(Path::new(path), false);
@@ -117,7 +117,7 @@ fn app_answer(req: &str, apps: &Installer) -> Value {
                 match r {
                     Ok(r) => {
                         output.push_str(&format!("{file}: installed {} {}\n", r.name, r.version));
-                        installed.push(apps.store.get(&r.name));
+                        installed.push(apps.app(&r.name));
                     }
                     Err(e) => failures.push(format!("{file}: {e}")),
                 }
@@ -129,7 +129,7 @@ fn app_answer(req: &str, apps: &Installer) -> Value {
         ("install", path) if !path.is_empty() => match apps.install(Path::new(path)) {
             Ok(r) => {
                 let restart = r.new_agent();
-                json!({"ok": true, "report": r, "installed": [apps.store.get(&r.name)], "restart": restart})
+                json!({"ok": true, "report": r, "installed": [apps.app(&r.name)], "restart": restart})
             }
             Err(e) => failed(e),
         },

@@ -144,9 +144,9 @@ pub fn device_info(state_dir: &std::path::Path) -> Value {
 /// OS update and where it stands (docs/os-updates.md).
 pub fn engine_report(apps: &Installer, queue: &Queue, state_dir: &std::path::Path) -> Value {
     let versions: BTreeMap<String, Option<String>> =
-        apps.store.list().into_iter().map(|i| (i.name, i.current)).collect();
+        apps.installed().into_iter().map(|i| (i.name, i.current)).collect();
     let list: Vec<Value> = apps
-        .sup
+        .supervisor()
         .status()
         .into_iter()
         .map(|s| {

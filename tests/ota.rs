@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use gwe::ota::extract::Limits;
-use gwe::ota::install::{InstallError, Installer, Policy};
+use gwe::ota::install::{InstallError, Installer, Policy, Setup};
 use gwe::ota::package;
 use gwe::ota::store::AppStore;
 use gwe::supervisor::{AppStatus, Options, State, Supervisor};
@@ -26,7 +26,7 @@ struct Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
-        self.inst.sup.shutdown();
+        self.inst.supervisor().shutdown();
     }
 }
 
@@ -42,7 +42,7 @@ fn rig_with_apps(apps: Option<&std::path::Path>) -> Rig {
     std::fs::create_dir_all(dir.path().join("programs.d")).unwrap();
     let (sup, _) =
         Supervisor::start(Vec::new(), Options { state_file: dir.path().join("pids"), watchdog: None }).unwrap();
-    let inst = Installer {
+    let inst = Installer::new(Setup {
         store: AppStore::open(&apps).unwrap(),
         sup,
         programs_dir: dir.path().join("programs.d"),
@@ -50,8 +50,7 @@ fn rig_with_apps(apps: Option<&std::path::Path>) -> Rig {
         policy: Policy::legacy(vec![key.public_key()], false),
         limits: Limits::default(),
         install_timeout: Duration::from_secs(10),
-        busy: Default::default(),
-    };
+    });
     Rig { dir, key, inst }
 }
 
@@ -95,7 +94,7 @@ fn good(rig: &Rig, version: &str) -> PathBuf {
 }
 
 fn status(rig: &Rig) -> Option<AppStatus> {
-    rig.inst.sup.status().into_iter().find(|a| a.name == "sensor")
+    rig.inst.supervisor().status().into_iter().find(|a| a.name == "sensor")
 }
 
 fn running_pid(rig: &Rig) -> i32 {
@@ -105,7 +104,7 @@ fn running_pid(rig: &Rig) -> i32 {
 }
 
 fn current(rig: &Rig) -> (Option<String>, Option<String>) {
-    let i = rig.inst.store.get("sensor");
+    let i = rig.inst.app("sensor");
     (i.current, i.previous)
 }
 
@@ -246,12 +245,12 @@ fn a_trial_interrupted_by_a_power_cut_is_resolved_at_start() {
     // As if the power went while 2.0 was being watched: 2.0 current and on trial. It crashes.
     let broken = app(&rig, "sensor", "2.0", "#!/bin/sh\nexit 1\n", "#!/bin/sh\n");
     let name = package::PackageName::parse("sensor.v2.0.tar.gz").unwrap();
-    rig.inst.store.stage(&broken, &name, Limits::default()).unwrap();
-    rig.inst.store.switch("sensor", "2.0").unwrap();
-    assert_eq!(rig.inst.store.get("sensor").trial.as_deref(), Some("2.0"));
+    rig.inst.app_store().stage(&broken, &name, Limits::default()).unwrap();
+    rig.inst.app_store().switch("sensor", "2.0").unwrap();
+    assert_eq!(rig.inst.app("sensor").trial.as_deref(), Some("2.0"));
     rig.inst.resume_trials();
     assert_eq!(current(&rig).0.as_deref(), Some("1.0"));
-    assert_eq!(rig.inst.store.get("sensor").trial, None);
+    assert_eq!(rig.inst.app("sensor").trial, None);
     running_pid(&rig);
 }
 

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use gwe::ota::extract::Limits;
-use gwe::ota::install::{InstallError, Installer, Policy};
+use gwe::ota::install::{InstallError, Installer, Policy, Setup};
 use gwe::ota::package::{self, SigningKey};
 use gwe::ota::release::{self, ClockPolicy, Keys, Target, Trust};
 use gwe::ota::store::AppStore;
@@ -35,7 +35,7 @@ struct Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
-        self.inst.sup.shutdown();
+        self.inst.supervisor().shutdown();
     }
 }
 
@@ -58,7 +58,7 @@ fn rig_with(clock: ClockPolicy, legacy: Option<&SigningKey>) -> Rig {
     };
     let (sup, _) =
         Supervisor::start(Vec::new(), Options { state_file: dir.path().join("pids"), watchdog: None }).unwrap();
-    let inst = Installer {
+    let inst = Installer::new(Setup {
         store: AppStore::open(&dir.path().join("apps")).unwrap(),
         sup,
         programs_dir: dir.path().join("programs.d"),
@@ -71,8 +71,7 @@ fn rig_with(clock: ClockPolicy, legacy: Option<&SigningKey>) -> Rig {
         },
         limits: Limits::default(),
         install_timeout: Duration::from_secs(10),
-        busy: Default::default(),
-    };
+    });
     Rig { dir, root, release: release_key, inst }
 }
 
@@ -136,9 +135,9 @@ fn renamed(rig: &Rig, from: &Path, to: &str) -> PathBuf {
 }
 
 fn running(rig: &Rig) -> (String, i32) {
-    let a = rig.inst.sup.status().into_iter().find(|a| a.name == "sensor").expect("sensor is known");
+    let a = rig.inst.supervisor().status().into_iter().find(|a| a.name == "sensor").expect("sensor is known");
     assert_eq!(a.state, State::Running, "{a:?}");
-    (rig.inst.store.get("sensor").current.unwrap(), a.pid.unwrap())
+    (rig.inst.app("sensor").current.unwrap(), a.pid.unwrap())
 }
 
 /// Installing `pkg` is refused with a message containing `why`, and sensor `before` keeps
@@ -165,7 +164,7 @@ fn mix_and_match_arbitrary_package_and_wrong_target_are_refused() {
         refused(&rig, &renamed(&rig, &v1, "sensor.v9.tar.gz"), "signed for sensor 1.0, offered as sensor 9", &before);
     assert!(e.starts_with("sensor.v9.tar.gz: "), "the refusal names the file: {e}");
     refused(&rig, &renamed(&rig, &v1, "other.v1.0.tar.gz"), "signed for sensor 1.0, offered as other 1.0", &before);
-    assert!(rig.inst.store.get("other").current.is_none());
+    assert!(rig.inst.app("other").current.is_none());
 
     // Arbitrary package: other bytes under a signed release's name and metadata.
     let v2 = signed(&rig, "2.0");
@@ -301,12 +300,12 @@ fn freeze_stale_metadata_is_refused_and_a_gateway_without_a_clock_still_updates(
     std::fs::write(release::meta_path(&p), seal(&r)).unwrap();
     // Nothing verified yet: this gateway knows no time, and metadata signed by a signer
     // whose clock was far behind still installs.
-    assert_eq!(rig.inst.policy.release.as_ref().unwrap().now(), 0, "nothing seen yet");
+    assert_eq!(rig.inst.policy().release.as_ref().unwrap().now(), 0, "nothing seen yet");
     rig.inst.install(&p).unwrap();
     let before = running(&rig);
     let p2 = signed(&rig, "2.0"); // signed now: the gateway learns the time from it
     rig.inst.install(&p2).unwrap();
-    assert!(rig.inst.policy.release.as_ref().unwrap().now() >= now);
+    assert!(rig.inst.policy().release.as_ref().unwrap().now() >= now);
     assert_ne!(running(&rig), before);
     let before = running(&rig);
     let p3 = package_in(&rig, "stale", "3.0", &rig.release, false);

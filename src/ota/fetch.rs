@@ -225,7 +225,7 @@ impl Fetcher {
 
     fn run(self, stop: &Stop) {
         // A new agent that failed its trial: the launcher left word of it.
-        let note = super::selfupdate::rolled_back_file(&self.apps.store);
+        let note = super::selfupdate::rolled_back_file(self.apps.app_store());
         if let Ok(text) = std::fs::read_to_string(&note) {
             if self.status(text.trim()) {
                 let _ = std::fs::remove_file(&note);

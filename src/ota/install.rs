@@ -19,6 +19,21 @@ use crate::supervisor::program;
 use crate::supervisor::{OneOff, OneOffResult, Supervisor};
 
 pub struct Installer {
+    store: AppStore,
+    sup: Supervisor,
+    /// Program definitions baked into the image.
+    programs_dir: PathBuf,
+    log_dir: PathBuf,
+    policy: Policy,
+    limits: Limits,
+    install_timeout: Duration,
+    /// One app operation at a time (an install from the hub and one from `gwe app` must not
+    /// interleave on the same directories).
+    busy: Mutex<()>,
+}
+
+/// What an [`Installer`] works with.
+pub struct Setup {
     pub store: AppStore,
     pub sup: Supervisor,
     /// Program definitions baked into the image.
@@ -27,9 +42,6 @@ pub struct Installer {
     pub policy: Policy,
     pub limits: Limits,
     pub install_timeout: Duration,
-    /// One app operation at a time (an install from the hub and one from `gwe app` must not
-    /// interleave on the same directories). `Default::default()`.
-    pub busy: Mutex<()>,
 }
 
 /// How a package is checked before anything is unpacked (docs/ota-format.md).
@@ -141,6 +153,37 @@ fn tail(path: &Path, max: u64) -> String {
 }
 
 impl Installer {
+    pub fn new(s: Setup) -> Self {
+        let Setup { store, sup, programs_dir, log_dir, policy, limits, install_timeout } = s;
+        Installer { store, sup, programs_dir, log_dir, policy, limits, install_timeout, busy: Mutex::new(()) }
+    }
+
+    /// The supervisor the apps run under.
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.sup
+    }
+
+    /// Every installed app, by name.
+    pub fn installed(&self) -> Vec<Installed> {
+        self.store.list()
+    }
+
+    /// The versions on disk: the agent's own (`ota::selfupdate` keeps them as an app) and,
+    /// read-only to everyone but the installer, the apps'.
+    pub fn app_store(&self) -> &AppStore {
+        &self.store
+    }
+
+    /// How packages are checked (the release trust and the time it checks expiry against).
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// One app as installed (no versions when it is not).
+    pub fn app(&self, name: &str) -> Installed {
+        self.store.get(name)
+    }
+
     /// Every program: the image's, and each installed app's `supervisor.conf` (an installed
     /// app runs in its `current` directory; a relative command is taken from there).
     pub fn programs(&self) -> program::Loaded {
