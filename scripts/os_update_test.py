@@ -314,6 +314,10 @@ def main():
                 break
             time.sleep(1)
         assert report["os"]["slot"] == "B" and report["os"]["version"] == "2", report.get("os")
+        # The slot to fall back to, as RAUC says after mark-good: A, the factory image, good.
+        other = report["os"].get("other") or {}
+        assert report["os"].get("compatible") == "gwe-qemu-aarch64-debian", report["os"]
+        assert (other.get("slot"), other.get("boot_status")) == ("A", "good"), report["os"]
         seq_after = board.ok("gwe queue stats --json")
         seq_after = seq_after[seq_after.index("{"):]
         assert (json.loads(seq_after)["last_seq"] or 0) >= (json.loads(seq_before)["last_seq"] or 0), (seq_before, seq_after)
@@ -347,6 +351,15 @@ def main():
         assert booted == "B" and "IMAGE_VERSION=2" in board.ok("cat /etc/os-release"), booted
         r = hub.wait_rollout(bad_rollout, lambda r: r["state"] == "paused", 60)
         assert "1 of 1 gateways failed" in r["reason"], r["reason"]
+        # Back in B, the report says the slot it fell back from holds 3-bad, and is bad.
+        other = {}
+        for _ in range(30):
+            report = json.loads(hub.dataport("engine_report") or "{}").get("os") or {}
+            other = report.get("other") or {}
+            if (report.get("update") or {}).get("phase") == "rolled-back":
+                break
+            time.sleep(1)
+        assert (other.get("slot"), other.get("version"), other.get("boot_status")) == ("A", "3-bad", "bad"), report
         print(f"rolled back to slot B: {v}; the rollout paused: {r['reason']}")
 
         print("--- a kernel that panics: U-Boot's counter falls back with no help from the agent")
