@@ -4,17 +4,19 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+pub mod clock;
 pub mod http;
 pub mod notify;
 pub mod server;
 pub mod service;
 pub mod store;
 
+pub use clock::now_ms;
 pub use http::{err, ApiError};
 pub use service::auth::{new_token, token_hash};
 
@@ -60,10 +62,6 @@ pub struct Hub {
     /// This hub's place in service discovery and the edge services' token secret.
     pub edge: http::edge::EdgeSettings,
     tokens: Mutex<HashMap<[u8; 32], (i64, Instant)>>,
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Sets the calling thread's nice value. A lower value than the current one needs root,
