@@ -243,7 +243,7 @@ pub fn cells(r: &FleetRow, now: i64) -> FleetCells<'_> {
     let [os, kernel, arch, addresses] = info_summary(r.device_info.as_deref());
     let on = online(d, now);
     let mut q = String::with_capacity(160);
-    for part in [&d.sn, &d.model, &d.vendor, &d.status] {
+    for part in [d.sn.as_str(), &d.model, &d.vendor, d.status.as_str()] {
         q.push_str(part);
         q.push(' ');
     }
@@ -283,7 +283,7 @@ pub fn cells(r: &FleetRow, now: i64) -> FleetCells<'_> {
         &d.vendor,
         &d.model,
         &d.sn,
-        &d.status,
+        d.status.as_str(),
         d.token_hint.as_deref(),
         d.last_seen_ms,
         on,

@@ -60,6 +60,53 @@ pub struct DeviceKey {
     pub sn: String,
 }
 
+/// Generates a state enum kept in the store as its lower-case name.
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+        #[serde(rename_all = "kebab-case")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The name the store and the API use.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            /// From the store's text; None for a name this hub does not know.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// Whether a device may activate.
+    DeviceStatus {
+        /// Whitelisted (or re-enabled): its next activation gets a token.
+        Enabled = "enabled",
+        /// Holds a token; an operator must re-enable it to activate again.
+        Activated = "activated",
+    }
+}
+
 /// A device as the operator sees it. The token itself is never stored, only its SHA-256
 /// and its first four characters (`token_hint`) so an operator can tell tokens apart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -68,8 +115,7 @@ pub struct Device {
     pub vendor: String,
     pub model: String,
     pub sn: String,
-    /// `enabled` (may activate), `activated` (holds a token).
-    pub status: String,
+    pub status: DeviceStatus,
     pub token_hint: Option<String>,
     pub created_ms: i64,
     pub last_seen_ms: Option<i64>,
@@ -276,43 +322,6 @@ pub struct SavedFilter {
     pub query: String,
     pub operator: String,
     pub created_ms: i64,
-}
-
-/// Generates a state enum kept in the store as its lower-case name.
-macro_rules! text_enum {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-        #[serde(rename_all = "kebab-case")]
-        pub enum $name {
-            $($(#[$vdoc])* $variant),+
-        }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The name the store and the API use.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text),+
-                }
-            }
-
-            /// From the store's text; None for a name this hub does not know.
-            pub fn parse(s: &str) -> Option<Self> {
-                match s {
-                    $($text => Some($name::$variant),)+
-                    _ => None,
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
 }
 
 text_enum! {

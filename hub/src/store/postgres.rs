@@ -14,8 +14,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use super::{
-    db_seq, from_db_seq, Activation, ContentInfo, Device, DeviceKey, Point, Result, SeenTimes, Store, StoreError,
-    Value, SEEN_EVERY_MS,
+    db_seq, from_db_seq, unknown_state, Activation, ContentInfo, Device, DeviceKey, DeviceStatus, Point, Result,
+    SeenTimes, Store, StoreError, Value, SEEN_EVERY_MS,
 };
 use crate::notify::Notifier;
 
@@ -180,17 +180,18 @@ async fn listen(cfg: tokio_postgres::Config, notifier: Arc<Notifier>) {
     }
 }
 
-fn device_row(r: &Row) -> Device {
-    Device {
+fn device_row(r: &Row) -> Result<Device> {
+    let status: &str = r.get(4);
+    Ok(Device {
         id: r.get(0),
         vendor: r.get(1),
         model: r.get(2),
         sn: r.get(3),
-        status: r.get(4),
+        status: DeviceStatus::parse(status).ok_or_else(|| unknown_state("device", status))?,
         token_hint: r.get(5),
         created_ms: r.get(6),
         last_seen_ms: r.get(7),
-    }
+    })
 }
 
 const DEVICE_COLS: &str = "id, vendor, model, sn, status, token_hint, created_ms, last_seen_ms";
@@ -314,7 +315,7 @@ impl PgStore {
             .map_err(db)?;
         let out = match rows.as_slice() {
             [] => Activation::Unknown,
-            [r] if r.get::<_, String>(1) == "enabled" => {
+            [r] if r.get::<_, &str>(1) == DeviceStatus::Enabled.as_str() => {
                 let id: i64 = r.get(0);
                 tx.execute(
                     "UPDATE devices SET status = 'activated', token_hash = $2, token_hint = $3 WHERE id = $1",
@@ -346,7 +347,7 @@ impl Store for PgStore {
             .await
             .map_err(db)?;
         row.map(|r| device_row(&r))
-            .ok_or_else(|| StoreError::Exists(format!("device {}/{}/{}", key.vendor, key.model, key.sn)))
+            .ok_or_else(|| StoreError::Exists(format!("device {}/{}/{}", key.vendor, key.model, key.sn)))?
     }
 
     async fn enable_device(&self, id: i64) -> Result<bool> {
@@ -365,13 +366,13 @@ impl Store for PgStore {
     async fn devices(&self) -> Result<Vec<Device>> {
         let c = self.client().await?;
         let rows = c.query(&format!("SELECT {DEVICE_COLS} FROM devices ORDER BY id"), &[]).await.map_err(db)?;
-        Ok(rows.iter().map(device_row).collect())
+        rows.iter().map(device_row).collect()
     }
 
     async fn device(&self, id: i64) -> Result<Option<Device>> {
         let c = self.client().await?;
         let row = c.query_opt(&format!("SELECT {DEVICE_COLS} FROM devices WHERE id = $1"), &[&id]).await.map_err(db)?;
-        Ok(row.map(|r| device_row(&r)))
+        row.map(|r| device_row(&r)).transpose()
     }
 
     async fn serial_known(&self, sn: &str) -> Result<bool> {

@@ -13,8 +13,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::{
-    db_seq, from_db_seq, Activation, ContentInfo, Device, DeviceKey, Point, Result, SeenTimes, Store, StoreError,
-    Value, SEEN_EVERY_MS,
+    db_seq, from_db_seq, Activation, ContentInfo, Device, DeviceKey, DeviceStatus, Point, Result, SeenTimes, Store,
+    StoreError, Value, SEEN_EVERY_MS,
 };
 use crate::notify::Notifier;
 
@@ -278,7 +278,16 @@ fn device_row(r: &rusqlite::Row) -> rusqlite::Result<Device> {
         vendor: r.get(1)?,
         model: r.get(2)?,
         sn: r.get(3)?,
-        status: r.get(4)?,
+        status: {
+            let s: String = r.get(4)?;
+            DeviceStatus::parse(&s).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    4,
+                    rusqlite::types::Type::Text,
+                    format!("unknown device status {s:?}").into(),
+                )
+            })?
+        },
         token_hint: r.get(5)?,
         created_ms: r.get(6)?,
         last_seen_ms: r.get(7)?,
@@ -355,7 +364,7 @@ fn seen(c: &Connection, dev: i64, now_ms: i64) -> rusqlite::Result<()> {
 fn activate_row(c: &Connection, row: Option<(i64, String)>, hash: &[u8; 32], hint: &str) -> Result<Activation> {
     match row {
         None => Ok(Activation::Unknown),
-        Some((_, status)) if status != "enabled" => Ok(Activation::Conflict),
+        Some((_, status)) if status != DeviceStatus::Enabled.as_str() => Ok(Activation::Conflict),
         Some((id, _)) => {
             c.execute(
                 "UPDATE devices SET status = 'activated', token_hash = ?2, token_hint = ?3 WHERE id = ?1",

@@ -371,7 +371,11 @@ pub async fn group(hub: &Hub, vendor: &str, model: &str, query: &str) -> Result<
         .fleet()
         .await?
         .into_iter()
-        .filter(|r| r.device.vendor == vendor && r.device.model == model && r.device.status == "activated")
+        .filter(|r| {
+            r.device.vendor == vendor
+                && r.device.model == model
+                && r.device.status == crate::store::DeviceStatus::Activated
+        })
         .filter(|r| query.trim().is_empty() || matches(cells(r, now).search_text(), query))
         .map(|r| r.device)
         .collect())

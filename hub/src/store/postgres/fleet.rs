@@ -161,19 +161,18 @@ impl FleetStore for PgStore {
             )
             .await
             .map_err(db)?;
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|r| {
                 let tags: Option<String> = r.get(11);
-                FleetRow {
-                    device: device_row(r),
+                Ok(FleetRow {
+                    device: device_row(r)?,
                     engine_report: r.get(8),
                     report_ms: r.get(9),
                     device_info: r.get(10),
                     tags: tags.map(|t| t.split(' ').map(String::from).collect()).unwrap_or_default(),
-                }
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn set_tags(&self, ids: &[i64], add: &[String], remove: &[String]) -> Result<()> {
