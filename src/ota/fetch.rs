@@ -135,22 +135,54 @@ pub struct Plan {
     pub os: Option<(String, RebootAt)>,
 }
 
+/// Why an `engine_fetch` command is refused (nothing of it is carried out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandError {
+    /// Not the command's JSON (serde's words).
+    NotACommand(String),
+    /// A package name or version that is not one (the name rules' words).
+    Package(String),
+    /// A removal that names a version or not an app.
+    Remove(String),
+    /// An OS bundle name that is not `NAME.raucb` of the hub's content.
+    OsBundle(String),
+    /// A reboot time that is not `now`, `manual` or `HH:MM-HH:MM`.
+    Reboot(String),
+    Empty,
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotACommand(e) => write!(f, "engine_fetch is not a command: {e}"),
+            Self::Package(e) | Self::Reboot(e) => write!(f, "engine_fetch: {e}"),
+            Self::Remove(name) => write!(f, "engine_fetch: remove {name:?}: name an installed app, without a version"),
+            Self::OsBundle(name) => {
+                write!(f, "engine_fetch: os {name:?}: name a RAUC bundle (NAME.raucb) of the hub's content")
+            }
+            Self::Empty => f.write_str("engine_fetch names nothing to install or remove"),
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}
+
 /// What the command asks for, or why it is not one.
-pub fn parse(text: &str) -> Result<Plan, String> {
-    let c: FetchCommand = serde_json::from_str(text).map_err(|e| format!("engine_fetch is not a command: {e}"))?;
+pub fn parse(text: &str) -> Result<Plan, CommandError> {
+    let c: FetchCommand = serde_json::from_str(text).map_err(|e| CommandError::NotACommand(e.to_string()))?;
     let mut install = Vec::new();
     for i in c.install {
         let file = match i.version {
             Some(v) => format!("{}.v{v}.tar.gz", i.name),
             None => i.name,
         };
-        PackageName::parse(&file).map_err(|e| format!("engine_fetch: {e}"))?;
+        PackageName::parse(&file).map_err(|e| CommandError::Package(e.to_string()))?;
         install.push(file);
     }
     let mut remove = Vec::new();
     for r in c.remove {
         if r.name.is_empty() || r.name.contains('/') || r.version.is_some() {
-            return Err(format!("engine_fetch: remove {:?}: name an installed app, without a version", r.name));
+            return Err(CommandError::Remove(r.name));
         }
         remove.push(r.name);
     }
@@ -162,17 +194,14 @@ pub fn parse(text: &str) -> Result<Plan, String> {
                 && o.name.len() <= 255
                 && o.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+~".contains(&b));
             if !ok {
-                return Err(format!(
-                    "engine_fetch: os {:?}: name a RAUC bundle (NAME.raucb) of the hub's content",
-                    o.name
-                ));
+                return Err(CommandError::OsBundle(o.name));
             }
-            let at = RebootAt::parse(o.reboot.as_deref().unwrap_or("now")).map_err(|e| format!("engine_fetch: {e}"))?;
+            let at = RebootAt::parse(o.reboot.as_deref().unwrap_or("now")).map_err(CommandError::Reboot)?;
             Some((o.name, at))
         }
     };
     if install.is_empty() && remove.is_empty() && os.is_none() {
-        return Err("engine_fetch names nothing to install or remove".into());
+        return Err(CommandError::Empty);
     }
     Ok(Plan { install, remove, os })
 }
@@ -276,7 +305,7 @@ impl Fetcher {
         let mut reboot = None;
         match parse(text) {
             Err(e) => {
-                self.status(&e);
+                self.status(&e.to_string());
             }
             Ok(Plan { install, remove, os }) => {
                 for file in &install {
@@ -547,8 +576,6 @@ impl Fetcher {
     }
 }
 
-// statvfs fields are 32-bit on armv7: the casts are not no-ops there.
-#[allow(clippy::unnecessary_cast)]
 /// A failure of the hub's, about `what` (the file itself when None).
 fn hub(what: Option<String>) -> impl FnOnce(CloudError) -> DownloadError {
     move |error| DownloadError::Hub { what, error }
@@ -567,21 +594,24 @@ mod tests {
         let p = parse(r#"{"os":{"name":"gw-os.v2.raucb","reboot":"02:00-04:00"}}"#).unwrap();
         assert_eq!(p.os, Some(("gw-os.v2.raucb".into(), RebootAt::Window { start: 120, end: 240 })));
         assert_eq!(parse(r#"{"os":{"name":"gw-os.v2.raucb"}}"#).unwrap().os.unwrap().1, RebootAt::Now);
-        for bad in [
-            "",
-            "install sensor",
-            r#"{"install":[{"name":"../x.v1.tar.gz"}]}"#,
-            r#"{"install":[{"name":"sensor.tar.gz"}]}"#,
-            r#"{"install":[]}"#,
-            r#"{"upgrade":[{"name":"a.v1.tar.gz"}]}"#,
-            r#"{"remove":[{"name":"a/b"}]}"#,
-            r#"{"os":{"name":"../x.raucb"}}"#,
-            r#"{"os":{"name":"x.tar.gz"}}"#,
-            r#"{"os":{"name":"x.raucb","reboot":"later"}}"#,
-            r#"{"os":{"name":"x.raucb","slot":"B"}}"#,
+        use CommandError as E;
+        let kind = |e: &CommandError| std::mem::discriminant(e);
+        for (bad, want) in [
+            ("", E::NotACommand(String::new())),
+            ("install sensor", E::NotACommand(String::new())),
+            (r#"{"install":[{"name":"../x.v1.tar.gz"}]}"#, E::Package(String::new())),
+            (r#"{"install":[{"name":"sensor.tar.gz"}]}"#, E::Package(String::new())),
+            (r#"{"install":[]}"#, E::Empty),
+            (r#"{"upgrade":[{"name":"a.v1.tar.gz"}]}"#, E::NotACommand(String::new())),
+            (r#"{"remove":[{"name":"a/b"}]}"#, E::Remove(String::new())),
+            (r#"{"os":{"name":"../x.raucb"}}"#, E::OsBundle(String::new())),
+            (r#"{"os":{"name":"x.tar.gz"}}"#, E::OsBundle(String::new())),
+            (r#"{"os":{"name":"x.raucb","reboot":"later"}}"#, E::Reboot(String::new())),
+            (r#"{"os":{"name":"x.raucb","slot":"B"}}"#, E::NotACommand(String::new())),
         ] {
             let e = parse(bad).unwrap_err();
-            assert!(e.starts_with("engine_fetch"), "{bad}: {e}");
+            assert_eq!(kind(&e), kind(&want), "{bad}: {e:?}");
+            assert!(e.to_string().starts_with("engine_fetch"), "{bad}: {e}");
         }
     }
 }
