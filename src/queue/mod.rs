@@ -153,6 +153,7 @@ const RING: usize = 64;
 
 /// The ring slot of group commit `gen`.
 #[allow(clippy::cast_possible_truncation, reason = "a remainder of RING (64) fits any usize")]
+#[inline]
 fn ring_slot(gen: u64) -> usize {
     (gen % RING as u64) as usize
 }
