@@ -8,7 +8,7 @@
 #   batch            the forwarder batch decoder (the hub's /gwe/v1/batch)
 #
 #   scripts/fuzz.sh [--seconds N] [--runs N] [TARGET...]
-# --seconds: each target runs that long (default 10; CI runs 6);
+# --seconds: each target runs that long (default 10; CI runs 4);
 # --runs: each target runs that many inputs instead (by hand: --runs 10000000).
 # Prints each target's executions and exits non-zero on any crash.
 set -euo pipefail
