@@ -409,9 +409,7 @@ impl Rauc {
             })?
             .to_string();
         let u = self.set(u, Phase::Rebooting, None)?;
-        if let Err(e) = self.refresh_slots() {
-            log::warn!("os update: reading the slots after the install: {e}");
-        }
+        self.refresh_slots_or_log();
         Ok(u)
     }
 
