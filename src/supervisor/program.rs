@@ -386,7 +386,7 @@ fn parse_num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
 }
 
 /// `1024`, `200KB`, `50MB`, `1GB` (supervisord's units, powers of 1024).
-pub fn parse_size(v: &str) -> Result<u64, String> {
+fn parse_size(v: &str) -> Result<u64, String> {
     let up = v.trim().to_ascii_uppercase();
     let (num, mult) = if let Some(n) = up.strip_suffix("KB") {
         (n, 1u64 << 10)
