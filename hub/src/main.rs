@@ -246,6 +246,8 @@ async fn run(a: Args) -> Result<(), String> {
             let hash = gwe_hub::service::auth::hash_password(password)?;
             let db = store::open(&a.db, notifier).await?;
             db.put_operator(name, &hash, *verb == "passwd", now_ms()).await.map_err(|e| e.to_string())?;
+            let e = gwe_hub::service::audit::entry("cli", &format!("operator.{verb}"), name, "", "");
+            db.audit_add(&e).await.map_err(|e| e.to_string())?;
             eprintln!("operator {name}: password set");
             return Ok(());
         }

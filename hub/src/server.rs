@@ -159,6 +159,7 @@ where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |mut rq: hyper::Request<hyper::body::Incoming>| {
+        rq.extensions_mut().insert(axum::extract::ConnectInfo(addr));
         if let Some(p) = &peer {
             rq.extensions_mut().insert(p.clone());
         }

@@ -288,6 +288,38 @@ async fn rows_on_screen(b: &Browser) -> Vec<String> {
     sns
 }
 
+/// The rows of a table (`css` selects them) a person sees: each at its own height, the
+/// element at its centre inside it, its text visible. Returns their texts, top to bottom.
+async fn table_rows_on_screen(b: &Browser, css: &str) -> Vec<String> {
+    let v = b
+        .execute(
+            "const out = [];
+             for (const r of document.querySelectorAll(arguments[0])) {
+                 const rr = r.getBoundingClientRect();
+                 if (rr.bottom <= 0 || rr.top >= innerHeight) continue;
+                 const x = rr.left + Math.min(rr.width / 2, 40), y = rr.top + rr.height / 2;
+                 const inView = y > 0 && y < innerHeight;
+                 const hit = inView ? document.elementFromPoint(x, y) : null;
+                 out.push({top: Math.round(rr.top), height: Math.round(rr.height), text: r.innerText, inView,
+                           hit: !!hit && hit.closest('tr') === r, shown: getComputedStyle(r).visibility === 'visible'});
+             }
+             return out;",
+            vec![serde_json::json!(css)],
+        )
+        .await
+        .unwrap();
+    let rows = v.as_array().unwrap();
+    let mut tops = std::collections::HashSet::new();
+    for r in rows {
+        assert!(r["height"].as_i64().unwrap() >= 16, "a row {} px tall: {r}", r["height"]);
+        assert!(tops.insert(r["top"].as_i64().unwrap()), "two rows at one height: {rows:?}");
+        if r["inView"] == true {
+            assert_eq!((r["hit"].as_bool(), r["shown"].as_bool()), (Some(true), Some(true)), "hidden row: {r}");
+        }
+    }
+    rows.iter().map(|r| r["text"].as_str().unwrap().replace('\t', " ")).collect()
+}
+
 /// The text a person reads in `css` now. The pages redraw themselves every few seconds,
 /// so an element found may be replaced before its text is read: that is read again.
 async fn text_of(b: &Browser, css: &str) -> String {
@@ -828,6 +860,17 @@ fn a_rollout_pauses_on_failures_and_is_aborted() {
         b.find(Locator::Css("#nav-rollouts")).await.unwrap().click().await.unwrap();
         wait_text(&b, "#rollouts", "aborted", 10, false).await;
         seen(&b, &driver, "rollouts", true).await;
+        // The audit log shows who did it: the abort on top, each entry on its own line.
+        b.find(Locator::Css("#nav-audit")).await.unwrap().click().await.unwrap();
+        wait_text(&b, "#audit", "rollout.abort", 10, false).await;
+        let lines = table_rows_on_screen(&b, "#audit tbody tr").await;
+        assert!(lines.len() >= 3, "{lines:?}");
+        assert!(lines[0].contains("operator:ops") && lines[0].contains("rollout.abort"), "{lines:?}");
+        assert!(lines.iter().any(|l| l.contains("rollout.create")), "{lines:?}");
+        assert!(lines.iter().any(|l| l.contains("signin") && l.contains("127.0.0.1")), "{lines:?}");
+        let csv = b.find(Locator::Css("#audit-csv")).await.unwrap().attr("href").await.unwrap().unwrap();
+        assert_eq!(csv, "/ui/api/audit?format=csv&limit=100000");
+        seen(&b, &driver, "audit", true).await;
         b.close().await.unwrap();
     });
 }

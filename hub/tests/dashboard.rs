@@ -173,6 +173,111 @@ fn sign_in_and_sessions(b: Backend) {
 }
 backends!(sign_in, sign_in_and_sessions);
 
+/// Who changed what: every change through the dashboard, the operator API, the edge's `cmd`
+/// service and the command line is in the audit log with who, what, to which gateways and
+/// from where; the log pages back, exports as CSV, and nothing in the API writes it. Failed
+/// sign-ins lock an account after 5 and an address after 20, and the form says so.
+fn audit_log_and_sign_in_throttling(b: Backend) {
+    let (_dir, db, hub, c, br) = signed_in(b);
+    assert_eq!(br.act("/ui/api/devices", &json!({"vendor": "acme", "model": "gw1", "sn": "SN-A"})).status, 201);
+    let id = c.whitelist("acme", "gw1", "SN-B");
+    let r = br.act(&format!("/ui/api/devices/{id}/command"), &json!({"kind": "remove", "app": "meter"}));
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(br.act("/ui/api/filters", &json!({"name": "eu", "query": "tag:eu"})).status, 201);
+    let r = br.act("/ui/api/bulk", &json!({"ids": [id], "action": {"kind": "tag", "add": ["eu"]}}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = c.op_send("POST", "/edge/cmd/SN-B", "application/json", br#"{"id":"c1","config":{"rate":5}}"#);
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(operator(&db, "add", "ann", PASSWORD).0);
+
+    let log = br.json("/ui/api/audit");
+    let seen: Vec<(&str, &str, &str, &str)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap(),
+                e["action"].as_str().unwrap(),
+                e["targets"].as_str().unwrap(),
+                e["addr"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let local = "127.0.0.1";
+    assert_eq!(
+        seen,
+        [
+            ("cli", "operator.add", "ann", ""),
+            ("token", "edge.command", "SN-B", local),
+            ("operator:ops", "bulk", "SN-B", local),
+            ("operator:ops", "filter.save", "eu", local),
+            ("operator:ops", "device.command", "SN-B", local),
+            ("token", "device.add", "SN-B", local),
+            ("operator:ops", "device.add", "SN-A", local),
+            ("operator:ops", "signin", "", local),
+            ("cli", "operator.add", "ops", ""),
+        ],
+        "newest first: {log:#}"
+    );
+    assert_eq!(log[4]["detail"], "remove meter");
+    assert_eq!(log[1]["detail"], "command c1");
+    let ids: Vec<i64> = log.as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
+    let now = common::now_ms();
+    assert!(log.as_array().unwrap().iter().all(|e| (now - e["at_ms"].as_i64().unwrap()).abs() < 60_000));
+    // Paging back, and the operator API's copy.
+    assert_eq!(br.json(&format!("/ui/api/audit?before={}&limit=2", ids[1])), json!([log[2], log[3]]));
+    let api = c.op_get("/api/v1/audit");
+    assert_eq!(serde_json::from_slice::<Value>(&api.body).unwrap(), log);
+    // Exported as CSV: a header and a line an entry, fields quoted where they must be.
+    let csv = br.get("/ui/api/audit?format=csv");
+    assert_eq!(csv.headers["content-type"], "text/csv; charset=utf-8");
+    let text = csv.text();
+    assert_eq!(text.lines().count(), 1 + seen.len(), "{text}");
+    assert!(text.starts_with("id,at_ms,actor,action,targets,detail,addr\r\n"), "{text}");
+    assert!(text.contains(",operator:ops,device.command,SN-B,remove meter,127.0.0.1\r\n"), "{text}");
+    assert!(
+        text.contains(",operator:ops,bulk,SN-B,\"tags +[\"\"eu\"\"] -[] (1 gateways, 0 refused)\",127.0.0.1\r\n"),
+        "{text}"
+    );
+    assert_eq!(br.get("/ui/api/audit?format=xml").status, 400);
+    // Nobody writes the log through the API: no method but GET, not even the operator.
+    let body = r#"{"actor":"nobody","action":"forged"}"#;
+    for path in ["/ui/api/audit", "/api/v1/audit"] {
+        assert_eq!(br.act(path, &serde_json::from_str(body).unwrap()).status, 405, "POST {path}");
+        assert_eq!(c.op_send("POST", path, "application/json", body.as_bytes()).status, 405, "POST {path}");
+        assert_eq!(c.op_send("PUT", path, "application/json", body.as_bytes()).status, 405, "PUT {path}");
+    }
+    assert_eq!(br.json("/ui/api/audit"), log, "the log changed");
+    assert_eq!(Browser::new(&hub).get("/ui/api/audit").status, 401, "signed out");
+
+    // Five wrong passwords lock the account: then even the right one is refused, and said so.
+    let mut other = Browser::new(&hub);
+    for _ in 0..5 {
+        assert_eq!(other.sign_in("ann", "not the password").status, 401);
+    }
+    let r = other.sign_in("ann", PASSWORD);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.text().contains("This account is locked: 5 failed sign-ins"), "{}", r.text());
+    // Another account from the same address still signs in; twenty failures lock the address.
+    assert_eq!(other.sign_in("ops", PASSWORD).status, 303);
+    for i in 0..15 {
+        assert_eq!(other.sign_in(&format!("guess{i}"), "not the password").status, 401);
+    }
+    let r = other.sign_in("ops", PASSWORD);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.text().contains("Sign-ins from your address are locked: 20 failed"), "{}", r.text());
+    let log = br.json("/ui/api/audit?limit=100");
+    let count = |a: &str| log.as_array().unwrap().iter().filter(|e| e["action"] == a).count();
+    assert_eq!((count("signin.failed"), count("signin.locked"), count("signin")), (20, 2, 2), "{log:#}");
+    assert_eq!(log[0]["actor"], "operator:ops");
+    assert_eq!(log[0]["action"], "signin.locked");
+    // The session made before the lock still works: a lock stops sign-ins, not operators.
+    assert_eq!(br.get("/ui/api/fleet").status, 200);
+}
+backends!(audit, audit_log_and_sign_in_throttling);
+
 fn fleet_and_commands(b: Backend) {
     let (_dir, _db, _hub, c, br) = signed_in(b);
 

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use gwe_hub::notify::Notifier;
 use gwe_hub::store::{
-    self, Activation, ContentInfo, DeviceKey, EdgeControl, Point, Rollout, RolloutState, SavedFilter, ServiceRow,
-    Store, StoreError, TargetState,
+    self, Activation, AuditEntry, ContentInfo, DeviceKey, EdgeControl, Point, Rollout, RolloutState, SavedFilter,
+    ServiceRow, Store, StoreError, TargetState,
 };
 use gwe_wire::edge::EdgePoint;
 
@@ -228,6 +228,38 @@ async fn fleet(s: &dyn Store) {
     assert!(!s.drop_saved_filter("all").await.unwrap());
 }
 
+/// The audit log: appended, read newest first in pages, failed sign-ins counted by account
+/// and by address within a window.
+async fn audit(s: &dyn Store) {
+    let entry = |at_ms: i64, actor: &str, action: &str, addr: &str| AuditEntry {
+        id: 999,
+        at_ms,
+        actor: actor.into(),
+        action: action.into(),
+        targets: "SN-1 SN-2".into(),
+        detail: "d, \"quoted\"".into(),
+        addr: addr.into(),
+    };
+    assert_eq!(s.audit(i64::MAX, 10).await.unwrap(), vec![]);
+    s.audit_add(&entry(1_000, "operator:ann", "signin.failed", "10.0.0.1")).await.unwrap();
+    s.audit_add(&entry(2_000, "operator:ann", "signin.failed", "10.0.0.2")).await.unwrap();
+    s.audit_add(&entry(3_000, "operator:bob", "signin.failed", "10.0.0.1")).await.unwrap();
+    s.audit_add(&entry(4_000, "operator:ann", "signin", "10.0.0.1")).await.unwrap();
+    s.audit_add(&entry(5_000, "token", "device.add", "10.0.0.1")).await.unwrap();
+    let all = s.audit(i64::MAX, 10).await.unwrap();
+    assert_eq!(all.len(), 5);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first, ids rising: {all:?}");
+    assert_eq!((all[0].at_ms, all[0].actor.as_str(), all[0].action.as_str()), (5_000, "token", "device.add"));
+    assert_eq!(all[0], AuditEntry { id: all[0].id, ..entry(5_000, "token", "device.add", "10.0.0.1") }, "kept whole");
+    assert_eq!(s.audit(all[1].id, 2).await.unwrap(), all[2..4], "a page before an id");
+    assert_eq!(s.audit(all[4].id, 10).await.unwrap(), vec![], "nothing before the first");
+    // Failed sign-ins (not successful ones, not other actions) as an account and from an address.
+    assert_eq!(s.failed_signins("operator:ann", "10.0.0.1", 0).await.unwrap(), (2, 2));
+    assert_eq!(s.failed_signins("operator:ann", "10.0.0.1", 1_500).await.unwrap(), (1, 1), "within the window");
+    assert_eq!(s.failed_signins("operator:bob", "10.0.0.9", 0).await.unwrap(), (1, 0));
+    assert_eq!(s.failed_signins("operator:eve", "", 0).await.unwrap(), (0, 0));
+}
+
 /// Rollouts: creation, listing, state moves that only succeed from the state read.
 async fn rollouts(s: &dyn Store) {
     let a = s.add_device(&key("R-1"), 1_000).await.unwrap().id;
@@ -345,6 +377,7 @@ async fn suite(url: String) {
     data(s.as_ref()).await;
     content(s.as_ref()).await;
     fleet(s.as_ref()).await;
+    audit(s.as_ref()).await;
     rollouts(s.as_ref()).await;
     edge(s.as_ref()).await;
 }

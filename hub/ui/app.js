@@ -1,4 +1,4 @@
-// The hub's dashboard: the fleet page, a gateway's page and the rollouts, drawn from
+// The hub's dashboard: the fleet page, a gateway's page, the rollouts and the audit log, drawn from
 // /ui/api/*. No framework. The fleet table draws only the rows in view, so 10,000 gateways
 // cost what 40 do; charts are SVG. The Content-Security-Policy forbids inline styles, so
 // every position and size is set through the CSSOM (`e.style.top = ...`), never as a
@@ -981,6 +981,39 @@ async function rolloutPage(id) {
   every(REFRESH_MS, alive, async () => { if (state !== "running" && state !== "scheduled") await load(); });
 }
 
+// ---------------------------------------------------------------- audit log
+
+/** Who changed what, newest first, 200 entries a page; CSV export of up to 100,000. */
+async function auditPage() {
+  const PAGE = 200;
+  const body = el("tbody", {});
+  const more = el("button", { type: "button", id: "audit-more" }, "Older entries");
+  const row = e => el("tr", { "data-id": e.id },
+    el("td", {}, el("time", { title: when(e.at_ms) }, when(e.at_ms))), el("td", {}, e.actor),
+    el("td", {}, el("b", { class: "action" }, e.action)), el("td", { class: "targets" }, e.targets),
+    el("td", {}, e.detail), el("td", {}, e.addr));
+  let last = null;
+  async function load() {
+    const q = last === null ? "" : "&before=" + last;
+    const list = await api("GET", "/ui/api/audit?limit=" + PAGE + q);
+    body.append(...list.map(row));
+    if (list.length) last = list[list.length - 1].id;
+    more.hidden = list.length < PAGE;
+    empty.hidden = body.children.length > 0;
+  }
+  more.addEventListener("click", load);
+  const empty = el("p", { class: "empty muted", id: "audit-empty" }, "Nothing has been changed yet.");
+  main.replaceChildren(
+    el("h1", {}, "Audit log"),
+    el("p", { class: "muted" }, "Every change, sign-in and failed sign-in, newest first. Nobody can edit it. ",
+      el("a", { href: "/ui/api/audit?format=csv&limit=100000", id: "audit-csv", download: "gwe-audit.csv" }, "Export as CSV")),
+    el("table", { id: "audit" },
+      el("thead", {}, el("tr", {}, ["When", "Who", "What", "To", "Detail", "From"].map(h => el("th", { scope: "col" }, h)))),
+      body),
+    empty, el("p", {}, more));
+  await load();
+}
+
 // ---------------------------------------------------------------- routing
 
 (async () => {
@@ -993,6 +1026,7 @@ async function rolloutPage(id) {
     if ((m = p.match(/^\/ui\/devices\/(\d+)$/))) await devicePage(m[1]);
     else if ((m = p.match(/^\/ui\/rollouts\/(\d+)$/))) await rolloutPage(m[1]);
     else if (p === "/ui/rollouts") await rolloutsPage();
+    else if (p === "/ui/audit") await auditPage();
     else await fleetPage();
   } catch (e) {
     main.replaceChildren(el("p", { class: "notice error" }, e.message));

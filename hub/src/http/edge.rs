@@ -24,10 +24,11 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::Sha256;
 
-use crate::http::json_body;
 use crate::http::operator::check_operator;
 use crate::http::registry::{cert_system, checked_name};
+use crate::http::{json_body, ClientAddr};
 use crate::server::{Peer, PeerKind};
+use crate::service::audit;
 use crate::{err, now_ms, ApiError, Hub};
 
 /// How this hub shows itself in the service registry, and the shared token secret.
@@ -245,6 +246,7 @@ async fn cmd_issue(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     peer: Option<Extension<Peer>>,
+    ClientAddr(addr): ClientAddr,
     Path(system): Path<String>,
     body: Bytes,
 ) -> ApiResult {
@@ -254,6 +256,13 @@ async fn cmd_issue(
         return Err(err(StatusCode::PAYLOAD_TOO_LARGE, "command is over 68 KiB"));
     }
     let id = issue_command(&hub, &system, &body).await?;
+    // Who: a system by its certificate, the operator token, or anyone (insecure mode).
+    let actor = match cert_system(&hub, peer.as_deref()) {
+        Some(s) => format!("system:{s}"),
+        None if check_operator(&hub, &headers).is_ok() => "token".into(),
+        None => "anyone".into(),
+    };
+    audit::record(&hub, &actor, "edge.command", &system, &format!("command {id}"), &addr).await;
     Ok((StatusCode::CREATED, Json(json!({"system": system, "id": id}))).into_response())
 }
 

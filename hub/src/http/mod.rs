@@ -10,11 +10,29 @@ pub mod edge;
 pub mod operator;
 pub mod registry;
 
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::store;
+
+/// The client's address as the hub's socket saw it (`server::serve` puts it in each request);
+/// empty for a request that did not come through a socket.
+pub struct ClientAddr(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default(),
+        ))
+    }
+}
 
 /// An error answer: status and a message naming the problem.
 #[derive(Debug)]

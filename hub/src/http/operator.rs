@@ -1,6 +1,7 @@
 //! The operator API (JSON, `Authorization: Bearer <operator token>`): whitelist and
 //! re-enable devices, read dataport values and history, write a dataport (a command such
-//! as `engine_fetch`), upload content (OTA packages).
+//! as `engine_fetch`), upload content (OTA packages); read the audit log (`/api/v1/audit`,
+//! JSON or `?format=csv`). Every change is recorded in the audit log as made by `token`.
 
 use std::sync::Arc;
 
@@ -13,7 +14,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::http::json_body;
+use crate::http::{json_body, ClientAddr};
+use crate::service::audit;
 use crate::service::auth::same;
 use crate::store::{ContentInfo, DeviceKey};
 use crate::{err, now_ms, ApiError, Hub};
@@ -28,7 +30,11 @@ pub fn routes() -> Router<Arc<Hub>> {
         .route("/api/v1/devices/{id}/dataports/{alias}/history", get(history))
         .route("/api/v1/content/{vendor}/{model}", get(list_content))
         .route("/api/v1/content/{vendor}/{model}/{id}", put(put_content))
+        .route("/api/v1/audit", get(audit_log))
 }
+
+/// Who the operator API's changes are recorded as: the one shared operator token.
+const ACTOR: &str = "token";
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -52,7 +58,12 @@ async fn devices(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> ApiResult {
     Ok(Json(hub.store.devices().await?).into_response())
 }
 
-async fn add_device(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> ApiResult {
+async fn add_device(
+    State(hub): State<Arc<Hub>>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
     check_operator(&hub, &headers)?;
     let key: DeviceKey = json_body(&body)?;
     for (name, v) in [("vendor", &key.vendor), ("model", &key.model), ("sn", &key.sn)] {
@@ -61,7 +72,7 @@ async fn add_device(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes
         }
     }
     let d = hub.store.add_device(&key, now_ms()).await?;
-    log::info!("device {} ({}/{}/{}) whitelisted", d.id, d.vendor, d.model, d.sn);
+    audit::record(&hub, ACTOR, "device.add", &d.sn, &format!("{}/{}/{}", d.vendor, d.model, d.sn), &addr).await;
     Ok((StatusCode::CREATED, Json(d)).into_response())
 }
 
@@ -71,17 +82,25 @@ async fn device(State(hub): State<Arc<Hub>>, Path(id): Path<i64>, headers: Heade
     Ok(Json(d).into_response())
 }
 
-async fn enable(State(hub): State<Arc<Hub>>, Path(id): Path<i64>, headers: HeaderMap) -> ApiResult {
+async fn enable(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<i64>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+) -> ApiResult {
     check_operator(&hub, &headers)?;
+    let d = hub.store.device(id).await?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no device {id}")))?;
     if !hub.store.enable_device(id).await? {
         return Err(err(StatusCode::NOT_FOUND, format!("no device {id}")));
     }
     hub.forget_tokens(id);
+    audit::record(&hub, ACTOR, "device.enable", &d.sn, "its token revoked; it may activate again", &addr).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn known(hub: &Hub, id: i64) -> Result<(), ApiError> {
-    hub.store.device(id).await?.map(drop).ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no device {id}")))
+/// The device's serial number, or 404.
+async fn known(hub: &Hub, id: i64) -> Result<String, ApiError> {
+    hub.store.device(id).await?.map(|d| d.sn).ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no device {id}")))
 }
 
 async fn dataports(State(hub): State<Arc<Hub>>, Path(id): Path<i64>, headers: HeaderMap) -> ApiResult {
@@ -117,17 +136,20 @@ struct SetValue {
 async fn set_dataport(
     State(hub): State<Arc<Hub>>,
     Path((id, alias)): Path<(i64, String)>,
+    ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
     check_operator(&hub, &headers)?;
-    known(&hub, id).await?;
+    let sn = known(&hub, id).await?;
     if alias.is_empty() || alias.len() > 255 {
         return Err(err(StatusCode::BAD_REQUEST, "alias must be 1 to 255 bytes"));
     }
     let v: SetValue = json_body(&body)?;
     let now = now_ms();
+    let detail = format!("{alias} = {}", v.value);
     hub.store.write(id, &[(alias, v.value)], now / 1000, now).await?;
+    audit::record(&hub, ACTOR, "dataport.write", &sn, &detail, &addr).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -160,6 +182,7 @@ async fn list_content(
 async fn put_content(
     State(hub): State<Arc<Hub>>,
     Path((vendor, model, id)): Path<(String, String, String)>,
+    ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
@@ -181,6 +204,38 @@ async fn put_content(
         meta,
     };
     hub.store.put_content((&vendor, &model), &info, &body).await?;
-    log::info!("content {vendor}/{model}/{id} stored ({} bytes)", body.len());
+    let detail = format!("{} bytes", body.len());
+    audit::record(&hub, ACTOR, "content.put", &format!("{vendor}/{model}/{id}"), &detail, &addr).await;
     Ok((StatusCode::CREATED, Json(json!({"id": id, "size": body.len()}))).into_response())
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    before: Option<i64>,
+    limit: Option<i64>,
+    format: Option<String>,
+}
+
+/// The audit log, newest first: `?before=ID&limit=N` pages back through it (at most
+/// 100,000 entries an answer), `format=csv` exports it. There is no way to write it here.
+async fn audit_log(State(hub): State<Arc<Hub>>, Query(q): Query<AuditQuery>, headers: HeaderMap) -> ApiResult {
+    check_operator(&hub, &headers)?;
+    audit_answer(&hub, q.before, q.limit, q.format.as_deref()).await
+}
+
+/// The audit log's answer, for this API and the dashboard's.
+pub async fn audit_answer(hub: &Hub, before: Option<i64>, limit: Option<i64>, format: Option<&str>) -> ApiResult {
+    let entries = hub.store.audit(before.unwrap_or(i64::MAX), limit.unwrap_or(1000).clamp(1, 100_000)).await?;
+    match format {
+        None | Some("json") => Ok(Json(entries).into_response()),
+        Some("csv") => Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (header::CONTENT_DISPOSITION, "attachment; filename=\"gwe-audit.csv\""),
+            ],
+            audit::csv(&entries),
+        )
+            .into_response()),
+        Some(f) => Err(err(StatusCode::BAD_REQUEST, format!("format={f}: json or csv"))),
+    }
 }

@@ -30,6 +30,28 @@ pub fn check_new_operator(name: &str, password: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Failed sign-ins count for this long (they are read back from the audit log).
+pub const SIGNIN_WINDOW_MS: i64 = 15 * 60 * 1000;
+/// Failed sign-ins within the window that lock an account, and an address.
+pub const MAX_FAILED_PER_ACCOUNT: i64 = 5;
+pub const MAX_FAILED_PER_ADDRESS: i64 = 20;
+
+/// Why a sign-in is refused before its password is checked, given the failed sign-ins
+/// within the window as that account and from that address; None: it may try. A lock
+/// lapses as its failures grow older than the window (the right password does not open
+/// it early, or guessing could go on at the lock's pace).
+pub fn lockout(as_account: i64, from_address: i64) -> Option<String> {
+    if as_account >= MAX_FAILED_PER_ACCOUNT {
+        Some(format!("This account is locked: {as_account} failed sign-ins in the last 15 minutes. Try again later."))
+    } else if from_address >= MAX_FAILED_PER_ADDRESS {
+        Some(format!(
+            "Sign-ins from your address are locked: {from_address} failed in the last 15 minutes. Try again later."
+        ))
+    } else {
+        None
+    }
+}
+
 /// A valid Argon2id hash of a random password nobody knows.
 pub const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$1dI4H0nq6nKpBKl1B8GqiY6QHIkAJt9pFTt8yM6cN1k";
@@ -66,6 +88,13 @@ mod tests {
         assert!(!verify_password("x", "not a hash"));
         assert!(!verify_password("", DUMMY_HASH));
         assert!(PasswordHash::new(DUMMY_HASH).is_ok());
+    }
+
+    #[test]
+    fn too_many_failed_sign_ins_lock_the_account_or_the_address() {
+        assert_eq!(lockout(4, 19), None);
+        assert!(lockout(5, 0).unwrap().contains("account is locked: 5 failed"));
+        assert!(lockout(0, 20).unwrap().contains("your address are locked: 20 failed"));
     }
 
     #[test]

@@ -293,6 +293,26 @@ pub struct Operator {
     pub password_hash: String,
 }
 
+/// One entry of the audit log: who changed what, to which gateways or objects, when and
+/// from where. Entries are only ever added (`FleetStore::audit_add`); no API changes or
+/// removes one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    /// Set by the store, rising; ignored when adding.
+    pub id: i64,
+    pub at_ms: i64,
+    /// `operator:NAME` (the dashboard), `token` (the shared operator API token),
+    /// `system:NAME` (an Arrowhead system's certificate), `cli` (`gwe-hub operator`).
+    pub actor: String,
+    /// What was done, `noun.verb`: `device.command`, `rollout.create`, `signin.failed`...
+    pub action: String,
+    /// The gateways (serials) or the object (rollout, filter, file) it was done to.
+    pub targets: String,
+    pub detail: String,
+    /// The client's address as the hub's socket saw it (empty for the command line).
+    pub addr: String,
+}
+
 /// A signed-in dashboard session (the cookie holds the token; the store its SHA-256).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
@@ -412,6 +432,12 @@ pub trait FleetStore: Send + Sync {
     /// deleted by the next sign-in (`add_session`).
     async fn session(&self, token_hash: &[u8; 32], now_ms: i64) -> Result<Option<Session>>;
     async fn drop_session(&self, token_hash: &[u8; 32]) -> Result<()>;
+    /// Appends an entry to the audit log (`e.id` is ignored).
+    async fn audit_add(&self, e: &AuditEntry) -> Result<()>;
+    /// The audit log, newest first: at most `limit` entries with an id below `before_id`.
+    async fn audit(&self, before_id: i64, limit: i64) -> Result<Vec<AuditEntry>>;
+    /// Failed sign-ins since `since_ms`: as `actor` (`operator:NAME`), and from `addr`.
+    async fn failed_signins(&self, actor: &str, addr: &str, since_ms: i64) -> Result<(i64, i64)>;
     /// Every device with its latest engine_report and device_info and its tags, in id
     /// order: one query for the fleet.
     async fn fleet(&self) -> Result<Vec<FleetRow>>;

@@ -15,6 +15,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{bad, changing, json_body, json_bytes, json_response, signed_in, UiError, UiResult};
+use crate::http::ClientAddr;
+use crate::service::audit;
 use crate::service::fleet::{cells, matches, online, FleetCells, FLEET_COLUMNS, ONLINE_MS};
 use crate::store::{Device, DeviceKey, SavedFilter};
 use crate::{err, now_ms, Hub};
@@ -94,8 +96,8 @@ fn check_name(field: &'static str, what: &str, v: &str) -> Result<(), UiError> {
     Ok(())
 }
 
-async fn whitelist(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> UiResult {
-    let s = changing(&hub, &headers).await?;
+async fn whitelist(State(hub): State<Arc<Hub>>, addr: ClientAddr, headers: HeaderMap, body: Bytes) -> UiResult {
+    let s = changing(&hub, &headers, addr).await?;
     let key: DeviceKey = json_body(&body)?;
     check_name("vendor", "vendor", &key.vendor)?;
     check_name("model", "model", &key.model)?;
@@ -107,17 +109,18 @@ async fn whitelist(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes)
         }
         Err(e) => return Err(e.into()),
     };
-    log::info!("dashboard: {} whitelisted {}/{}/{}", s.operator, key.vendor, key.model, key.sn);
+    s.audit(&hub, "device.add", &key.sn, &format!("{}/{}/{}", key.vendor, key.model, key.sn)).await;
     Ok((StatusCode::CREATED, Json(d)).into_response())
 }
 
-async fn enable(State(hub): State<Arc<Hub>>, Path(id): Path<i64>, headers: HeaderMap) -> UiResult {
-    let s = changing(&hub, &headers).await?;
+async fn enable(State(hub): State<Arc<Hub>>, Path(id): Path<i64>, addr: ClientAddr, headers: HeaderMap) -> UiResult {
+    let s = changing(&hub, &headers, addr).await?;
+    let d = hub.store.device(id).await?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no device {id}")))?;
     if !hub.store.enable_device(id).await? {
         return Err(err(StatusCode::NOT_FOUND, format!("no device {id}")).into());
     }
     hub.forget_tokens(id);
-    log::info!("dashboard: {} re-enabled device {id}", s.operator);
+    s.audit(&hub, "device.enable", &d.sn, "its token revoked; it may activate again").await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -173,12 +176,18 @@ async fn send(hub: &Hub, d: &Device, cmd: &Command, now: i64) -> Result<String, 
     }
 }
 
-async fn command(State(hub): State<Arc<Hub>>, Path(id): Path<i64>, headers: HeaderMap, body: Bytes) -> UiResult {
-    let s = changing(&hub, &headers).await?;
+async fn command(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<i64>,
+    addr: ClientAddr,
+    headers: HeaderMap,
+    body: Bytes,
+) -> UiResult {
+    let s = changing(&hub, &headers, addr).await?;
     let d = hub.store.device(id).await?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no device {id}")))?;
     let cmd: Command = json_body(&body)?;
     let what = send(&hub, &d, &cmd, now_ms()).await?;
-    log::info!("dashboard: {} sent {what} to device {id}", s.operator);
+    s.audit(&hub, "device.command", &d.sn, &what).await;
     Ok((StatusCode::ACCEPTED, Json(json!({"sent": what}))).into_response())
 }
 
@@ -218,8 +227,8 @@ struct Bulk {
 
 /// One action on many gateways: `{"done": n, "refused": [{"id", "sn", "reason"}, ...]}`. A
 /// gateway that refuses (no such package for its model) does not stop the others.
-async fn bulk(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> UiResult {
-    let s = changing(&hub, &headers).await?;
+async fn bulk(State(hub): State<Arc<Hub>>, addr: ClientAddr, headers: HeaderMap, body: Bytes) -> UiResult {
+    let s = changing(&hub, &headers, addr).await?;
     let b: Bulk = json_body(&body)?;
     let ids: BTreeSet<i64> = b.ids.iter().copied().collect();
     if ids.is_empty() {
@@ -259,7 +268,11 @@ async fn bulk(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> U
         BulkAction::Remove { app } => send_each(&hub, &devices, &Command::Remove { app }, now, &mut refused).await?,
     };
     let done = devices.len() - refused.len();
-    log::info!("dashboard: {} sent {what} to {done} gateways ({} refused)", s.operator, refused.len());
+    let refused_sns: BTreeSet<&str> = refused.iter().filter_map(|r| r["sn"].as_str()).collect();
+    let targets = audit::targets(
+        devices.iter().map(|d| d.sn.as_str()).filter(|sn| !refused_sns.contains(sn)).collect::<Vec<_>>().into_iter(),
+    );
+    s.audit(&hub, "bulk", &targets, &format!("{what} ({done} gateways, {} refused)", refused.len())).await;
     refused.truncate(50);
     Ok(Json(json!({"done": done, "refused": refused})).into_response())
 }
@@ -332,8 +345,8 @@ pub fn check_query(field: &'static str, q: &str) -> Result<(), UiError> {
     Ok(())
 }
 
-async fn save_filter(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> UiResult {
-    let s = changing(&hub, &headers).await?;
+async fn save_filter(State(hub): State<Arc<Hub>>, addr: ClientAddr, headers: HeaderMap, body: Bytes) -> UiResult {
+    let s = changing(&hub, &headers, addr).await?;
     let f: NewFilter = json_body(&body)?;
     let name = f.name.trim();
     if name.is_empty() || name.len() > 40 || name.chars().any(char::is_control) || name.contains('/') {
@@ -350,16 +363,21 @@ async fn save_filter(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Byte
         created_ms: now_ms(),
     };
     hub.store.put_saved_filter(&saved).await?;
-    log::info!("dashboard: {} saved the filter {:?}: {:?}", s.operator, saved.name, saved.query);
+    s.audit(&hub, "filter.save", &saved.name, &saved.query).await;
     Ok((StatusCode::CREATED, Json(saved)).into_response())
 }
 
-async fn drop_filter(State(hub): State<Arc<Hub>>, Path(name): Path<String>, headers: HeaderMap) -> UiResult {
-    let s = changing(&hub, &headers).await?;
+async fn drop_filter(
+    State(hub): State<Arc<Hub>>,
+    Path(name): Path<String>,
+    addr: ClientAddr,
+    headers: HeaderMap,
+) -> UiResult {
+    let s = changing(&hub, &headers, addr).await?;
     if !hub.store.drop_saved_filter(&name).await? {
         return Err(err(StatusCode::NOT_FOUND, format!("no saved filter {name:?}")).into());
     }
-    log::info!("dashboard: {} deleted the filter {name:?}", s.operator);
+    s.audit(&hub, "filter.delete", &name, "").await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -5,7 +5,8 @@
 //! `Origin` of this host. Pages are static HTML and JavaScript (`hub/ui/`) that read the
 //! JSON under `/ui/api/`; a device's token is never shown, only its first four characters.
 //!
-//! `mod.rs` holds sign-in, sessions and the pages; `fleet.rs` the fleet, a gateway, tags,
+//! `mod.rs` holds sign-in (throttled: `service::auth::lockout`), sessions, the pages and the
+//! audit log's view; `fleet.rs` the fleet, a gateway, tags,
 //! saved filters and bulk actions; `rollouts.rs` the staged rollouts.
 
 mod fleet;
@@ -21,7 +22,9 @@ use axum::{Form, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::service::auth::{same, verify_password, DUMMY_HASH};
+use crate::http::ClientAddr;
+use crate::service::audit;
+use crate::service::auth::{lockout, same, verify_password, DUMMY_HASH, SIGNIN_WINDOW_MS};
 use crate::store::{Session, StoreError, SESSION_MAX_MS};
 use crate::{err, new_token, now_ms, token_hash, ApiError, Hub};
 
@@ -49,6 +52,8 @@ pub fn routes() -> Router<Arc<Hub>> {
         .route("/ui/static/{file}", get(asset))
         .route("/ui/rollouts", get(page))
         .route("/ui/rollouts/{id}", get(page))
+        .route("/ui/audit", get(page))
+        .route("/ui/api/audit", get(audit_log))
         .merge(fleet::routes())
         .merge(rollouts::routes())
 }
@@ -132,15 +137,28 @@ fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The operator making a change, and from where: what the audit log records.
+pub struct Changer {
+    pub operator: String,
+    addr: String,
+}
+
+impl Changer {
+    /// Records the change in the audit log (`service::audit`).
+    async fn audit(&self, hub: &Hub, action: &str, targets: &str, detail: &str) {
+        audit::record(hub, &format!("operator:{}", self.operator), action, targets, detail, &self.addr).await;
+    }
+}
+
 /// A state-changing request: signed in, same origin, and the session's CSRF token.
-async fn changing(hub: &Hub, headers: &HeaderMap) -> Result<Session, ApiError> {
+async fn changing(hub: &Hub, headers: &HeaderMap, addr: ClientAddr) -> Result<Changer, ApiError> {
     let s = signed_in(hub, headers).await?;
     same_origin(headers)?;
     let got = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("");
     if !same(got.as_bytes(), s.csrf.as_bytes()) {
         return Err(err(StatusCode::FORBIDDEN, "missing or wrong X-CSRF-Token"));
     }
-    Ok(s)
+    Ok(Changer { operator: s.operator, addr: addr.0 })
 }
 
 fn escape(s: &str) -> String {
@@ -190,8 +208,23 @@ struct LoginForm {
     password: String,
 }
 
-async fn login(State(hub): State<Arc<Hub>>, headers: HeaderMap, Form(form): Form<LoginForm>) -> UiResult {
+/// Signs an operator in. Failed sign-ins are counted in the audit log: after too many for
+/// one account or from one address (`service::auth::lockout`) the form says so and no
+/// password is checked until the window has passed.
+async fn login(
+    State(hub): State<Arc<Hub>>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> UiResult {
     same_origin(&headers)?;
+    let actor = format!("operator:{}", form.name);
+    let (as_account, from_addr) = hub.store.failed_signins(&actor, &addr, now_ms() - SIGNIN_WINDOW_MS).await?;
+    if let Some(why) = lockout(as_account, from_addr) {
+        log::warn!("dashboard: sign-in as {:?} from {addr} refused: {why}", form.name);
+        audit::record(&hub, &actor, "signin.locked", "", &why, &addr).await;
+        return Ok(login_html(StatusCode::TOO_MANY_REQUESTS, &why, &form.name));
+    }
     let op = hub.store.operator(&form.name).await?;
     // Unknown names cost a hash check too: the answer's time does not tell them apart.
     let stored = op.as_ref().map(|o| o.password_hash.clone()).unwrap_or_else(|| DUMMY_HASH.to_string());
@@ -200,12 +233,12 @@ async fn login(State(hub): State<Arc<Hub>>, headers: HeaderMap, Form(form): Form
     let ok = tokio::task::spawn_blocking(move || verify_password(&password, &stored)).await.unwrap_or(false);
     drop(permit);
     let Some(op) = op.filter(|_| ok) else {
-        log::warn!("dashboard: failed sign-in as {:?}", form.name);
+        audit::record(&hub, &actor, "signin.failed", "", "wrong name or password", &addr).await;
         return Ok(login_html(StatusCode::UNAUTHORIZED, "Wrong name or password.", &form.name));
     };
     let (token, csrf) = (new_token(), new_token());
     hub.store.add_session(&token_hash(&token), op.id, &csrf, now_ms() + SESSION_MAX_MS).await?;
-    log::info!("dashboard: {} signed in", op.name);
+    audit::record(&hub, &actor, "signin", "", "", &addr).await;
     let secure = if hub.edge.tls { "; Secure" } else { "" };
     let cookie =
         format!("{COOKIE}={token}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}{secure}", SESSION_MAX_MS / 1000);
@@ -218,11 +251,12 @@ async fn login(State(hub): State<Arc<Hub>>, headers: HeaderMap, Form(form): Form
     Ok(r)
 }
 
-async fn logout(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> UiResult {
-    changing(&hub, &headers).await?;
+async fn logout(State(hub): State<Arc<Hub>>, addr: ClientAddr, headers: HeaderMap) -> UiResult {
+    let c = changing(&hub, &headers, addr).await?;
     if let Some(t) = cookie_token(&headers) {
         hub.store.drop_session(&token_hash(&t)).await?;
     }
+    c.audit(&hub, "signout", "", "").await;
     let mut r = StatusCode::NO_CONTENT.into_response();
     r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static("gwe_session=; Path=/ui; Max-Age=0"));
     Ok(r)
@@ -237,6 +271,23 @@ async fn page(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> UiResult {
         StatusCode::OK,
         APP_HTML.replace("{{CSRF}}", &escape(&s.csrf)).replace("{{OPERATOR}}", &escape(&s.operator)),
     ))
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    before: Option<i64>,
+    limit: Option<i64>,
+    format: Option<String>,
+}
+
+/// The audit log for any signed-in operator (the same answer as `/api/v1/audit`); read only.
+async fn audit_log(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> UiResult {
+    signed_in(&hub, &headers).await?;
+    Ok(crate::http::operator::audit_answer(&hub, q.before, q.limit, q.format.as_deref()).await?)
 }
 
 async fn asset(Path(file): Path<String>) -> UiResult {

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use super::fleet::{check_query, group};
 use super::{bad, changing, json_body, json_response, signed_in, UiError, UiResult};
+use crate::http::ClientAddr;
 use crate::store::{Rollout, RolloutDevice, RolloutState};
 use crate::{err, now_ms, Hub};
 
@@ -163,8 +164,8 @@ async fn plan(hub: &Hub, n: &NewRollout, need_name: bool) -> Result<Plan, UiErro
 }
 
 /// What a rollout would do, before it is made: the group's size and each stage's members.
-async fn preview(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> UiResult {
-    changing(&hub, &headers).await?;
+async fn preview(State(hub): State<Arc<Hub>>, addr: ClientAddr, headers: HeaderMap, body: Bytes) -> UiResult {
+    changing(&hub, &headers, addr).await?;
     let n: NewRollout = json_body(&body)?;
     let p = plan(&hub, &n, false).await?;
     let stages: Vec<Value> = n
@@ -185,8 +186,8 @@ async fn preview(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -
     Ok(Json(json!({"gateways": p.devices.len(), "filter": p.filter, "stages": stages})).into_response())
 }
 
-async fn new_rollout(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> UiResult {
-    let s = changing(&hub, &headers).await?;
+async fn new_rollout(State(hub): State<Arc<Hub>>, addr: ClientAddr, headers: HeaderMap, body: Bytes) -> UiResult {
+    let s = changing(&hub, &headers, addr).await?;
     let n: NewRollout = json_body(&body)?;
     let now = now_ms();
     let start_ms = match n.start_at_ms {
@@ -215,23 +216,31 @@ async fn new_rollout(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Byte
         reboot: n.reboot.unwrap_or_else(|| "now".into()),
     };
     let id = hub.store.create_rollout(&r, &p.devices).await?;
-    log::info!(
-        "dashboard: {} made rollout {} ({} to {} gateways, {})",
-        s.operator,
-        r.name,
-        r.package,
-        p.devices.len(),
-        r.state
-    );
+    s.audit(
+        &hub,
+        "rollout.create",
+        &format!("rollout {id} {:?}", r.name),
+        &format!(
+            "{} to {} gateways of {}/{} ({}), stages {:?} %",
+            r.package,
+            p.devices.len(),
+            r.vendor,
+            r.model,
+            r.state,
+            r.stages
+        ),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(json!({"id": id, "gateways": p.devices.len()}))).into_response())
 }
 
 async fn rollout_action(
     State(hub): State<Arc<Hub>>,
     Path((id, action)): Path<(i64, String)>,
+    addr: ClientAddr,
     headers: HeaderMap,
 ) -> Result<Response, UiError> {
-    let s = changing(&hub, &headers).await?;
+    let s = changing(&hub, &headers, addr).await?;
     let (mut r, _) =
         hub.store.rollout(id).await?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no rollout {id}")))?;
     let from: &[RolloutState] = match action.as_str() {
@@ -261,6 +270,6 @@ async fn rollout_action(
     if !hub.store.update_rollout(&r, from, r.stage, now_ms()).await? {
         return Err(err(StatusCode::CONFLICT, format!("rollout {id} cannot {action} now")).into());
     }
-    log::info!("dashboard: {} did {action} on rollout {}", s.operator, r.name);
+    s.audit(&hub, &format!("rollout.{action}"), &format!("rollout {id} {:?}", r.name), "").await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

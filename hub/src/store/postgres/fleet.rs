@@ -4,8 +4,8 @@ use async_trait::async_trait;
 
 use super::{db, device_row, PgStore, DEVICE_COLS};
 use crate::store::{
-    unknown_state, FleetRow, FleetStore, Operator, Result, Rollout, RolloutDevice, RolloutState, SavedFilter, Session,
-    StoreError, TargetState,
+    unknown_state, AuditEntry, FleetRow, FleetStore, Operator, Result, Rollout, RolloutDevice, RolloutState,
+    SavedFilter, Session, StoreError, TargetState,
 };
 
 const ROLLOUT_COLS: &str = "id, name, package, vendor, model, filter, stages, max_failure_pct, state, stage, \
@@ -66,6 +66,10 @@ CREATE TABLE IF NOT EXISTS device_tags(
     device_id BIGINT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY(device_id, tag));
 CREATE TABLE IF NOT EXISTS saved_filters(
     name TEXT PRIMARY KEY, query TEXT NOT NULL, operator TEXT NOT NULL, created_ms BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit(
+    id BIGSERIAL PRIMARY KEY, at_ms BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+    targets TEXT NOT NULL, detail TEXT NOT NULL, addr TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_by_action ON audit(action, at_ms);
 ";
 
 #[async_trait]
@@ -142,6 +146,54 @@ impl FleetStore for PgStore {
         let hash = &token_hash[..];
         c.execute("DELETE FROM sessions WHERE token_hash = $1", &[&hash]).await.map_err(db)?;
         Ok(())
+    }
+
+    async fn audit_add(&self, e: &AuditEntry) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO audit(at_ms, actor, action, targets, detail, addr) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&e.at_ms, &e.actor, &e.action, &e.targets, &e.detail, &e.addr],
+        )
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn audit(&self, before_id: i64, limit: i64) -> Result<Vec<AuditEntry>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT id, at_ms, actor, action, targets, detail, addr FROM audit WHERE id < $1
+                 ORDER BY id DESC LIMIT $2",
+                &[&before_id, &limit],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditEntry {
+                id: r.get(0),
+                at_ms: r.get(1),
+                actor: r.get(2),
+                action: r.get(3),
+                targets: r.get(4),
+                detail: r.get(5),
+                addr: r.get(6),
+            })
+            .collect())
+    }
+
+    async fn failed_signins(&self, actor: &str, addr: &str, since_ms: i64) -> Result<(i64, i64)> {
+        let c = self.client().await?;
+        let r = c
+            .query_one(
+                "SELECT count(*) FILTER (WHERE actor = $1), count(*) FILTER (WHERE addr = $2) FROM audit
+                 WHERE action = 'signin.failed' AND at_ms >= $3",
+                &[&actor, &addr, &since_ms],
+            )
+            .await
+            .map_err(db)?;
+        Ok((r.get(0), r.get(1)))
     }
 
     async fn fleet(&self) -> Result<Vec<FleetRow>> {

@@ -5,8 +5,8 @@ use rusqlite::{params, OptionalExtension};
 
 use super::{db, device_row, SqliteStore, DEVICE_COLS};
 use crate::store::{
-    FleetRow, FleetStore, Operator, Result, Rollout, RolloutDevice, RolloutState, SavedFilter, Session, StoreError,
-    TargetState,
+    AuditEntry, FleetRow, FleetStore, Operator, Result, Rollout, RolloutDevice, RolloutState, SavedFilter, Session,
+    StoreError, TargetState,
 };
 
 /// A state column read back: a name this hub does not know is an error of the row.
@@ -61,6 +61,10 @@ CREATE TABLE IF NOT EXISTS device_tags(
     device_id INTEGER NOT NULL, tag TEXT NOT NULL, PRIMARY KEY(device_id, tag)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS saved_filters(
     name TEXT PRIMARY KEY, query TEXT NOT NULL, operator TEXT NOT NULL, created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS audit(
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+    targets TEXT NOT NULL, detail TEXT NOT NULL, addr TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_by_action ON audit(action, at_ms);
 ";
 
 /// Columns added since the first schema. Rollouts made before schedules have no `start_ms`:
@@ -163,6 +167,59 @@ impl FleetStore for SqliteStore {
         let hash = *token_hash;
         self.write(move |c| {
             c.execute("DELETE FROM sessions WHERE token_hash = ?1", params![&hash[..]]).map(drop).map_err(db)
+        })
+        .await
+    }
+
+    async fn audit_add(&self, e: &AuditEntry) -> Result<()> {
+        let e = e.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO audit(at_ms, actor, action, targets, detail, addr) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![e.at_ms, e.actor, e.action, e.targets, e.detail, e.addr],
+            )
+            .map(drop)
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn audit(&self, before_id: i64, limit: i64) -> Result<Vec<AuditEntry>> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT id, at_ms, actor, action, targets, detail, addr FROM audit WHERE id < ?1
+                     ORDER BY id DESC LIMIT ?2",
+                )
+                .map_err(db)?;
+            let rows = st
+                .query_map(params![before_id, limit], |r| {
+                    Ok(AuditEntry {
+                        id: r.get(0)?,
+                        at_ms: r.get(1)?,
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        targets: r.get(4)?,
+                        detail: r.get(5)?,
+                        addr: r.get(6)?,
+                    })
+                })
+                .map_err(db)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn failed_signins(&self, actor: &str, addr: &str, since_ms: i64) -> Result<(i64, i64)> {
+        let (actor, addr) = (actor.to_string(), addr.to_string());
+        self.read(move |c| {
+            c.query_row(
+                "SELECT coalesce(sum(actor = ?1), 0), coalesce(sum(addr = ?2), 0) FROM audit
+                 WHERE action = 'signin.failed' AND at_ms >= ?3",
+                params![actor, addr, since_ms],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(db)
         })
         .await
     }
