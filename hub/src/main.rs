@@ -10,8 +10,9 @@
 //! gwe-hub device add VENDOR MODEL SN [--db URL]     whitelist a device
 //! gwe-hub device enable ID [--db URL]               let it activate again
 //! gwe-hub device list [--db URL]
-//! gwe-hub operator add NAME [--db URL]              a dashboard operator; password on stdin
+//! gwe-hub operator add NAME [--role R] [--db URL]   a dashboard operator; password on stdin
 //! gwe-hub operator passwd NAME [--db URL]           a new password (signs out its sessions)
+//! gwe-hub operator role NAME ROLE [--db URL]        viewer, operator or admin (signs out)
 //! ```
 //! `--db` is `sqlite:PATH` (default `sqlite:/var/lib/gwe-hub/hub.db`) or `postgres://...`.
 //! The hub registers its edge services (`batch`, `ctrlpoll`, `ctrlupdate`, `cmd`) as
@@ -36,7 +37,7 @@ use std::sync::Arc;
 
 use gwe_hub::notify::Notifier;
 use gwe_hub::server::PeerKind;
-use gwe_hub::store::{self, DeviceKey};
+use gwe_hub::store::{self, DeviceKey, Role};
 use gwe_hub::{now_ms, server, Hub, Limits};
 use lexopt::prelude::*;
 
@@ -55,7 +56,9 @@ const USAGE: &str = "usage: gwe-hub serve [--listen ADDR] [--db URL] [--tls-cert
        gwe-hub device add VENDOR MODEL SN [--db URL]
        gwe-hub device enable ID [--db URL]
        gwe-hub device list [--db URL]
-       gwe-hub operator add|passwd NAME [--db URL]   (the password is read from stdin)";
+       gwe-hub operator add NAME [--role viewer|operator|admin] [--db URL]   (the password is read from stdin)
+       gwe-hub operator passwd NAME [--db URL]
+       gwe-hub operator role NAME viewer|operator|admin [--db URL]";
 
 struct Args {
     cmd: Vec<String>,
@@ -75,6 +78,9 @@ struct Args {
     secret_file: Option<PathBuf>,
     registry: Option<String>,
     registry_token_file: Option<PathBuf>,
+    /// `operator add --role`: what the new operator may do (default `admin`, what every
+    /// operator could do before roles, so existing set-up scripts keep working).
+    role: Option<Role>,
 }
 
 fn parse() -> Result<Args, lexopt::Error> {
@@ -91,6 +97,7 @@ fn parse() -> Result<Args, lexopt::Error> {
         arrowhead_ca: None,
         arrowhead_ports: None,
         device_ca: None,
+        role: None,
         advertise: None,
         group: None,
         secret_file: None,
@@ -116,6 +123,10 @@ fn parse() -> Result<Args, lexopt::Error> {
                 a.arrowhead_ports = Some(<[u16; 3]>::try_from(ports).map_err(|_| bad())?);
             }
             Long("device-ca") => a.device_ca = Some(p.value()?.into()),
+            Long("role") => {
+                let v = p.value()?.string()?;
+                a.role = Some(Role::parse(&v).ok_or_else(|| format!("--role {v:?}: viewer, operator or admin"))?);
+            }
             Long("advertise") => a.advertise = Some(p.value()?.string()?),
             Long("group") => a.group = Some(p.value()?.string()?),
             Long("edge-secret-file") => a.secret_file = Some(p.value()?.into()),
@@ -245,10 +256,24 @@ async fn run(a: Args) -> Result<(), String> {
             gwe_hub::service::auth::check_new_operator(name, password)?;
             let hash = gwe_hub::service::auth::hash_password(password)?;
             let db = store::open(&a.db, notifier).await?;
-            db.put_operator(name, &hash, *verb == "passwd", now_ms()).await.map_err(|e| e.to_string())?;
-            let e = gwe_hub::service::audit::entry("cli", &format!("operator.{verb}"), name, "", "");
+            let role = a.role.unwrap_or(Role::Admin);
+            db.put_operator(name, &hash, role, *verb == "passwd", now_ms()).await.map_err(|e| e.to_string())?;
+            let detail = if *verb == "add" { format!("role {role}") } else { String::new() };
+            let e = gwe_hub::service::audit::entry("cli", &format!("operator.{verb}"), name, &detail, "");
             db.audit_add(&e).await.map_err(|e| e.to_string())?;
             eprintln!("operator {name}: password set");
+            return Ok(());
+        }
+        ["operator", "role", name, role] => {
+            let role = Role::parse(role).ok_or_else(|| format!("role {role:?}: viewer, operator or admin"))?;
+            let db = store::open(&a.db, notifier).await?;
+            if !db.set_role(name, role).await.map_err(|e| e.to_string())? {
+                return Err(format!("no operator {name}"));
+            }
+            db.audit_add(&gwe_hub::service::audit::entry("cli", "operator.role", name, &format!("role {role}"), ""))
+                .await
+                .map_err(|e| e.to_string())?;
+            eprintln!("operator {name}: {role} (signed out)");
             return Ok(());
         }
         _ => return Err(USAGE.into()),

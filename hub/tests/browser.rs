@@ -78,8 +78,12 @@ async fn browser(driver: &Driver) -> Browser {
 }
 
 fn add_operator(db: &str) {
+    add_operator_as(db, "ops", "admin");
+}
+
+fn add_operator_as(db: &str, name: &str, role: &str) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_gwe-hub"))
-        .args(["operator", "add", "ops", "--db", db])
+        .args(["operator", "add", name, "--role", role, "--db", db])
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
@@ -318,6 +322,15 @@ async fn table_rows_on_screen(b: &Browser, css: &str) -> Vec<String> {
         }
     }
     rows.iter().map(|r| r["text"].as_str().unwrap().replace('\t', " ")).collect()
+}
+
+/// Whether the element `css` selects is there and drawn (not hidden by its role).
+async fn shown(b: &Browser, css: &str) -> bool {
+    b.execute("const e = document.querySelector(arguments[0]); return !!e && e.checkVisibility();", vec![json!(css)])
+        .await
+        .unwrap()
+        .as_bool()
+        .unwrap()
 }
 
 /// The text a person reads in `css` now. The pages redraw themselves every few seconds,
@@ -737,6 +750,7 @@ fn a_rollout_pauses_on_failures_and_is_aborted() {
     let dir = tempfile::tempdir().unwrap();
     let db = common::db_url(Backend::Sqlite, dir.path());
     add_operator(&db);
+    add_operator_as(&db, "vic", "viewer");
     let hub = Arc::new(HubProc::start(&db, dir.path()));
     let c = Arc::new(Client::new(hub.clone()));
     let mut tokens = Vec::new();
@@ -871,6 +885,28 @@ fn a_rollout_pauses_on_failures_and_is_aborted() {
         let csv = b.find(Locator::Css("#audit-csv")).await.unwrap().attr("href").await.unwrap().unwrap();
         assert_eq!(csv, "/ui/api/audit?format=csv&limit=100000");
         seen(&b, &driver, "audit", true).await;
+
+        // A viewer sees the fleet, the rollouts and the log, and no control to change them.
+        b.find(Locator::Css("#logout")).await.unwrap().click().await.unwrap();
+        b.wait().for_url(&format!("{}/ui/login", hub.url).parse().unwrap()).await.unwrap();
+        b.find(Locator::Css("#name")).await.unwrap().send_keys("vic").await.unwrap();
+        b.find(Locator::Css("#password")).await.unwrap().send_keys(PASSWORD).await.unwrap();
+        b.find(Locator::Css("#signin")).await.unwrap().click().await.unwrap();
+        b.wait().for_url(&format!("{}/ui/fleet", hub.url).parse().unwrap()).await.unwrap();
+        wait_text(&b, "#role", "(viewer)", 5, false).await;
+        wait_text(&b, "#fleet-count", "10 gateways", 10, false).await;
+        assert!(shown(&b, "#fleet-filter").await, "a viewer filters the fleet");
+        for css in ["#whitelist-box", "#save-filter"] {
+            assert!(!shown(&b, css).await, "a viewer sees {css}");
+        }
+        seen(&b, &driver, "fleet-viewer", true).await;
+        b.find(Locator::Css("#nav-rollouts")).await.unwrap().click().await.unwrap();
+        wait_text(&b, "#rollouts", "aborted", 10, false).await;
+        assert!(!shown(&b, "#new-rollout").await, "a viewer sees the rollout form");
+        b.find(Locator::Css("#rollouts a")).await.unwrap().click().await.unwrap();
+        wait_text(&b, "#rollout-state", "aborted", 10, false).await;
+        assert!(!shown(&b, "#abort").await && !shown(&b, "#pause").await);
+        seen(&b, &driver, "rollout-viewer", true).await;
         b.close().await.unwrap();
     });
 }

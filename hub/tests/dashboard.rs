@@ -23,8 +23,15 @@ use common::{Backend, Client, HubProc, Reply};
 const PASSWORD: &str = "a long enough secret";
 
 fn operator(db: &str, verb: &str, name: &str, password: &str) -> (bool, String) {
+    operator_with(db, &[verb, name], password)
+}
+
+/// `gwe-hub operator ARGS... --db DB` with `password` on stdin.
+fn operator_with(db: &str, args: &[&str], password: &str) -> (bool, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_gwe-hub"))
-        .args(["operator", verb, name, "--db", db])
+        .arg("operator")
+        .args(args)
+        .args(["--db", db])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
@@ -277,6 +284,75 @@ fn audit_log_and_sign_in_throttling(b: Backend) {
     assert_eq!(br.get("/ui/api/fleet").status, 200);
 }
 backends!(audit, audit_log_and_sign_in_throttling);
+
+/// Roles: a viewer reads and changes nothing, an operator acts on gateways and rollouts, an
+/// admin also decides which gateways belong. What a role does not allow is refused with the
+/// reason, recorded as `denied`, and changes nothing; a new role ends the operator's sessions.
+fn operator_roles(b: Backend) {
+    let (_dir, db, hub, c, admin) = signed_in(b);
+    let (ok, msg) = operator_with(&db, &["add", "vic", "--role", "viewer"], PASSWORD);
+    assert!(ok, "{msg}");
+    assert!(operator_with(&db, &["add", "olga", "--role", "operator"], PASSWORD).0);
+    let (ok, msg) = operator_with(&db, &["add", "root", "--role", "root"], PASSWORD);
+    assert!(!ok && msg.contains("--role \"root\": viewer, operator or admin"), "{msg}");
+    let id = c.whitelist("acme", "gw1", "SN-1");
+
+    let mut vic = Browser::new(&hub);
+    assert_eq!(vic.sign_in("vic", PASSWORD).status, 303);
+    let page = vic.get("/ui/fleet").text();
+    assert!(page.contains(r#"<body data-role="viewer">"#) && page.contains("(viewer)"), "{page}");
+    assert_eq!(vic.get("/ui/api/fleet").status, 200);
+    assert_eq!(vic.get("/ui/api/audit").status, 200);
+    let r = vic.act(&format!("/ui/api/devices/{id}/command"), &json!({"kind": "remove", "app": "meter"}));
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("vic is viewer: this needs the operator role"), "{}", r.text());
+    let r = vic.act("/ui/api/devices", &json!({"vendor": "acme", "model": "gw1", "sn": "SN-V"}));
+    assert!(r.status == 403 && r.text().contains("needs the admin role"), "{}", r.text());
+    assert_eq!(vic.act("/ui/api/filters", &json!({"name": "v", "query": "x"})).status, 403);
+
+    let mut olga = Browser::new(&hub);
+    assert_eq!(olga.sign_in("olga", PASSWORD).status, 303);
+    let r = olga.act(&format!("/ui/api/devices/{id}/command"), &json!({"kind": "remove", "app": "meter"}));
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(olga.act("/ui/api/bulk", &json!({"ids": [id], "action": {"kind": "tag", "add": ["eu"]}})).status, 200);
+    let r = olga.act("/ui/api/bulk", &json!({"ids": [id], "action": {"kind": "enable"}}));
+    assert!(r.status == 403 && r.text().contains("olga is operator: this needs the admin role"), "{}", r.text());
+    assert_eq!(olga.act(&format!("/ui/api/devices/{id}/enable"), &json!({})).status, 403);
+    assert_eq!(olga.act("/ui/api/devices", &json!({"vendor": "acme", "model": "gw1", "sn": "SN-O"})).status, 403);
+    // The admin (operators made without --role, as before roles) may.
+    assert_eq!(admin.act("/ui/api/devices", &json!({"vendor": "acme", "model": "gw1", "sn": "SN-2"})).status, 201);
+    assert_eq!(admin.act(&format!("/ui/api/devices/{id}/enable"), &json!({})).status, 204);
+
+    // Nothing the refusals asked for happened; each is in the audit log.
+    let sns: Vec<Value> =
+        c.op_get("/api/v1/devices").json().as_array().unwrap().iter().map(|d| d["sn"].clone()).collect();
+    assert_eq!(sns, [json!("SN-1"), json!("SN-2")]);
+    assert_eq!(admin.json("/ui/api/filters"), json!([]));
+    let log = admin.json("/ui/api/audit");
+    let denied: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "denied")
+        .map(|e| e["actor"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        denied,
+        ["operator:olga", "operator:olga", "operator:olga", "operator:vic", "operator:vic", "operator:vic"]
+    );
+
+    // A new role takes effect at once: the operator's sessions end.
+    let (ok, msg) = operator_with(&db, &["role", "olga", "viewer"], "");
+    assert!(ok && msg.contains("olga: viewer (signed out)"), "{msg}");
+    assert_eq!(olga.get("/ui/api/fleet").status, 401);
+    assert_eq!(olga.sign_in("olga", PASSWORD).status, 303);
+    assert_eq!(olga.act("/ui/api/bulk", &json!({"ids": [id], "action": {"kind": "tag", "add": ["x"]}})).status, 403);
+    assert!(!operator_with(&db, &["role", "nobody", "admin"], "").0);
+    assert!(admin.json("/ui/api/audit")[0]["detail"] == "olga is viewer: this needs the operator role");
+    // A viewer signs out like anyone.
+    assert_eq!(vic.act("/ui/logout", &json!(null)).status, 204);
+}
+backends!(roles, operator_roles);
 
 fn fleet_and_commands(b: Backend) {
     let (_dir, _db, _hub, c, br) = signed_in(b);

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use gwe_hub::notify::Notifier;
 use gwe_hub::store::{
-    self, Activation, AuditEntry, ContentInfo, DeviceKey, EdgeControl, Point, Rollout, RolloutState, SavedFilter,
+    self, Activation, AuditEntry, ContentInfo, DeviceKey, EdgeControl, Point, Role, Rollout, RolloutState, SavedFilter,
     ServiceRow, Store, StoreError, TargetState,
 };
 use gwe_wire::edge::EdgePoint;
@@ -179,17 +179,29 @@ async fn content(s: &dyn Store) {
 
 /// Operators, sessions, tags, saved filters, the fleet query.
 async fn fleet(s: &dyn Store) {
-    s.put_operator("ann", "$argon2id$a", false, 1_000).await.unwrap();
-    assert!(s.put_operator("ann", "$argon2id$b", false, 1_001).await.is_err(), "added twice");
-    s.put_operator("ann", "$argon2id$c", true, 1_002).await.unwrap();
+    s.put_operator("ann", "$argon2id$a", Role::Operator, false, 1_000).await.unwrap();
+    assert!(s.put_operator("ann", "$argon2id$b", Role::Admin, false, 1_001).await.is_err(), "added twice");
+    s.put_operator("ann", "$argon2id$c", Role::Admin, true, 1_002).await.unwrap();
     let ann = s.operator("ann").await.unwrap().unwrap();
-    assert_eq!(ann.password_hash, "$argon2id$c");
+    assert_eq!(
+        (ann.password_hash.as_str(), ann.role),
+        ("$argon2id$c", Role::Operator),
+        "a new password keeps the role"
+    );
     assert_eq!(s.operator("bob").await.unwrap(), None);
+    assert!(!s.set_role("bob", Role::Admin).await.unwrap(), "no such operator");
 
     let tok = [9u8; 32];
     s.add_session(&tok, ann.id, "csrf-1", 10_000).await.unwrap();
     let got = s.session(&tok, 5_000).await.unwrap().unwrap();
     assert_eq!((got.operator.as_str(), got.csrf.as_str(), got.expires_ms), ("ann", "csrf-1", 10_000));
+    assert_eq!(got.role, Role::Operator);
+    // A new role ends the operator's sessions; the next one has it.
+    assert!(s.set_role("ann", Role::Viewer).await.unwrap());
+    assert_eq!(s.session(&tok, 5_000).await.unwrap(), None, "signed out by the new role");
+    assert_eq!(s.operator("ann").await.unwrap().unwrap().role, Role::Viewer);
+    s.add_session(&tok, ann.id, "csrf-1", 10_000).await.unwrap();
+    assert_eq!(s.session(&tok, 5_000).await.unwrap().unwrap().role, Role::Viewer);
     assert_eq!(s.session(&tok, 10_001).await.unwrap(), None, "expired");
     assert!(s.session(&tok, 5_000).await.unwrap().is_some(), "asked at an earlier time, it is still there");
     // The next sign-in deletes the sessions expired by its time.

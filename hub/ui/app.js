@@ -6,6 +6,9 @@
 "use strict";
 
 const CSRF = document.querySelector('meta[name="csrf-token"]').content;
+/** viewer, operator or admin: controls beyond it are not drawn (`needs-operator`,
+ * `needs-admin`, hidden by the style sheet); the hub refuses them anyway. */
+const ROLE = document.body.dataset.role;
 const main = document.getElementById("main");
 /** How often a page asks the hub again (the fleet, a gateway, a rollout under way). */
 const REFRESH_MS = 10000;
@@ -214,7 +217,7 @@ async function fleetPage() {
   const saved = el("select", { id: "saved-filters", "aria-label": "Saved filters" });
   const filterMsg = el("span", { class: "notice", id: "filter-msg", role: "status" });
   const saveName = el("input", { id: "filter-name", name: "name", placeholder: "name", maxlength: "40", "aria-describedby": "filter-name-error" });
-  const saveForm = el("form", { id: "save-filter", class: "inline" },
+  const saveForm = el("form", { id: "save-filter", class: "inline needs-operator" },
     el("label", { for: "filter-name" }, "Save the filter as"), saveName,
     el("span", { class: "field-error", id: "filter-name-error" }),
     el("input", { type: "hidden", name: "query" }),
@@ -231,11 +234,11 @@ async function fleetPage() {
   const bulkKind = el("select", { id: "bulk-action", name: "kind", "aria-label": "Action" },
     el("option", { value: "install" }, "Install package"), el("option", { value: "remove" }, "Remove app"),
     el("option", { value: "tag-add" }, "Add tag"), el("option", { value: "tag-remove" }, "Remove tag"),
-    el("option", { value: "enable" }, "Re-enable"));
+    ROLE === "admin" ? el("option", { value: "enable" }, "Re-enable") : null);
   const bulkPkg = el("select", { id: "bulk-package", name: "package", "aria-label": "Package", "aria-describedby": "bulk-error" });
   const bulkArg = el("input", { id: "bulk-arg", name: "arg", "aria-label": "App or tag", placeholder: "app or tag", maxlength: "128", "aria-describedby": "bulk-error" });
   const bulkMsg = el("p", { class: "notice", id: "bulk-msg", role: "status" });
-  const bulk = el("form", { id: "bulk", class: "card bulk", hidden: true }, el("p", { class: "inline" },
+  const bulk = el("form", { id: "bulk", class: "card bulk needs-operator", hidden: true }, el("p", { class: "inline" },
     bulkCount, bulkKind, bulkPkg, bulkArg, el("button", { type: "submit", id: "bulk-apply" }, "Apply…"),
     el("button", { type: "button", id: "bulk-clear", onclick: () => { selected.clear(); draw(); } }, "Clear the selection"),
     el("span", { class: "field-error", id: "bulk-error" })), bulkMsg);
@@ -252,7 +255,7 @@ async function fleetPage() {
     el("section", { class: "toolbar" }, el("label", { for: "fleet-filter" }, "Filter"), filter, saved, count, fresh, colsBox),
     el("details", { class: "card", id: "filters-box" }, el("summary", {}, "Saved filters"), saveForm, filterMsg),
     bulk, table, empty,
-    el("details", { class: "card", id: "whitelist-box" }, el("summary", {}, "Whitelist a new gateway"), wl, wlMsg));
+    el("details", { class: "card needs-admin", id: "whitelist-box" }, el("summary", {}, "Whitelist a new gateway"), wl, wlMsg));
 
   // -- columns: which, in what order; kept in this browser
   function drawHead() {
@@ -665,7 +668,7 @@ async function devicePage(id) {
   }
 
   const pick = el("select", { name: "package" });
-  const installForm = el("form", { id: "install-form", class: "inline" },
+  const installForm = el("form", { id: "install-form", class: "inline needs-operator" },
     field("install", "Package", pick), el("button", { type: "submit", id: "install" }, "Install"));
   installForm.addEventListener("submit", ev => {
     ev.preventDefault();
@@ -674,7 +677,7 @@ async function devicePage(id) {
   });
   const cmdText = el("textarea", { name: "command", rows: 5, spellcheck: "false" },
     JSON.stringify({ id: "ui-" + Date.now().toString(36), config: {} }, null, 1));
-  const cmdForm = el("form", { id: "command-form" }, field("edge", "Edge command (JSON)", cmdText),
+  const cmdForm = el("form", { id: "command-form", class: "needs-operator" }, field("edge", "Edge command (JSON)", cmdText),
     el("p", {}, el("button", { type: "submit", id: "send-command" }, "Send edge command")));
   cmdText.id = "edge-command";
   cmdForm.addEventListener("submit", ev => {
@@ -687,7 +690,7 @@ async function devicePage(id) {
     send({ kind: "edge", command: c }, cmdForm);
   });
   const tagInput = el("input", { name: "tags", maxlength: "32", placeholder: "e.g. north" });
-  const tagForm = el("form", { id: "tag-form", class: "inline" }, field("tag", "Add a tag", tagInput),
+  const tagForm = el("form", { id: "tag-form", class: "inline needs-operator" }, field("tag", "Add a tag", tagInput),
     el("button", { type: "submit" }, "Add"));
   async function tag(action) {
     try {
@@ -719,7 +722,7 @@ async function devicePage(id) {
     const f = report.faults || [];
     faults.replaceChildren(...kids(f.length ? el("p", { class: "notice error" }, "Data partition faults: " + f.map(x => x.part + ": " + x.error).join("; ")) : null));
     tagsBox.replaceChildren("Tags: ", ...(d.tags.length ? d.tags.map(t => el("span", { class: "tag" }, t, " ",
-      el("button", { type: "button", class: "link", "aria-label": "Remove the tag " + t, onclick: () => tag({ kind: "tag", remove: [t] }) }, "×")))
+      el("button", { type: "button", class: "link needs-operator", "aria-label": "Remove the tag " + t, onclick: () => tag({ kind: "tag", remove: [t] }) }, "×")))
       : [el("span", { class: "muted" }, "none")]));
     const u = info.uname || {};
     const addrs = Object.entries(info.ipaddrs || {}).filter(([k]) => k !== "lo").map(([k, v]) => k + " " + v.join(", "));
@@ -735,8 +738,8 @@ async function devicePage(id) {
         el("td", {}, el("b", { class: "state " + String(a.status).toLowerCase() }, a.status)),
         el("td", {}, a.uptime === undefined ? "" : String(a.uptime)),
         el("td", {},
-          older ? el("button", { type: "button", class: "rollback", onclick: () => send({ kind: "install", package: older }) }, "Roll back to " + versionOf(older)) : null,
-          el("button", { type: "button", class: "remove", onclick: async () => {
+          older ? el("button", { type: "button", class: "rollback needs-operator", onclick: () => send({ kind: "install", package: older }) }, "Roll back to " + versionOf(older)) : null,
+          el("button", { type: "button", class: "remove needs-operator", onclick: async () => {
             if (await confirmDialog("Remove " + name + " from " + dev.sn + "?", "Remove")) send({ kind: "remove", app: name });
           } }, "Remove")));
     }) : [el("tr", {}, el("td", { colspan: "5", class: "muted" }, "No apps reported yet."))]));
@@ -754,7 +757,7 @@ async function devicePage(id) {
     charts.replaceChildren(...telemetry(d.series));
   }
 
-  main.replaceChildren(title, meta, el("p", {}, fresh, " ", el("button", { type: "button", id: "reenable", onclick: async () => {
+  main.replaceChildren(title, meta, el("p", {}, fresh, " ", el("button", { type: "button", id: "reenable", class: "needs-admin", onclick: async () => {
     if (!await confirmDialog("Let " + d.device.sn + " activate again? Its current token stops working.", "Re-enable")) return;
     try { await api("POST", "/ui/api/devices/" + id + "/enable"); notice(msg, "Re-enabled: the gateway may activate again.", true); }
     catch (e) { notice(msg, e.message, false); }
@@ -835,7 +838,7 @@ async function rolloutsPage() {
   const showReboot = () => { rebootField.hidden = !isOs(); };
   pkg.addEventListener("change", showReboot);
   showReboot();
-  const form = el("form", { class: "card", id: "new-rollout" },
+  const form = el("form", { class: "card needs-operator", id: "new-rollout" },
     el("h2", {}, "New rollout"),
     el("div", { class: "fields" },
       field("rollout", "Name", el("input", { name: "name", required: true, maxlength: "100", placeholder: "e.g. sensor 2.9 to the north" })),
@@ -963,9 +966,9 @@ async function rolloutPage(id) {
       el("p", { id: "rollout-counts" }, counts(r.counts)),
       el("div", { class: "stages", id: "rollout-stages" }, r.stages.map((p, i) => stageBar(i, p, r.stage_counts[i] || {}))),
       el("p", {},
-        r.state === "running" ? el("button", { type: "button", id: "pause", onclick: act("pause") }, "Pause") : null, " ",
-        r.state === "paused" ? el("button", { type: "button", id: "resume", onclick: act("resume") }, "Resume") : null, " ",
-        ["running", "paused", "scheduled"].includes(r.state) ? el("button", { type: "button", id: "abort", onclick: act("abort") }, "Abort") : null),
+        r.state === "running" ? el("button", { type: "button", id: "pause", class: "needs-operator", onclick: act("pause") }, "Pause") : null, " ",
+        r.state === "paused" ? el("button", { type: "button", id: "resume", class: "needs-operator", onclick: act("resume") }, "Resume") : null, " ",
+        ["running", "paused", "scheduled"].includes(r.state) ? el("button", { type: "button", id: "abort", class: "needs-operator", onclick: act("abort") }, "Abort") : null),
       el("table", { id: "rollout-devices" },
         el("thead", {}, el("tr", {}, ["Gateway", "Stage", "State", "Detail", "Updated"].map(h => el("th", { scope: "col" }, h)))),
         el("tbody", {}, r.devices.map(d => el("tr", { "data-sn": d.sn },

@@ -6,6 +6,8 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use sha2::{Digest, Sha256};
 
+use crate::store::Role;
+
 /// An Argon2id PHC string for `password`, with a fresh salt.
 pub fn hash_password(password: &str) -> Result<String, String> {
     let mut salt = [0u8; 16];
@@ -50,6 +52,16 @@ pub fn lockout(as_account: i64, from_address: i64) -> Option<String> {
     } else {
         None
     }
+}
+
+/// Whether `role` may do what needs `need` (viewer < operator < admin).
+pub fn allows(role: Role, need: Role) -> bool {
+    let rank = |r| match r {
+        Role::Viewer => 0,
+        Role::Operator => 1,
+        Role::Admin => 2,
+    };
+    rank(role) >= rank(need)
 }
 
 /// A valid Argon2id hash of a random password nobody knows.

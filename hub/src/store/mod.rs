@@ -285,12 +285,26 @@ pub trait EdgeStore: Send + Sync {
 /// The longest a dashboard session lives.
 pub const SESSION_MAX_MS: i64 = 12 * 3600 * 1000;
 
+text_enum! {
+    /// What a dashboard operator may do. Operators made before roles are admins (they could
+    /// do everything).
+    Role {
+        /// Reads the fleet, rollouts and the audit log; changes nothing.
+        Viewer = "viewer",
+        /// Also commands gateways, tags them, saves filters and runs rollouts.
+        Operator = "operator",
+        /// Also decides which gateways belong: whitelists and re-enables them.
+        Admin = "admin",
+    }
+}
+
 /// A dashboard operator. `password_hash` is an Argon2id PHC string, never the password.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operator {
     pub id: i64,
     pub name: String,
     pub password_hash: String,
+    pub role: Role,
 }
 
 /// One entry of the audit log: who changed what, to which gateways or objects, when and
@@ -317,6 +331,7 @@ pub struct AuditEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub operator: String,
+    pub role: Role,
     /// Every state-changing request of the session must echo this (`X-CSRF-Token`).
     pub csrf: String,
     pub expires_ms: i64,
@@ -424,8 +439,12 @@ pub struct RolloutDevice {
 /// The dashboard's storage: operators, sessions, the fleet at a glance, rollouts.
 #[async_trait]
 pub trait FleetStore: Send + Sync {
-    /// Adds an operator, or (`replace`) sets the password of an existing one.
-    async fn put_operator(&self, name: &str, password_hash: &str, replace: bool, now_ms: i64) -> Result<()>;
+    /// Adds an operator with `role`, or (`replace`) sets the password of an existing one
+    /// (its role stays).
+    async fn put_operator(&self, name: &str, password_hash: &str, role: Role, replace: bool, now_ms: i64)
+        -> Result<()>;
+    /// Gives an operator another role and ends its sessions; false if there is no such one.
+    async fn set_role(&self, name: &str, role: Role) -> Result<bool>;
     async fn operator(&self, name: &str) -> Result<Option<Operator>>;
     async fn add_session(&self, token_hash: &[u8; 32], operator_id: i64, csrf: &str, expires_ms: i64) -> Result<()>;
     /// The session, if it exists and has not expired at `now_ms`. Expired sessions are

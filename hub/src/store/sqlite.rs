@@ -781,6 +781,23 @@ mod tests {
         assert_eq!(s.rollouts().await.unwrap()[0].start_ms, 1000);
     }
 
+    /// An operator made before roles could do everything: it opens as an admin.
+    #[tokio::test]
+    async fn an_operator_from_before_roles_is_an_admin() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = old_database(
+            &dir,
+            "CREATE TABLE operators(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                     password_hash TEXT NOT NULL, created_ms INTEGER NOT NULL);
+                 INSERT INTO operators VALUES (1, 'ann', '$argon2id$x', 1000);",
+        );
+        let s = SqliteStore::open(&path, Arc::new(Notifier::default())).unwrap();
+        assert_eq!(s.operator("ann").await.unwrap().unwrap().role, crate::store::Role::Admin);
+        drop(s);
+        let s = SqliteStore::open(&path, Arc::new(Notifier::default())).unwrap();
+        assert_eq!(s.operator("ann").await.unwrap().unwrap().role, crate::store::Role::Admin, "opened again");
+    }
+
     /// A `devices` table from before revocations were dated gains the column; a re-enable
     /// is then among the devices revoked lately, and only for as long as asked.
     #[tokio::test]

@@ -18,7 +18,7 @@ use super::{bad, changing, json_body, json_bytes, json_response, signed_in, UiEr
 use crate::http::ClientAddr;
 use crate::service::audit;
 use crate::service::fleet::{cells, matches, online, FleetCells, FLEET_COLUMNS, ONLINE_MS};
-use crate::store::{Device, DeviceKey, SavedFilter};
+use crate::store::{Device, DeviceKey, Role, SavedFilter};
 use crate::{err, now_ms, Hub};
 
 /// The most gateways one bulk action touches.
@@ -97,7 +97,7 @@ fn check_name(field: &'static str, what: &str, v: &str) -> Result<(), UiError> {
 }
 
 async fn whitelist(State(hub): State<Arc<Hub>>, addr: ClientAddr, headers: HeaderMap, body: Bytes) -> UiResult {
-    let s = changing(&hub, &headers, addr).await?;
+    let s = changing(&hub, &headers, addr, Role::Admin).await?;
     let key: DeviceKey = json_body(&body)?;
     check_name("vendor", "vendor", &key.vendor)?;
     check_name("model", "model", &key.model)?;
@@ -114,7 +114,7 @@ async fn whitelist(State(hub): State<Arc<Hub>>, addr: ClientAddr, headers: Heade
 }
 
 async fn enable(State(hub): State<Arc<Hub>>, Path(id): Path<i64>, addr: ClientAddr, headers: HeaderMap) -> UiResult {
-    let s = changing(&hub, &headers, addr).await?;
+    let s = changing(&hub, &headers, addr, Role::Admin).await?;
     let d = hub.store.device(id).await?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no device {id}")))?;
     if !hub.store.enable_device(id).await? {
         return Err(err(StatusCode::NOT_FOUND, format!("no device {id}")).into());
@@ -183,7 +183,7 @@ async fn command(
     headers: HeaderMap,
     body: Bytes,
 ) -> UiResult {
-    let s = changing(&hub, &headers, addr).await?;
+    let s = changing(&hub, &headers, addr, Role::Operator).await?;
     let d = hub.store.device(id).await?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no device {id}")))?;
     let cmd: Command = json_body(&body)?;
     let what = send(&hub, &d, &cmd, now_ms()).await?;
@@ -228,7 +228,7 @@ struct Bulk {
 /// One action on many gateways: `{"done": n, "refused": [{"id", "sn", "reason"}, ...]}`. A
 /// gateway that refuses (no such package for its model) does not stop the others.
 async fn bulk(State(hub): State<Arc<Hub>>, addr: ClientAddr, headers: HeaderMap, body: Bytes) -> UiResult {
-    let s = changing(&hub, &headers, addr).await?;
+    let s = changing(&hub, &headers, addr, Role::Operator).await?;
     let b: Bulk = json_body(&body)?;
     let ids: BTreeSet<i64> = b.ids.iter().copied().collect();
     if ids.is_empty() {
@@ -256,6 +256,7 @@ async fn bulk(State(hub): State<Arc<Hub>>, addr: ClientAddr, headers: HeaderMap,
             format!("tags +{add:?} -{remove:?}")
         }
         BulkAction::Enable => {
+            s.may(&hub, Role::Admin).await?;
             for d in &devices {
                 hub.store.enable_device(d.id).await?;
                 hub.forget_tokens(d.id);
@@ -346,7 +347,7 @@ pub fn check_query(field: &'static str, q: &str) -> Result<(), UiError> {
 }
 
 async fn save_filter(State(hub): State<Arc<Hub>>, addr: ClientAddr, headers: HeaderMap, body: Bytes) -> UiResult {
-    let s = changing(&hub, &headers, addr).await?;
+    let s = changing(&hub, &headers, addr, Role::Operator).await?;
     let f: NewFilter = json_body(&body)?;
     let name = f.name.trim();
     if name.is_empty() || name.len() > 40 || name.chars().any(char::is_control) || name.contains('/') {
@@ -373,7 +374,7 @@ async fn drop_filter(
     addr: ClientAddr,
     headers: HeaderMap,
 ) -> UiResult {
-    let s = changing(&hub, &headers, addr).await?;
+    let s = changing(&hub, &headers, addr, Role::Operator).await?;
     if !hub.store.drop_saved_filter(&name).await? {
         return Err(err(StatusCode::NOT_FOUND, format!("no saved filter {name:?}")).into());
     }

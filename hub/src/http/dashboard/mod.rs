@@ -24,8 +24,8 @@ use serde_json::{json, Value};
 
 use crate::http::ClientAddr;
 use crate::service::audit;
-use crate::service::auth::{lockout, same, verify_password, DUMMY_HASH, SIGNIN_WINDOW_MS};
-use crate::store::{Session, StoreError, SESSION_MAX_MS};
+use crate::service::auth::{allows, lockout, same, verify_password, DUMMY_HASH, SIGNIN_WINDOW_MS};
+use crate::store::{Role, Session, StoreError, SESSION_MAX_MS};
 use crate::{err, new_token, now_ms, token_hash, ApiError, Hub};
 
 pub use crate::service::fleet::{matches, ONLINE_MS};
@@ -140,6 +140,7 @@ fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
 /// The operator making a change, and from where: what the audit log records.
 pub struct Changer {
     pub operator: String,
+    pub role: Role,
     addr: String,
 }
 
@@ -150,15 +151,31 @@ impl Changer {
     }
 }
 
-/// A state-changing request: signed in, same origin, and the session's CSRF token.
-async fn changing(hub: &Hub, headers: &HeaderMap, addr: ClientAddr) -> Result<Changer, ApiError> {
+/// A state-changing request: signed in, same origin, the session's CSRF token, and a role
+/// that allows `need` (a refusal is logged and recorded in the audit log as `denied`).
+async fn changing(hub: &Hub, headers: &HeaderMap, addr: ClientAddr, need: Role) -> Result<Changer, ApiError> {
     let s = signed_in(hub, headers).await?;
     same_origin(headers)?;
     let got = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("");
     if !same(got.as_bytes(), s.csrf.as_bytes()) {
         return Err(err(StatusCode::FORBIDDEN, "missing or wrong X-CSRF-Token"));
     }
-    Ok(Changer { operator: s.operator, addr: addr.0 })
+    let c = Changer { operator: s.operator, role: s.role, addr: addr.0 };
+    c.may(hub, need).await?;
+    Ok(c)
+}
+
+impl Changer {
+    /// Refuses (403, recorded as `denied`) what the operator's role does not allow.
+    async fn may(&self, hub: &Hub, need: Role) -> Result<(), ApiError> {
+        if allows(self.role, need) {
+            return Ok(());
+        }
+        let why = format!("{} is {}: this needs the {need} role", self.operator, self.role);
+        log::warn!("dashboard: refused: {why}");
+        self.audit(hub, "denied", "", &why).await;
+        Err(err(StatusCode::FORBIDDEN, why))
+    }
 }
 
 fn escape(s: &str) -> String {
@@ -252,7 +269,7 @@ async fn login(
 }
 
 async fn logout(State(hub): State<Arc<Hub>>, addr: ClientAddr, headers: HeaderMap) -> UiResult {
-    let c = changing(&hub, &headers, addr).await?;
+    let c = changing(&hub, &headers, addr, Role::Viewer).await?;
     if let Some(t) = cookie_token(&headers) {
         hub.store.drop_session(&token_hash(&t)).await?;
     }
@@ -269,7 +286,10 @@ async fn page(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> UiResult {
     };
     Ok(html(
         StatusCode::OK,
-        APP_HTML.replace("{{CSRF}}", &escape(&s.csrf)).replace("{{OPERATOR}}", &escape(&s.operator)),
+        APP_HTML
+            .replace("{{CSRF}}", &escape(&s.csrf))
+            .replace("{{OPERATOR}}", &escape(&s.operator))
+            .replace("{{ROLE}}", s.role.as_str()),
     ))
 }
 

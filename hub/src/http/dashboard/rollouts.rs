@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use super::fleet::{check_query, group};
 use super::{bad, changing, json_body, json_response, signed_in, UiError, UiResult};
 use crate::http::ClientAddr;
-use crate::store::{Rollout, RolloutDevice, RolloutState};
+use crate::store::{Role, Rollout, RolloutDevice, RolloutState};
 use crate::{err, now_ms, Hub};
 
 /// How far ahead a rollout can be scheduled.
@@ -165,7 +165,7 @@ async fn plan(hub: &Hub, n: &NewRollout, need_name: bool) -> Result<Plan, UiErro
 
 /// What a rollout would do, before it is made: the group's size and each stage's members.
 async fn preview(State(hub): State<Arc<Hub>>, addr: ClientAddr, headers: HeaderMap, body: Bytes) -> UiResult {
-    changing(&hub, &headers, addr).await?;
+    changing(&hub, &headers, addr, Role::Operator).await?;
     let n: NewRollout = json_body(&body)?;
     let p = plan(&hub, &n, false).await?;
     let stages: Vec<Value> = n
@@ -187,7 +187,7 @@ async fn preview(State(hub): State<Arc<Hub>>, addr: ClientAddr, headers: HeaderM
 }
 
 async fn new_rollout(State(hub): State<Arc<Hub>>, addr: ClientAddr, headers: HeaderMap, body: Bytes) -> UiResult {
-    let s = changing(&hub, &headers, addr).await?;
+    let s = changing(&hub, &headers, addr, Role::Operator).await?;
     let n: NewRollout = json_body(&body)?;
     let now = now_ms();
     let start_ms = match n.start_at_ms {
@@ -240,7 +240,7 @@ async fn rollout_action(
     addr: ClientAddr,
     headers: HeaderMap,
 ) -> Result<Response, UiError> {
-    let s = changing(&hub, &headers, addr).await?;
+    let s = changing(&hub, &headers, addr, Role::Operator).await?;
     let (mut r, _) =
         hub.store.rollout(id).await?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no rollout {id}")))?;
     let from: &[RolloutState] = match action.as_str() {

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use super::{db, device_row, PgStore, DEVICE_COLS};
 use crate::store::{
-    unknown_state, AuditEntry, FleetRow, FleetStore, Operator, Result, Rollout, RolloutDevice, RolloutState,
+    unknown_state, AuditEntry, FleetRow, FleetStore, Operator, Result, Role, Rollout, RolloutDevice, RolloutState,
     SavedFilter, Session, StoreError, TargetState,
 };
 
@@ -37,6 +37,8 @@ fn rollout_row(r: &tokio_postgres::Row) -> Result<Rollout> {
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS operators(
     id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL, created_ms BIGINT NOT NULL);
+-- Operators made before roles could do everything: they are admins.
+ALTER TABLE operators ADD COLUMN IF NOT EXISTS role TEXT NOT NULL DEFAULT 'admin';
 CREATE TABLE IF NOT EXISTS rollouts(
     id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, package TEXT NOT NULL, vendor TEXT NOT NULL, model TEXT NOT NULL,
     filter TEXT NOT NULL, stages TEXT NOT NULL, max_failure_pct BIGINT NOT NULL, state TEXT NOT NULL,
@@ -74,20 +76,29 @@ CREATE INDEX IF NOT EXISTS audit_by_action ON audit(action, at_ms);
 
 #[async_trait]
 impl FleetStore for PgStore {
-    async fn put_operator(&self, name: &str, password_hash: &str, replace: bool, now_ms: i64) -> Result<()> {
+    async fn put_operator(
+        &self,
+        name: &str,
+        password_hash: &str,
+        role: Role,
+        replace: bool,
+        now_ms: i64,
+    ) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db)?;
+        let role = role.as_str();
         let n = if replace {
             tx.execute(
-                "INSERT INTO operators(name, password_hash, created_ms) VALUES ($1, $2, $3)
+                "INSERT INTO operators(name, password_hash, created_ms, role) VALUES ($1, $2, $3, $4)
                  ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash",
-                &[&name, &password_hash, &now_ms],
+                &[&name, &password_hash, &now_ms, &role],
             )
             .await
         } else {
             tx.execute(
-                "INSERT INTO operators(name, password_hash, created_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                &[&name, &password_hash, &now_ms],
+                "INSERT INTO operators(name, password_hash, created_ms, role) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
+                &[&name, &password_hash, &now_ms, &role],
             )
             .await
         }
@@ -104,11 +115,34 @@ impl FleetStore for PgStore {
         tx.commit().await.map_err(db)
     }
 
+    async fn set_role(&self, name: &str, role: Role) -> Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db)?;
+        let n =
+            tx.execute("UPDATE operators SET role = $2 WHERE name = $1", &[&name, &role.as_str()]).await.map_err(db)?;
+        tx.execute("DELETE FROM sessions WHERE operator_id = (SELECT id FROM operators WHERE name = $1)", &[&name])
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(n > 0)
+    }
+
     async fn operator(&self, name: &str) -> Result<Option<Operator>> {
         let c = self.client().await?;
-        let row =
-            c.query_opt("SELECT id, name, password_hash FROM operators WHERE name = $1", &[&name]).await.map_err(db)?;
-        Ok(row.map(|r| Operator { id: r.get(0), name: r.get(1), password_hash: r.get(2) }))
+        let row = c
+            .query_opt("SELECT id, name, password_hash, role FROM operators WHERE name = $1", &[&name])
+            .await
+            .map_err(db)?;
+        row.map(|r| {
+            let role: &str = r.get(3);
+            Ok(Operator {
+                id: r.get(0),
+                name: r.get(1),
+                password_hash: r.get(2),
+                role: Role::parse(role).ok_or_else(|| unknown_state("operator role", role))?,
+            })
+        })
+        .transpose()
     }
 
     async fn add_session(&self, token_hash: &[u8; 32], operator_id: i64, csrf: &str, expires_ms: i64) -> Result<()> {
@@ -132,13 +166,22 @@ impl FleetStore for PgStore {
         let hash = &token_hash[..];
         let row = c
             .query_opt(
-                "SELECT o.name, s.csrf, s.expires_ms FROM sessions s JOIN operators o ON o.id = s.operator_id
+                "SELECT o.name, s.csrf, s.expires_ms, o.role FROM sessions s JOIN operators o ON o.id = s.operator_id
                  WHERE s.token_hash = $1 AND s.expires_ms > $2",
                 &[&hash, &now_ms],
             )
             .await
             .map_err(db)?;
-        Ok(row.map(|r| Session { operator: r.get(0), csrf: r.get(1), expires_ms: r.get(2) }))
+        row.map(|r| {
+            let role: &str = r.get(3);
+            Ok(Session {
+                operator: r.get(0),
+                role: Role::parse(role).ok_or_else(|| unknown_state("operator role", role))?,
+                csrf: r.get(1),
+                expires_ms: r.get(2),
+            })
+        })
+        .transpose()
     }
 
     async fn drop_session(&self, token_hash: &[u8; 32]) -> Result<()> {

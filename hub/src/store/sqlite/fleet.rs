@@ -5,8 +5,8 @@ use rusqlite::{params, OptionalExtension};
 
 use super::{db, device_row, SqliteStore, DEVICE_COLS};
 use crate::store::{
-    AuditEntry, FleetRow, FleetStore, Operator, Result, Rollout, RolloutDevice, RolloutState, SavedFilter, Session,
-    StoreError, TargetState,
+    AuditEntry, FleetRow, FleetStore, Operator, Result, Role, Rollout, RolloutDevice, RolloutState, SavedFilter,
+    Session, StoreError, TargetState,
 };
 
 /// A state column read back: a name this hub does not know is an error of the row.
@@ -44,7 +44,8 @@ fn rollout_row(r: &rusqlite::Row) -> rusqlite::Result<Rollout> {
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS operators(
-    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL, created_ms INTEGER NOT NULL);
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL, created_ms INTEGER NOT NULL,
+    role TEXT NOT NULL DEFAULT 'admin');
 CREATE TABLE IF NOT EXISTS rollouts(
     id INTEGER PRIMARY KEY, name TEXT NOT NULL, package TEXT NOT NULL, vendor TEXT NOT NULL, model TEXT NOT NULL,
     filter TEXT NOT NULL, stages TEXT NOT NULL, max_failure_pct INTEGER NOT NULL, state TEXT NOT NULL,
@@ -70,6 +71,12 @@ CREATE INDEX IF NOT EXISTS audit_by_action ON audit(action, at_ms);
 /// Columns added since the first schema. Rollouts made before schedules have no `start_ms`:
 /// they started when they were made; those made before OS bundles have no `reboot`: `now`.
 pub fn migrate(c: &rusqlite::Connection) -> rusqlite::Result<()> {
+    // Operators made before roles could do everything: they are admins.
+    let has_role: i64 =
+        c.query_row("SELECT count(*) FROM pragma_table_info('operators') WHERE name = 'role'", [], |r| r.get(0))?;
+    if has_role == 0 {
+        c.execute_batch("ALTER TABLE operators ADD COLUMN role TEXT NOT NULL DEFAULT 'admin'")?;
+    }
     let has = |col: &str| -> rusqlite::Result<bool> {
         c.query_row("SELECT count(*) FROM pragma_table_info('rollouts') WHERE name = ?1", [col], |r| r.get(0))
             .map(|n: i64| n > 0)
@@ -88,19 +95,27 @@ pub fn migrate(c: &rusqlite::Connection) -> rusqlite::Result<()> {
 
 #[async_trait]
 impl FleetStore for SqliteStore {
-    async fn put_operator(&self, name: &str, password_hash: &str, replace: bool, now_ms: i64) -> Result<()> {
+    async fn put_operator(
+        &self,
+        name: &str,
+        password_hash: &str,
+        role: Role,
+        replace: bool,
+        now_ms: i64,
+    ) -> Result<()> {
         let (name, hash) = (name.to_string(), password_hash.to_string());
         self.write(move |c| {
             let n = if replace {
                 c.execute(
-                    "INSERT INTO operators(name, password_hash, created_ms) VALUES (?1, ?2, ?3)
+                    "INSERT INTO operators(name, password_hash, created_ms, role) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash",
-                    params![name, hash, now_ms],
+                    params![name, hash, now_ms, role.as_str()],
                 )
             } else {
                 c.execute(
-                    "INSERT INTO operators(name, password_hash, created_ms) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                    params![name, hash, now_ms],
+                    "INSERT INTO operators(name, password_hash, created_ms, role) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO NOTHING",
+                    params![name, hash, now_ms, role.as_str()],
                 )
             }
             .map_err(db)?;
@@ -120,11 +135,32 @@ impl FleetStore for SqliteStore {
         .await
     }
 
+    async fn set_role(&self, name: &str, role: Role) -> Result<bool> {
+        let name = name.to_string();
+        self.write(move |c| {
+            let n = c
+                .execute("UPDATE operators SET role = ?2 WHERE name = ?1", params![name, role.as_str()])
+                .map_err(db)?;
+            c.execute(
+                "DELETE FROM sessions WHERE operator_id = (SELECT id FROM operators WHERE name = ?1)",
+                params![name],
+            )
+            .map_err(db)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
     async fn operator(&self, name: &str) -> Result<Option<Operator>> {
         let name = name.to_string();
         self.read(move |c| {
-            c.query_row("SELECT id, name, password_hash FROM operators WHERE name = ?1", params![name], |r| {
-                Ok(Operator { id: r.get(0)?, name: r.get(1)?, password_hash: r.get(2)? })
+            c.query_row("SELECT id, name, password_hash, role FROM operators WHERE name = ?1", params![name], |r| {
+                Ok(Operator {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    password_hash: r.get(2)?,
+                    role: state(r, 3, Role::parse)?,
+                })
             })
             .optional()
             .map_err(db)
@@ -152,10 +188,17 @@ impl FleetStore for SqliteStore {
         let hash = *token_hash;
         self.read(move |c| {
             c.query_row(
-                "SELECT o.name, s.csrf, s.expires_ms FROM sessions s JOIN operators o ON o.id = s.operator_id
+                "SELECT o.name, s.csrf, s.expires_ms, o.role FROM sessions s JOIN operators o ON o.id = s.operator_id
                  WHERE s.token_hash = ?1 AND s.expires_ms > ?2",
                 params![&hash[..], now_ms],
-                |r| Ok(Session { operator: r.get(0)?, csrf: r.get(1)?, expires_ms: r.get(2)? }),
+                |r| {
+                    Ok(Session {
+                        operator: r.get(0)?,
+                        role: state(r, 3, Role::parse)?,
+                        csrf: r.get(1)?,
+                        expires_ms: r.get(2)?,
+                    })
+                },
             )
             .optional()
             .map_err(db)
