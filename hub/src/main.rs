@@ -13,6 +13,10 @@
 //! gwe-hub operator add NAME [--role R] [--db URL]   a dashboard operator; password on stdin
 //! gwe-hub operator passwd NAME [--db URL]           a new password (signs out its sessions)
 //! gwe-hub operator role NAME ROLE [--db URL]        viewer, operator or admin (signs out)
+//! gwe-hub operator token NAME [--scope read|write] [--days N] [--label TEXT] [--db URL]
+//!                                                   an API token of the operator's own
+//! gwe-hub operator tokens [--db URL]                every API token (never the secret)
+//! gwe-hub operator revoke ID [--db URL]             an API token stops working
 //! ```
 //! `--db` is `sqlite:PATH` (default `sqlite:/var/lib/gwe-hub/hub.db`) or `postgres://...`.
 //! The hub registers its edge services (`batch`, `ctrlpoll`, `ctrlupdate`, `cmd`) as
@@ -37,7 +41,7 @@ use std::sync::Arc;
 
 use gwe_hub::notify::Notifier;
 use gwe_hub::server::PeerKind;
-use gwe_hub::store::{self, DeviceKey, Role};
+use gwe_hub::store::{self, DeviceKey, Role, Scope};
 use gwe_hub::{now_ms, server, Hub, Limits};
 use lexopt::prelude::*;
 
@@ -58,7 +62,10 @@ const USAGE: &str = "usage: gwe-hub serve [--listen ADDR] [--db URL] [--tls-cert
        gwe-hub device list [--db URL]
        gwe-hub operator add NAME [--role viewer|operator|admin] [--db URL]   (the password is read from stdin)
        gwe-hub operator passwd NAME [--db URL]
-       gwe-hub operator role NAME viewer|operator|admin [--db URL]";
+       gwe-hub operator role NAME viewer|operator|admin [--db URL]
+       gwe-hub operator token NAME [--scope read|write] [--days N] [--label TEXT] [--db URL]
+       gwe-hub operator tokens [--db URL]
+       gwe-hub operator revoke ID [--db URL]";
 
 struct Args {
     cmd: Vec<String>,
@@ -81,6 +88,11 @@ struct Args {
     /// `operator add --role`: what the new operator may do (default `admin`, what every
     /// operator could do before roles, so existing set-up scripts keep working).
     role: Option<Role>,
+    /// `operator token`: what the token may do (default read), for how many days (default
+    /// 90, at most 365), and what it is for.
+    scope: Option<Scope>,
+    days: Option<i64>,
+    label: Option<String>,
 }
 
 fn parse() -> Result<Args, lexopt::Error> {
@@ -98,6 +110,9 @@ fn parse() -> Result<Args, lexopt::Error> {
         arrowhead_ports: None,
         device_ca: None,
         role: None,
+        scope: None,
+        days: None,
+        label: None,
         advertise: None,
         group: None,
         secret_file: None,
@@ -123,6 +138,19 @@ fn parse() -> Result<Args, lexopt::Error> {
                 a.arrowhead_ports = Some(<[u16; 3]>::try_from(ports).map_err(|_| bad())?);
             }
             Long("device-ca") => a.device_ca = Some(p.value()?.into()),
+            Long("scope") => {
+                let v = p.value()?.string()?;
+                a.scope = Some(Scope::parse(&v).ok_or_else(|| format!("--scope {v:?}: read or write"))?);
+            }
+            Long("days") => {
+                let v = p.value()?.string()?;
+                let days: i64 = v.parse().map_err(|_| format!("--days {v:?}: a number of days"))?;
+                if !(1..=365).contains(&days) {
+                    return Err(format!("--days {days}: 1 to 365").into());
+                }
+                a.days = Some(days);
+            }
+            Long("label") => a.label = Some(p.value()?.string()?),
             Long("role") => {
                 let v = p.value()?.string()?;
                 a.role = Some(Role::parse(&v).ok_or_else(|| format!("--role {v:?}: viewer, operator or admin"))?);
@@ -262,6 +290,55 @@ async fn run(a: Args) -> Result<(), String> {
             let e = gwe_hub::service::audit::entry("cli", &format!("operator.{verb}"), name, &detail, "");
             db.audit_add(&e).await.map_err(|e| e.to_string())?;
             eprintln!("operator {name}: password set");
+            return Ok(());
+        }
+        ["operator", "token", name] => {
+            let db = store::open(&a.db, notifier).await?;
+            let token = format!("{}{}", gwe_hub::http::operator::TOKEN_PREFIX, gwe_hub::new_token());
+            let now = now_ms();
+            let t = store::ApiToken {
+                id: 0,
+                operator: (*name).to_string(),
+                label: a.label.clone().unwrap_or_default(),
+                scope: a.scope.unwrap_or(Scope::Read),
+                created_ms: now,
+                expires_ms: now + a.days.unwrap_or(90) * 86_400_000,
+                revoked: false,
+            };
+            let id = db
+                .add_api_token(&t, &gwe_hub::token_hash(&token))
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no operator {name}"))?;
+            let detail = format!("token {id}: {}, {} days, {:?}", t.scope, a.days.unwrap_or(90), t.label);
+            db.audit_add(&gwe_hub::service::audit::entry("cli", "token.add", name, &detail, ""))
+                .await
+                .map_err(|e| e.to_string())?;
+            eprintln!(
+                "token {id} of {name} ({}), valid for {} days; it is shown only now:",
+                t.scope,
+                a.days.unwrap_or(90)
+            );
+            println!("{token}");
+            return Ok(());
+        }
+        ["operator", "tokens"] => {
+            let db = store::open(&a.db, notifier).await?;
+            for t in db.api_tokens().await.map_err(|e| e.to_string())? {
+                println!("{}", serde_json::to_string(&t).unwrap_or_default());
+            }
+            return Ok(());
+        }
+        ["operator", "revoke", id] => {
+            let id: i64 = id.parse().map_err(|_| format!("token id {id:?} is not a number"))?;
+            let db = store::open(&a.db, notifier).await?;
+            if !db.revoke_api_token(id).await.map_err(|e| e.to_string())? {
+                return Err(format!("no token {id}"));
+            }
+            db.audit_add(&gwe_hub::service::audit::entry("cli", "token.revoke", &format!("token {id}"), "", ""))
+                .await
+                .map_err(|e| e.to_string())?;
+            eprintln!("token {id}: revoked");
             return Ok(());
         }
         ["operator", "role", name, role] => {

@@ -354,6 +354,104 @@ fn operator_roles(b: Backend) {
 }
 backends!(roles, operator_roles);
 
+/// `gwe-hub operator token ...` and its stdout (the new token).
+fn new_token(db: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_gwe-hub"))
+        .args(["operator", "token"])
+        .args(args)
+        .args(["--db", db])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A call of the operator API with `token`.
+fn with_token(hub: &HubProc, token: &str, method: &str, path: &str, body: &str) -> Reply {
+    let agent = common::agent();
+    let url = format!("{}{path}", hub.url);
+    let auth = format!("Bearer {token}");
+    common::reply(match method {
+        "GET" => agent.get(url).header("Authorization", auth).call(),
+        "POST" => agent.post(url).header("Authorization", auth).header("Content-Type", "application/json").send(body),
+        "PUT" => agent.put(url).header("Authorization", auth).header("Content-Type", "application/json").send(body),
+        _ => panic!("{method}"),
+    })
+}
+
+/// Operators' own API tokens: each within its scope and its operator's role, recorded as
+/// that operator; revoked ones stop at once; the shared token keeps working (the migration
+/// path); the secret is shown once and never listed.
+fn operator_api_tokens(b: Backend) {
+    let (_dir, db, hub, c, _br) = signed_in(b);
+    assert!(operator_with(&db, &["add", "olga", "--role", "operator"], PASSWORD).0);
+    let write = new_token(&db, &["olga", "--scope", "write", "--days", "30", "--label", "ci"]);
+    let read = new_token(&db, &["olga"]);
+    assert!(write.starts_with("gweo_") && write.len() == 45 && read != write, "{write} {read}");
+    let out = Command::new(env!("CARGO_BIN_EXE_gwe-hub"))
+        .args(["operator", "token", "nobody", "--db", &db])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no operator nobody"));
+    let id = c.whitelist("acme", "gw1", "SN-1");
+
+    let r = with_token(&hub, &write, "GET", "/api/v1/devices", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let path = format!("/api/v1/devices/{id}/dataports/engine_fetch");
+    assert_eq!(with_token(&hub, &write, "PUT", &path, r#"{"value":"x"}"#).status, 204);
+    let r = with_token(&hub, &write, "POST", "/api/v1/devices", r#"{"vendor":"acme","model":"gw1","sn":"SN-9"}"#);
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("olga is operator: this needs the admin role"), "{}", r.text());
+    assert_eq!(with_token(&hub, &read, "GET", &format!("/api/v1/devices/{id}"), "").status, 200);
+    let r = with_token(&hub, &read, "PUT", &path, r#"{"value":"y"}"#);
+    assert!(r.status == 403 && r.text().contains("may only read"), "{}", r.text());
+    assert_eq!(
+        with_token(&hub, "gweo_0123456789012345678901234567890123456789", "GET", "/api/v1/devices", "").status,
+        401
+    );
+
+    // Listed without the secret; revoked, it stops at once.
+    let list = Command::new(env!("CARGO_BIN_EXE_gwe-hub")).args(["operator", "tokens", "--db", &db]).output().unwrap();
+    let list = String::from_utf8(list.stdout).unwrap();
+    assert_eq!(list.lines().count(), 2, "{list}");
+    assert!(!list.contains(&write) && !list.contains(&write[5..]) && list.contains(r#""label":"ci""#), "{list}");
+    let write_id: Value = serde_json::from_str(list.lines().next().unwrap()).unwrap();
+    let write_id = write_id["id"].as_i64().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gwe-hub"))
+        .args(["operator", "revoke", &write_id.to_string(), "--db", &db])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let r = with_token(&hub, &write, "GET", "/api/v1/devices", "");
+    assert!(r.status == 401 && r.text().contains("was revoked"), "{}", r.text());
+    // The shared token works as before.
+    assert_eq!(c.op_get("/api/v1/devices").status, 200);
+
+    // Who did what: the change as olga's token, each refusal as denied, the CLI's steps.
+    let log: Vec<(String, String)> = c
+        .op_get("/api/v1/audit")
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap().to_string(), e["action"].as_str().unwrap().to_string()))
+        .take(8)
+        .collect();
+    let olga = |t: i64| format!("operator:olga (token {t})");
+    let want = [
+        (olga(write_id), "denied"),
+        ("cli".into(), "token.revoke"),
+        (olga(write_id + 1), "denied"),
+        (olga(write_id), "denied"),
+        (olga(write_id), "dataport.write"),
+        ("token".into(), "device.add"),
+        ("cli".into(), "token.add"),
+        ("cli".into(), "token.add"),
+    ];
+    assert_eq!(log, want.map(|(a, b)| (a, b.to_string())));
+}
+backends!(api_tokens, operator_api_tokens);
+
 fn fleet_and_commands(b: Backend) {
     let (_dir, _db, _hub, c, br) = signed_in(b);
 

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use gwe_hub::notify::Notifier;
 use gwe_hub::store::{
-    self, Activation, AuditEntry, ContentInfo, DeviceKey, EdgeControl, Point, Role, Rollout, RolloutState, SavedFilter,
-    ServiceRow, Store, StoreError, TargetState,
+    self, Activation, ApiToken, AuditEntry, ContentInfo, DeviceKey, EdgeControl, Point, Role, Rollout, RolloutState,
+    SavedFilter, Scope, ServiceRow, Store, StoreError, TargetState,
 };
 use gwe_wire::edge::EdgePoint;
 
@@ -272,6 +272,38 @@ async fn audit(s: &dyn Store) {
     assert_eq!(s.failed_signins("operator:eve", "", 0).await.unwrap(), (0, 0));
 }
 
+/// Operators' API tokens: kept by hash with their operator's role, listed, revoked.
+async fn api_tokens(s: &dyn Store) {
+    s.put_operator("tok-olga", "$argon2id$t", Role::Operator, false, 1).await.unwrap();
+    let t = ApiToken {
+        id: 0,
+        operator: "tok-olga".into(),
+        label: "ci".into(),
+        scope: Scope::Write,
+        created_ms: 10,
+        expires_ms: 20,
+        revoked: true,
+    };
+    assert_eq!(s.add_api_token(&ApiToken { operator: "nobody".into(), ..t.clone() }, &[1; 32]).await.unwrap(), None);
+    let id = s.add_api_token(&t, &[2; 32]).await.unwrap().unwrap();
+    let id2 = s.add_api_token(&ApiToken { scope: Scope::Read, ..t.clone() }, &[3; 32]).await.unwrap().unwrap();
+    assert!(s.add_api_token(&t, &[2; 32]).await.is_err(), "one hash, one token");
+    let h = s.api_token(&[2; 32]).await.unwrap().unwrap();
+    assert_eq!(h.token, ApiToken { id, revoked: false, ..t.clone() }, "revoked is not taken from the caller");
+    assert_eq!(h.role, Role::Operator);
+    assert_eq!(s.api_token(&[9; 32]).await.unwrap(), None);
+    s.set_role("tok-olga", Role::Viewer).await.unwrap();
+    assert_eq!(s.api_token(&[2; 32]).await.unwrap().unwrap().role, Role::Viewer, "the operator's role now");
+    assert!(s.revoke_api_token(id).await.unwrap());
+    assert!(!s.revoke_api_token(999_999).await.unwrap());
+    assert!(s.api_token(&[2; 32]).await.unwrap().unwrap().token.revoked);
+    let all = s.api_tokens().await.unwrap();
+    assert_eq!(
+        all.iter().map(|t| (t.id, t.revoked, t.scope)).collect::<Vec<_>>(),
+        [(id, true, Scope::Write), (id2, false, Scope::Read)]
+    );
+}
+
 /// Rollouts: creation, listing, state moves that only succeed from the state read.
 async fn rollouts(s: &dyn Store) {
     let a = s.add_device(&key("R-1"), 1_000).await.unwrap().id;
@@ -390,6 +422,7 @@ async fn suite(url: String) {
     content(s.as_ref()).await;
     fleet(s.as_ref()).await;
     audit(s.as_ref()).await;
+    api_tokens(s.as_ref()).await;
     rollouts(s.as_ref()).await;
     edge(s.as_ref()).await;
 }

@@ -1,7 +1,9 @@
-//! The operator API (JSON, `Authorization: Bearer <operator token>`): whitelist and
+//! The operator API (JSON, `Authorization: Bearer <token>`: the shared operator token, or an
+//! operator's own token, within its scope and its operator's role): whitelist and
 //! re-enable devices, read dataport values and history, write a dataport (a command such
 //! as `engine_fetch`), upload content (OTA packages); read the audit log (`/api/v1/audit`,
-//! JSON or `?format=csv`). Every change is recorded in the audit log as made by `token`.
+//! JSON or `?format=csv`). Every change is recorded in the audit log as made by `token` (the
+//! shared one) or `operator:NAME (token ID)`.
 
 use std::sync::Arc;
 
@@ -16,9 +18,9 @@ use serde_json::json;
 
 use crate::http::{json_body, ClientAddr};
 use crate::service::audit;
-use crate::service::auth::same;
-use crate::store::{ContentInfo, DeviceKey};
-use crate::{err, now_ms, ApiError, Hub};
+use crate::service::auth::{allows, same};
+use crate::store::{ApiTokenHolder, ContentInfo, DeviceKey, Role, Scope};
+use crate::{err, now_ms, token_hash, ApiError, Hub};
 
 pub fn routes() -> Router<Arc<Hub>> {
     Router::new()
@@ -33,8 +35,56 @@ pub fn routes() -> Router<Arc<Hub>> {
         .route("/api/v1/audit", get(audit_log))
 }
 
-/// Who the operator API's changes are recorded as: the one shared operator token.
-const ACTOR: &str = "token";
+/// Operator tokens start with this, so that secret scanners can find a leaked one.
+pub const TOKEN_PREFIX: &str = "gweo_";
+
+/// Who calls the operator API, as the audit log names it.
+pub struct Caller {
+    pub actor: String,
+}
+
+/// The caller of an operator API request, if it may do what needs `scope` and `role`: the
+/// shared operator token (every right; recorded as `token`), or an operator's own token
+/// (`gwe-hub operator token`), within its scope and its operator's role, until it expires
+/// or is revoked. A refused operator token is logged and recorded as `denied`.
+async fn caller(hub: &Hub, headers: &HeaderMap, addr: &str, scope: Scope, role: Role) -> Result<Caller, ApiError> {
+    let got = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| err(StatusCode::UNAUTHORIZED, "missing Authorization: Bearer <operator token>"))?;
+    if hub.operator_token.as_ref().is_some_and(|want| same(got.as_bytes(), want.as_bytes())) {
+        return Ok(Caller { actor: "token".into() });
+    }
+    let holder = if got.starts_with(TOKEN_PREFIX) { hub.store.api_token(&token_hash(got)).await? } else { None };
+    let Some(h) = holder else {
+        return Err(err(StatusCode::UNAUTHORIZED, "wrong operator token"));
+    };
+    let actor = format!("operator:{} (token {})", h.token.operator, h.token.id);
+    if let Some((status, why)) = refusal(&h, scope, role, now_ms()) {
+        log::warn!("operator API: refused: {why}");
+        audit::record(hub, &actor, "denied", "", &why, addr).await;
+        return Err(err(status, why));
+    }
+    Ok(Caller { actor })
+}
+
+/// Why an operator's token may not do what needs `scope` and `role` at `now`; None: it may.
+fn refusal(h: &ApiTokenHolder, scope: Scope, role: Role, now: i64) -> Option<(StatusCode, String)> {
+    let t = &h.token;
+    if t.revoked {
+        Some((StatusCode::UNAUTHORIZED, format!("token {} of {} was revoked", t.id, t.operator)))
+    } else if t.expires_ms <= now {
+        Some((StatusCode::UNAUTHORIZED, format!("token {} of {} expired", t.id, t.operator)))
+    } else if scope == Scope::Write && t.scope == Scope::Read {
+        Some((StatusCode::FORBIDDEN, format!("token {} of {} may only read", t.id, t.operator)))
+    } else if !allows(h.role, role) {
+        Some((StatusCode::FORBIDDEN, format!("{} is {}: this needs the {role} role", t.operator, h.role)))
+    } else {
+        None
+    }
+}
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -53,8 +103,8 @@ pub fn check_operator(hub: &Hub, headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn devices(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> ApiResult {
-    check_operator(&hub, &headers)?;
+async fn devices(State(hub): State<Arc<Hub>>, ClientAddr(addr): ClientAddr, headers: HeaderMap) -> ApiResult {
+    let _who = caller(&hub, &headers, &addr, Scope::Read, Role::Viewer).await?;
     Ok(Json(hub.store.devices().await?).into_response())
 }
 
@@ -64,7 +114,7 @@ async fn add_device(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    check_operator(&hub, &headers)?;
+    let who = caller(&hub, &headers, &addr, Scope::Write, Role::Admin).await?;
     let key: DeviceKey = json_body(&body)?;
     for (name, v) in [("vendor", &key.vendor), ("model", &key.model), ("sn", &key.sn)] {
         if v.is_empty() || v.len() > 128 {
@@ -72,12 +122,17 @@ async fn add_device(
         }
     }
     let d = hub.store.add_device(&key, now_ms()).await?;
-    audit::record(&hub, ACTOR, "device.add", &d.sn, &format!("{}/{}/{}", d.vendor, d.model, d.sn), &addr).await;
+    audit::record(&hub, &who.actor, "device.add", &d.sn, &format!("{}/{}/{}", d.vendor, d.model, d.sn), &addr).await;
     Ok((StatusCode::CREATED, Json(d)).into_response())
 }
 
-async fn device(State(hub): State<Arc<Hub>>, Path(id): Path<i64>, headers: HeaderMap) -> ApiResult {
-    check_operator(&hub, &headers)?;
+async fn device(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<i64>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+) -> ApiResult {
+    let _who = caller(&hub, &headers, &addr, Scope::Read, Role::Viewer).await?;
     let d = hub.store.device(id).await?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no device {id}")))?;
     Ok(Json(d).into_response())
 }
@@ -88,13 +143,13 @@ async fn enable(
     ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
 ) -> ApiResult {
-    check_operator(&hub, &headers)?;
+    let who = caller(&hub, &headers, &addr, Scope::Write, Role::Admin).await?;
     let d = hub.store.device(id).await?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no device {id}")))?;
     if !hub.store.enable_device(id).await? {
         return Err(err(StatusCode::NOT_FOUND, format!("no device {id}")));
     }
     hub.forget_tokens(id);
-    audit::record(&hub, ACTOR, "device.enable", &d.sn, "its token revoked; it may activate again", &addr).await;
+    audit::record(&hub, &who.actor, "device.enable", &d.sn, "its token revoked; it may activate again", &addr).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -103,8 +158,13 @@ async fn known(hub: &Hub, id: i64) -> Result<String, ApiError> {
     hub.store.device(id).await?.map(|d| d.sn).ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no device {id}")))
 }
 
-async fn dataports(State(hub): State<Arc<Hub>>, Path(id): Path<i64>, headers: HeaderMap) -> ApiResult {
-    check_operator(&hub, &headers)?;
+async fn dataports(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<i64>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+) -> ApiResult {
+    let _who = caller(&hub, &headers, &addr, Scope::Read, Role::Viewer).await?;
     known(&hub, id).await?;
     let values: serde_json::Map<String, serde_json::Value> = hub
         .store
@@ -119,9 +179,10 @@ async fn dataports(State(hub): State<Arc<Hub>>, Path(id): Path<i64>, headers: He
 async fn dataport(
     State(hub): State<Arc<Hub>>,
     Path((id, alias)): Path<(i64, String)>,
+    ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
 ) -> ApiResult {
-    check_operator(&hub, &headers)?;
+    let _who = caller(&hub, &headers, &addr, Scope::Read, Role::Viewer).await?;
     known(&hub, id).await?;
     let v = hub.store.read(id, std::slice::from_ref(&alias)).await?.pop().flatten();
     let v = v.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("device {id} has no value for {alias}")))?;
@@ -140,7 +201,7 @@ async fn set_dataport(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    check_operator(&hub, &headers)?;
+    let who = caller(&hub, &headers, &addr, Scope::Write, Role::Operator).await?;
     let sn = known(&hub, id).await?;
     if alias.is_empty() || alias.len() > 255 {
         return Err(err(StatusCode::BAD_REQUEST, "alias must be 1 to 255 bytes"));
@@ -149,7 +210,7 @@ async fn set_dataport(
     let now = now_ms();
     let detail = format!("{alias} = {}", v.value);
     hub.store.write(id, &[(alias, v.value)], now / 1000, now).await?;
-    audit::record(&hub, ACTOR, "dataport.write", &sn, &detail, &addr).await;
+    audit::record(&hub, &who.actor, "dataport.write", &sn, &detail, &addr).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -162,9 +223,10 @@ async fn history(
     State(hub): State<Arc<Hub>>,
     Path((id, alias)): Path<(i64, String)>,
     Query(q): Query<HistoryQuery>,
+    ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
 ) -> ApiResult {
-    check_operator(&hub, &headers)?;
+    let _who = caller(&hub, &headers, &addr, Scope::Read, Role::Viewer).await?;
     known(&hub, id).await?;
     let limit = q.limit.unwrap_or(100).clamp(1, 100_000);
     Ok(Json(hub.store.history(id, &alias, limit).await?).into_response())
@@ -173,9 +235,10 @@ async fn history(
 async fn list_content(
     State(hub): State<Arc<Hub>>,
     Path((vendor, model)): Path<(String, String)>,
+    ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
 ) -> ApiResult {
-    check_operator(&hub, &headers)?;
+    let _who = caller(&hub, &headers, &addr, Scope::Read, Role::Viewer).await?;
     Ok(Json(hub.store.list_content((&vendor, &model)).await?).into_response())
 }
 
@@ -186,7 +249,7 @@ async fn put_content(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    check_operator(&hub, &headers)?;
+    let who = caller(&hub, &headers, &addr, Scope::Write, Role::Operator).await?;
     if id.is_empty() || id.len() > 255 || id.contains(['/', ',', '\n']) {
         return Err(err(StatusCode::BAD_REQUEST, "content id must be 1 to 255 bytes without '/', ',' or newlines"));
     }
@@ -205,7 +268,7 @@ async fn put_content(
     };
     hub.store.put_content((&vendor, &model), &info, &body).await?;
     let detail = format!("{} bytes", body.len());
-    audit::record(&hub, ACTOR, "content.put", &format!("{vendor}/{model}/{id}"), &detail, &addr).await;
+    audit::record(&hub, &who.actor, "content.put", &format!("{vendor}/{model}/{id}"), &detail, &addr).await;
     Ok((StatusCode::CREATED, Json(json!({"id": id, "size": body.len()}))).into_response())
 }
 
@@ -218,8 +281,13 @@ struct AuditQuery {
 
 /// The audit log, newest first: `?before=ID&limit=N` pages back through it (at most
 /// 100,000 entries an answer), `format=csv` exports it. There is no way to write it here.
-async fn audit_log(State(hub): State<Arc<Hub>>, Query(q): Query<AuditQuery>, headers: HeaderMap) -> ApiResult {
-    check_operator(&hub, &headers)?;
+async fn audit_log(
+    State(hub): State<Arc<Hub>>,
+    Query(q): Query<AuditQuery>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+) -> ApiResult {
+    let _who = caller(&hub, &headers, &addr, Scope::Read, Role::Viewer).await?;
     audit_answer(&hub, q.before, q.limit, q.format.as_deref()).await
 }
 
@@ -237,5 +305,38 @@ pub async fn audit_answer(hub: &Hub, before: Option<i64>, limit: Option<i64>, fo
         )
             .into_response()),
         Some(f) => Err(err(StatusCode::BAD_REQUEST, format!("format={f}: json or csv"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ApiToken;
+
+    #[test]
+    fn an_operator_token_is_refused_when_revoked_expired_out_of_scope_or_beyond_its_role() {
+        let token = |scope, expires_ms, revoked| ApiToken {
+            id: 7,
+            operator: "olga".into(),
+            label: String::new(),
+            scope,
+            created_ms: 0,
+            expires_ms,
+            revoked,
+        };
+        let h = |t, role| ApiTokenHolder { token: t, role };
+        let ok = h(token(Scope::Write, 1_000, false), Role::Operator);
+        assert_eq!(refusal(&ok, Scope::Write, Role::Operator, 999), None);
+        let why = |h: &ApiTokenHolder, scope, role, now| refusal(h, scope, role, now).map(|(s, w)| (s.as_u16(), w));
+        assert_eq!(why(&ok, Scope::Read, Role::Viewer, 1_000), Some((401, "token 7 of olga expired".into())));
+        let revoked = h(token(Scope::Write, 1_000, true), Role::Admin);
+        assert_eq!(why(&revoked, Scope::Read, Role::Viewer, 0), Some((401, "token 7 of olga was revoked".into())));
+        let read = h(token(Scope::Read, 1_000, false), Role::Admin);
+        assert_eq!(why(&read, Scope::Read, Role::Admin, 0), None);
+        assert_eq!(why(&read, Scope::Write, Role::Viewer, 0), Some((403, "token 7 of olga may only read".into())));
+        assert_eq!(
+            why(&ok, Scope::Write, Role::Admin, 0),
+            Some((403, "olga is operator: this needs the admin role".into()))
+        );
     }
 }

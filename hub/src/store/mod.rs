@@ -327,6 +327,37 @@ pub struct AuditEntry {
     pub addr: String,
 }
 
+text_enum! {
+    /// What an operator's API token may do (within the operator's role).
+    Scope {
+        /// GET only.
+        Read = "read",
+        /// Also the changes the operator's role allows.
+        Write = "write",
+    }
+}
+
+/// An operator's own token for the operator API: the store keeps its SHA-256 only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiToken {
+    /// Set by the store; ignored when adding.
+    pub id: i64,
+    pub operator: String,
+    /// What it is for, as its maker named it.
+    pub label: String,
+    pub scope: Scope,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub revoked: bool,
+}
+
+/// A token presented to the operator API, with its operator's role at that moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTokenHolder {
+    pub token: ApiToken,
+    pub role: Role,
+}
+
 /// A signed-in dashboard session (the cookie holds the token; the store its SHA-256).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
@@ -451,6 +482,16 @@ pub trait FleetStore: Send + Sync {
     /// deleted by the next sign-in (`add_session`).
     async fn session(&self, token_hash: &[u8; 32], now_ms: i64) -> Result<Option<Session>>;
     async fn drop_session(&self, token_hash: &[u8; 32]) -> Result<()>;
+    /// Adds an operator's API token (`t.id` and `t.revoked` are ignored); its id. None when
+    /// the operator does not exist.
+    async fn add_api_token(&self, t: &ApiToken, token_hash: &[u8; 32]) -> Result<Option<i64>>;
+    /// The token with this hash and its operator's role (also when expired or revoked: the
+    /// caller says which).
+    async fn api_token(&self, token_hash: &[u8; 32]) -> Result<Option<ApiTokenHolder>>;
+    /// Every API token (of every operator), by id.
+    async fn api_tokens(&self) -> Result<Vec<ApiToken>>;
+    /// Revokes a token for good; false if there is no such token.
+    async fn revoke_api_token(&self, id: i64) -> Result<bool>;
     /// Appends an entry to the audit log (`e.id` is ignored).
     async fn audit_add(&self, e: &AuditEntry) -> Result<()>;
     /// The audit log, newest first: at most `limit` entries with an id below `before_id`.

@@ -4,8 +4,8 @@ use async_trait::async_trait;
 
 use super::{db, device_row, PgStore, DEVICE_COLS};
 use crate::store::{
-    unknown_state, AuditEntry, FleetRow, FleetStore, Operator, Result, Role, Rollout, RolloutDevice, RolloutState,
-    SavedFilter, Session, StoreError, TargetState,
+    unknown_state, ApiToken, ApiTokenHolder, AuditEntry, FleetRow, FleetStore, Operator, Result, Role, Rollout,
+    RolloutDevice, RolloutState, SavedFilter, Scope, Session, StoreError, TargetState,
 };
 
 const ROLLOUT_COLS: &str = "id, name, package, vendor, model, filter, stages, max_failure_pct, state, stage, \
@@ -31,6 +31,21 @@ fn rollout_row(r: &tokio_postgres::Row) -> Result<Rollout> {
         updated_ms: r.get(13),
         start_ms: r.get(14),
         reboot: r.get(15),
+    })
+}
+
+const API_TOKEN_COLS: &str = "t.id, o.name, t.label, t.scope, t.created_ms, t.expires_ms, t.revoked";
+
+fn api_token_row(r: &tokio_postgres::Row) -> Result<ApiToken> {
+    let scope: &str = r.get(3);
+    Ok(ApiToken {
+        id: r.get(0),
+        operator: r.get(1),
+        label: r.get(2),
+        scope: Scope::parse(scope).ok_or_else(|| unknown_state("token scope", scope))?,
+        created_ms: r.get(4),
+        expires_ms: r.get(5),
+        revoked: r.get(6),
     })
 }
 
@@ -68,6 +83,10 @@ CREATE TABLE IF NOT EXISTS device_tags(
     device_id BIGINT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY(device_id, tag));
 CREATE TABLE IF NOT EXISTS saved_filters(
     name TEXT PRIMARY KEY, query TEXT NOT NULL, operator TEXT NOT NULL, created_ms BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS api_tokens(
+    id BIGSERIAL PRIMARY KEY, operator_id BIGINT NOT NULL REFERENCES operators(id) ON DELETE CASCADE,
+    token_hash BYTEA NOT NULL UNIQUE, label TEXT NOT NULL, scope TEXT NOT NULL, created_ms BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL, revoked BOOLEAN NOT NULL DEFAULT FALSE);
 CREATE TABLE IF NOT EXISTS audit(
     id BIGSERIAL PRIMARY KEY, at_ms BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
     targets TEXT NOT NULL, detail TEXT NOT NULL, addr TEXT NOT NULL);
@@ -189,6 +208,62 @@ impl FleetStore for PgStore {
         let hash = &token_hash[..];
         c.execute("DELETE FROM sessions WHERE token_hash = $1", &[&hash]).await.map_err(db)?;
         Ok(())
+    }
+
+    async fn add_api_token(&self, t: &ApiToken, token_hash: &[u8; 32]) -> Result<Option<i64>> {
+        let c = self.client().await?;
+        let hash = &token_hash[..];
+        let row = c
+            .query_opt(
+                "INSERT INTO api_tokens(operator_id, token_hash, label, scope, created_ms, expires_ms)
+                 SELECT id, $2, $3, $4, $5, $6 FROM operators WHERE name = $1 RETURNING id",
+                &[&t.operator, &hash, &t.label, &t.scope.as_str(), &t.created_ms, &t.expires_ms],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn api_token(&self, token_hash: &[u8; 32]) -> Result<Option<ApiTokenHolder>> {
+        let c = self.client().await?;
+        let hash = &token_hash[..];
+        let row = c
+            .query_opt(
+                &format!(
+                    "SELECT {API_TOKEN_COLS}, o.role FROM api_tokens t JOIN operators o ON o.id = t.operator_id
+                     WHERE t.token_hash = $1"
+                ),
+                &[&hash],
+            )
+            .await
+            .map_err(db)?;
+        row.map(|r| {
+            let role: &str = r.get(7);
+            Ok(ApiTokenHolder {
+                token: api_token_row(&r)?,
+                role: Role::parse(role).ok_or_else(|| unknown_state("operator role", role))?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn api_tokens(&self) -> Result<Vec<ApiToken>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {API_TOKEN_COLS} FROM api_tokens t JOIN operators o ON o.id = t.operator_id ORDER BY t.id"
+                ),
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter().map(api_token_row).collect()
+    }
+
+    async fn revoke_api_token(&self, id: i64) -> Result<bool> {
+        let c = self.client().await?;
+        Ok(c.execute("UPDATE api_tokens SET revoked = TRUE WHERE id = $1", &[&id]).await.map_err(db)? > 0)
     }
 
     async fn audit_add(&self, e: &AuditEntry) -> Result<()> {

@@ -5,8 +5,8 @@ use rusqlite::{params, OptionalExtension};
 
 use super::{db, device_row, SqliteStore, DEVICE_COLS};
 use crate::store::{
-    AuditEntry, FleetRow, FleetStore, Operator, Result, Role, Rollout, RolloutDevice, RolloutState, SavedFilter,
-    Session, StoreError, TargetState,
+    ApiToken, ApiTokenHolder, AuditEntry, FleetRow, FleetStore, Operator, Result, Role, Rollout, RolloutDevice,
+    RolloutState, SavedFilter, Scope, Session, StoreError, TargetState,
 };
 
 /// A state column read back: a name this hub does not know is an error of the row.
@@ -42,6 +42,20 @@ fn rollout_row(r: &rusqlite::Row) -> rusqlite::Result<Rollout> {
     })
 }
 
+const API_TOKEN_COLS: &str = "t.id, o.name, t.label, t.scope, t.created_ms, t.expires_ms, t.revoked";
+
+fn api_token_row(r: &rusqlite::Row) -> rusqlite::Result<ApiToken> {
+    Ok(ApiToken {
+        id: r.get(0)?,
+        operator: r.get(1)?,
+        label: r.get(2)?,
+        scope: state(r, 3, Scope::parse)?,
+        created_ms: r.get(4)?,
+        expires_ms: r.get(5)?,
+        revoked: r.get(6)?,
+    })
+}
+
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS operators(
     id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL, created_ms INTEGER NOT NULL,
@@ -62,6 +76,10 @@ CREATE TABLE IF NOT EXISTS device_tags(
     device_id INTEGER NOT NULL, tag TEXT NOT NULL, PRIMARY KEY(device_id, tag)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS saved_filters(
     name TEXT PRIMARY KEY, query TEXT NOT NULL, operator TEXT NOT NULL, created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS api_tokens(
+    id INTEGER PRIMARY KEY, operator_id INTEGER NOT NULL REFERENCES operators(id) ON DELETE CASCADE,
+    token_hash BLOB NOT NULL UNIQUE, label TEXT NOT NULL, scope TEXT NOT NULL, created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS audit(
     id INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
     targets TEXT NOT NULL, detail TEXT NOT NULL, addr TEXT NOT NULL);
@@ -210,6 +228,58 @@ impl FleetStore for SqliteStore {
         let hash = *token_hash;
         self.write(move |c| {
             c.execute("DELETE FROM sessions WHERE token_hash = ?1", params![&hash[..]]).map(drop).map_err(db)
+        })
+        .await
+    }
+
+    async fn add_api_token(&self, t: &ApiToken, token_hash: &[u8; 32]) -> Result<Option<i64>> {
+        let (t, hash) = (t.clone(), *token_hash);
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO api_tokens(operator_id, token_hash, label, scope, created_ms, expires_ms)
+                     SELECT id, ?2, ?3, ?4, ?5, ?6 FROM operators WHERE name = ?1",
+                    params![t.operator, &hash[..], t.label, t.scope.as_str(), t.created_ms, t.expires_ms],
+                )
+                .map_err(db)?;
+            Ok((n > 0).then(|| c.last_insert_rowid()))
+        })
+        .await
+    }
+
+    async fn api_token(&self, token_hash: &[u8; 32]) -> Result<Option<ApiTokenHolder>> {
+        let hash = *token_hash;
+        self.read(move |c| {
+            c.query_row(
+                &format!(
+                    "SELECT {API_TOKEN_COLS}, o.role FROM api_tokens t JOIN operators o ON o.id = t.operator_id
+                     WHERE t.token_hash = ?1"
+                ),
+                params![&hash[..]],
+                |r| Ok(ApiTokenHolder { token: api_token_row(r)?, role: state(r, 7, Role::parse)? }),
+            )
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn api_tokens(&self) -> Result<Vec<ApiToken>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare(&format!(
+                    "SELECT {API_TOKEN_COLS} FROM api_tokens t JOIN operators o ON o.id = t.operator_id ORDER BY t.id"
+                ))
+                .map_err(db)?;
+            let rows = st.query_map([], api_token_row).map_err(db)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn revoke_api_token(&self, id: i64) -> Result<bool> {
+        self.write(move |c| {
+            c.execute("UPDATE api_tokens SET revoked = 1 WHERE id = ?1", params![id]).map(|n| n > 0).map_err(db)
         })
         .await
     }
