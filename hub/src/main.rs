@@ -16,6 +16,7 @@
 //! gwe-hub operator token NAME [--scope read|write] [--days N] [--label TEXT] [--db URL]
 //!                                                   an API token of the operator's own
 //! gwe-hub operator tokens [--db URL]                every API token (never the secret)
+//! gwe-hub operator disable|enable NAME [--db URL]   no sign-in, no token (sessions end)
 //! gwe-hub operator revoke ID [--db URL]             an API token stops working
 //! ```
 //! `--db` is `sqlite:PATH` (default `sqlite:/var/lib/gwe-hub/hub.db`) or `postgres://...`.
@@ -65,6 +66,7 @@ const USAGE: &str = "usage: gwe-hub serve [--listen ADDR] [--db URL] [--tls-cert
        gwe-hub operator role NAME viewer|operator|admin [--db URL]
        gwe-hub operator token NAME [--scope read|write] [--days N] [--label TEXT] [--db URL]
        gwe-hub operator tokens [--db URL]
+       gwe-hub operator disable|enable NAME [--db URL]
        gwe-hub operator revoke ID [--db URL]";
 
 struct Args {
@@ -339,6 +341,17 @@ async fn run(a: Args) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             eprintln!("token {id}: revoked");
+            return Ok(());
+        }
+        ["operator", verb @ ("disable" | "enable"), name] => {
+            let db = store::open(&a.db, notifier).await?;
+            if !db.set_disabled(name, *verb == "disable").await.map_err(|e| e.to_string())? {
+                return Err(format!("no operator {name}"));
+            }
+            db.audit_add(&gwe_hub::service::audit::entry("cli", &format!("operator.{verb}"), name, "", ""))
+                .await
+                .map_err(|e| e.to_string())?;
+            eprintln!("operator {name}: {verb}d");
             return Ok(());
         }
         ["operator", "role", name, role] => {

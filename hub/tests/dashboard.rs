@@ -426,6 +426,18 @@ fn operator_api_tokens(b: Backend) {
     assert!(r.status == 401 && r.text().contains("was revoked"), "{}", r.text());
     // The shared token works as before.
     assert_eq!(c.op_get("/api/v1/devices").status, 200);
+    // A disabled operator's tokens are refused, and it cannot sign in; enabled, both work.
+    let mut olga = Browser::new(&hub);
+    assert_eq!(olga.sign_in("olga", PASSWORD).status, 303);
+    assert!(operator_with(&db, &["disable", "olga"], "").0);
+    assert_eq!(olga.get("/ui/api/fleet").status, 401, "its session ended");
+    let r = with_token(&hub, &read, "GET", "/api/v1/devices", "");
+    assert!(r.status == 401 && r.text().contains("olga is disabled"), "{}", r.text());
+    let r = olga.sign_in("olga", PASSWORD);
+    assert!(r.status == 403 && r.text().contains("This account is disabled."), "{}", r.text());
+    assert!(operator_with(&db, &["enable", "olga"], "").0);
+    assert_eq!(with_token(&hub, &read, "GET", "/api/v1/devices", "").status, 200);
+    assert_eq!(olga.sign_in("olga", PASSWORD).status, 303);
 
     // Who did what: the change as olga's token, each refusal as denied, the CLI's steps.
     let log: Vec<(String, String)> = c
@@ -435,10 +447,16 @@ fn operator_api_tokens(b: Backend) {
         .unwrap()
         .iter()
         .map(|e| (e["actor"].as_str().unwrap().to_string(), e["action"].as_str().unwrap().to_string()))
-        .take(8)
+        .take(14)
         .collect();
     let olga = |t: i64| format!("operator:olga (token {t})");
     let want = [
+        ("operator:olga".into(), "signin"),
+        ("cli".into(), "operator.enable"),
+        ("operator:olga".into(), "signin.disabled"),
+        (olga(write_id + 1), "denied"),
+        ("cli".into(), "operator.disable"),
+        ("operator:olga".into(), "signin"),
         (olga(write_id), "denied"),
         ("cli".into(), "token.revoke"),
         (olga(write_id + 1), "denied"),

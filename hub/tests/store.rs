@@ -294,6 +294,20 @@ async fn api_tokens(s: &dyn Store) {
     assert_eq!(s.api_token(&[9; 32]).await.unwrap(), None);
     s.set_role("tok-olga", Role::Viewer).await.unwrap();
     assert_eq!(s.api_token(&[2; 32]).await.unwrap().unwrap().role, Role::Viewer, "the operator's role now");
+    // Disabled: its sessions end, its tokens say so, and enabled again it signs in again.
+    let olga = s.operator("tok-olga").await.unwrap().unwrap();
+    s.add_session(&[4; 32], olga.id, "c", 100).await.unwrap();
+    assert!(s.set_disabled("tok-olga", true).await.unwrap());
+    assert!(!s.set_disabled("nobody", true).await.unwrap());
+    assert!(s.operator("tok-olga").await.unwrap().unwrap().disabled);
+    assert_eq!(s.session(&[4; 32], 50).await.unwrap(), None, "its sessions end");
+    s.add_session(&[5; 32], olga.id, "c", 100).await.unwrap();
+    assert_eq!(s.session(&[5; 32], 50).await.unwrap(), None, "a disabled operator has no session");
+    assert!(s.api_token(&[2; 32]).await.unwrap().unwrap().disabled);
+    assert!(s.set_disabled("tok-olga", false).await.unwrap());
+    assert!(!s.api_token(&[2; 32]).await.unwrap().unwrap().disabled);
+    s.add_session(&[6; 32], olga.id, "c", 100).await.unwrap();
+    assert!(s.session(&[6; 32], 50).await.unwrap().is_some(), "enabled again");
     assert!(s.revoke_api_token(id).await.unwrap());
     assert!(!s.revoke_api_token(999_999).await.unwrap());
     assert!(s.api_token(&[2; 32]).await.unwrap().unwrap().token.revoked);

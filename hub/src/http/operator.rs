@@ -73,7 +73,9 @@ async fn caller(hub: &Hub, headers: &HeaderMap, addr: &str, scope: Scope, role: 
 /// Why an operator's token may not do what needs `scope` and `role` at `now`; None: it may.
 fn refusal(h: &ApiTokenHolder, scope: Scope, role: Role, now: i64) -> Option<(StatusCode, String)> {
     let t = &h.token;
-    if t.revoked {
+    if h.disabled {
+        Some((StatusCode::UNAUTHORIZED, format!("{} is disabled (token {})", t.operator, t.id)))
+    } else if t.revoked {
         Some((StatusCode::UNAUTHORIZED, format!("token {} of {} was revoked", t.id, t.operator)))
     } else if t.expires_ms <= now {
         Some((StatusCode::UNAUTHORIZED, format!("token {} of {} expired", t.id, t.operator)))
@@ -324,7 +326,7 @@ mod tests {
             expires_ms,
             revoked,
         };
-        let h = |t, role| ApiTokenHolder { token: t, role };
+        let h = |t, role| ApiTokenHolder { token: t, role, disabled: false };
         let ok = h(token(Scope::Write, 1_000, false), Role::Operator);
         assert_eq!(refusal(&ok, Scope::Write, Role::Operator, 999), None);
         let why = |h: &ApiTokenHolder, scope, role, now| refusal(h, scope, role, now).map(|(s, w)| (s.as_u16(), w));
@@ -334,6 +336,8 @@ mod tests {
         let read = h(token(Scope::Read, 1_000, false), Role::Admin);
         assert_eq!(why(&read, Scope::Read, Role::Admin, 0), None);
         assert_eq!(why(&read, Scope::Write, Role::Viewer, 0), Some((403, "token 7 of olga may only read".into())));
+        let off = ApiTokenHolder { disabled: true, ..ok.clone() };
+        assert_eq!(why(&off, Scope::Read, Role::Viewer, 0), Some((401, "olga is disabled (token 7)".into())));
         assert_eq!(
             why(&ok, Scope::Write, Role::Admin, 0),
             Some((403, "olga is operator: this needs the admin role".into()))

@@ -305,6 +305,8 @@ pub struct Operator {
     pub name: String,
     pub password_hash: String,
     pub role: Role,
+    /// Signs in no more and its tokens are refused, until enabled again.
+    pub disabled: bool,
 }
 
 /// One entry of the audit log: who changed what, to which gateways or objects, when and
@@ -356,6 +358,8 @@ pub struct ApiToken {
 pub struct ApiTokenHolder {
     pub token: ApiToken,
     pub role: Role,
+    /// The operator is disabled.
+    pub disabled: bool,
 }
 
 /// A signed-in dashboard session (the cookie holds the token; the store its SHA-256).
@@ -476,9 +480,12 @@ pub trait FleetStore: Send + Sync {
         -> Result<()>;
     /// Gives an operator another role and ends its sessions; false if there is no such one.
     async fn set_role(&self, name: &str, role: Role) -> Result<bool>;
+    /// Disables an operator (its sessions end) or enables it again; false if there is no such one.
+    async fn set_disabled(&self, name: &str, disabled: bool) -> Result<bool>;
     async fn operator(&self, name: &str) -> Result<Option<Operator>>;
     async fn add_session(&self, token_hash: &[u8; 32], operator_id: i64, csrf: &str, expires_ms: i64) -> Result<()>;
-    /// The session, if it exists and has not expired at `now_ms`. Expired sessions are
+    /// The session, if it exists, has not expired at `now_ms` and its operator is not
+    /// disabled. Expired sessions are
     /// deleted by the next sign-in (`add_session`).
     async fn session(&self, token_hash: &[u8; 32], now_ms: i64) -> Result<Option<Session>>;
     async fn drop_session(&self, token_hash: &[u8; 32]) -> Result<()>;

@@ -253,6 +253,10 @@ async fn login(
         audit::record(&hub, &actor, "signin.failed", "", "wrong name or password", &addr).await;
         return Ok(login_html(StatusCode::UNAUTHORIZED, "Wrong name or password.", &form.name));
     };
+    if op.disabled {
+        audit::record(&hub, &actor, "signin.disabled", "", "the operator is disabled", &addr).await;
+        return Ok(login_html(StatusCode::FORBIDDEN, "This account is disabled.", &form.name));
+    }
     let (token, csrf) = (new_token(), new_token());
     hub.store.add_session(&token_hash(&token), op.id, &csrf, now_ms() + SESSION_MAX_MS).await?;
     audit::record(&hub, &actor, "signin", "", "", &addr).await;

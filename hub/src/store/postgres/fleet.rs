@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS operators(
     id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL, created_ms BIGINT NOT NULL);
 -- Operators made before roles could do everything: they are admins.
 ALTER TABLE operators ADD COLUMN IF NOT EXISTS role TEXT NOT NULL DEFAULT 'admin';
+ALTER TABLE operators ADD COLUMN IF NOT EXISTS disabled BOOLEAN NOT NULL DEFAULT FALSE;
 CREATE TABLE IF NOT EXISTS rollouts(
     id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, package TEXT NOT NULL, vendor TEXT NOT NULL, model TEXT NOT NULL,
     filter TEXT NOT NULL, stages TEXT NOT NULL, max_failure_pct BIGINT NOT NULL, state TEXT NOT NULL,
@@ -146,10 +147,22 @@ impl FleetStore for PgStore {
         Ok(n > 0)
     }
 
+    async fn set_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db)?;
+        let n =
+            tx.execute("UPDATE operators SET disabled = $2 WHERE name = $1", &[&name, &disabled]).await.map_err(db)?;
+        tx.execute("DELETE FROM sessions WHERE operator_id = (SELECT id FROM operators WHERE name = $1)", &[&name])
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(n > 0)
+    }
+
     async fn operator(&self, name: &str) -> Result<Option<Operator>> {
         let c = self.client().await?;
         let row = c
-            .query_opt("SELECT id, name, password_hash, role FROM operators WHERE name = $1", &[&name])
+            .query_opt("SELECT id, name, password_hash, role, disabled FROM operators WHERE name = $1", &[&name])
             .await
             .map_err(db)?;
         row.map(|r| {
@@ -159,6 +172,7 @@ impl FleetStore for PgStore {
                 name: r.get(1),
                 password_hash: r.get(2),
                 role: Role::parse(role).ok_or_else(|| unknown_state("operator role", role))?,
+                disabled: r.get(4),
             })
         })
         .transpose()
@@ -186,7 +200,7 @@ impl FleetStore for PgStore {
         let row = c
             .query_opt(
                 "SELECT o.name, s.csrf, s.expires_ms, o.role FROM sessions s JOIN operators o ON o.id = s.operator_id
-                 WHERE s.token_hash = $1 AND s.expires_ms > $2",
+                 WHERE s.token_hash = $1 AND s.expires_ms > $2 AND NOT o.disabled",
                 &[&hash, &now_ms],
             )
             .await
@@ -230,7 +244,7 @@ impl FleetStore for PgStore {
         let row = c
             .query_opt(
                 &format!(
-                    "SELECT {API_TOKEN_COLS}, o.role FROM api_tokens t JOIN operators o ON o.id = t.operator_id
+                    "SELECT {API_TOKEN_COLS}, o.role, o.disabled FROM api_tokens t JOIN operators o ON o.id = t.operator_id
                      WHERE t.token_hash = $1"
                 ),
                 &[&hash],
@@ -242,6 +256,7 @@ impl FleetStore for PgStore {
             Ok(ApiTokenHolder {
                 token: api_token_row(&r)?,
                 role: Role::parse(role).ok_or_else(|| unknown_state("operator role", role))?,
+                disabled: r.get(8),
             })
         })
         .transpose()

@@ -59,7 +59,7 @@ fn api_token_row(r: &rusqlite::Row) -> rusqlite::Result<ApiToken> {
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS operators(
     id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL, created_ms INTEGER NOT NULL,
-    role TEXT NOT NULL DEFAULT 'admin');
+    role TEXT NOT NULL DEFAULT 'admin', disabled INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS rollouts(
     id INTEGER PRIMARY KEY, name TEXT NOT NULL, package TEXT NOT NULL, vendor TEXT NOT NULL, model TEXT NOT NULL,
     filter TEXT NOT NULL, stages TEXT NOT NULL, max_failure_pct INTEGER NOT NULL, state TEXT NOT NULL,
@@ -94,6 +94,11 @@ pub fn migrate(c: &rusqlite::Connection) -> rusqlite::Result<()> {
         c.query_row("SELECT count(*) FROM pragma_table_info('operators') WHERE name = 'role'", [], |r| r.get(0))?;
     if has_role == 0 {
         c.execute_batch("ALTER TABLE operators ADD COLUMN role TEXT NOT NULL DEFAULT 'admin'")?;
+    }
+    let has_disabled: i64 =
+        c.query_row("SELECT count(*) FROM pragma_table_info('operators') WHERE name = 'disabled'", [], |r| r.get(0))?;
+    if has_disabled == 0 {
+        c.execute_batch("ALTER TABLE operators ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0")?;
     }
     let has = |col: &str| -> rusqlite::Result<bool> {
         c.query_row("SELECT count(*) FROM pragma_table_info('rollouts') WHERE name = ?1", [col], |r| r.get(0))
@@ -169,17 +174,37 @@ impl FleetStore for SqliteStore {
         .await
     }
 
+    async fn set_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
+        let name = name.to_string();
+        self.write(move |c| {
+            let n =
+                c.execute("UPDATE operators SET disabled = ?2 WHERE name = ?1", params![name, disabled]).map_err(db)?;
+            c.execute(
+                "DELETE FROM sessions WHERE operator_id = (SELECT id FROM operators WHERE name = ?1)",
+                params![name],
+            )
+            .map_err(db)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
     async fn operator(&self, name: &str) -> Result<Option<Operator>> {
         let name = name.to_string();
         self.read(move |c| {
-            c.query_row("SELECT id, name, password_hash, role FROM operators WHERE name = ?1", params![name], |r| {
-                Ok(Operator {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    password_hash: r.get(2)?,
-                    role: state(r, 3, Role::parse)?,
-                })
-            })
+            c.query_row(
+                "SELECT id, name, password_hash, role, disabled FROM operators WHERE name = ?1",
+                params![name],
+                |r| {
+                    Ok(Operator {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        password_hash: r.get(2)?,
+                        role: state(r, 3, Role::parse)?,
+                        disabled: r.get(4)?,
+                    })
+                },
+            )
             .optional()
             .map_err(db)
         })
@@ -207,7 +232,7 @@ impl FleetStore for SqliteStore {
         self.read(move |c| {
             c.query_row(
                 "SELECT o.name, s.csrf, s.expires_ms, o.role FROM sessions s JOIN operators o ON o.id = s.operator_id
-                 WHERE s.token_hash = ?1 AND s.expires_ms > ?2",
+                 WHERE s.token_hash = ?1 AND s.expires_ms > ?2 AND o.disabled = 0",
                 params![&hash[..], now_ms],
                 |r| {
                     Ok(Session {
@@ -252,11 +277,17 @@ impl FleetStore for SqliteStore {
         self.read(move |c| {
             c.query_row(
                 &format!(
-                    "SELECT {API_TOKEN_COLS}, o.role FROM api_tokens t JOIN operators o ON o.id = t.operator_id
+                    "SELECT {API_TOKEN_COLS}, o.role, o.disabled FROM api_tokens t JOIN operators o ON o.id = t.operator_id
                      WHERE t.token_hash = ?1"
                 ),
                 params![&hash[..]],
-                |r| Ok(ApiTokenHolder { token: api_token_row(r)?, role: state(r, 7, Role::parse)? }),
+                |r| {
+                    Ok(ApiTokenHolder {
+                        token: api_token_row(r)?,
+                        role: state(r, 7, Role::parse)?,
+                        disabled: r.get(8)?,
+                    })
+                },
             )
             .optional()
             .map_err(db)
