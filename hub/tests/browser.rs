@@ -70,11 +70,15 @@ async fn browser(driver: &Driver) -> Browser {
                         "--disable-sync", "--no-first-run"]}),
     );
     caps.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+    let b = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
         .connect(&format!("http://127.0.0.1:{}", driver.1))
         .await
-        .expect("starting Chromium through chromedriver")
+        .expect("starting Chromium through chromedriver");
+    // The page waits for what the test waits for (`wait_text`): up to a minute and more.
+    let t = fantoccini::wd::TimeoutConfiguration::new(Some(Duration::from_secs(120)), None, None);
+    b.update_timeouts(t).await.unwrap();
+    b
 }
 
 fn add_operator(db: &str) {
@@ -228,7 +232,7 @@ async fn screenshots(b: &Browser, name: &str) {
         b.execute("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0);", vec![])
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        next_frames(b).await;
         std::fs::write(dir.join(format!("{name}-{tag}.png")), b.screenshot().await.unwrap()).unwrap();
     }
     b.set_window_size(1400, 1000).await.unwrap();
@@ -350,8 +354,41 @@ async fn text_of(b: &Browser, css: &str) -> String {
     panic!("{css}: redrawn under every read")
 }
 
+/// Returns once the page has drawn two more frames: what a change asked for is on screen.
+async fn next_frames(b: &Browser) {
+    b.execute_async(
+        "const done = arguments[arguments.length - 1];
+         requestAnimationFrame(() => requestAnimationFrame(() => done(true)));",
+        vec![],
+    )
+    .await
+    .unwrap();
+}
+
 /// Waits (reloading when asked) until `css` matches an element whose text has `want`.
+/// Without reloads the page itself watches, frame by frame, so the test waits on the change
+/// and not on a timer; a page that must be reloaded is asked again every 500 ms.
 async fn wait_text(b: &Browser, css: &str, want: &str, secs: u64, reload: bool) -> String {
+    if !reload {
+        let r = b
+            .execute_async(
+                "const [css, want, ms, done] = arguments;
+                 const t0 = performance.now();
+                 (function look() {
+                     const e = document.querySelector(css);
+                     const t = e ? e.innerText : null;
+                     if (t !== null && t.includes(want)) return done({ok: true, text: t});
+                     if (performance.now() - t0 > ms) return done({ok: false, text: t});
+                     requestAnimationFrame(look);
+                 })();",
+                vec![json!(css), json!(want), json!(secs * 1000)],
+            )
+            .await
+            .unwrap();
+        let text = r["text"].as_str().map(str::to_string);
+        assert!(r["ok"] == true, "{css}: {want:?} did not show in {secs} s; it says {text:?}");
+        return text.unwrap_or_default();
+    }
     let until = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Ok(e) = b.find(Locator::Css(css)).await {
@@ -639,7 +676,7 @@ fn the_fleet_page_with_10000_gateways() {
         assert!(first.len() >= 20, "only {} rows on screen: {first:?}", first.len());
         assert_eq!(first[0], "SN00000", "sorted by serial");
         b.execute("document.getElementById('fleet-rows').scrollTop = 28 * 5000", vec![]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        next_frames(&b).await;
         let middle = rows_on_screen(&b).await;
         assert!(middle.len() >= 20 && middle.contains(&"SN05002".to_string()), "{middle:?}");
         let drawn = b.find_all(Locator::Css("#fleet-rows .row")).await.unwrap().len();
@@ -653,8 +690,18 @@ fn the_fleet_page_with_10000_gateways() {
             f.clear().await.unwrap();
             b.execute("delete document.body.dataset.filterMs", vec![]).await.unwrap();
             f.send_keys(q).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let ms = b.execute("return document.body.dataset.filterMs", vec![]).await.unwrap();
+            // The page stamps the frame that shows the filtered rows: wait for the stamp.
+            let ms = b
+                .execute_async(
+                    "const done = arguments[0];
+                     (function look() {
+                         if (document.body.dataset.filterMs) return done(document.body.dataset.filterMs);
+                         requestAnimationFrame(look);
+                     })();",
+                    vec![],
+                )
+                .await
+                .unwrap();
             filter_ms.push(ms.as_str().unwrap().parse::<u64>().unwrap());
         }
         wait_text(&b, "#fleet-count", "200 of 10000 gateways", 5, false).await;
