@@ -24,6 +24,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,11 +37,16 @@ use common::{Backend, Client, HubProc};
 
 const PASSWORD: &str = "a long enough secret";
 
+/// chromedriver and the Chromium it starts, in a process group of their own: when a test
+/// fails before it closes its browser, dropping this still ends every one of them.
 struct Driver(Child, u16);
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: kill(2) with the negated pid of the group this test made; no memory passed.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
         let _ = self.0.wait();
     }
 }
@@ -48,6 +54,7 @@ impl Drop for Driver {
 fn chromedriver() -> Driver {
     let port = free_port();
     let child = Command::new("chromedriver")
+        .process_group(0)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
