@@ -64,6 +64,9 @@ cargo test --manifest-path hub/Cargo.toml --locked --bench load -- --gateways 20
 step "edge benchmark smoke run (full size: cargo bench --manifest-path hub/Cargo.toml --bench edge)"
 cargo test --manifest-path hub/Cargo.toml --locked --bench edge -- --points 5000 --commands 3 --poll-ms 500
 
+step "hub CPU and p99 of a gateway's client certificate vs its token, smoke run, 200 gateways (full size: cargo bench --manifest-path hub/Cargo.toml --bench mtls)"
+cargo test --manifest-path hub/Cargo.toml --locked --bench mtls -- --gateways 200
+
 step "benchmark smoke run: queue vs SQLite (full size: cargo bench --bench queue_vs_sqlite)"
 cargo bench --locked --bench queue_vs_sqlite -- --messages 4000 --reopen-mb 64
 
