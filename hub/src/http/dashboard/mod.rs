@@ -144,13 +144,6 @@ pub struct Changer {
     addr: String,
 }
 
-impl Changer {
-    /// Records the change in the audit log (`service::audit`).
-    async fn audit(&self, hub: &Hub, action: &str, targets: &str, detail: &str) {
-        audit::record(hub, &format!("operator:{}", self.operator), action, targets, detail, &self.addr).await;
-    }
-}
-
 /// A state-changing request: signed in, same origin, the session's CSRF token, and a role
 /// that allows `need` (a refusal is logged and recorded in the audit log as `denied`).
 async fn changing(hub: &Hub, headers: &HeaderMap, addr: ClientAddr, need: Role) -> Result<Changer, ApiError> {
@@ -166,6 +159,11 @@ async fn changing(hub: &Hub, headers: &HeaderMap, addr: ClientAddr, need: Role) 
 }
 
 impl Changer {
+    /// Records the change in the audit log (`service::audit`).
+    async fn audit(&self, hub: &Hub, action: &str, targets: &str, detail: &str) {
+        audit::record(hub, &format!("operator:{}", self.operator), action, targets, detail, &self.addr).await;
+    }
+
     /// Refuses (403, recorded as `denied`) what the operator's role does not allow.
     async fn may(&self, hub: &Hub, need: Role) -> Result<(), ApiError> {
         if allows(self.role, need) {
