@@ -146,12 +146,12 @@ async fn enable(
     headers: HeaderMap,
 ) -> ApiResult {
     let who = caller(&hub, &headers, &addr, Scope::Write, Role::Admin).await?;
-    let d = hub.store.device(id).await?.ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no device {id}")))?;
+    let sn = known(&hub, id).await?;
     if !hub.store.enable_device(id).await? {
         return Err(err(StatusCode::NOT_FOUND, format!("no device {id}")));
     }
     hub.forget_tokens(id);
-    audit::record(&hub, &who.actor, "device.enable", &d.sn, "its token revoked; it may activate again", &addr).await;
+    audit::record(&hub, &who.actor, "device.enable", &sn, "its token revoked; it may activate again", &addr).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -274,8 +274,10 @@ async fn put_content(
     Ok((StatusCode::CREATED, Json(json!({"id": id, "size": body.len()}))).into_response())
 }
 
+/// `?before=ID&limit=N&format=json|csv`: a page of the audit log (this API's and the
+/// dashboard's).
 #[derive(Deserialize)]
-struct AuditQuery {
+pub struct AuditQuery {
     before: Option<i64>,
     limit: Option<i64>,
     format: Option<String>,
@@ -290,13 +292,13 @@ async fn audit_log(
     headers: HeaderMap,
 ) -> ApiResult {
     let _who = caller(&hub, &headers, &addr, Scope::Read, Role::Viewer).await?;
-    audit_answer(&hub, q.before, q.limit, q.format.as_deref()).await
+    audit_answer(&hub, &q).await
 }
 
 /// The audit log's answer, for this API and the dashboard's.
-pub async fn audit_answer(hub: &Hub, before: Option<i64>, limit: Option<i64>, format: Option<&str>) -> ApiResult {
-    let entries = hub.store.audit(before.unwrap_or(i64::MAX), limit.unwrap_or(1000).clamp(1, 100_000)).await?;
-    match format {
+pub async fn audit_answer(hub: &Hub, q: &AuditQuery) -> ApiResult {
+    let entries = hub.store.audit(q.before.unwrap_or(i64::MAX), q.limit.unwrap_or(1000).clamp(1, 100_000)).await?;
+    match q.format.as_deref() {
         None | Some("json") => Ok(Json(entries).into_response()),
         Some("csv") => Ok((
             [

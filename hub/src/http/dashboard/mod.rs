@@ -295,21 +295,14 @@ async fn page(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> UiResult {
     ))
 }
 
-#[derive(Deserialize)]
-struct AuditQuery {
-    before: Option<i64>,
-    limit: Option<i64>,
-    format: Option<String>,
-}
-
 /// The audit log for any signed-in operator (the same answer as `/api/v1/audit`); read only.
 async fn audit_log(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
-    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+    axum::extract::Query(q): axum::extract::Query<crate::http::operator::AuditQuery>,
 ) -> UiResult {
     signed_in(&hub, &headers).await?;
-    Ok(crate::http::operator::audit_answer(&hub, q.before, q.limit, q.format.as_deref()).await?)
+    Ok(crate::http::operator::audit_answer(&hub, &q).await?)
 }
 
 async fn asset(Path(file): Path<String>) -> UiResult {
