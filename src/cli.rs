@@ -36,6 +36,8 @@ commands:
                                 it; the agent checks the new system and keeps it or falls back
   check-config                  read the config file and report problems
   check                         check the data partition (queue, apps, state files); read-only
+  identity                      this gateway's serial and public key as the hub imports them
+                                (vendor,model,serial,key); makes the key at the first call
 
 options:
   --config PATH   config file (default /etc/gwe/gwe.toml)
@@ -84,6 +86,8 @@ pub enum Command {
         out: PathBuf,
     },
     OsStatus,
+    /// The gateway's own key, as a line of the hub's import.
+    Identity,
     OsInstall {
         bundle: String,
         reboot: bool,
@@ -152,6 +156,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli, 
         ["check-config"] => Command::CheckConfig,
         ["check"] => Command::Check,
         ["os", "status"] => Command::OsStatus,
+        ["identity"] => Command::Identity,
         ["os", "install", bundle] => Command::OsInstall { bundle: bundle.to_string(), reboot: !no_reboot },
         ["app", "list"] => Command::Ctl { request: "app list".into(), json },
         ["app", "install", file] => {
@@ -199,6 +204,7 @@ mod tests {
         assert_eq!(p("queue dump --limit 5").unwrap().command, Command::QueueDump { limit: Some(5) });
         assert!(p("queue explode").is_err());
         assert_eq!(p("check").unwrap().command, Command::Check);
+        assert_eq!(p("identity").unwrap().command, Command::Identity);
         assert!(p("check everything").is_err());
         assert_eq!(
             p("ctl restart modbus --json").unwrap().command,

@@ -3,6 +3,11 @@
 //!
 //! The device token is made by activation and kept in `state/cloud_token` (0600, replaced
 //! atomically). A 401 drops it, activates again and retries the request once.
+//!
+//! With `identity = "certificate"` there is no token: the gateway's own key
+//! (`identity::OwnKey`) and the certificate the hub issued for it (`state/device_cert.pem`)
+//! are its identity on every TLS connection. It enrolls when it has no certificate and
+//! renews `renew_days` before it expires (`docs/identity.md`).
 
 use std::fmt;
 use std::io::Read;
@@ -26,6 +31,9 @@ pub enum CloudError {
     Refused(u16, String),
     /// Activation failed: not whitelisted (404) or already activated (409).
     NotActivated(u16, String),
+    /// The gateway has no certificate: the hub refused its key (403, 404), an operator has
+    /// not approved it yet (202), or it asked too recently (0).
+    NotEnrolled(u16, String),
 }
 
 /// Why the cloud link cannot be set up from the configuration.
@@ -35,6 +43,8 @@ pub enum SetupError {
     CaFile(PathBuf, std::io::Error),
     /// `[cloud] ca_file` holds no PEM certificate.
     NoCertificate(PathBuf),
+    /// The gateway's own key cannot be read or made, or `batch_file` cannot be read.
+    OwnKey(std::io::Error),
 }
 
 impl fmt::Display for SetupError {
@@ -42,15 +52,74 @@ impl fmt::Display for SetupError {
         match self {
             Self::CaFile(p, e) => write!(f, "CA bundle {}: {e}", p.display()),
             Self::NoCertificate(p) => write!(f, "CA bundle {}: no certificate in it", p.display()),
+            Self::OwnKey(e) => write!(f, "the gateway's own key: {e}"),
         }
     }
+}
+
+/// Sets `X-Exosite-CIK` unless the token is empty (a certificate identifies the gateway).
+trait Cik {
+    fn cik(self, token: &str) -> Self;
+}
+
+impl<B> Cik for ureq::RequestBuilder<B> {
+    fn cik(self, token: &str) -> Self {
+        if token.is_empty() {
+            self
+        } else {
+            self.header("X-Exosite-CIK", token)
+        }
+    }
+}
+
+/// The gateway's own key and the certificate the hub issued for it.
+struct OwnCert {
+    key: identity::OwnKey,
+    path: PathBuf,
+    batch: Option<String>,
+    renew_before_ms: i64,
+    /// The certificate's expiry (unix ms); None: no usable certificate.
+    not_after_ms: Mutex<Option<i64>>,
+    /// The last enrollment request, and how long to wait before the next one.
+    last_try: Mutex<Option<std::time::Instant>>,
+    every: Duration,
+}
+
+impl OwnCert {
+    /// The private key for TLS. ureq 3.2 offers PKCS#8 DER to rustls only through PEM.
+    fn private_key(&self) -> Result<ureq::tls::PrivateKey<'static>, CloudError> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(self.key.pkcs8());
+        let pem = format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n");
+        ureq::tls::PrivateKey::from_pem(pem.as_bytes()).map_err(|e| CloudError::Refused(0, format!("own key: {e}")))
+    }
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A saved certificate: its expiry (from the `not-after: MS` line the hub puts before it)
+/// and its chain; None if it has neither.
+fn read_cert(pem: &[u8]) -> Option<(i64, Vec<ureq::tls::Certificate<'static>>)> {
+    let text = std::str::from_utf8(pem).ok()?;
+    let not_after = text.lines().next()?.strip_prefix("not-after: ")?.trim().parse().ok()?;
+    let chain: Vec<_> = ureq::tls::parse_pem(pem)
+        .filter_map(|i| match i {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    (!chain.is_empty()).then_some((not_after, chain))
 }
 
 impl std::error::Error for SetupError {}
 
 impl CloudError {
     pub fn retryable(&self) -> bool {
-        matches!(self, Self::Unreachable(_) | Self::NotActivated(..))
+        matches!(self, Self::Unreachable(_) | Self::NotActivated(..) | Self::NotEnrolled(..))
     }
 }
 
@@ -61,6 +130,9 @@ impl fmt::Display for CloudError {
             Self::Refused(s, m) => write!(f, "hub refused ({s}): {m}"),
             Self::NotActivated(404, m) => write!(f, "activation refused, device not whitelisted: {m}"),
             Self::NotActivated(s, m) => write!(f, "activation refused ({s}): {m}"),
+            Self::NotEnrolled(0, m) => write!(f, "not enrolled: {m}"),
+            Self::NotEnrolled(202, m) => write!(f, "not enrolled yet: {m}"),
+            Self::NotEnrolled(s, m) => write!(f, "enrollment refused ({s}): {m}"),
         }
     }
 }
@@ -75,7 +147,13 @@ pub struct Polled {
 }
 
 pub struct Cloud {
-    agent: ureq::Agent,
+    /// Replaced when the gateway's certificate is renewed.
+    agent: Mutex<ureq::Agent>,
+    /// Without a client certificate: enrollment works when the certificate has expired.
+    plain: ureq::Agent,
+    cfg: CloudConfig,
+    roots: Vec<ureq::tls::Certificate<'static>>,
+    own: Option<OwnCert>,
     base: String,
     identity: Identity,
     token_path: PathBuf,
@@ -91,7 +169,7 @@ pub struct Cloud {
 
 const FORM: &str = "application/x-www-form-urlencoded; charset=utf-8";
 
-fn tls_config(ca_file: &Path) -> Result<ureq::tls::TlsConfig, SetupError> {
+fn roots(ca_file: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, SetupError> {
     let pem = std::fs::read(ca_file).map_err(|e| SetupError::CaFile(ca_file.to_path_buf(), e))?;
     let mut roots = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
@@ -102,11 +180,39 @@ fn tls_config(ca_file: &Path) -> Result<ureq::tls::TlsConfig, SetupError> {
     if roots.is_empty() {
         return Err(SetupError::NoCertificate(ca_file.to_path_buf()));
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(ureq::tls::TlsConfig::builder()
-        .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
-        .unversioned_rustls_crypto_provider(provider)
-        .build())
+    Ok(roots)
+}
+
+/// An HTTP agent for the hub: trusting `roots` (https), showing `client` if given.
+fn build_agent(
+    cfg: &CloudConfig,
+    roots: &[ureq::tls::Certificate<'static>],
+    client: Option<ureq::tls::ClientCert>,
+) -> ureq::Agent {
+    let mut b = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(15)))
+        .timeout_global(Some(Duration::from_secs(cfg.timeout_secs.max(1))))
+        .user_agent(concat!("gwe/", env!("CARGO_PKG_VERSION")))
+        .max_redirects(0)
+        // ureq zero-fills 128 KiB each way per connection by default, and the forwarder,
+        // telemetry and the long-poll each hold one: 1.5 MiB of RSS for bodies that are
+        // streamed anyway. The hub's answers have small headers.
+        .input_buffer_size(16 << 10)
+        .output_buffer_size(16 << 10)
+        .max_response_header_size(16 << 10)
+        .max_idle_connections(4);
+    if !roots.is_empty() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        b = b.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(roots))
+                .client_cert(client)
+                .unversioned_rustls_crypto_provider(provider)
+                .build(),
+        );
+    }
+    b.build().into()
 }
 
 /// Approximate bytes of a header block on the wire.
@@ -122,27 +228,49 @@ impl Cloud {
         usage: Arc<usage::Usage>,
     ) -> Result<Self, SetupError> {
         let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
-        let mut b = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(15)))
-            .timeout_global(Some(timeout))
-            .user_agent(concat!("gwe/", env!("CARGO_PKG_VERSION")))
-            .max_redirects(0)
-            // ureq zero-fills 128 KiB each way per connection by default, and the forwarder,
-            // telemetry and the long-poll each hold one: 1.5 MiB of RSS for bodies that are
-            // streamed anyway. The hub's answers have small headers.
-            .input_buffer_size(16 << 10)
-            .output_buffer_size(16 << 10)
-            .max_response_header_size(16 << 10)
-            .max_idle_connections(4);
-        if cfg.url.starts_with("https://") {
-            b = b.tls_config(tls_config(&cfg.ca_file)?);
+        let roots = if cfg.url.starts_with("https://") { roots(&cfg.ca_file)? } else { Vec::new() };
+        let own = if cfg.identity == crate::config::CloudIdentity::Certificate {
+            let key = identity::OwnKey::load_or_make(state_dir).map_err(SetupError::OwnKey)?;
+            let batch = if cfg.batch_file.as_os_str().is_empty() {
+                None
+            } else {
+                let t = std::fs::read_to_string(&cfg.batch_file).map_err(|e| {
+                    SetupError::OwnKey(std::io::Error::new(e.kind(), format!("{}: {e}", cfg.batch_file.display())))
+                })?;
+                Some(t.trim().to_string())
+            };
+            let renew = i64::try_from(cfg.renew_days).unwrap_or(365) * 86_400_000;
+            Some(OwnCert {
+                key,
+                path: state_dir.join("device_cert.pem"),
+                batch,
+                renew_before_ms: renew,
+                not_after_ms: Mutex::new(None),
+                last_try: Mutex::new(None),
+                // A gateway waiting for approval asks once a minute (sooner with a shorter
+                // retry cap).
+                every: Duration::from_secs(cfg.retry_max_secs.clamp(1, 60)),
+            })
+        } else {
+            None
+        };
+        let mut client = None;
+        if let Some(o) = &own {
+            if let Some((not_after, chain)) = std::fs::read(&o.path).ok().as_deref().and_then(read_cert) {
+                *o.not_after_ms.lock().unwrap_or_else(|e| e.into_inner()) = Some(not_after);
+                let key = o.private_key().map_err(|e| SetupError::OwnKey(std::io::Error::other(e.to_string())))?;
+                client = Some(ureq::tls::ClientCert::new_with_certs(&chain, key));
+            }
         }
         let token_path = state_dir.join("cloud_token");
         let token =
             std::fs::read_to_string(&token_path).ok().map(|t| t.trim().to_string()).filter(|t| identity::is_token(t));
         Ok(Self {
-            agent: b.build().into(),
+            agent: Mutex::new(build_agent(cfg, &roots, client)),
+            plain: build_agent(cfg, &roots, None),
+            cfg: cfg.clone(),
+            roots,
+            own,
             base: cfg.url.trim_end_matches('/').to_string(),
             identity,
             token_path,
@@ -163,8 +291,18 @@ impl Cloud {
         format!("{}{path}", self.base)
     }
 
-    /// The device token, activating first when there is none.
+    /// The agent to send with (it shows the gateway's certificate, if it has one).
+    fn agent(&self) -> ureq::Agent {
+        self.agent.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The device token, activating first when there is none. With a certificate for an
+    /// identity: empty, after enrolling or renewing when it is due.
     pub fn token(&self) -> Result<String, CloudError> {
+        if let Some(own) = &self.own {
+            self.certificate(own)?;
+            return Ok(String::new());
+        }
         if let Some(t) = self.token.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return Ok(t);
         }
@@ -182,7 +320,7 @@ impl Cloud {
             .append_pair("model", &self.identity.model)
             .append_pair("sn", &self.identity.serial)
             .finish();
-        let rq = self.agent.post(self.url("/provision/activate")).header("Content-Type", FORM);
+        let rq = self.plain.post(self.url("/provision/activate")).header("Content-Type", FORM);
         let (status, text) = self.finish("activate", body.len(), rq.send(body.as_bytes()))?;
         match status {
             200 if identity::is_token(text.trim()) => {
@@ -204,8 +342,88 @@ impl Cloud {
         }
     }
 
+    /// Makes sure the gateway has a certificate: enrolls when it has none, renews when it
+    /// has fewer than `renew_days` left (a failed renewal keeps the current one).
+    fn certificate(&self, own: &OwnCert) -> Result<(), CloudError> {
+        let have = *own.not_after_ms.lock().unwrap_or_else(|e| e.into_inner());
+        if have.is_some_and(|t| t - wall_ms() > own.renew_before_ms) {
+            return Ok(());
+        }
+        let _one = self.activating.lock().unwrap_or_else(|e| e.into_inner());
+        // Another thread may have enrolled while this one waited.
+        let have = *own.not_after_ms.lock().unwrap_or_else(|e| e.into_inner());
+        if have.is_some_and(|t| t - wall_ms() > own.renew_before_ms) {
+            return Ok(());
+        }
+        {
+            let mut last = own.last_try.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < own.every) {
+                return match have {
+                    Some(t) if t > wall_ms() => Ok(()),
+                    _ => Err(CloudError::NotEnrolled(0, "no certificate yet; asking the hub again soon".into())),
+                };
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        match self.enroll(own) {
+            Ok(()) => Ok(()),
+            Err(e) if have.is_some_and(|t| t > wall_ms()) => {
+                log::warn!("renewing the certificate: {e}; the current one holds for now");
+                Ok(())
+            }
+            Err(e) => {
+                // At most once a minute: what an operator looks for on a gateway that
+                // waits for approval or was revoked.
+                log::warn!("enrolling with the hub: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// `POST /gwe/v1/enroll` with the gateway's public key, signed with it; on 200 the
+    /// certificate is saved (replaced atomically) and every new connection shows it.
+    fn enroll(&self, own: &OwnCert) -> Result<(), CloudError> {
+        let sig = own
+            .key
+            .sign_b64(identity::enroll_message(&self.identity).as_bytes())
+            .map_err(|e| CloudError::Refused(0, format!("signing: {e}")))?;
+        let public = own.key.public_b64();
+        let mut f = form_urlencoded::Serializer::new(String::new());
+        f.append_pair("vendor", &self.identity.vendor)
+            .append_pair("model", &self.identity.model)
+            .append_pair("sn", &self.identity.serial)
+            .append_pair("key", &public)
+            .append_pair("sig", &sig);
+        if let Some(b) = &own.batch {
+            f.append_pair("batch", b);
+        }
+        let body = f.finish();
+        let rq = self.plain.post(self.url("/gwe/v1/enroll")).header("Content-Type", FORM);
+        let (status, text) = self.finish("enroll", body.len(), rq.send(body.as_bytes()))?;
+        if status != 200 {
+            return Err(CloudError::NotEnrolled(status, text.trim().to_string()));
+        }
+        let Some((not_after, chain)) = read_cert(text.as_bytes()) else {
+            return Err(CloudError::Refused(200, "the enrollment answer is not a certificate".into()));
+        };
+        fsio::write_atomic_mode(&own.path, text.as_bytes(), 0o644)
+            .map_err(|e| CloudError::Unreachable(format!("saving the certificate: {e}")))?;
+        let client = ureq::tls::ClientCert::new_with_certs(&chain, own.private_key()?);
+        *self.agent.lock().unwrap_or_else(|e| e.into_inner()) = build_agent(&self.cfg, &self.roots, Some(client));
+        *own.not_after_ms.lock().unwrap_or_else(|e| e.into_inner()) = Some(not_after);
+        log::info!("the hub issued this gateway's certificate, valid until {not_after} (unix ms)");
+        Ok(())
+    }
+
     /// Forgets a token the hub refused; the next request activates again.
     fn drop_token(&self, used: &str) {
+        if let Some(own) = &self.own {
+            // The hub refused the certificate (revoked, or the device has another key):
+            // enroll again, which says why.
+            log::warn!("the hub refused our certificate; enrolling again");
+            *own.not_after_ms.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            return;
+        }
         let mut t = self.token.lock().unwrap_or_else(|e| e.into_inner());
         if t.as_deref() == Some(used) {
             log::warn!("the hub refused our token; activating again");
@@ -292,9 +510,9 @@ impl Cloud {
         }
         let body = f.finish();
         let (status, resp, _) = self.authed("write", body.len(), 64 << 10, |t| {
-            self.agent
+            self.agent()
                 .post(self.url("/onep:v1/stack/alias"))
-                .header("X-Exosite-CIK", t)
+                .cik(t)
                 .header("Content-Type", FORM)
                 .send(body.as_bytes())
         })?;
@@ -311,8 +529,7 @@ impl Cloud {
             .map(|a| form_urlencoded::byte_serialize(a.as_bytes()).collect::<String>())
             .collect::<Vec<_>>();
         let url = self.url(&format!("/onep:v1/stack/alias?{}", q.join("&")));
-        let (status, resp, _) =
-            self.authed("read", 0, 1 << 20, |t| self.agent.get(&url).header("X-Exosite-CIK", t).call())?;
+        let (status, resp, _) = self.authed("read", 0, 1 << 20, |t| self.agent().get(&url).cik(t).call())?;
         match status {
             200 => Ok(form_urlencoded::parse(&resp).into_owned().collect()),
             204 => Ok(Vec::new()),
@@ -327,9 +544,9 @@ impl Cloud {
         let ms = wait.as_millis().min(300_000).to_string();
         let (status, resp, headers) = self.authed("longpoll", 0, 1 << 20, |t| {
             let mut rq = self
-                .agent
+                .agent()
                 .get(&url)
-                .header("X-Exosite-CIK", t)
+                .cik(t)
                 .header("Request-Timeout", &ms)
                 .config()
                 .timeout_global(Some(self.timeout + wait))
@@ -353,9 +570,9 @@ impl Cloud {
     /// Sends a deflated forwarder batch; returns the highest seq the hub has stored.
     pub fn send_batch(&self, deflated: &[u8]) -> Result<u64, CloudError> {
         let (status, resp, _) = self.authed("batch", deflated.len(), 4096, |t| {
-            self.agent
+            self.agent()
                 .post(self.url("/gwe/v1/batch"))
-                .header("X-Exosite-CIK", t)
+                .cik(t)
                 .header("Content-Type", "application/x-gwe-batch")
                 .header("Content-Encoding", "deflate")
                 .send(deflated)
@@ -380,7 +597,7 @@ impl Cloud {
     pub fn orchestrate(&self, base: &str, body: &[u8]) -> Result<Vec<u8>, CloudError> {
         let url = format!("{}/orchestrator/orchestration", base.trim_end_matches('/'));
         let (status, resp, _) = self.authed("orchestration", body.len(), 1 << 20, |t| {
-            self.agent.post(&url).header("X-Exosite-CIK", t).header("Content-Type", "application/json").send(body)
+            self.agent().post(&url).cik(t).header("Content-Type", "application/json").send(body)
         })?;
         if status != 200 {
             return Err(Self::refused(status, &resp));
@@ -401,14 +618,14 @@ impl Cloud {
         let auth = (!token.is_empty()).then(|| format!("Bearer {token}"));
         let r = match body {
             None => {
-                let rq = self.agent.get(url);
+                let rq = self.agent().get(url);
                 match &auth {
                     Some(a) => rq.header("Authorization", a).call(),
                     None => rq.call(),
                 }
             }
             Some((b, deflated)) => {
-                let rq = self.agent.post(url).header("Content-Type", "application/json");
+                let rq = self.agent().post(url).header("Content-Type", "application/json");
                 let rq = match &auth {
                     Some(a) => rq.header("Authorization", a),
                     None => rq,
@@ -434,8 +651,7 @@ impl Cloud {
     /// The size of content `id` (`info=true`: `content-type,size,updated,meta`).
     pub fn content_size(&self, id: &str) -> Result<u64, CloudError> {
         let url = self.content_url(id, true);
-        let (status, resp, _) =
-            self.authed("download", 0, 64 << 10, |t| self.agent.get(&url).header("X-Exosite-CIK", t).call())?;
+        let (status, resp, _) = self.authed("download", 0, 64 << 10, |t| self.agent().get(&url).cik(t).call())?;
         if status != 200 {
             return Err(Self::refused(status, &resp));
         }
@@ -453,7 +669,7 @@ impl Cloud {
         let url = self.content_url(id, false);
         let have = std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
         let token = self.token()?;
-        let mut rq = self.agent.get(&url).header("X-Exosite-CIK", &token).config().timeout_global(None).build();
+        let mut rq = self.agent().get(&url).cik(&token).config().timeout_global(None).build();
         if have > 0 {
             rq = rq.header("Range", &format!("bytes={have}-"));
         }

@@ -86,6 +86,23 @@ pub struct CloudConfig {
     pub report_interval_secs: u64,
     /// Long-poll wait for commands, in ms (at most 300000).
     pub poll_ms: u64,
+    /// How the gateway proves who it is: `token` (Exosite's activation, the default) or
+    /// `certificate` (its own key, made on the gateway, and a certificate the hub issues;
+    /// `docs/identity.md`).
+    pub identity: CloudIdentity,
+    /// A batch credential (`gwe-hub batch add`) in this file lets a gateway whose key was
+    /// not imported ask to enroll; an operator approves it. Empty: none.
+    pub batch_file: PathBuf,
+    /// Renew the certificate when it has fewer than this many days left.
+    pub renew_days: u64,
+}
+
+/// How the gateway proves who it is to the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudIdentity {
+    Token,
+    Certificate,
 }
 
 impl Default for CloudConfig {
@@ -99,6 +116,9 @@ impl Default for CloudConfig {
             timeout_secs: 30,
             report_interval_secs: 14_400,
             poll_ms: 300_000,
+            identity: CloudIdentity::Token,
+            batch_file: PathBuf::new(),
+            renew_days: 10,
         }
     }
 }
@@ -407,6 +427,12 @@ impl Config {
         }
         if self.cloud.poll_ms > 300_000 {
             return Err(("cloud.poll_ms", "must be at most 300000 (the device API's limit)".into()));
+        }
+        if self.cloud.identity == CloudIdentity::Certificate && !url.starts_with("https://") {
+            return Err(("cloud.identity", "a certificate identifies the gateway over https:// only".into()));
+        }
+        if self.cloud.renew_days == 0 || self.cloud.renew_days > 365 {
+            return Err(("cloud.renew_days", "must be 1 to 365".into()));
         }
         if self.cloud.report_interval_secs == 0 {
             return Err(("cloud.report_interval_secs", "must be at least 1".into()));

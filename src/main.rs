@@ -105,6 +105,7 @@ fn main() -> ExitCode {
             }
         }
         Command::OsStatus => os_status(&cfg),
+        Command::Identity => show_identity(&cfg),
         Command::OsInstall { bundle, reboot } => os_install(&cfg, &bundle, reboot),
         Command::Help
         | Command::Version
@@ -401,5 +402,16 @@ fn queue_dump(cfg: &Config, limit: Option<u64>) -> Result<(), String> {
         };
     })
     .map_err(|e| format!("reading {}: {e}", dir.display()))?;
+    Ok(())
+}
+
+/// `gwe identity`: `vendor,model,serial,key` (the gateway's public key, base64 DER), the
+/// line a factory collects from each gateway for the hub's import. Makes the key if there
+/// is none yet (as the agent does at its first start with `identity = "certificate"`).
+fn show_identity(cfg: &Config) -> Result<(), String> {
+    let id = gwe::identity::Identity::resolve(&cfg.device, std::path::Path::new("/sys/class/net"))
+        .map_err(|e| e.to_string())?;
+    let key = gwe::identity::OwnKey::load_or_make(&cfg.paths.secrets_dir()).map_err(|e| e.to_string())?;
+    println!("{},{},{},{}", id.vendor, id.model, id.serial, key.public_b64());
     Ok(())
 }

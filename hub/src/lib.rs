@@ -62,6 +62,8 @@ pub struct Hub {
     /// This hub's place in service discovery and the edge services' token secret.
     pub edge: http::edge::EdgeSettings,
     tokens: Mutex<HashMap<[u8; 32], (i64, Instant)>>,
+    /// The device CA this hub issues gateways' certificates with; None: it issues none.
+    pub issuer: Option<Arc<service::identity::DeviceIssuer>>,
 }
 
 /// Sets the calling thread's nice value. A lower value than the current one needs root,
@@ -78,7 +80,13 @@ pub fn set_thread_nice(nice: i32) -> std::io::Result<()> {
 impl Hub {
     pub fn new(store: Arc<dyn Store>, notifier: Arc<Notifier>, limits: Limits, operator_token: Option<String>) -> Self {
         let edge = http::edge::EdgeSettings::standalone("gwe-hub", "127.0.0.1", 0);
-        Self { store, notifier, limits, operator_token, edge, tokens: Mutex::new(HashMap::new()) }
+        Self { store, notifier, limits, operator_token, edge, tokens: Mutex::new(HashMap::new()), issuer: None }
+    }
+
+    /// Lets this hub issue gateways' certificates.
+    pub fn with_issuer(mut self, issuer: service::identity::DeviceIssuer) -> Self {
+        self.issuer = Some(Arc::new(issuer));
+        self
     }
 
     /// Sets how this hub appears in service discovery.
@@ -94,7 +102,15 @@ impl Hub {
         let cik = headers.get("x-exosite-cik").and_then(|v| v.to_str().ok());
         let hash = match (cik, peer) {
             (Some(cik), _) => token_hash(cik.trim()),
-            (None, Some(p)) if p.kind == server::PeerKind::Device => token_hash(&format!("cert\0{}", p.cn)),
+            (None, Some(p)) if p.kind == server::PeerKind::Device => {
+                use sha2::Digest;
+                let mut h = sha2::Sha256::new();
+                h.update(b"cert\0");
+                h.update(p.cn.as_bytes());
+                h.update(b"\0");
+                h.update(&p.spki);
+                h.finalize().into()
+            }
             (None, _) => return Err(err(StatusCode::UNAUTHORIZED, "missing X-Exosite-CIK header")),
         };
         if let Some((dev, at)) = self.tokens.lock().unwrap_or_else(|e| e.into_inner()).get(&hash) {
@@ -105,7 +121,10 @@ impl Hub {
         let dev = match (cik, peer) {
             (Some(_), _) => self.store.device_for_token(&hash).await?,
             (None, Some(p)) => match self.store.devices_by_sn(&p.cn).await?[..] {
-                [dev] => Some(dev),
+                [dev] => {
+                    certified(self.store.enrolled_key_by_id(dev).await?.as_ref(), p)?;
+                    Some(dev)
+                }
                 [] => {
                     return Err(err(
                         StatusCode::UNAUTHORIZED,
@@ -133,13 +152,22 @@ impl Hub {
         }
     }
 
-    /// Every [`TOKEN_SWEEP`], forgets the remembered tokens of devices revoked lately and
+    /// Every [`TOKEN_SWEEP`] and whenever a device is revoked (here, or on another hub of a
+    /// PostgreSQL database), forgets the remembered tokens of devices revoked lately and
     /// renews the others. If the database cannot be read, entries age out as before.
     pub async fn check_tokens(self: Arc<Self>) {
         let mut tick = tokio::time::interval(TOKEN_SWEEP);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.notifier.revocations() => {
+                    for dev in self.notifier.take_revoked() {
+                        self.forget_tokens(dev);
+                    }
+                    continue;
+                }
+            }
             if self.tokens.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
                 continue;
             }
@@ -165,6 +193,33 @@ impl Hub {
     /// Forgets cached tokens of `dev` (after an operator re-enabled it).
     pub fn forget_tokens(&self, dev: i64) {
         self.tokens.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, (d, _)| *d != dev);
+    }
+}
+
+/// Whether a device certificate may stand for its device: a device that enrolled a key
+/// must present a certificate of that key, approved and not revoked. A device without an
+/// enrolled key has a certificate of the factory's own PKI (`--device-ca`) and no more
+/// checks (`revoke_device` records a revoked key for every device it revokes).
+fn certified(key: Option<&store::EnrolledKey>, p: &server::Peer) -> Result<(), ApiError> {
+    use store::KeyState;
+    match key {
+        None => Ok(()),
+        Some(k) if k.state == KeyState::Revoked => {
+            Err(err(StatusCode::UNAUTHORIZED, format!("device {} is revoked", p.cn)))
+        }
+        Some(k) if k.spki != p.spki => Err(err(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "the client certificate's key {} is not the key enrolled for {} ({})",
+                service::identity::fingerprint(&p.spki),
+                p.cn,
+                service::identity::fingerprint(&k.spki)
+            ),
+        )),
+        Some(k) if k.state == KeyState::Pending => {
+            Err(err(StatusCode::UNAUTHORIZED, format!("the key of {} waits for an operator's approval", p.cn)))
+        }
+        Some(_) => Ok(()),
     }
 }
 

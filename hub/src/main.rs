@@ -6,10 +6,15 @@
 //!               [--system-name NAME] [--advertise HOST:PORT] [--group NAME]
 //!               [--edge-secret-file FILE] [--registry URL --registry-token-file FILE]
 //!               [--arrowhead-insecure | --arrowhead-ca PEM] [--arrowhead-ports SR,ORCH,AUTH]
-//!               [--device-ca PEM]
+//!               [--device-ca PEM [--device-ca-key PEM] [--device-cert-days N]]
 //! gwe-hub device add VENDOR MODEL SN [--db URL]     whitelist a device
-//! gwe-hub device enable ID [--db URL]               let it activate again
+//! gwe-hub device enable ID [--db URL]               let it activate (or enroll) again
 //! gwe-hub device list [--db URL]
+//! gwe-hub device import FILE [--db URL]             pre-authorise gateways' keys (CSV)
+//! gwe-hub device keys [--db URL]                    every enrolled key
+//! gwe-hub device approve|revoke ID [--db URL]       a key offered with a batch credential;
+//!                                                   a device's token, key and certificates
+//! gwe-hub batch add NAME [--db URL]                 a batch credential (printed once)
 //! gwe-hub operator add NAME [--role R] [--db URL]   a dashboard operator; password on stdin
 //! gwe-hub operator passwd NAME [--db URL]           a new password (signs out its sessions)
 //! gwe-hub operator role NAME ROLE [--db URL]        viewer, operator or admin (signs out)
@@ -31,7 +36,9 @@
 //! cloud is its holder's identity). `--arrowhead-ports` also serves the service registry,
 //! the orchestrator and the authorization system's public key each on its usual port
 //! (8443, 8441, 8445). `--device-ca`: a gateway's TLS client certificate issued by this CA,
-//! its common name the serial number, identifies it without a token.
+//! its common name the serial number, identifies it without a token. With `--device-ca-key`
+//! the hub also issues such certificates to gateways that enroll their own keys
+//! (`POST /gwe/v1/enroll`, valid `--device-cert-days`, default 30; `docs/identity.md`).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -42,6 +49,7 @@ use std::sync::Arc;
 
 use gwe_hub::notify::Notifier;
 use gwe_hub::server::PeerKind;
+use gwe_hub::service::identity;
 use gwe_hub::store::{self, DeviceKey, Role, Scope};
 use gwe_hub::{now_ms, server, Hub, Limits};
 use lexopt::prelude::*;
@@ -57,10 +65,14 @@ const USAGE: &str = "usage: gwe-hub serve [--listen ADDR] [--db URL] [--tls-cert
                [--system-name NAME] [--advertise HOST:PORT] [--group NAME]
                [--edge-secret-file FILE] [--registry URL --registry-token-file FILE]
                [--arrowhead-insecure | --arrowhead-ca PEM] [--arrowhead-ports SR,ORCH,AUTH]
-               [--device-ca PEM]
+               [--device-ca PEM [--device-ca-key PEM] [--device-cert-days N]]
        gwe-hub device add VENDOR MODEL SN [--db URL]
        gwe-hub device enable ID [--db URL]
        gwe-hub device list [--db URL]
+       gwe-hub device import FILE [--db URL]   (lines: vendor,model,serial,public key)
+       gwe-hub device keys [--db URL]
+       gwe-hub device approve|revoke ID [--db URL]
+       gwe-hub batch add NAME [--db URL]
        gwe-hub operator add NAME [--role viewer|operator|admin] [--db URL]   (the password is read from stdin)
        gwe-hub operator passwd NAME [--db URL]
        gwe-hub operator role NAME viewer|operator|admin [--db URL]
@@ -82,6 +94,8 @@ struct Args {
     arrowhead_ca: Option<PathBuf>,
     arrowhead_ports: Option<[u16; 3]>,
     device_ca: Option<PathBuf>,
+    device_ca_key: Option<PathBuf>,
+    device_cert_days: u64,
     advertise: Option<String>,
     group: Option<String>,
     secret_file: Option<PathBuf>,
@@ -111,6 +125,8 @@ fn parse() -> Result<Args, lexopt::Error> {
         arrowhead_ca: None,
         arrowhead_ports: None,
         device_ca: None,
+        device_ca_key: None,
+        device_cert_days: 30,
         role: None,
         scope: None,
         days: None,
@@ -140,6 +156,15 @@ fn parse() -> Result<Args, lexopt::Error> {
                 a.arrowhead_ports = Some(<[u16; 3]>::try_from(ports).map_err(|_| bad())?);
             }
             Long("device-ca") => a.device_ca = Some(p.value()?.into()),
+            Long("device-ca-key") => a.device_ca_key = Some(p.value()?.into()),
+            Long("device-cert-days") => {
+                let v = p.value()?.string()?;
+                a.device_cert_days = v
+                    .parse()
+                    .ok()
+                    .filter(|d| (1..=825).contains(d))
+                    .ok_or_else(|| format!("--device-cert-days {v:?}: a number of days, 1 to 825"))?;
+            }
             Long("scope") => {
                 let v = p.value()?.string()?;
                 a.scope = Some(Scope::parse(&v).ok_or_else(|| format!("--scope {v:?}: read or write"))?);
@@ -275,8 +300,54 @@ async fn run(a: Args) -> Result<(), String> {
                         println!("{}", serde_json::to_string(&d).unwrap_or_default());
                     }
                 }
+                ["import", file] => {
+                    let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+                    let rows = identity::parse_import(&text).map_err(|e| format!("{file}: {e}"))?;
+                    let changed = db.import_keys(&rows, now_ms()).await.map_err(|e| e.to_string())?;
+                    let targets = gwe_hub::service::audit::targets(rows.iter().map(|(k, _)| k.sn.as_str()));
+                    let detail = format!("{} keys pre-authorised, {changed} new or changed", rows.len());
+                    cli_audit(&*db, "device.import", &targets, &detail).await?;
+                    eprintln!("{file}: {detail}");
+                }
+                ["keys"] => {
+                    for k in db.enrolled_keys().await.map_err(|e| e.to_string())? {
+                        let fp = if k.spki.is_empty() { "-".to_string() } else { identity::fingerprint(&k.spki) };
+                        println!("{} {} {} {fp} {}", k.device_id, k.state, k.source, k.not_after_ms.unwrap_or(0));
+                    }
+                }
+                [verb @ ("approve" | "revoke"), id] => {
+                    let id: i64 = id.parse().map_err(|_| format!("device id {id:?} is not a number"))?;
+                    let sn = db.device(id).await.map_err(|e| e.to_string())?.ok_or(format!("no device {id}"))?.sn;
+                    let done = if *verb == "approve" {
+                        db.approve_key(id, now_ms()).await
+                    } else {
+                        db.revoke_device(id, now_ms()).await
+                    };
+                    if !done.map_err(|e| e.to_string())? {
+                        return Err(match *verb {
+                            "approve" => format!("device {id} ({sn}) has no key waiting for approval"),
+                            _ => format!("no device {id}"),
+                        });
+                    }
+                    cli_audit(&*db, &format!("device.{verb}"), &sn, "").await?;
+                    eprintln!("device {id} ({sn}): {verb}d");
+                }
                 _ => return Err(USAGE.into()),
             }
+            return Ok(());
+        }
+        ["batch", "add", name] => {
+            if name.is_empty() || name.len() > 64 || name.contains(char::is_whitespace) {
+                return Err(format!("batch name {name:?}: 1 to 64 characters, no spaces"));
+            }
+            let db = store::open(&a.db, notifier).await?;
+            let secret = format!("{}{}", identity::BATCH_PREFIX, gwe_hub::new_token());
+            if !db.add_batch(name, &gwe_hub::token_hash(&secret), now_ms()).await.map_err(|e| e.to_string())? {
+                return Err(format!("there is a batch credential {name} already"));
+            }
+            cli_audit(&*db, "batch.add", name, "").await?;
+            // The only time the secret is shown: the hub keeps its SHA-256.
+            println!("{secret}");
             return Ok(());
         }
         ["operator", verb @ ("add" | "passwd"), name] => {
@@ -405,7 +476,16 @@ async fn run(a: Args) -> Result<(), String> {
     if let Some(f) = &a.secret_file {
         edge.secret = edge_secret(f)?;
     }
-    let hub = Arc::new(Hub::new(db, notifier, limits, token).with_edge(edge));
+    let mut hub = Hub::new(db, notifier, limits, token).with_edge(edge);
+    match (&a.device_ca, &a.device_ca_key) {
+        (Some(ca), Some(key)) => {
+            let days = std::time::Duration::from_secs(a.device_cert_days * 86_400);
+            hub = hub.with_issuer(identity::DeviceIssuer::load(ca, key, days)?);
+        }
+        (None, Some(_)) => return Err("--device-ca-key needs --device-ca (the certificate of that key)".into()),
+        _ => {}
+    }
+    let hub = Arc::new(hub);
     match (&a.registry, &a.registry_token_file) {
         (None, _) => gwe_hub::http::registry::register_own(&hub).await?,
         (Some(r), Some(f)) => {
@@ -439,6 +519,11 @@ async fn run(a: Args) -> Result<(), String> {
         }
     }
     server::serve(listener, tls, router, shutdown).await.map_err(|e| e.to_string())
+}
+
+/// Records a change made on the command line.
+async fn cli_audit(db: &dyn store::Store, action: &str, targets: &str, detail: &str) -> Result<(), String> {
+    db.audit_add(&gwe_hub::service::audit::entry("cli", action, targets, detail, "")).await.map_err(|e| e.to_string())
 }
 
 /// 404 for every path not under `prefix` (a core system's port serves that system only).

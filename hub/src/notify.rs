@@ -2,6 +2,10 @@
 //! [`Notifier::changed`] after a commit with the aliases written; with PostgreSQL, a LISTEN
 //! task calls it for writes made by other hubs. Keyed by (device, alias): a gateway writing
 //! its readings every few seconds does not wake its own long-poll on `engine_fetch`.
+//!
+//! It also carries revocations: a store that revoked a device (or, with PostgreSQL, heard
+//! another hub do it) calls [`Notifier::revoked`], and the hub forgets that device's
+//! remembered credentials at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,6 +17,8 @@ type Key = (i64, String);
 #[derive(Default)]
 pub struct Notifier {
     watches: Mutex<HashMap<Key, Arc<Notify>>>,
+    revoked: Mutex<Vec<i64>>,
+    revocations: Notify,
 }
 
 impl Notifier {
@@ -57,6 +63,24 @@ impl Notifier {
         if map.get(&key).is_some_and(|n| Arc::strong_count(n) == 1) {
             map.remove(&key);
         }
+    }
+
+    /// A device was revoked: wakes its long-polls (they answer 401 from now on) and whoever
+    /// waits in [`Notifier::revocations`].
+    pub fn revoked(&self, dev: i64) {
+        self.revoked.lock().unwrap_or_else(|e| e.into_inner()).push(dev);
+        self.revocations.notify_one();
+        self.changed_any(dev);
+    }
+
+    /// Waits until a device is revoked; then [`Notifier::take_revoked`] says which.
+    pub async fn revocations(&self) {
+        self.revocations.notified().await;
+    }
+
+    /// The devices revoked since the last call.
+    pub fn take_revoked(&self) -> Vec<i64> {
+        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Live watch entries (for tests and metrics).

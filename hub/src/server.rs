@@ -34,6 +34,8 @@ pub struct Peer {
     pub kind: PeerKind,
     /// The certificate's subject common name.
     pub cn: String,
+    /// The certificate's DER SubjectPublicKeyInfo: a gateway's enrolled key must be it.
+    pub spki: Vec<u8>,
 }
 
 impl Peer {
@@ -110,7 +112,7 @@ impl Tls {
         let c = X509Certificate::from_der(chain?.first()?).ok()?.1;
         let kind = self.client_cas.iter().find(|(s, _)| s == c.issuer().as_raw())?.1;
         let cn = c.subject().iter_common_name().next()?.as_str().ok()?.to_string();
-        Some(Peer { kind, cn })
+        Some(Peer { kind, cn, spki: c.public_key().raw.to_vec() })
     }
 }
 

@@ -14,8 +14,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use gwe_wire::form::{self, FormError};
 
+use crate::http::ClientAddr;
 use crate::server::Peer;
-use crate::store::{Activation, DeviceKey, Point};
+use crate::service::{audit, identity};
+use crate::store::{Activation, DeviceKey, DeviceStatus, Point};
 use crate::{err, new_token, now_ms, token_hash, ApiError, Hub};
 
 pub use gwe_wire::form::MAX_REQUEST_TIMEOUT_MS;
@@ -26,6 +28,7 @@ const MAX_ALIAS: usize = 255;
 pub fn routes() -> Router<Arc<Hub>> {
     Router::new()
         .route("/provision/activate", post(activate))
+        .route("/gwe/v1/enroll", post(enroll))
         .route("/provision/download", get(download))
         .route("/onep:v1/stack/alias", get(read).post(write))
         .route("/onep:v1/stack/alias/{alias}", post(record_alias))
@@ -100,6 +103,75 @@ async fn activate(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) 
         Activation::Unknown => Err(err(StatusCode::NOT_FOUND, format!("no device {who} is whitelisted"))),
         Activation::Conflict => {
             Err(err(StatusCode::CONFLICT, format!("device {who} is already activated; an operator must re-enable it")))
+        }
+    }
+}
+
+/// A gateway enrolls its own key, or renews its certificate (`docs/identity.md`): 200 and
+/// the certificate (PEM, after a `not-after: MS` line), 202 while an operator has not
+/// approved a key offered with a batch credential, 400 for a malformed key or a signature
+/// that does not verify, 403/404 refused with the reason.
+async fn enroll(
+    State(hub): State<Arc<Hub>>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let (mut vendor, mut model, mut sn, mut key, mut sig, mut batch) = (None, None, None, None, None, None);
+    for (k, v) in form_body(&headers, &body)? {
+        let slot = match &*k {
+            "vendor" => &mut vendor,
+            "model" => &mut model,
+            "sn" => &mut sn,
+            "key" => &mut key,
+            "sig" => &mut sig,
+            "batch" => &mut batch,
+            _ => continue,
+        };
+        *slot = Some(v.into_owned());
+    }
+    let (Some(vendor), Some(model), Some(sn), Some(key), Some(sig)) = (vendor, model, sn, key, sig) else {
+        return Err(err(StatusCode::BAD_REQUEST, "enrollment needs vendor, model, sn, key and sig"));
+    };
+    let Some(issuer) = hub.issuer.clone() else {
+        return Err(err(StatusCode::SERVICE_UNAVAILABLE, "this hub issues no certificates (no --device-ca-key)"));
+    };
+    let dk = DeviceKey { vendor, model, sn };
+    let spki = identity::parse_key(&key).map_err(|e| err(StatusCode::BAD_REQUEST, e.to_string()))?;
+    identity::check_possession(&spki, &dk, &sig).map_err(|e| err(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let who = format!("device:{}", dk.sn);
+    let batch = match batch {
+        Some(secret) => match hub.store.batch_of(&token_hash(secret.trim())).await? {
+            Some(name) => Some(name),
+            None => {
+                let why = "the batch credential is not known to this hub".to_string();
+                audit::record(&hub, &who, "denied", &dk.sn, &why, &addr).await;
+                return Err(err(StatusCode::FORBIDDEN, why));
+            }
+        },
+        None => None,
+    };
+    let fp = identity::fingerprint(&spki);
+    match identity::enroll(hub.store.as_ref(), &dk, &spki, batch.as_deref(), now_ms()).await? {
+        identity::Enrollment::Approved(dev) => {
+            let (pem, not_after) =
+                issuer.issue(&dk.sn, &spki, now_ms()).map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+            hub.store.key_certified(dev, not_after, now_ms()).await?;
+            let until = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(not_after.unsigned_abs()));
+            audit::record(&hub, &who, "device.certificate", &dk.sn, &format!("key {fp}, valid until {until}"), &addr)
+                .await;
+            Ok(text(StatusCode::OK, pem))
+        }
+        identity::Enrollment::Pending(_, new) => {
+            if new {
+                let detail = format!("key {fp} with batch credential {}", batch.unwrap_or_default());
+                audit::record(&hub, &who, "device.offer", &dk.sn, &detail, &addr).await;
+            }
+            Ok(text(StatusCode::ACCEPTED, format!("the key {fp} of {} waits for an operator's approval", dk.sn)))
+        }
+        identity::Enrollment::Refused(status, why) => {
+            audit::record(&hub, &who, "denied", &dk.sn, &why, &addr).await;
+            Err(err(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), why))
         }
     }
 }
@@ -204,6 +276,7 @@ async fn read(
 async fn long_poll(hub: &Hub, dev: i64, alias: &str, since_ms: i64, timeout: Duration) -> ApiResult {
     let deadline = tokio::time::Instant::now() + timeout;
     let watch = hub.notifier.watch(dev, alias);
+    let mut woken = false;
     let result = loop {
         let notified = watch.notified();
         tokio::pin!(notified);
@@ -223,6 +296,11 @@ async fn long_poll(hub: &Hub, dev: i64, alias: &str, since_ms: i64, timeout: Dur
             h.insert("x-gwe-modified", HeaderValue::from_str(&exact).expect("ascii"));
             break Ok(r);
         }
+        // Woken with nothing new: a revocation wakes every long-poll of its device.
+        if woken && hub.store.device(dev).await.ok().flatten().is_some_and(|d| d.status == DeviceStatus::Revoked) {
+            break Err(err(StatusCode::UNAUTHORIZED, "this device was revoked"));
+        }
+        woken = true;
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
             break Ok(StatusCode::NOT_MODIFIED.into_response());
         }

@@ -1,7 +1,8 @@
 //! The operator API (JSON, `Authorization: Bearer <token>`: the shared operator token, or an
 //! operator's own token, within its scope and its operator's role): whitelist and
 //! re-enable devices, read dataport values and history, write a dataport (a command such
-//! as `engine_fetch`), upload content (OTA packages); read the audit log (`/api/v1/audit`,
+//! as `engine_fetch`), upload content (OTA packages); pre-authorise gateways' keys in bulk,
+//! approve keys offered with a batch credential, revoke devices; read the audit log (`/api/v1/audit`,
 //! JSON or `?format=csv`). Every change is recorded in the audit log as made by `token` (the
 //! shared one) or `operator:NAME (token ID)`.
 
@@ -17,8 +18,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::http::{json_body, ClientAddr};
-use crate::service::audit;
 use crate::service::auth::{allows, same};
+use crate::service::{audit, identity};
 use crate::store::{ApiTokenHolder, ContentInfo, DeviceKey, Role, Scope};
 use crate::{err, now_ms, token_hash, ApiError, Hub};
 
@@ -27,6 +28,9 @@ pub fn routes() -> Router<Arc<Hub>> {
         .route("/api/v1/devices", get(devices).post(add_device))
         .route("/api/v1/devices/{id}", get(device))
         .route("/api/v1/devices/{id}/enable", post(enable))
+        .route("/api/v1/devices/{id}/approve", post(approve))
+        .route("/api/v1/devices/{id}/revoke", post(revoke))
+        .route("/api/v1/keys", get(keys).post(import_keys))
         .route("/api/v1/devices/{id}/dataports", get(dataports))
         .route("/api/v1/devices/{id}/dataports/{alias}", get(dataport).put(set_dataport))
         .route("/api/v1/devices/{id}/dataports/{alias}/history", get(history))
@@ -153,6 +157,77 @@ async fn enable(
     hub.forget_tokens(id);
     audit::record(&hub, &who.actor, "device.enable", &sn, "its token revoked; it may activate again", &addr).await;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Approves a key a gateway offered with a batch credential: its next enrollment gets a
+/// certificate.
+async fn approve(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<i64>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+) -> ApiResult {
+    let who = caller(&hub, &headers, &addr, Scope::Write, Role::Admin).await?;
+    let sn = known(&hub, id).await?;
+    if !hub.store.approve_key(id, now_ms()).await? {
+        return Err(err(StatusCode::CONFLICT, format!("device {id} ({sn}) has no key waiting for approval")));
+    }
+    audit::record(&hub, &who.actor, "device.approve", &sn, "its key may have a certificate", &addr).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Revokes a device: its token, key and certificates are refused from now on, on every hub.
+async fn revoke(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<i64>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+) -> ApiResult {
+    let who = caller(&hub, &headers, &addr, Scope::Write, Role::Admin).await?;
+    let sn = known(&hub, id).await?;
+    if !hub.store.revoke_device(id, now_ms()).await? {
+        return Err(err(StatusCode::NOT_FOUND, format!("no device {id}")));
+    }
+    hub.forget_tokens(id);
+    audit::record(&hub, &who.actor, "device.revoke", &sn, "token, key and certificates refused", &addr).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Every enrolled key: device, state, source, fingerprint, certificate expiry.
+async fn keys(State(hub): State<Arc<Hub>>, ClientAddr(addr): ClientAddr, headers: HeaderMap) -> ApiResult {
+    let _who = caller(&hub, &headers, &addr, Scope::Read, Role::Viewer).await?;
+    let keys: Vec<serde_json::Value> = hub
+        .store
+        .enrolled_keys()
+        .await?
+        .into_iter()
+        .map(|k| {
+            let fingerprint = (!k.spki.is_empty()).then(|| identity::fingerprint(&k.spki));
+            let mut v = serde_json::to_value(&k).unwrap_or_default();
+            v["fingerprint"] = json!(fingerprint);
+            v
+        })
+        .collect();
+    Ok(Json(keys).into_response())
+}
+
+/// Pre-authorises gateways in bulk: a CSV body of `vendor,model,serial,public key` lines
+/// (what `gwe identity` prints on each gateway). All or nothing: a bad line refuses the
+/// whole import, naming the line.
+async fn import_keys(
+    State(hub): State<Arc<Hub>>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let who = caller(&hub, &headers, &addr, Scope::Write, Role::Admin).await?;
+    let text = std::str::from_utf8(&body).map_err(|_| err(StatusCode::BAD_REQUEST, "the import is not UTF-8 text"))?;
+    let rows = identity::parse_import(text).map_err(|e| err(StatusCode::BAD_REQUEST, e))?;
+    let changed = hub.store.import_keys(&rows, now_ms()).await?;
+    let targets = audit::targets(rows.iter().map(|(k, _)| k.sn.as_str()));
+    let detail = format!("{} keys pre-authorised, {changed} new or changed", rows.len());
+    audit::record(&hub, &who.actor, "device.import", &targets, &detail, &addr).await;
+    Ok(Json(json!({ "keys": rows.len(), "changed": changed })).into_response())
 }
 
 /// The device's serial number, or 404.

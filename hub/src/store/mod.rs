@@ -53,7 +53,7 @@ pub(crate) fn from_db_seq(v: i64) -> u64 {
 }
 
 /// How a device names itself at activation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub struct DeviceKey {
     pub vendor: String,
     pub model: String,
@@ -102,8 +102,11 @@ text_enum! {
     DeviceStatus {
         /// Whitelisted (or re-enabled): its next activation gets a token.
         Enabled = "enabled",
-        /// Holds a token; an operator must re-enable it to activate again.
+        /// Holds a token or a certificate; an operator must re-enable it to activate again.
         Activated = "activated",
+        /// Revoked: its token, key and certificates refused; an operator's re-enable lets it
+        /// activate or enroll again.
+        Revoked = "revoked",
     }
 }
 
@@ -539,11 +542,76 @@ pub trait FleetStore: Send + Sync {
     ) -> Result<bool>;
 }
 
+text_enum! {
+    /// Where a gateway's enrolled key stands (`device_keys.state`).
+    KeyState {
+        /// Pre-authorised (imported) or approved: the hub issues certificates for it.
+        Approved = "approved",
+        /// Offered with a batch credential; an operator has not approved it yet.
+        Pending = "pending",
+        /// Revoked: no certificate for it, its certificates and token refused.
+        Revoked = "revoked",
+    }
+}
+
+/// A gateway's enrolled public key (`device_keys`): the device's own, made on the device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnrolledKey {
+    pub device_id: i64,
+    /// DER SubjectPublicKeyInfo; empty for a device revoked before it had a key.
+    #[serde(skip)]
+    pub spki: Vec<u8>,
+    pub state: KeyState,
+    /// `import` or `batch:NAME`.
+    pub source: String,
+    /// The newest certificate the hub issued for it: when it expires.
+    pub not_after_ms: Option<i64>,
+    pub updated_ms: i64,
+}
+
+/// What a batch enrollment found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Offered {
+    /// The key is recorded, waiting for an operator's approval (or it was approved already).
+    Recorded(EnrolledKey),
+    /// The device has another key, or it is revoked: nothing changed.
+    Refused(EnrolledKey),
+}
+
+/// The gateways' keys and the batch credentials that let unknown gateways ask to enroll.
 #[async_trait]
-pub trait Store: EdgeStore + FleetStore + Send + Sync {
+pub trait IdentityStore: Send + Sync {
+    /// Pre-authorises gateways by serial and public key, in one transaction: each is
+    /// whitelisted if new and its key is approved (a revoked one stays revoked). Answers how
+    /// many keys were new or changed.
+    async fn import_keys(&self, rows: &[(DeviceKey, Vec<u8>)], now_ms: i64) -> Result<i64>;
+    /// The device and its key, if it is known.
+    async fn enrolled_key(&self, key: &DeviceKey) -> Result<Option<(i64, Option<EnrolledKey>)>>;
+    async fn enrolled_key_by_id(&self, dev: i64) -> Result<Option<EnrolledKey>>;
+    /// A gateway offers its key with a batch credential: whitelisted if new, its key
+    /// recorded as pending unless it has one.
+    async fn offer_key(&self, key: &DeviceKey, spki: &[u8], source: &str, now_ms: i64) -> Result<Offered>;
+    /// An operator approves a pending key; false if there is none.
+    async fn approve_key(&self, dev: i64, now_ms: i64) -> Result<bool>;
+    /// Revokes a device: its key (recorded empty if it has none), its certificates and its
+    /// token stop working on every hub of this database. False if there is no such device.
+    async fn revoke_device(&self, dev: i64, now_ms: i64) -> Result<bool>;
+    /// Records a certificate issued for the device's key; the device counts as activated.
+    async fn key_certified(&self, dev: i64, not_after_ms: i64, now_ms: i64) -> Result<()>;
+    /// Every enrolled key (the operator's list).
+    async fn enrolled_keys(&self) -> Result<Vec<EnrolledKey>>;
+    /// A batch credential (kept as the SHA-256 of its secret); false if the name is taken.
+    async fn add_batch(&self, name: &str, secret_hash: &[u8; 32], now_ms: i64) -> Result<bool>;
+    /// The name of the batch credential whose secret hashes to `secret_hash`.
+    async fn batch_of(&self, secret_hash: &[u8; 32]) -> Result<Option<String>>;
+}
+
+#[async_trait]
+pub trait Store: EdgeStore + FleetStore + IdentityStore + Send + Sync {
     /// Whitelists a device so it can activate.
     async fn add_device(&self, key: &DeviceKey, now_ms: i64) -> Result<Device>;
-    /// Allows a device to activate again; its old token stops working.
+    /// Allows a device to activate again; its old token stops working. A revoked device's
+    /// key is forgotten: it enrolls again.
     async fn enable_device(&self, id: i64) -> Result<bool>;
     async fn devices(&self) -> Result<Vec<Device>>;
     async fn device(&self, id: i64) -> Result<Option<Device>>;

@@ -21,6 +21,7 @@ use crate::notify::Notifier;
 
 mod edge;
 mod fleet;
+mod identity;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS devices(
@@ -123,7 +124,10 @@ impl PgStore {
             c.execute("SELECT pg_advisory_lock($1)", &[&SCHEMA_LOCK]).await.map_err(|e| e.to_string())?;
             let made = match c.batch_execute(SCHEMA).await {
                 Ok(()) => match c.batch_execute(edge::SCHEMA).await {
-                    Ok(()) => c.batch_execute(fleet::SCHEMA).await,
+                    Ok(()) => match c.batch_execute(fleet::SCHEMA).await {
+                        Ok(()) => c.batch_execute(identity::SCHEMA).await,
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 },
                 Err(e) => Err(e),
@@ -142,7 +146,9 @@ impl PgStore {
     }
 }
 
-/// Forwards `gwe_dataports` notifications to the local long-polls, reconnecting forever.
+/// Forwards `gwe_dataports` notifications to the local long-polls and `gwe_revoked` ones to
+/// the hub's remembered credentials, reconnecting forever (a revocation missed while
+/// reconnecting is caught by the hub's next sweep).
 async fn listen(cfg: tokio_postgres::Config, notifier: Arc<Notifier>) {
     loop {
         match cfg.connect(NoTls).await {
@@ -152,7 +158,7 @@ async fn listen(cfg: tokio_postgres::Config, notifier: Arc<Notifier>) {
                     loop {
                         match futures_util::future::poll_fn(|cx| conn.poll_message(cx)).await {
                             Some(Ok(AsyncMessage::Notification(n))) => {
-                                if tx.send(n.payload().to_string()).is_err() {
+                                if tx.send((n.channel() == "gwe_revoked", n.payload().to_string())).is_err() {
                                     return;
                                 }
                             }
@@ -165,11 +171,17 @@ async fn listen(cfg: tokio_postgres::Config, notifier: Arc<Notifier>) {
                         }
                     }
                 });
-                if let Err(e) = client.batch_execute("LISTEN gwe_dataports").await {
+                if let Err(e) = client.batch_execute("LISTEN gwe_dataports; LISTEN gwe_revoked").await {
                     log::warn!("PostgreSQL LISTEN: {e}");
                 } else {
-                    while let Some(p) = rx.recv().await {
-                        crate::notify::apply_many(&notifier, &p);
+                    while let Some((revoked, p)) = rx.recv().await {
+                        if revoked {
+                            if let Ok(dev) = p.parse() {
+                                notifier.revoked(dev);
+                            }
+                        } else {
+                            crate::notify::apply_many(&notifier, &p);
+                        }
                     }
                 }
                 driver.abort();
@@ -354,7 +366,8 @@ impl Store for PgStore {
         let c = self.client().await?;
         let n = c
             .execute(
-                "UPDATE devices SET status = 'enabled', token_hash = NULL, token_hint = NULL,
+                "WITH forgotten AS (DELETE FROM device_keys WHERE device_id = $1 AND state = 'revoked')
+                 UPDATE devices SET status = 'enabled', token_hash = NULL, token_hint = NULL,
                      token_revoked_ms = (extract(epoch FROM now()) * 1000)::bigint WHERE id = $1",
                 &[&id],
             )

@@ -20,6 +20,7 @@ use crate::notify::Notifier;
 
 mod edge;
 mod fleet;
+mod identity;
 
 /// A dataport's value is its newest point (latest `ts`, then the last stored): there is no
 /// table of latest values beside `points`. A write then dirties one random page (of
@@ -95,6 +96,7 @@ impl SqliteStore {
         edge::migrate(&wconn)?;
         wconn.execute_batch(fleet::SCHEMA)?;
         fleet::migrate(&wconn)?;
+        wconn.execute_batch(identity::SCHEMA)?;
         let mut lock_path = path.as_os_str().to_owned();
         lock_path.push("-writer.lock");
         let lock =
@@ -405,13 +407,15 @@ impl Store for SqliteStore {
         // The hubs sharing this file are on this machine: its clock is the database's.
         let now = crate::now_ms();
         self.write(move |c| {
-            c.execute(
-                "UPDATE devices SET status = 'enabled', token_hash = NULL, token_hint = NULL, token_revoked_ms = ?2
+            let n = c
+                .execute(
+                    "UPDATE devices SET status = 'enabled', token_hash = NULL, token_hint = NULL, token_revoked_ms = ?2
                  WHERE id = ?1",
-                params![id, now],
-            )
-            .map(|n| n == 1)
-            .map_err(db)
+                    params![id, now],
+                )
+                .map_err(db)?;
+            c.execute("DELETE FROM device_keys WHERE device_id = ?1 AND state = 'revoked'", [id]).map_err(db)?;
+            Ok(n == 1)
         })
         .await
     }

@@ -201,6 +201,48 @@ impl HubProc {
     }
 }
 
+impl HubProc {
+    /// A hub serving HTTPS with `server`'s certificate; `extra` goes on its command line.
+    pub fn start_tls(db: &str, dir: &Path, server: &TestPki, extra: &[&str]) -> Arc<Self> {
+        Arc::new(Self::start_with(HubOpts { db, dir, port: 0, tls: Some((&server.cert, &server.key)), extra }))
+    }
+}
+
+/// A device CA whose key is on disk too (`device-ca.pem`, `device-ca.key`), for a hub that
+/// issues gateways' certificates (`--device-ca-key`).
+pub struct DeviceCa {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub params: rcgen::CertificateParams,
+    pub key_pair: rcgen::KeyPair,
+}
+
+impl DeviceCa {
+    pub fn new(dir: &Path) -> Self {
+        let key_pair = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "fleet device CA");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key_pair).unwrap();
+        let (cert, key) = (dir.join("device-ca.pem"), dir.join("device-ca.key"));
+        std::fs::write(&cert, ca.pem()).unwrap();
+        std::fs::write(&key, key_pair.serialize_pem()).unwrap();
+        Self { cert, key, params, key_pair }
+    }
+
+    /// The hub's options that issue with this CA, certificates valid `days`.
+    pub fn hub_args(&self, days: &'static str) -> [String; 6] {
+        [
+            "--device-ca".into(),
+            self.cert.display().to_string(),
+            "--device-ca-key".into(),
+            self.key.display().to_string(),
+            "--device-cert-days".into(),
+            days.into(),
+        ]
+    }
+}
+
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
