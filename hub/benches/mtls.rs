@@ -20,10 +20,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Client, HubOpts, HubProc, FORM};
+use common::{Client, HubProc, FORM};
 
 /// The hub process's CPU time so far (user + system), from /proc.
 fn cpu(pid: u32) -> Duration {
@@ -129,13 +128,7 @@ fn main() {
     let db = common::db_url(common::Backend::Sqlite, d);
     let ca = devices.ca_file.to_str().unwrap().to_string();
     let extra = ["--device-ca", ca.as_str()];
-    let hub = Arc::new(HubProc::start_with(HubOpts {
-        db: &db,
-        dir: d,
-        port: 0,
-        tls: Some((&server.cert, &server.key)),
-        extra: &extra,
-    }));
+    let hub = HubProc::start_tls(&db, d, &server, &extra);
     let c = Client { hub: hub.clone(), agent: common::trusting(&server.ca_pem) };
     let tokens: Vec<String> = sns
         .iter()
