@@ -17,6 +17,8 @@ command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 # axe-core (npm) checks the dashboard's accessibility inside those tests.
 command -v npm >/dev/null || need_apt+=(npm)
+# A software TPM 2.0 for the gateway key held in a TPM (src/tpm.rs, hub/tests/identity.rs).
+command -v swtpm >/dev/null || need_apt+=(swtpm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

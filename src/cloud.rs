@@ -152,7 +152,7 @@ pub struct Cloud {
     /// Without a client certificate: enrollment works when the certificate has expired.
     plain: ureq::Agent,
     cfg: CloudConfig,
-    roots: Vec<ureq::tls::Certificate<'static>>,
+    tls: Tls,
     own: Option<OwnCert>,
     base: String,
     identity: Identity,
@@ -183,12 +183,15 @@ fn roots(ca_file: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, SetupEr
     Ok(roots)
 }
 
-/// An HTTP agent for the hub: trusting `roots` (https), showing `client` if given.
-fn build_agent(
-    cfg: &CloudConfig,
-    roots: &[ureq::tls::Certificate<'static>],
-    client: Option<ureq::tls::ClientCert>,
-) -> ureq::Agent {
+/// How the hub's connections are made: the CAs trusted, rustls's crypto (ring; its key
+/// provider knows a key in the TPM).
+struct Tls {
+    roots: Vec<ureq::tls::Certificate<'static>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+/// An HTTP agent for the hub: trusting `tls.roots` (https), showing `client` if given.
+fn build_agent(cfg: &CloudConfig, tls: &Tls, client: Option<ureq::tls::ClientCert>) -> ureq::Agent {
     let mut b = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(15)))
@@ -202,13 +205,12 @@ fn build_agent(
         .output_buffer_size(16 << 10)
         .max_response_header_size(16 << 10)
         .max_idle_connections(4);
-    if !roots.is_empty() {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+    if !tls.roots.is_empty() {
         b = b.tls_config(
             ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::new_with_certs(roots))
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&tls.roots))
                 .client_cert(client)
-                .unversioned_rustls_crypto_provider(provider)
+                .unversioned_rustls_crypto_provider(tls.provider.clone())
                 .build(),
         );
     }
@@ -230,7 +232,7 @@ impl Cloud {
         let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
         let roots = if cfg.url.starts_with("https://") { roots(&cfg.ca_file)? } else { Vec::new() };
         let own = if cfg.identity == crate::config::CloudIdentity::Certificate {
-            let key = identity::OwnKey::load_or_make(state_dir).map_err(SetupError::OwnKey)?;
+            let key = identity::OwnKey::configured(&cfg.tpm, state_dir).map_err(SetupError::OwnKey)?;
             let batch = if cfg.batch_file.as_os_str().is_empty() {
                 None
             } else {
@@ -265,11 +267,16 @@ impl Cloud {
         let token_path = state_dir.join("cloud_token");
         let token =
             std::fs::read_to_string(&token_path).ok().map(|t| t.trim().to_string()).filter(|t| identity::is_token(t));
+        let provider = match own.as_ref().and_then(|o| o.key.tpm()) {
+            Some(tpm) => crate::tpm::provider(tpm),
+            None => rustls::crypto::ring::default_provider(),
+        };
+        let tls = Tls { roots, provider: Arc::new(provider) };
         Ok(Self {
-            agent: Mutex::new(build_agent(cfg, &roots, client)),
-            plain: build_agent(cfg, &roots, None),
+            agent: Mutex::new(build_agent(cfg, &tls, client)),
+            plain: build_agent(cfg, &tls, None),
             cfg: cfg.clone(),
-            roots,
+            tls,
             own,
             base: cfg.url.trim_end_matches('/').to_string(),
             identity,
@@ -409,7 +416,7 @@ impl Cloud {
         fsio::write_atomic_mode(&own.path, text.as_bytes(), 0o644)
             .map_err(|e| CloudError::Unreachable(format!("saving the certificate: {e}")))?;
         let client = ureq::tls::ClientCert::new_with_certs(&chain, own.private_key()?);
-        *self.agent.lock().unwrap_or_else(|e| e.into_inner()) = build_agent(&self.cfg, &self.roots, Some(client));
+        *self.agent.lock().unwrap_or_else(|e| e.into_inner()) = build_agent(&self.cfg, &self.tls, Some(client));
         *own.not_after_ms.lock().unwrap_or_else(|e| e.into_inner()) = Some(not_after);
         log::info!("the hub issued this gateway's certificate, valid until {not_after} (unix ms)");
         Ok(())

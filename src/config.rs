@@ -95,6 +95,9 @@ pub struct CloudConfig {
     pub batch_file: PathBuf,
     /// Renew the certificate when it has fewer than this many days left.
     pub renew_days: u64,
+    /// The TPM that holds the gateway's key: `/dev/tpmrm0`, or `tcp:HOST:PORT` (swtpm's
+    /// socket). Empty: the key is a file on the data partition.
+    pub tpm: String,
 }
 
 /// How the gateway proves who it is to the hub.
@@ -119,6 +122,7 @@ impl Default for CloudConfig {
             identity: CloudIdentity::Token,
             batch_file: PathBuf::new(),
             renew_days: 10,
+            tpm: String::new(),
         }
     }
 }

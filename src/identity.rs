@@ -79,9 +79,33 @@ pub fn enroll_message(id: &Identity) -> String {
 pub struct OwnKey {
     pkcs8: Vec<u8>,
     spki: Vec<u8>,
+    /// The TPM the private key is in; None: in `device_key`.
+    tpm: Option<crate::tpm::Tpm>,
 }
 
 impl OwnKey {
+    /// The gateway's key as `[cloud] tpm` says: in that TPM, else in `dir/device_key`.
+    pub fn configured(tpm: &str, dir: &Path) -> io::Result<Self> {
+        if tpm.is_empty() {
+            Self::load_or_make(dir)
+        } else {
+            Self::in_tpm(crate::tpm::Tpm { path: tpm.to_string() })
+        }
+    }
+
+    /// The TPM's primary signing key (the same key at every call until the TPM is cleared).
+    pub fn in_tpm(tpm: crate::tpm::Tpm) -> io::Result<Self> {
+        let (point, _) = tpm.key(None)?;
+        let mut spki = P256_SPKI_PREFIX.to_vec();
+        spki.extend_from_slice(&point);
+        Ok(Self { pkcs8: crate::tpm::KEY_MARKER.to_vec(), spki, tpm: Some(tpm) })
+    }
+
+    /// The TPM holding the key, if one does.
+    pub fn tpm(&self) -> Option<&crate::tpm::Tpm> {
+        self.tpm.as_ref()
+    }
+
     pub fn load_or_make(dir: &Path) -> io::Result<Self> {
         use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
         let path = dir.join("device_key");
@@ -116,10 +140,10 @@ impl OwnKey {
         use ring::signature::KeyPair;
         let mut spki = P256_SPKI_PREFIX.to_vec();
         spki.extend_from_slice(k.public_key().as_ref());
-        Self { pkcs8, spki }
+        Self { pkcs8, spki, tpm: None }
     }
 
-    /// The private key, PKCS#8 DER (for TLS).
+    /// The private key, PKCS#8 DER, for TLS (with a TPM: [`crate::tpm::KEY_MARKER`]).
     pub fn pkcs8(&self) -> &[u8] {
         &self.pkcs8
     }
@@ -134,6 +158,14 @@ impl OwnKey {
     pub fn sign_b64(&self, msg: &[u8]) -> io::Result<String> {
         use base64::Engine;
         use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+        if let Some(tpm) = &self.tpm {
+            let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, msg)
+                .as_ref()
+                .try_into()
+                .map_err(|_| io::Error::other("SHA-256 is not 32 bytes"))?;
+            let (_, sig) = tpm.key(Some(&digest))?;
+            return Ok(base64::engine::general_purpose::STANDARD.encode(sig.unwrap_or_default()));
+        }
         let rng = ring::rand::SystemRandom::new();
         let k = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &self.pkcs8, &rng)
             .map_err(|e| io::Error::other(e.to_string()))?;

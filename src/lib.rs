@@ -21,4 +21,5 @@ pub mod queue;
 pub mod stop;
 pub mod supervisor;
 pub mod telemetry;
+pub mod tpm;
 pub mod usage;

@@ -411,7 +411,7 @@ fn queue_dump(cfg: &Config, limit: Option<u64>) -> Result<(), String> {
 fn show_identity(cfg: &Config) -> Result<(), String> {
     let id = gwe::identity::Identity::resolve(&cfg.device, std::path::Path::new("/sys/class/net"))
         .map_err(|e| e.to_string())?;
-    let key = gwe::identity::OwnKey::load_or_make(&cfg.paths.secrets_dir()).map_err(|e| e.to_string())?;
+    let key = gwe::identity::OwnKey::configured(&cfg.cloud.tpm, &cfg.paths.secrets_dir()).map_err(|e| e.to_string())?;
     println!("{},{},{},{}", id.vendor, id.model, id.serial, key.public_b64());
     Ok(())
 }

@@ -455,3 +455,74 @@ fn the_agent_enrolls_its_own_key_renews_and_is_revoked() {
     wait_for_or("the queued point after re-enrollment", 30, || values(&c, dev, "temp").len() == sent + 1, err);
     drop(agent);
 }
+
+/// The agent with its key in a TPM (swtpm, as an emulated board's TPM would be): `gwe
+/// identity` reads the public key from the TPM, the agent enrolls, and every TLS handshake
+/// is signed inside the TPM. No key file is ever written.
+#[test]
+fn the_agent_keeps_its_key_in_a_tpm() {
+    use common::agent::{values, wait_for_or, Agent};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let state = d.join("tpm");
+    std::fs::create_dir_all(&state).unwrap();
+    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (server_port, ctrl_port) = (port(), port());
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _swtpm = Killed(
+        Command::new("swtpm")
+            .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
+            .arg("--tpmstate")
+            .arg(format!("dir={}", state.display()))
+            .args(["--server", &format!("type=tcp,port={server_port},bindaddr=127.0.0.1")])
+            .args(["--ctrl", &format!("type=tcp,port={ctrl_port},bindaddr=127.0.0.1")])
+            .spawn()
+            .expect("swtpm (Debian's package swtpm; scripts/setup.sh installs it)"),
+    );
+    let tpm = format!("tcp:127.0.0.1:{server_port}");
+    let server = common::pki(d, "server");
+    let ca = DeviceCa::new(d);
+    let db = common::db_url(Backend::Sqlite, d);
+    let args = ca.hub_args("30");
+    let hub = HubProc::start_tls(&db, d, &server, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let c = Client { hub: hub.clone(), agent: common::trusting(&server.ca_pem) };
+    let agent_dir = d.join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let cfg = format!(
+        "[device]\nvendor = \"acme\"\nmodel = \"gw1\"\nserial = \"TPM1\"\n[paths]\nstate_dir = \"{}/state\"\n\
+         [cloud]\ntpm = \"{tpm}\"\n",
+        agent_dir.display()
+    );
+    std::fs::write(d.join("factory.toml"), cfg).unwrap();
+    let line = identity_line(&d.join("factory.toml"));
+    assert!(line.starts_with("acme,gw1,TPM1,MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE"), "{line}");
+    assert_eq!(identity_line(&d.join("factory.toml")), line, "the TPM gives the same key again");
+    assert_eq!(c.op_send("POST", "/api/v1/keys", "text/csv", line.as_bytes()).status, 200);
+
+    let cloud = format!("ca_file = \"{}\"\nidentity = \"certificate\"\ntpm = \"{tpm}\"\n", server.ca_file.display());
+    let agent = Agent::start_as(&agent_dir, &hub.url, "TPM1", &cloud, "");
+    let dev = device_id(&c, "TPM1");
+    agent.record(&common::agent(), "temp", &[(1_700_000_000, "19.5".into())]);
+    let err =
+        || format!("\nagent stderr:\n{}", std::fs::read_to_string(agent_dir.join("agent.err")).unwrap_or_default());
+    wait_for_or("the point over mutual TLS, signed in the TPM", 30, || values(&c, dev, "temp") == ["19.5"], err);
+    assert!(!agent_dir.join("state/state/device_key").exists(), "no key file: the key is in the TPM");
+    assert!(agent_dir.join("state/state/device_cert.pem").exists());
+    drop(agent);
+}
+
+/// `gwe identity` with the config `cfg`: its line.
+fn identity_line(cfg: &Path) -> String {
+    let out = Command::new(common::agent::agent_bin())
+        .args(["--config", cfg.to_str().unwrap(), "identity"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
