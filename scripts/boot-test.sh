@@ -30,9 +30,11 @@ mkfs.ext4 -q -F "$data"
 
 qemu_pid=""
 hub_pid=""
+tpm_pid=""
 cleanup() {
   set +e
   [ -n "$qemu_pid" ] && kill -KILL "$qemu_pid" 2>/dev/null
+  [ -n "$tpm_pid" ] && kill -KILL "$tpm_pid" 2>/dev/null && wait "$tpm_pid" 2>/dev/null
   [ -n "$hub_pid" ] && kill -KILL "$hub_pid" 2>/dev/null
   ip netns del "$ns" 2>/dev/null
   true
@@ -42,10 +44,34 @@ ns_up gwe-boot-$$
 
 # romfile= : no PXE option ROM for the NIC (it is for network boot, and comes from a package,
 # ipxe-qemu, a minimal machine does not have).
+# A board with a TPM (board.env TPM=swtpm): a software TPM 2.0 per boot, its state (the
+# seeds the gateway's key comes from) kept in $out/tpm from boot to boot, as a TPM chip's is.
+tpm_args=()
+if [ "${TPM:-}" = swtpm ]; then
+  rm -rf "$out/tpm"
+  mkdir -p "$out/tpm"
+  tpm_args=(-chardev "socket,id=chrtpm,path=$out/tpm/sock" -tpmdev "emulator,id=tpm0,chardev=chrtpm"
+            -device "tpm-tis-device,tpmdev=tpm0")
+fi
+tpm_up() {
+  [ "${TPM:-}" = swtpm ] || return 0
+  if [ -n "$tpm_pid" ]; then
+    kill -KILL "$tpm_pid" 2>/dev/null || true
+    wait "$tpm_pid" 2>/dev/null || true
+  fi
+  rm -f "$out/tpm/sock"
+  swtpm socket --tpm2 --tpmstate "dir=$out/tpm" --ctrl "type=unixio,path=$out/tpm/sock" >> "$out/tpm/swtpm.log" 2>&1 &
+  tpm_pid=$!
+  local i
+  for i in $(seq 100); do [ -S "$out/tpm/sock" ] && return 0; sleep 0.05; done
+  echo "boot-test: swtpm did not come up" >&2
+  exit 1
+}
 boot() { # boot MODE LOG: starts the board in the background
+  tpm_up
   # shellcheck disable=SC2086
   # Not through in_ns: a backgrounded function is a subshell, and $! must be QEMU itself.
-  ip netns exec "$ns" $QEMU $QEMU_ARGS -nographic -no-reboot -kernel "$out/vmlinuz" -initrd "$out/initrd.gz" \
+  ip netns exec "$ns" $QEMU $QEMU_ARGS "${tpm_args[@]}" -nographic -no-reboot -kernel "$out/vmlinuz" -initrd "$out/initrd.gz" \
     -append "console=$CONSOLE panic=-1 quiet gwe.test=$1 gwe.wait=sensor" \
     -drive "file=$data,format=raw,if=virtio" \
     -netdev user,id=n0 -device "virtio-net-pci,netdev=n0,mac=$NET_MAC,romfile=" < /dev/null > "$2" 2>&1 &
@@ -86,6 +112,19 @@ echo "--- boot 2: after the clean reboot"
 boot report "$out/boot2.log"
 wait_for "$out/boot2.log" "data partition mounted on /var/lib/gwe" 120
 wait_for "$out/boot2.log" "ticker RUNNING" 120
+if [ "${TPM:-}" = swtpm ]; then
+  # The key in the TPM: a P-256 key (its DER prefix in base64), the same at both boots,
+  # and no key file on the data partition.
+  tpm_key() { grep -ao 'GWE-TPM-IDENTITY [^ ]* keyfile=[a-z]*' "$1" | head -1 | cut -d' ' -f2-; }
+  k1=$(tpm_key "$out/boot1.log")
+  k2=$(tpm_key "$out/boot2.log")
+  case "$k1" in
+    *,MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE*" keyfile=absent") ;;
+    *) echo "boot-test: no key from the board's TPM: '$k1'" >&2; grep -a 'GWE-TPM\|tpm' "$out/boot1.log" >&2; exit 1 ;;
+  esac
+  [ "$k1" = "$k2" ] || { echo "boot-test: the TPM gave another key after the reboot: '$k2'" >&2; exit 1; }
+  echo "the gateway's key in the board's TPM (/dev/tpmrm0), the same after the reboot, no key file: ${k1%%,MFkw*},..."
+fi
 wait_for "$out/boot2.log" "GWE-ACKED" 30
 # Resident memory of the agent after a minute with three apps running.
 wait_for "$out/boot2.log" "uptime=6[0-9]\." 120
