@@ -115,6 +115,21 @@ fn read_cert(pem: &[u8]) -> Option<(i64, Vec<ureq::tls::Certificate<'static>>)> 
     (!chain.is_empty()).then_some((not_after, chain))
 }
 
+/// The chain with the gateway's key, if rustls takes them together: ureq panics building
+/// its TLS config on a certificate that does not parse or is of another key, so what the
+/// hub sent (or a saved file) is checked here first, as rustls will check it.
+fn client_cert(
+    chain: Vec<ureq::tls::Certificate<'static>>,
+    key: ureq::tls::PrivateKey<'static>,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<ureq::tls::ClientCert, String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let ders = chain.iter().map(|c| CertificateDer::from(c.der().to_vec())).collect();
+    let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.der().to_vec()));
+    rustls::sign::CertifiedKey::from_der(ders, key_der, provider).map_err(|e| e.to_string())?;
+    Ok(ureq::tls::ClientCert::new_with_certs(&chain, key))
+}
+
 impl std::error::Error for SetupError {}
 
 impl CloudError {
@@ -256,22 +271,27 @@ impl Cloud {
         } else {
             None
         };
+        let provider = match own.as_ref().and_then(|o| o.key.tpm().map(|t| (t, o.key.spki()))) {
+            Some((tpm, spki)) => crate::tpm::provider(tpm, spki),
+            None => rustls::crypto::ring::default_provider(),
+        };
+        let tls = Tls { roots, provider: Arc::new(provider) };
         let mut client = None;
         if let Some(o) = &own {
             if let Some((not_after, chain)) = std::fs::read(&o.path).ok().as_deref().and_then(read_cert) {
-                *o.not_after_ms.lock().unwrap_or_else(|e| e.into_inner()) = Some(not_after);
                 let key = o.private_key().map_err(|e| SetupError::OwnKey(std::io::Error::other(e.to_string())))?;
-                client = Some(ureq::tls::ClientCert::new_with_certs(&chain, key));
+                match client_cert(chain, key, &tls.provider) {
+                    Ok(c) => {
+                        *o.not_after_ms.lock().unwrap_or_else(|e| e.into_inner()) = Some(not_after);
+                        client = Some(c);
+                    }
+                    Err(e) => log::warn!("{}: {e}; enrolling again", o.path.display()),
+                }
             }
         }
         let token_path = state_dir.join("cloud_token");
         let token =
             std::fs::read_to_string(&token_path).ok().map(|t| t.trim().to_string()).filter(|t| identity::is_token(t));
-        let provider = match own.as_ref().and_then(|o| o.key.tpm()) {
-            Some(tpm) => crate::tpm::provider(tpm),
-            None => rustls::crypto::ring::default_provider(),
-        };
-        let tls = Tls { roots, provider: Arc::new(provider) };
         Ok(Self {
             agent: Mutex::new(build_agent(cfg, &tls, client)),
             plain: build_agent(cfg, &tls, None),
@@ -413,9 +433,10 @@ impl Cloud {
         let Some((not_after, chain)) = read_cert(text.as_bytes()) else {
             return Err(CloudError::Refused(200, "the enrollment answer is not a certificate".into()));
         };
+        let client = client_cert(chain, own.private_key()?, &self.tls.provider)
+            .map_err(|e| CloudError::Refused(200, format!("the certificate the hub issued: {e}")))?;
         fsio::write_atomic_mode(&own.path, text.as_bytes(), 0o644)
             .map_err(|e| CloudError::Unreachable(format!("saving the certificate: {e}")))?;
-        let client = ureq::tls::ClientCert::new_with_certs(&chain, own.private_key()?);
         *self.agent.lock().unwrap_or_else(|e| e.into_inner()) = build_agent(&self.cfg, &self.tls, Some(client));
         *own.not_after_ms.lock().unwrap_or_else(|e| e.into_inner()) = Some(not_after);
         log::info!("the hub issued this gateway's certificate, valid until {not_after} (unix ms)");

@@ -101,6 +101,11 @@ impl OwnKey {
         Ok(Self { pkcs8: crate::tpm::KEY_MARKER.to_vec(), spki, tpm: Some(tpm) })
     }
 
+    /// The public key, DER SubjectPublicKeyInfo.
+    pub fn spki(&self) -> &[u8] {
+        &self.spki
+    }
+
     /// The TPM holding the key, if one does.
     pub fn tpm(&self) -> Option<&crate::tpm::Tpm> {
         self.tpm.as_ref()

@@ -241,23 +241,26 @@ fn der_signature(r: &[u8], s: &[u8]) -> Vec<u8> {
 /// [`TpmKeyProvider`] knows it; no real key is ever these bytes.
 pub const KEY_MARKER: &[u8] = b"gwe: the private key is in the TPM";
 
-static TPM: OnceLock<Tpm> = OnceLock::new();
+/// The TPM and its key's SubjectPublicKeyInfo (for rustls's check that a certificate is of
+/// this key).
+static TPM: OnceLock<(Tpm, Vec<u8>)> = OnceLock::new();
 
 /// rustls's key provider with the TPM's key: the marker becomes a key that signs in the
 /// TPM; any other key goes to ring's provider.
 #[derive(Debug)]
 pub struct TpmKeyProvider;
 
-/// A rustls crypto provider (ring) whose client key is the TPM's (`tpm`).
-pub fn provider(tpm: &Tpm) -> rustls::crypto::CryptoProvider {
-    let _ = TPM.set(tpm.clone());
+/// A rustls crypto provider (ring) whose client key is the TPM's (`tpm`, its public key
+/// `spki`).
+pub fn provider(tpm: &Tpm, spki: &[u8]) -> rustls::crypto::CryptoProvider {
+    let _ = TPM.set((tpm.clone(), spki.to_vec()));
     rustls::crypto::CryptoProvider { key_provider: &TpmKeyProvider, ..rustls::crypto::ring::default_provider() }
 }
 
 impl rustls::crypto::KeyProvider for TpmKeyProvider {
     fn load_private_key(&self, key: PrivateKeyDer<'static>) -> Result<Arc<dyn SigningKey>, rustls::Error> {
         match (key.secret_der() == KEY_MARKER, TPM.get()) {
-            (true, Some(t)) => Ok(Arc::new(TpmKey(t.clone()))),
+            (true, Some((t, spki))) => Ok(Arc::new(TpmKey(t.clone(), spki.clone()))),
             (true, None) => Err(rustls::Error::General("no TPM configured".into())),
             (false, _) => rustls::crypto::ring::default_provider().key_provider.load_private_key(key),
         }
@@ -265,9 +268,13 @@ impl rustls::crypto::KeyProvider for TpmKeyProvider {
 }
 
 #[derive(Debug)]
-struct TpmKey(Tpm);
+struct TpmKey(Tpm, Vec<u8>);
 
 impl SigningKey for TpmKey {
+    fn public_key(&self) -> Option<rustls::pki_types::SubjectPublicKeyInfoDer<'_>> {
+        Some(rustls::pki_types::SubjectPublicKeyInfoDer::from(self.1.as_slice()))
+    }
+
     fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
         offered
             .contains(&SignatureScheme::ECDSA_NISTP256_SHA256)

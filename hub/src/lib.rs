@@ -122,7 +122,10 @@ impl Hub {
             (Some(_), _) => self.store.device_for_token(&hash).await?,
             (None, Some(p)) => match self.store.devices_by_sn(&p.cn).await?[..] {
                 [dev] => {
-                    certified(self.store.enrolled_key_by_id(dev).await?.as_ref(), p)?;
+                    if let Err(e) = certified(self.store.enrolled_key_by_id(dev).await?.as_ref(), p) {
+                        log::warn!("refused the client certificate of {}: {}", p.cn, e.1);
+                        return Err(e);
+                    }
                     Some(dev)
                 }
                 [] => {

@@ -147,6 +147,10 @@ pub async fn serve(
                         let peer = t.peer(s.get_ref().1.peer_certificates());
                         conn(TokioIo::new(s), router, addr, peer).await
                     }
+                    // A client certificate refused (malformed, expired, of another CA) is
+                    // worth an operator's look; other failed handshakes (scanners, clients
+                    // that gave up) are not.
+                    Ok(Err(e)) if refused_certificate(&e) => log::warn!("TLS handshake with {addr}: {e}"),
                     Ok(Err(e)) => log::debug!("TLS handshake with {addr}: {e}"),
                     Err(_) => log::debug!("TLS handshake with {addr} timed out"),
                 },
@@ -154,6 +158,14 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// Whether a failed handshake refused the client's certificate.
+fn refused_certificate(e: &io::Error) -> bool {
+    matches!(
+        e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+    )
 }
 
 async fn conn<I>(io: I, router: axum::Router, addr: SocketAddr, peer: Option<Peer>)

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use tokio_rustls::rustls;
 
 use common::{reply, Backend, Client, DeviceCa, HubProc, Reply, FORM};
 
@@ -86,6 +87,50 @@ fn write(agent: &ureq::Agent, hub: &HubProc, value: &str) -> Result<Reply, Strin
             Reply { status: r.status(), headers: r.headers().clone(), body }
         })
         .map_err(|e| e.to_string())
+}
+
+/// Writes `temp=9` over TLS showing `chain` with the key in `key_pem`, whatever the chain
+/// holds; the answer's text, or why the connection failed.
+fn raw_tls_write(
+    server_ca: &str,
+    port: u16,
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key_pem: &str,
+) -> Result<String, String> {
+    use std::io::{Read, Write};
+    #[derive(Debug)]
+    struct Fixed(Arc<rustls::sign::CertifiedKey>);
+    impl rustls::client::ResolvesClientCert for Fixed {
+        fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            Some(self.0.clone())
+        }
+        fn has_certs(&self) -> bool {
+            true
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut server_ca.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes()).unwrap().unwrap();
+    let signer = provider.key_provider.load_private_key(key).unwrap();
+    let certified = Arc::new(rustls::sign::CertifiedKey::new(chain, signer));
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(Arc::new(Fixed(certified)));
+    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), "localhost".try_into().unwrap()).unwrap();
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    let rq =
+        "POST /onep:v1/stack/alias HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+              Content-Length: 6\r\nConnection: close\r\n\r\ntemp=9";
+    tls.write_all(rq.as_bytes()).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    tls.read_to_end(&mut out).map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 fn device_id(c: &Client, sn: &str) -> i64 {
@@ -222,6 +267,18 @@ fn enrollment(backend: Backend) {
         Ok(r) => assert_eq!(r.status, 401, "{}", r.text()),
         Err(e) => assert!(e.contains("UnknownIssuer") || e.contains("alert"), "{e}"),
     }
+
+    // A malformed certificate in the handshake: refused there (rustls's own client would
+    // not even send it, so this one is made by hand). The same client with A's real
+    // certificate gets through, so the refusal is the certificate's.
+    let a_pem = std::fs::read_to_string(&a.cert_file).unwrap();
+    let a_chain: Vec<_> = rustls_pemfile::certs(&mut a_pem.as_bytes()).map(Result::unwrap).collect();
+    let key_pem = a.key.serialize_pem();
+    let ok = raw_tls_write(&server.ca_pem, hub.port, a_chain, &key_pem).unwrap();
+    assert!(ok.starts_with("HTTP/1.1 204"), "{ok}");
+    let garbage = vec![rustls::pki_types::CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x01])];
+    let e = raw_tls_write(&server.ca_pem, hub.port, garbage, &key_pem).unwrap_err();
+    assert!(e.contains("alert") || e.contains("reset") || e.contains("Broken pipe"), "{e}");
 
     // Malformed enrollments: 400 naming the fault.
     for (body, want) in [
@@ -409,6 +466,11 @@ fn the_agent_enrolls_its_own_key_renews_and_is_revoked() {
     assert_eq!(mode & 0o777, 0o600, "the private key is root's only");
     assert_eq!(c.op_send("POST", "/api/v1/keys", "text/csv", line.as_bytes()).status, 200);
 
+    // A saved certificate of another key (a restored backup, a swapped flash): rustls would
+    // refuse the pair and ureq panic on it; the agent sets it aside and enrolls.
+    let stray = common::issue(d, "stray", &[("stray".into(), "MTLS1".into())]);
+    let stray_pem = format!("not-after: 9999999999999\n{}", std::fs::read_to_string(&stray.cert).unwrap());
+    std::fs::write(agent_dir.join("state/state/device_cert.pem"), stray_pem).unwrap();
     let agent = Agent::start_as(&agent_dir, &hub.url, "MTLS1", &cloud, "");
     let dev = device_id(&c, "MTLS1");
     agent.record(&common::agent(), "temp", &[(1_700_000_000, "20.5".into())]);
@@ -416,6 +478,7 @@ fn the_agent_enrolls_its_own_key_renews_and_is_revoked() {
         || format!("\nagent stderr:\n{}", std::fs::read_to_string(agent_dir.join("agent.err")).unwrap_or_default());
     wait_for_or("the point over mutual TLS", 30, || values(&c, dev, "temp") == ["20.5"], err);
     assert!(!agent_dir.join("state/state/cloud_token").exists(), "no token: the certificate is the identity");
+    assert!(err().contains("enrolling again"), "the stray certificate was set aside: {}", err());
     let cert_file = agent_dir.join("state/state/device_cert.pem");
     let first = std::fs::read_to_string(&cert_file).unwrap();
     assert!(first.starts_with("not-after: ") && first.contains("BEGIN CERTIFICATE"), "{first}");
