@@ -169,18 +169,23 @@ struct Setup {
 }
 
 fn setup(backend: Backend) -> Setup {
+    setup_days(backend, "30")
+}
+
+/// [`setup`] with certificates valid `days`.
+fn setup_days(backend: Backend, days: &'static str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let server = common::pki(d, "server");
     let ca = DeviceCa::new(d);
     let db = common::db_url(backend, d);
-    let hub = start(&db, d, &server, &ca);
+    let hub = start(&db, d, &server, &ca, days);
     let c = Client { hub: hub.clone(), agent: common::trusting(&server.ca_pem) };
     Setup { dir, server, ca, db, hub, c }
 }
 
-fn start(db: &str, dir: &Path, server: &common::TestPki, ca: &DeviceCa) -> Arc<HubProc> {
-    let args = ca.hub_args("30");
+fn start(db: &str, dir: &Path, server: &common::TestPki, ca: &DeviceCa, days: &'static str) -> Arc<HubProc> {
+    let args = ca.hub_args(days);
     HubProc::start_tls(db, dir, server, &args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
@@ -354,7 +359,7 @@ fn revocation(backend: Backend) {
         Backend::Postgres => {
             let d2 = d.join("second");
             std::fs::create_dir_all(&d2).unwrap();
-            let h2 = start(&db, &d2, &server, &ca);
+            let h2 = start(&db, &d2, &server, &ca, "30");
             assert_eq!(write(&agent, &h2, "2").unwrap().status, 204, "known on the second hub too");
             Some(h2)
         }
@@ -434,16 +439,10 @@ backends!(ten_thousand_keys_in_one_import, bulk_import);
 #[test]
 fn the_agent_enrolls_its_own_key_renews_and_is_revoked() {
     use common::agent::{values, wait_for_or, Agent};
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let server = common::pki(d, "server");
-    let ca = DeviceCa::new(d);
-    let db = common::db_url(Backend::Sqlite, d);
     // Certificates valid 1 day, renewed 2 days ahead: the agent renews at every chance (at
     // most once a second, its retry cap here), which shows renewal without waiting days.
-    let args = ca.hub_args("1");
-    let hub = HubProc::start_tls(&db, d, &server, &args.iter().map(String::as_str).collect::<Vec<_>>());
-    let c = Client { hub: hub.clone(), agent: common::trusting(&server.ca_pem) };
+    let Setup { dir, server, hub, c, .. } = setup_days(Backend::Sqlite, "1");
+    let d = dir.path();
     let agent_dir = d.join("agent");
     let cloud = format!("ca_file = \"{}\"\nidentity = \"certificate\"\nrenew_days = 2\n", server.ca_file.display());
 
@@ -454,12 +453,7 @@ fn the_agent_enrolls_its_own_key_renews_and_is_revoked() {
         agent_dir.display()
     );
     std::fs::write(d.join("factory.toml"), cfg).unwrap();
-    let out = Command::new(common::agent::agent_bin())
-        .args(["--config", d.join("factory.toml").to_str().unwrap(), "identity"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let line = String::from_utf8(out.stdout).unwrap();
+    let line = identity_line(&d.join("factory.toml"));
     assert!(line.starts_with("acme,gw1,MTLS1,MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE"), "{line}");
     let key_file = agent_dir.join("state/state/device_key");
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key_file).unwrap().permissions());
@@ -525,7 +519,7 @@ fn the_agent_enrolls_its_own_key_renews_and_is_revoked() {
 #[test]
 fn the_agent_keeps_its_key_in_a_tpm() {
     use common::agent::{values, wait_for_or, Agent};
-    let dir = tempfile::tempdir().unwrap();
+    let Setup { dir, server, hub, c, .. } = setup(Backend::Sqlite);
     let d = dir.path();
     let state = d.join("tpm");
     std::fs::create_dir_all(&state).unwrap();
@@ -549,12 +543,6 @@ fn the_agent_keeps_its_key_in_a_tpm() {
             .expect("swtpm (Debian's package swtpm; scripts/setup.sh installs it)"),
     );
     let tpm = format!("tcp:127.0.0.1:{server_port}");
-    let server = common::pki(d, "server");
-    let ca = DeviceCa::new(d);
-    let db = common::db_url(Backend::Sqlite, d);
-    let args = ca.hub_args("30");
-    let hub = HubProc::start_tls(&db, d, &server, &args.iter().map(String::as_str).collect::<Vec<_>>());
-    let c = Client { hub: hub.clone(), agent: common::trusting(&server.ca_pem) };
     let agent_dir = d.join("agent");
     std::fs::create_dir_all(&agent_dir).unwrap();
     let cfg = format!(

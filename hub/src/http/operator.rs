@@ -143,53 +143,56 @@ async fn device(
     Ok(Json(d).into_response())
 }
 
-async fn enable(
-    State(hub): State<Arc<Hub>>,
-    Path(id): Path<i64>,
-    ClientAddr(addr): ClientAddr,
-    headers: HeaderMap,
-) -> ApiResult {
-    let who = caller(&hub, &headers, &addr, Scope::Write, Role::Admin).await?;
-    let sn = known(&hub, id).await?;
-    if !hub.store.enable_device(id).await? {
-        return Err(err(StatusCode::NOT_FOUND, format!("no device {id}")));
-    }
-    hub.forget_tokens(id);
-    audit::record(&hub, &who.actor, "device.enable", &sn, "its token revoked; it may activate again", &addr).await;
-    Ok(StatusCode::NO_CONTENT.into_response())
+/// What an admin does to one device through the operator API.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DeviceChange {
+    /// Lets it activate (or enroll) again; its token stops working.
+    Enable,
+    /// Approves a key it offered with a batch credential.
+    Approve,
+    /// Its token, key and certificates refused from now on, on every hub.
+    Revoke,
 }
 
-/// Approves a key a gateway offered with a batch credential: its next enrollment gets a
-/// certificate.
-async fn approve(
-    State(hub): State<Arc<Hub>>,
-    Path(id): Path<i64>,
-    ClientAddr(addr): ClientAddr,
-    headers: HeaderMap,
-) -> ApiResult {
-    let who = caller(&hub, &headers, &addr, Scope::Write, Role::Admin).await?;
-    let sn = known(&hub, id).await?;
-    if !hub.store.approve_key(id, now_ms()).await? {
-        return Err(err(StatusCode::CONFLICT, format!("device {id} ({sn}) has no key waiting for approval")));
-    }
-    audit::record(&hub, &who.actor, "device.approve", &sn, "its key may have a certificate", &addr).await;
-    Ok(StatusCode::NO_CONTENT.into_response())
+async fn enable(State(hub): State<Arc<Hub>>, Path(id): Path<i64>, addr: ClientAddr, headers: HeaderMap) -> ApiResult {
+    change_device(&hub, id, &addr.0, &headers, DeviceChange::Enable).await
 }
 
-/// Revokes a device: its token, key and certificates are refused from now on, on every hub.
-async fn revoke(
-    State(hub): State<Arc<Hub>>,
-    Path(id): Path<i64>,
-    ClientAddr(addr): ClientAddr,
-    headers: HeaderMap,
-) -> ApiResult {
-    let who = caller(&hub, &headers, &addr, Scope::Write, Role::Admin).await?;
-    let sn = known(&hub, id).await?;
-    if !hub.store.revoke_device(id, now_ms()).await? {
-        return Err(err(StatusCode::NOT_FOUND, format!("no device {id}")));
+async fn approve(State(hub): State<Arc<Hub>>, Path(id): Path<i64>, addr: ClientAddr, headers: HeaderMap) -> ApiResult {
+    change_device(&hub, id, &addr.0, &headers, DeviceChange::Approve).await
+}
+
+async fn revoke(State(hub): State<Arc<Hub>>, Path(id): Path<i64>, addr: ClientAddr, headers: HeaderMap) -> ApiResult {
+    change_device(&hub, id, &addr.0, &headers, DeviceChange::Revoke).await
+}
+
+async fn change_device(hub: &Hub, id: i64, addr: &str, headers: &HeaderMap, change: DeviceChange) -> ApiResult {
+    let who = caller(hub, headers, addr, Scope::Write, Role::Admin).await?;
+    let sn = known(hub, id).await?;
+    let now = now_ms();
+    let (done, action, detail) = match change {
+        DeviceChange::Enable => {
+            (hub.store.enable_device(id).await?, "device.enable", "its token revoked; it may activate again")
+        }
+        DeviceChange::Approve => {
+            (hub.store.approve_key(id, now).await?, "device.approve", "its key may have a certificate")
+        }
+        DeviceChange::Revoke => {
+            (hub.store.revoke_device(id, now).await?, "device.revoke", "token, key and certificates refused")
+        }
+    };
+    if !done {
+        return Err(match change {
+            DeviceChange::Approve => {
+                err(StatusCode::CONFLICT, format!("device {id} ({sn}) has no key waiting for approval"))
+            }
+            _ => err(StatusCode::NOT_FOUND, format!("no device {id}")),
+        });
     }
-    hub.forget_tokens(id);
-    audit::record(&hub, &who.actor, "device.revoke", &sn, "token, key and certificates refused", &addr).await;
+    if change != DeviceChange::Approve {
+        hub.forget_tokens(id);
+    }
+    audit::record(hub, &who.actor, action, &sn, detail, addr).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
