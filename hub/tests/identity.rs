@@ -550,6 +550,7 @@ fn the_agent_keeps_its_key_in_a_tpm() {
             .expect("swtpm (Debian's package swtpm; scripts/setup.sh installs it)"),
     );
     let tpm = format!("tcp:127.0.0.1:{server_port}");
+    common::agent::wait_for("swtpm to listen", 10, || std::net::TcpStream::connect(("127.0.0.1", server_port)).is_ok());
     let agent_dir = d.join("agent");
     std::fs::create_dir_all(&agent_dir).unwrap();
     let cfg = format!(
