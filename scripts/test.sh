@@ -85,8 +85,8 @@ python3 scripts/os_update_test.py
 
 step "the lossy disk's self-test: what a cut leaves on the image (drop, tear)"
 python3 scripts/lossy_disk.py --self-test
-step "power-cut campaign on the aarch64 board, 6 cycles, a disk that tears unflushed writes (full size: power-cut-full.sh)"
-scripts/power-cut-campaign.sh --cycles 6 --disk tear
+step "power-cut campaign on the aarch64 board, 5 cycles, a disk that tears unflushed writes (full size: power-cut-full.sh)"
+scripts/power-cut-campaign.sh --cycles 5 --disk tear
 step "the campaign's self-test: an agent without the queue's fsync must fail it"
 GWE_AGENT_FEATURES=test-skip-queue-fsync scripts/power-cut-campaign.sh --cycles 3 --disk drop --expect-fail
 
