@@ -95,12 +95,6 @@ impl OwnCert {
     }
 }
 
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// A saved certificate: its expiry (from the `not-after: MS` line the hub puts before it)
 /// and its chain; None if it has neither.
 fn read_cert(pem: &[u8]) -> Option<(i64, Vec<ureq::tls::Certificate<'static>>)> {
@@ -373,20 +367,20 @@ impl Cloud {
     /// has fewer than `renew_days` left (a failed renewal keeps the current one).
     fn certificate(&self, own: &OwnCert) -> Result<(), CloudError> {
         let have = *own.not_after_ms.lock().unwrap_or_else(|e| e.into_inner());
-        if have.is_some_and(|t| t - wall_ms() > own.renew_before_ms) {
+        if have.is_some_and(|t| t - crate::clock::unix_ms() > own.renew_before_ms) {
             return Ok(());
         }
         let _one = self.activating.lock().unwrap_or_else(|e| e.into_inner());
         // Another thread may have enrolled while this one waited.
         let have = *own.not_after_ms.lock().unwrap_or_else(|e| e.into_inner());
-        if have.is_some_and(|t| t - wall_ms() > own.renew_before_ms) {
+        if have.is_some_and(|t| t - crate::clock::unix_ms() > own.renew_before_ms) {
             return Ok(());
         }
         {
             let mut last = own.last_try.lock().unwrap_or_else(|e| e.into_inner());
             if last.is_some_and(|t| t.elapsed() < own.every) {
                 return match have {
-                    Some(t) if t > wall_ms() => Ok(()),
+                    Some(t) if t > crate::clock::unix_ms() => Ok(()),
                     _ => Err(CloudError::NotEnrolled(0, "no certificate yet; asking the hub again soon".into())),
                 };
             }
@@ -394,7 +388,7 @@ impl Cloud {
         }
         match self.enroll(own) {
             Ok(()) => Ok(()),
-            Err(e) if have.is_some_and(|t| t > wall_ms()) => {
+            Err(e) if have.is_some_and(|t| t > crate::clock::unix_ms()) => {
                 log::warn!("renewing the certificate: {e}; the current one holds for now");
                 Ok(())
             }

@@ -164,12 +164,7 @@ impl OwnKey {
         use base64::Engine;
         use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
         if let Some(tpm) = &self.tpm {
-            let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, msg)
-                .as_ref()
-                .try_into()
-                .map_err(|_| io::Error::other("SHA-256 is not 32 bytes"))?;
-            let (_, sig) = tpm.key(Some(&digest))?;
-            return Ok(base64::engine::general_purpose::STANDARD.encode(sig.unwrap_or_default()));
+            return Ok(base64::engine::general_purpose::STANDARD.encode(tpm.sign(msg)?));
         }
         let rng = ring::rand::SystemRandom::new();
         let k = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &self.pkcs8, &rng)

@@ -79,6 +79,17 @@ impl Tpm {
     }
 }
 
+impl Tpm {
+    /// The key's ASN.1 DER ECDSA signature over SHA-256 of `msg`.
+    pub fn sign(&self, msg: &[u8]) -> io::Result<Vec<u8>> {
+        let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, msg)
+            .as_ref()
+            .try_into()
+            .map_err(|_| bad("SHA-256 is not 32 bytes"))?;
+        self.key(Some(&digest))?.1.ok_or_else(|| bad("no signature"))
+    }
+}
+
 /// One command, one answer: the answer's body after its 10-byte header, or the TPM's
 /// response code as an error.
 fn transact(link: &mut Link, cmd: &[u8]) -> io::Result<Vec<u8>> {
@@ -291,15 +302,7 @@ struct TpmSigner(Tpm);
 
 impl Signer for TpmSigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
-        let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, message)
-            .as_ref()
-            .try_into()
-            .map_err(|_| rustls::Error::General("SHA-256 is not 32 bytes".into()))?;
-        match self.0.key(Some(&digest)) {
-            Ok((_, Some(sig))) => Ok(sig),
-            Ok((_, None)) => Err(rustls::Error::General("the TPM gave no signature".into())),
-            Err(e) => Err(rustls::Error::General(e.to_string())),
-        }
+        self.0.sign(message).map_err(|e| rustls::Error::General(e.to_string()))
     }
 
     fn scheme(&self) -> SignatureScheme {
