@@ -18,9 +18,10 @@ those checks want, and the test ends with a power cut and a check of the data. I
      hub hears of the rollback with its reason and the rollout pauses on the failure;
   3. a bundle whose kernel panics before user space: U-Boot's boot counter brings the old
      system back by itself after the tries run out; the agent reports the rollback;
-  4. bad bundles are refused with RAUC's reason in fetch_status and the running system is
-     untouched: one for another compatible string, one signed by a key the board does not
-     trust, a truncated one.
+  4. bad bundles are refused with the reason in fetch_status and the running system is
+     untouched: one whose release metadata is for another board (by gwe, before its
+     download), one for another compatible string (by RAUC), one signed by a key the board
+     does not trust, a truncated one.
 Throughout, the data partition (/data: the agent's queue, state and identity) survives.
 
 It reports the install time, the bytes the board downloaded, and the agent's memory with
@@ -240,6 +241,19 @@ def main():
     truncated = f"{bdir}/gw-os.v7-truncated.raucb"
     with open(bundles["panic"][0], "rb") as f, open(truncated, "wb") as g:
         g.write(f.read(os.path.getsize(bundles["panic"][0]) // 2))
+    # For another board, but its release metadata (wrongly) signed for this one: gwe's check
+    # passes, RAUC's compatible check refuses it.
+    missigned = f"{bdir}/gw-os.v8-other.raucb"
+    subprocess.run(["scripts/build-os-bundle.sh", args.board, "8-other", missigned, empty], check=True,
+                   env={**os.environ, "BUNDLE_COMPATIBLE": "another-board", "BUNDLE_IMAGE_SIZE": "4M"},
+                   stdout=subprocess.DEVNULL)
+    # Release metadata (docs/ota-format.md), as a release signer writes it: the board has
+    # root keys, so it takes no bundle without. Each is signed for the compatible string its
+    # image says, but for the one above.
+    for path in [b[0] for b in bundles.values()] + [stranger, truncated, missigned]:
+        compatible = "another-board" if path == bundles["other"][0] else env["RAUC_COMPATIBLE"]
+        subprocess.run(["target/debug/gwe", "pkg", "sign", path, "--key", f"{out}/release.key", "--vendor", "gwe",
+                        "--model", model, "--compatible", compatible], check=True, capture_output=True)
     size = os.path.getsize(bundles["good"][0])
     print(f"bundles built in {time.monotonic() - t:.0f} s; a full bundle is {size:,} bytes")
 
@@ -251,8 +265,9 @@ def main():
         hub = Hub(ns, out)
         hub.whitelist(model, serial)
         hub.sign_in()
-        for path in [b[0] for b in bundles.values()] + [stranger, truncated]:
+        for path in [b[0] for b in bundles.values()] + [stranger, truncated, missigned]:
             hub.upload(model, path)
+            hub.upload(model, f"{path}.meta")
         seen = []
 
         print("--- boot: slot A, the agent reaches the hub")
@@ -270,13 +285,20 @@ def main():
         seq_before = seq_before[seq_before.index("{"):]
 
         print("--- bad bundles are refused; the running system is untouched")
-        for path, want in [(bundles["other"][0], r"[Cc]ompatible"), (stranger, r"[Ss]ignature|[Vv]erif|certificate"),
+        # The first by gwe from its release metadata, before the download; the others by RAUC.
+        for path, want in [(bundles["other"][0], r'signed for images compatible with "another-board"'),
+                           (missigned, r"Compatible mismatch|[Cc]ompatible"),
+                           (stranger, r"[Ss]ignature|[Vv]erif|certificate"),
                            (truncated, r"[Ii]nvalid|[Ff]ailed|size|squashfs|[Ss]ignature|bundle")]:
             name = os.path.basename(path)
+            rx0 = number(board, "cat /sys/class/net/eth0/statistics/rx_bytes")
             hub.command({"os": {"name": name}})
             v = hub.wait_status(rf"^{re.escape(name)}: ", 300, seen)
             assert re.search(want, v), f"{name}: {v}"
-            print(f"refused {name}: {v.split(': ', 1)[1][:160]}")
+            rx = number(board, "cat /sys/class/net/eth0/statistics/rx_bytes") - rx0
+            if path == bundles["other"][0]:
+                assert rx < os.path.getsize(path) // 4, f"{rx:,} bytes received for a bundle refused by its metadata"
+            print(f"refused {name} ({rx:,} bytes received): {v.split(': ', 1)[1][:160]}")
         assert board.qemu.poll() is None, "the board restarted"
         assert slot_state(board) == (booted, uenv), "a refused bundle changed the boot selection"
 

@@ -397,3 +397,104 @@ fn release_metadata_from_the_hub_binds_size_version_and_keys() {
     status_is(&c, dev, "installed sensor 3.0", 60);
     assert_eq!(current(&agent_dir), "3.0");
 }
+
+/// A stand-in `rauc` with RAUC's answers (docs/os-updates.md): the running system is
+/// compatible "c1" in slot A; every bundle's manifest says c1, version 2. Installs are
+/// written to `installs`.
+fn fake_rauc(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let prog = dir.join("rauc");
+    let status = r#"{"compatible":"c1","booted":"A","boot_primary":"rootfs.1","slots":[{"rootfs.0":{"bootname":"A"}},{"rootfs.1":{"bootname":"B"}}]}"#;
+    let script = format!(
+        "#!/bin/sh\ncase \"$1 $2\" in\n  'status --output-format=json'|'status --detailed') echo '{status}' ;;\n  'info --output-format=json') echo '{{\"compatible\":\"c1\",\"version\":\"2\"}}' ;;\n  'install '*) echo \"$2\" >> {log}; echo '100% Installing done.' ;;\n  *) echo \"unexpected: $*\" >&2; exit 1 ;;\nesac\n",
+        log = dir.join("installs").display()
+    );
+    std::fs::write(&prog, script).unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    prog
+}
+
+#[test]
+fn os_bundles_are_checked_against_release_metadata_before_their_bytes_are_spent() {
+    let Setup { dir, hub, c, dev, key, public: _ } = setup();
+    let root = dir.path().join("root.key");
+    let root_public = gwe(&["pkg", "keygen", root.to_str().unwrap()]);
+    let keys = dir.path().join("keys.json");
+    let pubfile = format!("{}.pub", key.display());
+    gwe(&["pkg", "keys", "--root-key", root.to_str().unwrap(), "--add", &pubfile, "--out", keys.to_str().unwrap()]);
+    upload(&c, &keys);
+    let bundles = dir.path().join("bundles");
+    std::fs::create_dir_all(&bundles).unwrap();
+    let bundle = |name: &str| {
+        let p = bundles.join(name);
+        let mut b = vec![0u8; 2_000_000];
+        getrandom::fill(&mut b).unwrap();
+        std::fs::write(&p, b).unwrap();
+        p
+    };
+    let rauc = fake_rauc(dir.path());
+    let relay = Relay::start(hub.port);
+    let agent_dir = dir.path().join("agent");
+    let _agent = Agent::start(
+        &agent_dir,
+        &format!("http://localhost:{}", relay.port),
+        &format!(
+            "[ota]\nroot_keys = [\"{root_public}\"]\nos_updates = true\nrauc = \"{}\"\nreboot_command = [\"true\"]\n",
+            rauc.display()
+        ),
+    );
+    wait_for("activation", 20, || agent_dir.join("state/state/cloud_token").exists());
+    let installs = || std::fs::read_to_string(dir.path().join("installs")).unwrap_or_default();
+
+    // Signed for another board: refused from its metadata, before the download.
+    let other = bundle("gw-os.v3.raucb");
+    upload(&c, &other);
+    upload(&c, &sign_release(&other, &key, &["--compatible", "another-board"]));
+    relay.take();
+    command(&c, dev, r#"{"os":{"name":"gw-os.v3.raucb"}}"#);
+    let s = status_is(&c, dev, "gw-os.v3.raucb:", 30);
+    assert!(s.contains(r#"signed for images compatible with "another-board"; this gateway's is "c1""#), "{s}");
+    let sent = relay.take().1;
+    assert!(sent < 100_000, "{sent} bytes went to the gateway for a bundle it refused");
+
+    // The metadata of a bundle must name its compatible string: `gwe pkg sign` says so.
+    let out = Command::new(agent_bin())
+        .args(["pkg", "sign", other.to_str().unwrap(), "--key", key.to_str().unwrap(), "--vendor", "acme"])
+        .args(["--model", "gw1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("names its compatible string"), "{out:?}");
+
+    // No metadata, on a gateway with root keys: refused, nothing downloaded.
+    let bare = bundle("gw-os.v4.raucb");
+    upload(&c, &bare);
+    command(&c, dev, r#"{"os":{"name":"gw-os.v4.raucb"}}"#);
+    let s = status_is(&c, dev, "gw-os.v4.raucb:", 30);
+    assert!(s.contains("no release metadata"), "{s}");
+    assert!(relay.take().1 < 100_000, "the bundle was not downloaded");
+
+    // Changed on the hub after it was signed (same size): downloaded, refused by its
+    // SHA-256, RAUC never given it, the file gone.
+    let changed = bundle("gw-os.v5.raucb");
+    let meta = sign_release(&changed, &key, &["--compatible", "c1"]);
+    let mut bytes = std::fs::read(&changed).unwrap();
+    bytes[1_000_000] ^= 1;
+    std::fs::write(&changed, &bytes).unwrap();
+    upload(&c, &changed);
+    upload(&c, &meta);
+    command(&c, dev, r#"{"os":{"name":"gw-os.v5.raucb"}}"#);
+    let s = status_is(&c, dev, "gw-os.v5.raucb:", 30);
+    assert!(s.contains("the file's SHA-256 is not the signed one"), "{s}");
+    assert!(relay.take().1 >= 2_000_000, "it was downloaded");
+    assert_eq!(installs(), "", "RAUC was given a bundle that is not the signed one");
+    assert!(!agent_dir.join("state/state/downloads/gw-os.v5.raucb").exists());
+
+    // Signed for this board: downloaded, checked, handed to RAUC.
+    let good = bundle("gw-os.v2.raucb");
+    upload(&c, &good);
+    upload(&c, &sign_release(&good, &key, &["--compatible", "c1"]));
+    command(&c, dev, r#"{"os":{"name":"gw-os.v2.raucb","reboot":"manual"}}"#);
+    status_is(&c, dev, "installed c1 2 into slot B", 30);
+    assert!(installs().trim_end().ends_with("downloads/gw-os.v2.raucb"), "{}", installs());
+}

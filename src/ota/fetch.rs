@@ -363,7 +363,7 @@ impl Fetcher {
             return None;
         };
         self.status(&format!("downloading {bundle}"));
-        let file = self.downloaded(bundle, self.download_bundle(bundle, os.max_bundle, stop))?;
+        let file = self.downloaded(bundle, self.download_bundle(os, bundle, stop))?;
         self.status(&format!("installing {bundle}"));
         // RAUC's progress, at most every 10 s (each write costs bytes on the link).
         let mut last = std::time::Instant::now();
@@ -397,15 +397,52 @@ impl Fetcher {
     }
 
     /// An OS bundle from the hub's content into `downloads/` (free space checked first,
-    /// resumed after a cut). RAUC checks its signature and compatible string.
-    fn download_bundle(&self, file: &str, max: u64, stop: &Stop) -> Result<PathBuf, DownloadError> {
+    /// resumed after a cut). Its release metadata, when the hub has it (required where this
+    /// gateway has root keys), is checked first against this board (RAUC's compatible
+    /// string) and the running image's version, so a bundle for another board costs no
+    /// download; the file is then checked against the signed size and SHA-256. RAUC checks
+    /// its own signature and compatible string after that.
+    fn download_bundle(&self, os: &OsUpdates, file: &str, stop: &Stop) -> Result<PathBuf, DownloadError> {
         let dir = self.downloads();
         fsio::create_dir_all_durable(&dir).map_err(|e| DownloadError::Io(dir.clone(), e))?;
+        let refused = |e: InstallError| {
+            DownloadError::Refused(match e {
+                InstallError::Release(what, e) if what == "keys.json" => format!("keys.json: {e}"),
+                InstallError::Release(_, e) => e.to_string(),
+                e => e.to_string(),
+            })
+        };
+        let signed = match self.small(&format!("{file}.meta"), stop)? {
+            Some(meta) => {
+                let keys = self.small("keys.json", stop)?;
+                let running = super::os::running_version();
+                let compatible = os.rauc.system_compatible();
+                self.apps
+                    .precheck_bundle(file, &meta, keys.as_deref(), running.as_deref(), compatible.as_deref())
+                    .map_err(refused)?
+            }
+            None if self.apps.needs_metadata() => {
+                return Err(DownloadError::Refused(super::release::MetaError::Missing.to_string()))
+            }
+            None => None,
+        };
         let size = self.retrying(stop, || self.cloud.content_size(file)).map_err(hub(None))?;
-        if size > max {
-            return Err(DownloadError::TooBig { what: "bundle", size, max });
+        if let Some(v) = &signed {
+            if size != v.release.size {
+                return Err(DownloadError::NotSigned { offered: size, signed: v.release.size });
+            }
         }
-        self.fetch_whole(&dir, file, size, size, stop)
+        if size > os.max_bundle {
+            return Err(DownloadError::TooBig { what: "bundle", size, max: os.max_bundle });
+        }
+        let path = self.fetch_whole(&dir, file, size, size, stop)?;
+        if let Some(v) = &signed {
+            if let Err(e) = self.apps.check_bundle(&path, v) {
+                let _ = std::fs::remove_file(&path);
+                return Err(refused(e));
+            }
+        }
+        Ok(path)
     }
 
     /// `file` of `size` bytes into `dir`: free space checked first, downloaded to

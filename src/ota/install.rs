@@ -270,6 +270,51 @@ impl Installer {
         Ok(Some(v.release.size))
     }
 
+    /// Checks the release metadata of an OS bundle (`NAME.vVERSION.raucb`) fetched before
+    /// it: signed by a release key, not expired, for this name and version, for this
+    /// vendor and model, for `compatible` (the running image's; a bundle's metadata must name
+    /// one) and not older than `running` (os-release's IMAGE_VERSION). RAUC checks the
+    /// bundle's own signature later; this one refuses a bundle for another board before its
+    /// bytes are spent. Returns the signed release (its size bounds the download), or `None`
+    /// when this gateway has no root keys.
+    pub fn precheck_bundle(
+        &self,
+        file: &str,
+        meta: &[u8],
+        keys: Option<&[u8]>,
+        running: Option<&str>,
+        compatible: Option<&str>,
+    ) -> Result<Option<release::Verified>, InstallError> {
+        let Some(trust) = &self.policy.release else { return Ok(None) };
+        if let Some(keys) = keys {
+            trust.offer_keys(keys).map_err(|e| InstallError::Release("keys.json".into(), e))?;
+        }
+        let refused = |e| InstallError::Release(file.to_string(), e);
+        let Some((name, version)) = gwe_wire::os::bundle_parts(file) else {
+            return Err(refused(MetaError::Mismatch(
+                "release metadata is for bundles named NAME.vVERSION.raucb".into(),
+            )));
+        };
+        let compatible = compatible.or(trust.compatible.as_deref());
+        let v = trust.check_release_for(meta, name, version, running, compatible).map_err(refused)?;
+        if v.release.target.compatible.is_none() {
+            return Err(refused(MetaError::Mismatch(
+                "the release metadata of an OS bundle names no compatible string (gwe pkg sign --compatible)".into(),
+            )));
+        }
+        Ok(Some(v))
+    }
+
+    /// The downloaded OS bundle against the release [`Installer::precheck_bundle`] passed:
+    /// its size and SHA-256, before RAUC is given it.
+    pub fn check_bundle(&self, path: &Path, v: &release::Verified) -> Result<(), InstallError> {
+        let Some(trust) = &self.policy.release else { return Ok(()) };
+        let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let size = std::fs::metadata(path).map_err(|e| InstallError::Io(format!("reading {file}"), e))?.len();
+        let digest = package::digest(path).map_err(|e| InstallError::Io(format!("reading {file}"), e))?;
+        trust.check_file(v, size, &digest).map_err(|e| InstallError::Release(file, e))
+    }
+
     /// Checks the package before anything is unpacked: its release metadata (`FILE.meta`,
     /// and a newer `keys.json` beside it is taken first), or where the config allows it an
     /// old-style `.sig`, or nothing where unsigned packages are allowed.

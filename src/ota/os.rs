@@ -330,6 +330,17 @@ impl Rauc {
         Ok(slots)
     }
 
+    /// The running system's compatible string, as RAUC reports it (kept from the last
+    /// `rauc status`; RAUC is asked when nothing is kept).
+    pub fn system_compatible(&self) -> Option<String> {
+        let kept: Option<Slots> =
+            std::fs::read(self.state_dir.join(SLOTS_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        match kept.and_then(|s| s.compatible) {
+            Some(c) => Some(c),
+            None => self.refresh_slots().ok().and_then(|s| s.compatible),
+        }
+    }
+
     /// The bootname of the slot the system runs from.
     pub fn booted(&self) -> Result<String, OsError> {
         let s = self.status()?;
@@ -550,6 +561,11 @@ pub fn image(os_release: &str) -> (Option<String>, Option<String>) {
     let field =
         |k: &str| os_release.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().trim_matches('"').to_string());
     (field("IMAGE_ID="), field("IMAGE_VERSION="))
+}
+
+/// The version of the image this system runs (os-release's IMAGE_VERSION), if it says one.
+pub fn running_version() -> Option<String> {
+    image(&std::fs::read_to_string("/etc/os-release").unwrap_or_default()).1
 }
 
 /// The slot the kernel was booted from, as the bootloader told it (`rauc.slot=`).

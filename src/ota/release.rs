@@ -385,6 +385,19 @@ impl Trust {
         version: &str,
         running: Option<&str>,
     ) -> Result<Verified, MetaError> {
+        self.check_release_for(meta, name, version, running, self.compatible.as_deref())
+    }
+
+    /// [`Trust::check_release`] against the image compatible string `compatible` (an OS
+    /// bundle is checked against the one RAUC reports for the running system).
+    pub fn check_release_for(
+        &self,
+        meta: &[u8],
+        name: &str,
+        version: &str,
+        running: Option<&str>,
+        compatible: Option<&str>,
+    ) -> Result<Verified, MetaError> {
         let keys = self.keys()?;
         let now = self.now();
         if keys.expires < now {
@@ -420,10 +433,10 @@ impl Trust {
             )));
         }
         if let Some(want) = &r.target.compatible {
-            if self.compatible.as_ref() != Some(want) {
+            if compatible != Some(want.as_str()) {
                 return Err(MetaError::Mismatch(format!(
                     "signed for images compatible with {want:?}; this gateway's is {:?}",
-                    self.compatible.as_deref().unwrap_or("not set ([ota] compatible)")
+                    compatible.unwrap_or("not set ([ota] compatible)")
                 )));
             }
         }
@@ -468,7 +481,17 @@ pub fn sign_release(
     allow_downgrade: bool,
 ) -> Result<String, String> {
     let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let name = super::package::PackageName::parse(&file).map_err(|e| e.to_string())?;
+    let name = if file.ends_with(".raucb") {
+        // An OS bundle: its target is the image it fits, so the compatible string is signed too.
+        let (name, version) = gwe_wire::os::bundle_parts(&file)
+            .ok_or_else(|| format!("{file}: an OS bundle is signed as NAME.vVERSION.raucb"))?;
+        if target.compatible.is_none() {
+            return Err(format!("{file}: an OS bundle's release metadata names its compatible string (--compatible)"));
+        }
+        super::package::PackageName { name: name.into(), version: version.into() }
+    } else {
+        super::package::PackageName::parse(&file).map_err(|e| e.to_string())?
+    };
     let size = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?.len();
     let digest = super::package::digest(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let issued = unix_now();
