@@ -684,6 +684,44 @@ impl Cloud {
             .ok_or_else(|| CloudError::Refused(200, format!("content info {text:?} has no size")))
     }
 
+    /// Bytes `start..=end` of content `id`, as the hub sends them (206): its total size and
+    /// a reader of at most `end - start + 1` bytes. For RAUC's streaming (`ota::stream`).
+    pub fn content_range(
+        &self,
+        id: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<(u64, ureq::BodyReader<'static>), CloudError> {
+        let url = self.content_url(id, false);
+        for _ in 0..2 {
+            let token = self.token()?;
+            let rq = self.agent().get(&url).cik(&token).header("Range", &format!("bytes={start}-{end}"));
+            let resp = rq.call().map_err(|e| CloudError::Unreachable(e.to_string()))?;
+            match resp.status().as_u16() {
+                206 => {
+                    let total = resp
+                        .headers()
+                        .get("content-range")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.rsplit_once('/'))
+                        .and_then(|(_, t)| t.parse().ok())
+                        .ok_or_else(|| CloudError::Refused(206, "a range without Content-Range".into()))?;
+                    self.usage.api("stream", 300, end - start + 1 + 300);
+                    let body = resp.into_body().into_with_config().limit(end - start + 1).reader();
+                    return Ok((total, body));
+                }
+                401 => self.drop_token(&token),
+                s if s >= 500 => return Err(CloudError::Unreachable(format!("a range request answered {s}"))),
+                s => {
+                    let mut resp = resp;
+                    let body = resp.body_mut().read_to_string().unwrap_or_default();
+                    return Err(CloudError::Refused(s, body.trim().to_string()));
+                }
+            }
+        }
+        Err(CloudError::Refused(401, "the hub refused a fresh token".into()))
+    }
+
     /// Downloads content `id` of this device's vendor/model into `dest`, resuming from
     /// what `dest` already holds (Range). Returns the total size.
     pub fn download(&self, id: &str, dest: &Path, max_bytes: u64) -> Result<u64, CloudError> {

@@ -498,3 +498,66 @@ fn os_bundles_are_checked_against_release_metadata_before_their_bytes_are_spent(
     status_is(&c, dev, "installed c1 2 into slot B", 30);
     assert!(installs().trim_end().ends_with("downloads/gw-os.v2.raucb"), "{}", installs());
 }
+
+/// A stand-in `rauc` that streams as RAUC does (curl's Range requests to the URL it is
+/// given, the first for bytes 0-3): `info` and `install` each fetch the first four bytes,
+/// `install` then bytes 1,000,000-1,099,999 into `streamed`, and tries a path next to the
+/// bundle's into `probe`.
+fn streaming_rauc(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let prog = dir.join("rauc");
+    let status = r#"{"compatible":"c1","booted":"A","boot_primary":"rootfs.1","slots":[{"rootfs.0":{"bootname":"A"}},{"rootfs.1":{"bootname":"B"}}]}"#;
+    let d = dir.display();
+    let script = format!(
+        "#!/bin/sh\nurl=$3; [ \"$1\" = install ] && url=$2\n\
+         case \"$1 $2\" in\n  'status --output-format=json'|'status --detailed') echo '{status}' ;;\n  \
+         'info --output-format=json') curl -sf -r 0-3 \"$url\" >/dev/null && echo '{{\"compatible\":\"c1\",\"version\":\"2\"}}' ;;\n  \
+         'install '*) echo \"$url\" > {d}/url; curl -sf -r 0-3 \"$url\" >/dev/null || exit 1; \
+         curl -sf -r 1000000-1099999 \"$url\" > {d}/streamed || exit 1; \
+         curl -s -o /dev/null -w '%{{http_code}}' \"${{url%/*}}/other.raucb\" > {d}/probe; echo '100% Installing done.' ;;\n  \
+         *) echo \"unexpected: $*\" >&2; exit 1 ;;\nesac\n"
+    );
+    std::fs::write(&prog, script).unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    prog
+}
+
+#[test]
+fn an_os_bundle_streams_through_the_agent_with_no_credential_given_to_rauc() {
+    let Setup { dir, hub, c, dev, key: _, public: _ } = setup();
+    let bundle = dir.path().join("gw-os.v2.raucb");
+    let mut bytes = vec![0u8; 3_000_000];
+    getrandom::fill(&mut bytes).unwrap();
+    std::fs::write(&bundle, &bytes).unwrap();
+    upload(&c, &bundle);
+    let rauc = streaming_rauc(dir.path());
+    let relay = Relay::start(hub.port);
+    let agent_dir = dir.path().join("agent");
+    let _agent = Agent::start(
+        &agent_dir,
+        &format!("http://localhost:{}", relay.port),
+        &format!(
+            "[ota]\nallow_unsigned = true\nos_updates = true\nrauc = \"{}\"\nreboot_command = [\"true\"]\n",
+            rauc.display()
+        ),
+    );
+    wait_for("activation", 20, || agent_dir.join("state/state/cloud_token").exists());
+    let token = std::fs::read_to_string(agent_dir.join("state/state/cloud_token")).unwrap();
+    relay.take();
+    command(&c, dev, r#"{"os":{"name":"gw-os.v2.raucb","stream":true,"reboot":"manual"}}"#);
+    status_is(&c, dev, "installed c1 2 into slot B", 30);
+    // RAUC read what it asked for, through the agent, from the hub; nothing was downloaded.
+    let streamed = std::fs::read(dir.path().join("streamed")).unwrap();
+    assert!(streamed == bytes[1_000_000..1_100_000], "the range RAUC read is not the bundle's");
+    let sent = relay.take().1;
+    assert!((100_000..500_000).contains(&sent), "{sent} bytes went to the gateway for a 100 kB range");
+    assert!(!agent_dir.join("state/state/downloads/gw-os.v2.raucb").exists());
+    // RAUC was given a loopback URL with a one-time path: no token, nothing else served.
+    let url = std::fs::read_to_string(dir.path().join("url")).unwrap();
+    assert!(url.starts_with("http://127.0.0.1:") && url.trim_end().ends_with("/gw-os.v2.raucb"), "{url}");
+    assert!(!url.contains(token.trim()), "the device token is on RAUC's command line");
+    assert_eq!(std::fs::read_to_string(dir.path().join("probe")).unwrap(), "404");
+    // After the install the relay is gone.
+    let after = Command::new("curl").args(["-s", "-o", "/dev/null", "-r", "0-3", url.trim()]).status().unwrap();
+    assert!(!after.success(), "the relay still answers after the install");
+}

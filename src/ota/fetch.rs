@@ -19,6 +19,9 @@
 //! ```json
 //! {"os": {"name": "gateway-os.v2.raucb", "reboot": "02:00-04:00"}}
 //! ```
+//!
+//! With `"stream": true` the bundle is not downloaded: RAUC streams it from the hub through
+//! [`super::stream::Relay`], fetching (for an adaptive bundle) only the blocks neither slot has.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,6 +59,8 @@ struct OsItem {
     name: String,
     #[serde(default)]
     reboot: Option<String>,
+    #[serde(default)]
+    stream: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,8 +136,19 @@ pub struct Plan {
     pub install: Vec<String>,
     /// App names to remove.
     pub remove: Vec<String>,
-    /// An operating-system bundle (a file name of the hub's content) and when to reboot.
-    pub os: Option<(String, RebootAt)>,
+    /// An operating-system bundle.
+    pub os: Option<OsOrder>,
+}
+
+/// An operating-system bundle to install.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OsOrder {
+    /// A file name of the hub's content.
+    pub name: String,
+    /// When to reboot into it.
+    pub reboot: RebootAt,
+    /// Streamed by RAUC from the hub rather than downloaded first.
+    pub stream: bool,
 }
 
 /// Why an `engine_fetch` command is refused (nothing of it is carried out).
@@ -197,7 +213,7 @@ pub fn parse(text: &str) -> Result<Plan, CommandError> {
                 return Err(CommandError::OsBundle(o.name));
             }
             let at = RebootAt::parse(o.reboot.as_deref().unwrap_or("now")).map_err(CommandError::Reboot)?;
-            Some((o.name, at))
+            Some(OsOrder { name: o.name, reboot: at, stream: o.stream })
         }
     };
     if install.is_empty() && remove.is_empty() && os.is_none() {
@@ -320,8 +336,8 @@ impl Fetcher {
                         Err(e) => self.status(&format!("remove {name}: {e}")),
                     };
                 }
-                if let Some((bundle, at)) = os {
-                    reboot = self.install_os(&bundle, at, stop);
+                if let Some(order) = os {
+                    reboot = self.install_os(&order, stop);
                 }
                 let report = crate::telemetry::engine_report(&self.apps, &self.queue, &self.state_dir).to_string();
                 if let Err(e) = crate::telemetry::enqueue(&self.queue, "engine_report", &report) {
@@ -356,26 +372,53 @@ impl Fetcher {
         }
     }
 
-    /// Downloads an OS bundle and has RAUC install it; the reboot policy when it did.
-    fn install_os(&self, bundle: &str, at: RebootAt, stop: &Stop) -> Option<RebootAt> {
+    /// Downloads an OS bundle (or has RAUC stream it) and has RAUC install it; the reboot
+    /// policy when it did.
+    fn install_os(&self, order: &OsOrder, stop: &Stop) -> Option<RebootAt> {
+        let (bundle, at) = (order.name.as_str(), order.reboot);
         let Some(os) = &self.os else {
             self.status(&format!("{bundle}: this gateway takes no OS bundles ([ota] os_updates is off)"));
             return None;
         };
-        self.status(&format!("downloading {bundle}"));
-        let file = self.downloaded(bundle, self.download_bundle(os, bundle, stop))?;
-        self.status(&format!("installing {bundle}"));
         // RAUC's progress, at most every 10 s (each write costs bytes on the link).
         let mut last = std::time::Instant::now();
-        let path = file.to_string_lossy().into_owned();
-        let r = os.rauc.install(&path, at, &mut |line| {
+        let mut progress = |line: &str| {
             log::info!("rauc: {line}");
             if last.elapsed() >= Duration::from_secs(10) {
                 last = std::time::Instant::now();
                 self.status(&format!("installing {bundle}: {line}"));
             }
-        });
-        let _ = std::fs::remove_file(&file);
+        };
+        let r = if order.stream {
+            self.status(&format!("streaming {bundle}"));
+            // The metadata binds name, version, target and size; the bytes RAUC reads are
+            // bound by the bundle's own signature and dm-verity, block by block.
+            let size = match self.checked_bundle(os, bundle, stop) {
+                Ok((size, _)) => size,
+                Err(e) => {
+                    self.downloaded(bundle, Err(e));
+                    return None;
+                }
+            };
+            let relay = match super::stream::Relay::start(self.cloud.clone(), bundle, size) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.status(&format!("{bundle}: streaming: {e}"));
+                    return None;
+                }
+            };
+            let r = os.rauc.install(&relay.url(), at, &mut progress);
+            let (bytes, requests) = relay.relayed();
+            log::info!("os update: RAUC streamed {bytes} of {size} bytes of {bundle} in {requests} requests");
+            r
+        } else {
+            self.status(&format!("downloading {bundle}"));
+            let file = self.downloaded(bundle, self.download_bundle(os, bundle, stop))?;
+            self.status(&format!("installing {bundle}"));
+            let r = os.rauc.install(&file.to_string_lossy(), at, &mut progress);
+            let _ = std::fs::remove_file(&file);
+            r
+        };
         match r {
             Ok(u) => {
                 let when = match at {
@@ -405,13 +448,27 @@ impl Fetcher {
     fn download_bundle(&self, os: &OsUpdates, file: &str, stop: &Stop) -> Result<PathBuf, DownloadError> {
         let dir = self.downloads();
         fsio::create_dir_all_durable(&dir).map_err(|e| DownloadError::Io(dir.clone(), e))?;
-        let refused = |e: InstallError| {
-            DownloadError::Refused(match e {
-                InstallError::Release(what, e) if what == "keys.json" => format!("keys.json: {e}"),
-                InstallError::Release(_, e) => e.to_string(),
-                e => e.to_string(),
-            })
-        };
+        let (size, signed) = self.checked_bundle(os, file, stop)?;
+        let path = self.fetch_whole(&dir, file, size, size, stop)?;
+        if let Some(v) = &signed {
+            if let Err(e) = self.apps.check_bundle(&path, v) {
+                let _ = std::fs::remove_file(&path);
+                return Err(release_refused(e));
+            }
+        }
+        Ok(path)
+    }
+
+    /// What is known of an OS bundle before a byte of it is fetched: its size on the hub and
+    /// its release metadata, checked (see [`Fetcher::download_bundle`]).
+    fn checked_bundle(
+        &self,
+        os: &OsUpdates,
+        file: &str,
+        stop: &Stop,
+    ) -> Result<(u64, Option<super::release::Verified>), DownloadError> {
+        let dir = self.downloads();
+        fsio::create_dir_all_durable(&dir).map_err(|e| DownloadError::Io(dir.clone(), e))?;
         let signed = match self.small(&format!("{file}.meta"), stop)? {
             Some(meta) => {
                 let keys = self.small("keys.json", stop)?;
@@ -419,7 +476,7 @@ impl Fetcher {
                 let compatible = os.rauc.system_compatible();
                 self.apps
                     .precheck_bundle(file, &meta, keys.as_deref(), running.as_deref(), compatible.as_deref())
-                    .map_err(refused)?
+                    .map_err(release_refused)?
             }
             None if self.apps.needs_metadata() => {
                 return Err(DownloadError::Refused(super::release::MetaError::Missing.to_string()))
@@ -435,14 +492,7 @@ impl Fetcher {
         if size > os.max_bundle {
             return Err(DownloadError::TooBig { what: "bundle", size, max: os.max_bundle });
         }
-        let path = self.fetch_whole(&dir, file, size, size, stop)?;
-        if let Some(v) = &signed {
-            if let Err(e) = self.apps.check_bundle(&path, v) {
-                let _ = std::fs::remove_file(&path);
-                return Err(refused(e));
-            }
-        }
-        Ok(path)
+        Ok((size, signed))
     }
 
     /// `file` of `size` bytes into `dir`: free space checked first, downloaded to
@@ -533,13 +583,7 @@ impl Fetcher {
         let signed = match &meta {
             Some(meta) => {
                 let keys = self.small("keys.json", stop)?;
-                self.apps.precheck(&name, meta, keys.as_deref()).map_err(|e| {
-                    DownloadError::Refused(match e {
-                        InstallError::Release(what, e) if what == "keys.json" => format!("keys.json: {e}"),
-                        InstallError::Release(_, e) => e.to_string(),
-                        e => e.to_string(),
-                    })
-                })?
+                self.apps.precheck(&name, meta, keys.as_deref()).map_err(release_refused)?
             }
             None if self.apps.needs_metadata() => {
                 return Err(DownloadError::Refused(super::release::MetaError::Missing.to_string()))
@@ -613,6 +657,16 @@ impl Fetcher {
     }
 }
 
+/// A package or OS bundle refused by its release metadata, as `fetch_status` says it after
+/// its name.
+fn release_refused(e: InstallError) -> DownloadError {
+    DownloadError::Refused(match e {
+        InstallError::Release(what, e) if what == "keys.json" => format!("keys.json: {e}"),
+        InstallError::Release(_, e) => e.to_string(),
+        e => e.to_string(),
+    })
+}
+
 /// A failure of the hub's, about `what` (the file itself when None).
 fn hub(what: Option<String>) -> impl FnOnce(CloudError) -> DownloadError {
     move |error| DownloadError::Hub { what, error }
@@ -629,8 +683,11 @@ mod tests {
         assert!(p.remove.is_empty() && p.os.is_none());
         assert_eq!(parse(r#"{"remove":[{"name":"old"}]}"#).unwrap().remove, ["old"]);
         let p = parse(r#"{"os":{"name":"gw-os.v2.raucb","reboot":"02:00-04:00"}}"#).unwrap();
-        assert_eq!(p.os, Some(("gw-os.v2.raucb".into(), RebootAt::Window { start: 120, end: 240 })));
-        assert_eq!(parse(r#"{"os":{"name":"gw-os.v2.raucb"}}"#).unwrap().os.unwrap().1, RebootAt::Now);
+        let want =
+            OsOrder { name: "gw-os.v2.raucb".into(), reboot: RebootAt::Window { start: 120, end: 240 }, stream: false };
+        assert_eq!(p.os, Some(want));
+        let o = parse(r#"{"os":{"name":"gw-os.v2.raucb","stream":true}}"#).unwrap().os.unwrap();
+        assert_eq!((o.reboot, o.stream), (RebootAt::Now, true));
         use CommandError as E;
         let kind = |e: &CommandError| std::mem::discriminant(e);
         for (bad, want) in [

@@ -4,6 +4,7 @@
 //! `extract`: unpacking that refuses any entry that could escape or harm the system.
 //! `fetch`: commands from the cloud (`engine_fetch`), downloads, `fetch_status`.
 //! `os`: whole-image updates of the operating system through RAUC, and their check.
+//! `stream`: the loopback relay through which RAUC streams a bundle from the hub.
 
 pub mod build;
 pub mod extract;
@@ -14,3 +15,4 @@ pub mod package;
 pub mod release;
 pub mod selfupdate;
 pub mod store;
+pub mod stream;
