@@ -882,16 +882,19 @@ fn a_rollout_pauses_on_failures_and_is_aborted() {
         assert!(c.op_get("/api/v1/devices").text().contains("R00"), "the hub still answers");
         // The reboot time is asked only for an OS bundle, and checked beside its field.
         let reboot = form.find(Locator::Css("input[name='reboot']")).await.unwrap();
+        let stream = form.find(Locator::Css("input[name='stream']")).await.unwrap();
         assert!(!reboot.is_displayed().await.unwrap(), "a package's rollout asks no reboot time");
+        assert!(!stream.is_displayed().await.unwrap(), "a package is not streamed");
         pick.select_by_label("OS bundle gw-os 2 — acme/gw1").await.unwrap();
         assert!(reboot.is_displayed().await.unwrap(), "an OS bundle's rollout asks when to reboot");
+        assert!(stream.is_displayed().await.unwrap(), "an OS bundle's rollout offers streaming");
         reboot.clear().await.unwrap();
         reboot.send_keys("25:00-01:00").await.unwrap();
         b.find(Locator::Css("#start-rollout")).await.unwrap().click().await.unwrap();
         wait_text(&b, "#rollout-reboot-error", "a window HH:MM-HH:MM (UTC)", 5, false).await;
         screenshots(&b, "rollout-form-os").await;
         pick.select_by_label("sensor 2.9 — acme/gw1").await.unwrap();
-        assert!(!reboot.is_displayed().await.unwrap());
+        assert!(!reboot.is_displayed().await.unwrap() && !stream.is_displayed().await.unwrap());
         // A start too far ahead is refused beside its field (a scheduled rollout waits:
         // tests/dashboard.rs).
         b.execute("const i = document.querySelector(\"input[name='start_at']\"); i.value = '2099-01-01T12:00';

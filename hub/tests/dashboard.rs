@@ -813,11 +813,18 @@ fn os_bundle_rollouts(b: Backend) {
         assert_eq!((r.status.as_u16(), r.json()["field"].as_str()), (400, Some("reboot")), "{}", r.text());
         assert!(r.text().contains(why), "{}", r.text());
     }
-    let r = br.act("/ui/api/rollouts", &new(bundle, json!("02:00-04:00")));
+    let mut streamed = new("sensor.v1.tar.gz", Value::Null);
+    streamed["stream"] = json!(true);
+    let r = br.act("/ui/api/rollouts", &streamed);
+    assert_eq!((r.status.as_u16(), r.json()["field"].as_str()), (400, Some("stream")), "{}", r.text());
+    // A bundle streamed by RAUC from the hub, rebooted into in a window.
+    let mut streamed = new(bundle, json!("02:00-04:00"));
+    streamed["stream"] = json!(true);
+    let r = br.act("/ui/api/rollouts", &streamed);
     assert_eq!(r.status, 201, "{}", r.text());
     let id = r.json()["id"].as_i64().unwrap();
     let v = wait_rollout(&br, id, "first stage sent", |v| v["counts"]["sent"] == 2);
-    assert_eq!(v["reboot"], "02:00-04:00");
+    assert_eq!((&v["reboot"], &v["stream"]), (&json!("02:00-04:00"), &json!(true)));
     let first: Vec<&(String, String)> = tokens
         .iter()
         .filter(|(sn, _)| v["devices"].as_array().unwrap().iter().any(|d| d["sn"] == *sn && d["stage"] == 0))
@@ -827,7 +834,7 @@ fn os_bundle_rollouts(b: Backend) {
         let f = c.dev_get(token, "/onep:v1/stack/alias?engine_fetch", &[]).text();
         let pairs = gwe_wire::form::all_pairs(f.as_bytes()).unwrap();
         let cmd: Value = serde_json::from_str(&pairs[0].1).unwrap();
-        assert_eq!(cmd, json!({"os": {"name": bundle, "reboot": "02:00-04:00"}}));
+        assert_eq!(cmd, json!({"os": {"name": bundle, "reboot": "02:00-04:00", "stream": true}}));
     }
     let say = |token: &str, alias: &str, v: &str| {
         assert_eq!(c.dev_post(token, "/onep:v1/stack/alias", &format!("{alias}={}", urlencode(v))).status, 204);

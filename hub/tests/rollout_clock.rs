@@ -36,6 +36,7 @@ async fn a_scheduled_rollout_starts_when_its_time_comes_on_the_hub_s_clock() {
         updated_ms: now,
         start_ms: now + 3_600_000,
         reboot: "now".into(),
+        stream: false,
     };
     let id = db.create_rollout(&r, &[(dev, 0)]).await.unwrap();
 

@@ -54,6 +54,7 @@ fn rollout(package: &str) -> Rollout {
         updated_ms: 1_000,
         start_ms: 1_000,
         reboot: "now".into(),
+        stream: true,
     }
 }
 
@@ -325,8 +326,8 @@ async fn rollouts(s: &dyn Store) {
     let id = s.create_rollout(&rollout("gw-os.v2.raucb"), &[(a, 0), (b, 1)]).await.unwrap();
     let (r, devs) = s.rollout(id).await.unwrap().unwrap();
     assert_eq!(
-        (r.id, r.package.as_str(), r.stages.as_slice(), r.reboot.as_str()),
-        (id, "gw-os.v2.raucb", &[50, 100][..], "now")
+        (r.id, r.package.as_str(), r.stages.as_slice(), r.reboot.as_str(), r.stream),
+        (id, "gw-os.v2.raucb", &[50, 100][..], "now", true)
     );
     assert_eq!(
         devs.iter().map(|d| (d.device_id, d.stage, d.state.as_str())).collect::<Vec<_>>(),

@@ -834,8 +834,12 @@ async function rolloutsPage() {
   // the gateway's next restart. Shown only when the package is an OS bundle.
   const reboot = el("input", { name: "reboot", value: "now", maxlength: "11", placeholder: "now, manual or 02:00-04:00" });
   const rebootField = field("rollout", "Reboot into the new system (now, manual, or a window HH:MM-HH:MM UTC)", reboot);
+  // Streamed: RAUC reads the bundle from the hub as it installs, only the blocks the
+  // gateway's slots lack (an adaptive bundle), instead of a download of all of it first.
+  const stream = el("input", { name: "stream", type: "checkbox" });
+  const streamField = field("rollout", "Stream it (fetch only the blocks the gateway lacks)", stream);
   const isOs = () => { const i = pkg.value; return i !== "" && pkgs[+i].kind === "os"; };
-  const showReboot = () => { rebootField.hidden = !isOs(); };
+  const showReboot = () => { rebootField.hidden = !isOs(); streamField.hidden = !isOs(); };
   pkg.addEventListener("change", showReboot);
   showReboot();
   const form = el("form", { class: "card needs-operator", id: "new-rollout" },
@@ -848,7 +852,7 @@ async function rolloutsPage() {
       field("rollout", "Stages (% of the group, rising, ending at 100)", el("input", { name: "stages", value: "1, 10, 100", required: true })),
       field("rollout", "Pause when a stage's failures pass (%)", el("input", { name: "max_failure_pct", value: "10", type: "number", min: "0", max: "100", required: true })),
       field("rollout", "Start at (empty: at once)", startAt),
-      rebootField),
+      rebootField, streamField),
     el("p", {}, el("button", { type: "submit", id: "start-rollout", class: "primary" }, "Start")),
     msg);
   form.noValidate = true;
@@ -864,6 +868,7 @@ async function rolloutsPage() {
     };
     if (f.get("start_at")) b.start_at_ms = new Date(String(f.get("start_at"))).getTime();
     if (p && p.kind === "os") b.reboot = String(f.get("reboot")).trim();
+    if (p && p.kind === "os" && f.get("stream")) b.stream = true;
     if (Number.isNaN(b.max_failure_pct)) b.max_failure_pct = -1;
     return b;
   }
@@ -960,7 +965,8 @@ async function rolloutPage(id) {
       el("h1", {}, r.name, " ", el("b", { class: "state " + r.state, id: "rollout-state" }, r.state)),
       el("p", { class: "muted" }, r.package + " to " + r.filter + " · stages " + r.stages.join(" / ") +
         " % · pauses above " + r.max_failure_pct + " % failed · " + (r.state === "scheduled" ? "starts " : "started ") + when(r.start_ms) +
-        (/\.raucb$/.test(r.package) ? " · reboots " + (r.reboot === "now" ? "at once" : r.reboot === "manual" ? "at the next restart" : "in " + r.reboot + " UTC") : "") +
+        (/\.raucb$/.test(r.package) ? " · reboots " + (r.reboot === "now" ? "at once" : r.reboot === "manual" ? "at the next restart" : "in " + r.reboot + " UTC") +
+          (r.stream ? " · streamed" : "") : "") +
         " · stage " + (r.stage + 1) + " of " + r.stages.length),
       el("p", { id: "rollout-reason", class: r.state === "paused" ? "notice error" : "muted" }, r.reason || "\u00a0"),
       el("p", { id: "rollout-counts" }, counts(r.counts)),

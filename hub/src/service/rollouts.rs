@@ -32,7 +32,11 @@ pub fn content_parts(name: &str) -> Option<(&str, &str)> {
 /// The `engine_fetch` command a rollout sends each gateway.
 pub fn command(r: &Rollout) -> String {
     if gwe_wire::os::bundle_parts(&r.package).is_some() {
-        serde_json::json!({"os": {"name": r.package, "reboot": r.reboot}}).to_string()
+        if r.stream {
+            serde_json::json!({"os": {"name": r.package, "reboot": r.reboot, "stream": true}}).to_string()
+        } else {
+            serde_json::json!({"os": {"name": r.package, "reboot": r.reboot}}).to_string()
+        }
     } else {
         serde_json::json!({"install": [{"name": r.package}]}).to_string()
     }
@@ -233,8 +237,11 @@ mod tests {
             updated_ms: 0,
             start_ms: 0,
             reboot: "02:00-04:00".into(),
+            stream: false,
         };
         assert_eq!(command(&r), r#"{"os":{"name":"gw-os.v2.raucb","reboot":"02:00-04:00"}}"#);
+        r.stream = true;
+        assert_eq!(command(&r), r#"{"os":{"name":"gw-os.v2.raucb","reboot":"02:00-04:00","stream":true}}"#);
         r.package = "sensor.v2.tar.gz".into();
         assert_eq!(command(&r), r#"{"install":[{"name":"sensor.v2.tar.gz"}]}"#);
     }

@@ -461,6 +461,8 @@ pub struct Rollout {
     /// When a gateway reboots into an OS bundle it installed: `now`, `manual` or a window
     /// `HH:MM-HH:MM` of the gateway's clock in UTC (`docs/os-updates.md`).
     pub reboot: String,
+    /// An OS bundle is streamed by RAUC from the hub rather than downloaded first.
+    pub stream: bool,
 }
 
 /// One gateway of a rollout.

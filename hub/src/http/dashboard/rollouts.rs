@@ -96,6 +96,9 @@ struct NewRollout {
     /// An OS bundle's reboot: `now` (absent), `manual` or a UTC window `HH:MM-HH:MM`.
     #[serde(default)]
     reboot: Option<String>,
+    /// An OS bundle streamed by RAUC from the hub, not downloaded first.
+    #[serde(default)]
+    stream: bool,
 }
 
 /// A checked rollout request: the group in rollout order with each gateway's stage.
@@ -123,6 +126,9 @@ async fn plan(hub: &Hub, n: &NewRollout, need_name: bool) -> Result<Plan, UiErro
             return Err(bad("reboot", "a reboot time is for OS bundles (.raucb) only"));
         }
         gwe_wire::os::RebootAt::parse(reboot).map_err(|e| bad("reboot", e))?;
+    }
+    if n.stream && gwe_wire::os::bundle_parts(&n.package).is_none() {
+        return Err(bad("stream", "streaming is for OS bundles (.raucb) only"));
     }
     if hub.store.content_info((&n.vendor, &n.model), &n.package).await?.is_none() {
         return Err(bad("package", format!("the hub has no package {:?} for {}/{}", n.package, n.vendor, n.model)));
@@ -214,6 +220,7 @@ async fn new_rollout(State(hub): State<Arc<Hub>>, addr: ClientAddr, headers: Hea
         updated_ms: now,
         start_ms,
         reboot: n.reboot.unwrap_or_else(|| "now".into()),
+        stream: n.stream,
     };
     let id = hub.store.create_rollout(&r, &p.devices).await?;
     s.audit(

@@ -9,7 +9,7 @@ use crate::store::{
 };
 
 const ROLLOUT_COLS: &str = "id, name, package, vendor, model, filter, stages, max_failure_pct, state, stage, \
-accepted_stage, reason, created_ms, updated_ms, start_ms, reboot";
+accepted_stage, reason, created_ms, updated_ms, start_ms, reboot, stream";
 
 fn rollout_row(r: &tokio_postgres::Row) -> Result<Rollout> {
     let stages: String = r.get(6);
@@ -31,6 +31,7 @@ fn rollout_row(r: &tokio_postgres::Row) -> Result<Rollout> {
         updated_ms: r.get(13),
         start_ms: r.get(14),
         reboot: r.get(15),
+        stream: r.get(16),
     })
 }
 
@@ -78,6 +79,11 @@ DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
                    AND table_name = 'rollouts' AND column_name = 'reboot') THEN
         ALTER TABLE rollouts ADD COLUMN reboot TEXT NOT NULL DEFAULT 'now';
+    END IF;
+    -- Rollouts made before streaming download their bundles.
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'rollouts' AND column_name = 'stream') THEN
+        ALTER TABLE rollouts ADD COLUMN stream BOOLEAN NOT NULL DEFAULT FALSE;
     END IF;
 END $$;
 CREATE TABLE IF NOT EXISTS device_tags(
@@ -420,8 +426,8 @@ impl FleetStore for PgStore {
         let row = tx
             .query_one(
                 "INSERT INTO rollouts(name, package, vendor, model, filter, stages, max_failure_pct, state, stage,
-                     accepted_stage, reason, created_ms, updated_ms, start_ms, reboot)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, -1, '', $9, $9, $10, $11) RETURNING id",
+                     accepted_stage, reason, created_ms, updated_ms, start_ms, reboot, stream)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, -1, '', $9, $9, $10, $11, $12) RETURNING id",
                 &[
                     &r.name,
                     &r.package,
@@ -434,6 +440,7 @@ impl FleetStore for PgStore {
                     &r.created_ms,
                     &r.start_ms,
                     &r.reboot,
+                    &r.stream,
                 ],
             )
             .await

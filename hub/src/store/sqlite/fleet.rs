@@ -18,7 +18,7 @@ fn state<T>(r: &rusqlite::Row, i: usize, parse: fn(&str) -> Option<T>) -> rusqli
 }
 
 const ROLLOUT_COLS: &str = "id, name, package, vendor, model, filter, stages, max_failure_pct, state, stage, \
-accepted_stage, reason, created_ms, updated_ms, start_ms, reboot";
+accepted_stage, reason, created_ms, updated_ms, start_ms, reboot, stream";
 
 fn rollout_row(r: &rusqlite::Row) -> rusqlite::Result<Rollout> {
     let stages: String = r.get(6)?;
@@ -39,6 +39,7 @@ fn rollout_row(r: &rusqlite::Row) -> rusqlite::Result<Rollout> {
         updated_ms: r.get(13)?,
         start_ms: r.get(14)?,
         reboot: r.get(15)?,
+        stream: r.get(16)?,
     })
 }
 
@@ -87,7 +88,8 @@ CREATE INDEX IF NOT EXISTS audit_by_action ON audit(action, at_ms);
 ";
 
 /// Columns added since the first schema. Rollouts made before schedules have no `start_ms`:
-/// they started when they were made; those made before OS bundles have no `reboot`: `now`.
+/// they started when they were made; those made before OS bundles have no `reboot`: `now`;
+/// those made before streaming download (`stream` false).
 pub fn migrate(c: &rusqlite::Connection) -> rusqlite::Result<()> {
     // Operators made before roles could do everything: they are admins.
     let has_role: i64 =
@@ -112,6 +114,9 @@ pub fn migrate(c: &rusqlite::Connection) -> rusqlite::Result<()> {
     }
     if !has("reboot")? {
         c.execute_batch("ALTER TABLE rollouts ADD COLUMN reboot TEXT NOT NULL DEFAULT 'now';")?;
+    }
+    if !has("stream")? {
+        c.execute_batch("ALTER TABLE rollouts ADD COLUMN stream INTEGER NOT NULL DEFAULT 0;")?;
     }
     Ok(())
 }
@@ -478,8 +483,8 @@ impl FleetStore for SqliteStore {
             let stages = serde_json::to_string(&r.stages).unwrap_or_default();
             c.execute(
                 "INSERT INTO rollouts(name, package, vendor, model, filter, stages, max_failure_pct, state, stage,
-                     accepted_stage, reason, created_ms, updated_ms, start_ms, reboot)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, -1, '', ?9, ?9, ?10, ?11)",
+                     accepted_stage, reason, created_ms, updated_ms, start_ms, reboot, stream)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, -1, '', ?9, ?9, ?10, ?11, ?12)",
                 params![
                     r.name,
                     r.package,
@@ -491,7 +496,8 @@ impl FleetStore for SqliteStore {
                     r.state.as_str(),
                     r.created_ms,
                     r.start_ms,
-                    r.reboot
+                    r.reboot,
+                    r.stream
                 ],
             )
             .map_err(db)?;
