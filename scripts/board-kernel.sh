@@ -20,22 +20,39 @@ kernel_and_busybox() {
   kdir=$(find "$x/lib/modules" -mindepth 2 -maxdepth 2 -name kernel -type d | head -1)
 }
 
-# copy_modules DIR ORDER: KERNEL_MODULES into DIR (decompressed), their names in load order
-# into ORDER; those built into the kernel are skipped.
+# copy_modules DIR ORDER: KERNEL_MODULES and the modules they need into DIR (decompressed),
+# their names in load order into ORDER (each after what it needs, as modules.dep says: a
+# newer kernel of the same series can add a dependency, as 6.1.192's virtio on virtio_ring
+# did); those built into the kernel are skipped.
 copy_modules() {
-  local dir=$1 order=$2 m f
+  local dir=$1 order=$2 m f line d name kver deps
+  kver=$(basename "$(dirname "$kdir")")
+  deps=$(mktemp -d)
+  mkdir -p "$deps/lib/modules/$kver"
+  ln -s "$(realpath "$kdir")" "$deps/lib/modules/$kver/kernel"
+  cp "$kdir/../modules.order" "$kdir/../modules.builtin" "$kdir/../modules.builtin.modinfo" "$deps/lib/modules/$kver/"
+  depmod -b "$deps" "$kver"
   : > "$order"
   for m in $KERNEL_MODULES; do
-    f=$(find "$kdir" -name "$m.ko*" | head -1)
-    if [ -z "$f" ]; then
+    line=$(grep -E "/$m\.ko(\.xz)?:" "$deps/lib/modules/$kver/modules.dep" || true)
+    if [ -z "$line" ]; then
       grep -q "/$m.ko" "$kdir/../modules.builtin" && continue
       echo "module $m is neither a module nor built into $kpkg" >&2
       exit 1
     fi
-    case "$f" in
-      *.xz) xz -dc "$f" > "$dir/$m.ko" ;;
-      *) cp "$f" "$dir/$m.ko" ;;
-    esac
-    echo "$m" >> "$order"
+    # modules.dep lists what a module needs with what is loaded first last.
+    for d in $(echo "${line#*:}" | tr ' ' '\n' | tac) "${line%%:*}"; do
+      name=$(basename "$d")
+      name=${name%.xz}
+      name=${name%.ko}
+      grep -qx "$name" "$order" && continue
+      f=$kdir/${d#kernel/}
+      case "$f" in
+        *.xz) xz -dc "$f" > "$dir/$name.ko" ;;
+        *) cp "$f" "$dir/$name.ko" ;;
+      esac
+      echo "$name" >> "$order"
+    done
   done
+  rm -rf "$deps"
 }
