@@ -185,6 +185,7 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
                 rauc: crate::ota::os::Rauc {
                     program: cfg.ota.rauc.clone(),
                     state_dir: cfg.paths.secrets_dir(),
+                    run_dir: cfg.paths.run_dir.clone(),
                     sup: Some(apps.supervisor().clone()),
                 },
                 reboot_command: cfg.ota.reboot_command.clone(),
@@ -250,6 +251,7 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
             rauc: crate::ota::os::Rauc {
                 program: cfg.ota.rauc.clone(),
                 state_dir: cfg.paths.secrets_dir(),
+                run_dir: cfg.paths.run_dir.clone(),
                 sup: Some(apps.supervisor().clone()),
             },
             apps: apps.clone(),

@@ -127,7 +127,12 @@ fn main() -> ExitCode {
 use gwe::ota::os::RebootAt;
 
 fn rauc(cfg: &Config) -> gwe::ota::os::Rauc {
-    gwe::ota::os::Rauc { program: cfg.ota.rauc.clone(), state_dir: cfg.paths.secrets_dir(), sup: None }
+    gwe::ota::os::Rauc {
+        program: cfg.ota.rauc.clone(),
+        state_dir: cfg.paths.secrets_dir(),
+        run_dir: cfg.paths.run_dir.clone(),
+        sup: None,
+    }
 }
 
 /// `gwe os status`: RAUC's slots and what gwe last asked of them.

@@ -28,7 +28,12 @@ fn in_the_agent_rauc_runs_through_the_supervisor() {
     let dir = tempfile::tempdir().unwrap();
     let opts = Options { state_file: dir.path().join("pids"), watchdog: None };
     let (sup, thread) = Supervisor::start(Vec::new(), opts).unwrap();
-    let r = Rauc { program: fake_rauc(dir.path()), state_dir: dir.path().to_path_buf(), sup: Some(sup.clone()) };
+    let r = Rauc {
+        program: fake_rauc(dir.path()),
+        state_dir: dir.path().to_path_buf(),
+        run_dir: dir.path().to_path_buf(),
+        sup: Some(sup.clone()),
+    };
 
     // Progress lines come while RAUC runs (read from its output every 2 s).
     let mut lines = Vec::new();

@@ -169,6 +169,10 @@ pub struct Rauc {
     pub program: PathBuf,
     /// The agent's state directory (the state file lives there).
     pub state_dir: PathBuf,
+    /// Where RAUC's output goes while it runs through the supervisor: the run directory
+    /// (tmpfs), not flash, and never a half-written file among the state a power cut
+    /// leaves.
+    pub run_dir: PathBuf,
     /// In the agent, RAUC runs through the supervisor (the one process that spawns and
     /// reaps); the command line (`gwe os`) runs it itself.
     pub sup: Option<crate::supervisor::Supervisor>,
@@ -262,7 +266,7 @@ impl Rauc {
             return Ok((status.success(), out, err_reader.join().unwrap_or_default()));
         };
         // Through the supervisor: stdout and stderr together in one file, read as it grows.
-        let log = self.state_dir.join("rauc.log");
+        let log = self.run_dir.join("rauc.log");
         let job = crate::supervisor::OneOff {
             command: std::iter::once(self.program.to_string_lossy().into_owned())
                 .chain(args.iter().map(|a| a.to_string()))
@@ -608,7 +612,7 @@ mod tests {
             detailed = DETAILED,
         );
         write_program(&prog, &script);
-        Rauc { program: prog, state_dir: dir.to_path_buf(), sup: None }
+        Rauc { program: prog, state_dir: dir.to_path_buf(), run_dir: dir.to_path_buf(), sup: None }
     }
 
     /// Writes an executable script and waits until it can be run. Another test's thread
@@ -730,7 +734,8 @@ mod tests {
             &prog,
             "#!/bin/sh\necho 'rauc-Message: checking'\necho 'Failed to verify bundle: signature: certificate verify failed' >&2\nexit 1\n",
         );
-        let r = Rauc { program: prog, state_dir: dir.path().to_path_buf(), sup: None };
+        let r =
+            Rauc { program: prog, state_dir: dir.path().to_path_buf(), run_dir: dir.path().to_path_buf(), sup: None };
         let e = r.install("/x.raucb", RebootAt::Now, &mut |_| {}).unwrap_err().to_string();
         assert!(e.contains("certificate verify failed"), "{e}");
         assert_eq!(r.state().unwrap(), None, "nothing recorded for a refused bundle");
