@@ -24,10 +24,11 @@ cfg=board-configs/$board
 # shellcheck source=/dev/null
 . "$cfg/board.env"
 
-# Host tools, from Debian: mmdebstrap, RAUC (bundles), squashfs-tools (RAUC's bundle
+# Host tools, from Debian: mmdebstrap with arch-test (its check that the board's
+# architecture runs, through qemu-user), RAUC (bundles), squashfs-tools (RAUC's bundle
 # format), u-boot-tools (mkimage), gdisk (sgdisk), kmod (depmod), libubootenv-tool.
 missing=()
-for t in mmdebstrap:mmdebstrap rauc:rauc mksquashfs:squashfs-tools mkimage:u-boot-tools sgdisk:gdisk \
+for t in mmdebstrap:mmdebstrap arch-test:arch-test rauc:rauc mksquashfs:squashfs-tools mkimage:u-boot-tools sgdisk:gdisk \
          depmod:kmod fw_setenv:libubootenv-tool; do
   PATH=$PATH:/usr/sbin:/sbin command -v "${t%%:*}" >/dev/null || missing+=("${t#*:}")
 done
@@ -56,16 +57,15 @@ cp "$cache/u-boot-qemu/usr/lib/u-boot/$UBOOT/u-boot.bin" "$out/u-boot.bin"
 
 # The Debian root, made once per suite, architecture and package list. What a gateway's
 # root does not need is left out: documentation, translations, the character set converters,
-# udev's hardware database, and perl with usrmerge, its only user (the root is merged
-# already; the board's packages name usr-is-merged for what depends on a merged root): a
-# smaller slot is a smaller bundle and a shorter install.
-# shellcheck disable=SC2016  # $1 is mmdebstrap's, in its hooks
+# udev's hardware database, and perl with usrmerge (scripts/debian-slim-root.sh; the board's
+# packages name usr-is-merged for what depends on a merged root): a smaller slot is a
+# smaller bundle and a shorter install.
 slim=(--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*'
   --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/lib/*/gconv/*'
   --dpkgopt='path-exclude=/usr/lib/udev/hwdb.d/*'
-  --customize-hook='chroot "$1" dpkg --purge usrmerge libfile-find-rule-perl libnumber-compare-perl libtext-glob-perl perl perl-modules-5.36 libperl5.36'
-  --customize-hook='rm -f "$1/usr/lib/udev/hwdb.bin" "$1/etc/udev/hwdb.bin"')
-tag=$(echo "$DEBIAN_SUITE $DEB_ARCH $DEBIAN_PACKAGES ${slim[*]}" | sha256sum | cut -c1-12)
+  --customize-hook="$PWD/scripts/debian-slim-root.sh \"\$1\"")
+tag=$(echo "$DEBIAN_SUITE $DEB_ARCH $DEBIAN_PACKAGES ${slim[*]} $(sha256sum < scripts/debian-slim-root.sh)" \
+  | sha256sum | cut -c1-12)
 tarball=$cache/debian-$DEBIAN_SUITE-$DEB_ARCH-$tag.tar
 if [ ! -f "$tarball" ]; then
   mmdebstrap --quiet --mode=root --format=tar --architectures="$DEB_ARCH" --variant=minbase \

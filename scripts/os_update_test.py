@@ -18,7 +18,10 @@ those checks want, and the test ends with a power cut and a check of the data. I
      hub hears of the rollback with its reason and the rollout pauses on the failure;
   3. a bundle whose kernel panics before user space: U-Boot's boot counter brings the old
      system back by itself after the tries run out; the agent reports the rollback;
-  4. bad bundles are refused with the reason in fetch_status and the running system is
+  4. streamed by RAUC from the hub through the agent, adaptive: a bundle in which only the
+     agent changed, then the same bundle into the other slot (one slot already holds it): each
+     fetches at most 10 % of the bundle;
+  5. bad bundles are refused with the reason in fetch_status and the running system is
      untouched: one whose release metadata is for another board (by gwe, before its
      download), one for another compatible string (by RAUC), one signed by a key the board
      does not trust, a truncated one.
@@ -241,6 +244,16 @@ def main():
     truncated = f"{bdir}/gw-os.v7-truncated.raucb"
     with open(bundles["panic"][0], "rb") as f, open(truncated, "wb") as g:
         g.write(f.read(os.path.getsize(bundles["panic"][0]) // 2))
+    # Streamed, adaptive: the same system with another build of the agent (the power-cut
+    # campaign's, with a feature of its own; built once for both), and nothing else changed.
+    variant = "target/variant-test-skip-queue-fsync/aarch64-unknown-linux-musl/release/gwe"
+    subprocess.run(["scripts/cross-build.sh", "aarch64-unknown-linux-musl", "--features", "test-skip-queue-fsync"],
+                   check=True, stdout=subprocess.DEVNULL,
+                   env={**os.environ, "CARGO_TARGET_DIR": "target/variant-test-skip-queue-fsync"})
+    agent_only = f"{bdir}/gw-os.v2.1.raucb"
+    subprocess.run(["scripts/build-os-bundle.sh", args.board, "2.1", agent_only,
+                    f"install -m 0755 {os.path.abspath(variant)} $ROOT/usr/bin/gwe"], check=True,
+                   stdout=subprocess.DEVNULL)
     # For another board, but its release metadata (wrongly) signed for this one: gwe's check
     # passes, RAUC's compatible check refuses it.
     missigned = f"{bdir}/gw-os.v8-other.raucb"
@@ -250,7 +263,7 @@ def main():
     # Release metadata (docs/ota-format.md), as a release signer writes it: the board has
     # root keys, so it takes no bundle without. Each is signed for the compatible string its
     # image says, but for the one above.
-    for path in [b[0] for b in bundles.values()] + [stranger, truncated, missigned]:
+    for path in [b[0] for b in bundles.values()] + [stranger, truncated, missigned, agent_only]:
         compatible = "another-board" if path == bundles["other"][0] else env["RAUC_COMPATIBLE"]
         subprocess.run(["target/debug/gwe", "pkg", "sign", path, "--key", f"{out}/release.key", "--vendor", "gwe",
                         "--model", model, "--compatible", compatible], check=True, capture_output=True)
@@ -265,7 +278,7 @@ def main():
         hub = Hub(ns, out)
         hub.whitelist(model, serial)
         hub.sign_in()
-        for path in [b[0] for b in bundles.values()] + [stranger, truncated, missigned]:
+        for path in [b[0] for b in bundles.values()] + [stranger, truncated, missigned, agent_only]:
             hub.upload(model, path)
             hub.upload(model, f"{path}.meta")
         seen = []
@@ -396,14 +409,42 @@ def main():
         assert "did not come up" in v, v
         print(f"{failed} boots of slot A panicked; U-Boot went back to slot B: {v}")
 
-        print("--- power cut (the emulator killed)")
+        # RAUC streams the bundle from the hub through the agent, and with its block-hash-index
+        # fetches only the blocks neither slot holds.
+        def streamed(name, slot):
+            rx0 = number(board, "cat /sys/class/net/eth0/statistics/rx_bytes")
+            t = time.monotonic()
+            hub.command({"os": {"name": name, "stream": True, "reboot": "manual"}})
+            hub.wait_status(rf"^installed .* into slot {slot}", 900, seen)
+            got = number(board, "cat /sys/class/net/eth0/statistics/rx_bytes") - rx0
+            return got, time.monotonic() - t
+
+        agent_size = os.path.getsize(variant)
+        full = os.path.getsize(agent_only)
+        print(f"--- streamed, adaptive: only the agent changed ({agent_size:,} bytes of {full:,})")
+        rx_agent, secs = streamed(os.path.basename(agent_only), "A")
+        print(f"installed 2.1 into slot A in {secs:.0f} s: the board received {rx_agent:,} bytes "
+              f"({100 * rx_agent / full:.1f} % of the {full:,}-byte bundle)")
+        assert rx_agent <= full // 10, f"{rx_agent:,} bytes received: over 10 % of the bundle"
+
+        print("--- power cut (the emulator killed) with 2.1 installed, its reboot not yet done")
         time.sleep(5)
         board.power_cut()
         board, failed = boot_until_login(env, out, ns, f"{out}/os-boot6")
-        assert failed == 0 and slot_state(board)[0] == "B", "the board did not come back in slot B"
+        assert failed == 0 and slot_state(board)[0] == "A", "the board did not boot 2.1 in slot A"
         pss = sbt.after_power_cut_checks(board, apps)
-        print(f"OS update test passed: install {install_secs:.0f} s, {rx:,} bytes received for a "
-              f"{size:,}-byte bundle, agent Pss {pss} kB with the update path idle ({len(apps)} apps)")
+        v = hub.wait_status(r"marked good|failed its check", 300, seen)
+        assert "2.1 running in slot A and marked good" in v, v
+
+        print("--- streamed, adaptive: the same bundle again, into slot B (a slot already holds it)")
+        rx_same, secs = streamed(os.path.basename(agent_only), "B")
+        print(f"installed 2.1 into slot B in {secs:.0f} s: the board received {rx_same:,} bytes "
+              f"({100 * rx_same / full:.1f} % of the bundle)")
+        assert rx_same <= full // 10, f"{rx_same:,} bytes received: over 10 % of the bundle"
+        print(f"OS update test passed: install {install_secs:.0f} s; bytes received for a bundle of "
+              f"{size:,}: {rx:,} downloaded, {rx_agent:,} streamed with only the agent changed, "
+              f"{rx_same:,} streamed with a slot unchanged; agent Pss {pss} kB with the update path idle "
+              f"({len(apps)} apps)")
         board.power_cut()
         board = None
     finally:
