@@ -25,16 +25,11 @@ kernel_and_busybox() {
 # newer kernel of the same series can add a dependency, as 6.1.192's virtio on virtio_ring
 # did); those built into the kernel are skipped.
 copy_modules() {
-  local dir=$1 order=$2 m f line d name kver deps
-  kver=$(basename "$(dirname "$kdir")")
-  deps=$(mktemp -d)
-  mkdir -p "$deps/lib/modules/$kver"
-  ln -s "$(realpath "$kdir")" "$deps/lib/modules/$kver/kernel"
-  cp "$kdir/../modules.order" "$kdir/../modules.builtin" "$kdir/../modules.builtin.modinfo" "$deps/lib/modules/$kver/"
-  depmod -b "$deps" "$kver"
+  local dir=$1 order=$2 m f line d name kver mods mods_root
+  module_tree
   : > "$order"
   for m in $KERNEL_MODULES; do
-    line=$(grep -E "/$m\.ko(\.xz)?:" "$deps/lib/modules/$kver/modules.dep" || true)
+    line=$(grep -E "/$m\.ko(\.xz)?:" "$mods/modules.dep" || true)
     if [ -z "$line" ]; then
       grep -q "/$m.ko" "$kdir/../modules.builtin" && continue
       echo "module $m is neither a module nor built into $kpkg" >&2
@@ -54,5 +49,17 @@ copy_modules() {
       echo "$name" >> "$order"
     done
   done
-  rm -rf "$deps"
+  rm -rf "$mods_root"
+}
+
+# module_tree: the kernel's modules with depmod's modules.dep, in a temporary tree; sets
+# kver (the kernel's version), mods (its lib/modules/KVER) and mods_root (to remove after).
+module_tree() {
+  kver=$(basename "$(dirname "$kdir")")
+  mods_root=$(mktemp -d)
+  mods=$mods_root/lib/modules/$kver
+  mkdir -p "$mods"
+  ln -s "$(realpath "$kdir")" "$mods/kernel"
+  cp "$kdir/../modules.order" "$kdir/../modules.builtin" "$kdir/../modules.builtin.modinfo" "$mods/"
+  depmod -b "$mods_root" "$kver"
 }

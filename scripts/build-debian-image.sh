@@ -122,15 +122,10 @@ ln -sfn /lib/systemd/system/systemd-networkd.service \
   "$root/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
 
 # The kernel's modules the root needs, with their dependencies.
-kver=$(basename "$(dirname "$kdir")")
-deps=$(mktemp -d)
-mkdir -p "$deps/lib/modules/$kver"
-ln -s "$(realpath "$kdir")" "$deps/lib/modules/$kver/kernel"
-cp "$kdir/../modules.order" "$kdir/../modules.builtin" "$kdir/../modules.builtin.modinfo" "$deps/lib/modules/$kver/"
-depmod -b "$deps" "$kver"
+module_tree
 want=""
 for m in $ROOT_MODULES; do
-  line=$(grep -E "/$m\.ko(\.xz)?:" "$deps/lib/modules/$kver/modules.dep") \
+  line=$(grep -E "/$m\.ko(\.xz)?:" "$mods/modules.dep") \
     || { echo "module $m is not in $kpkg" >&2; exit 1; }
   want="$want ${line%%:*} ${line#*:}"
 done
@@ -139,7 +134,7 @@ for f in $(echo "$want" | tr ' ' '\n' | sort -u); do
 done
 cp "$kdir/../modules.order" "$kdir/../modules.builtin" "$kdir/../modules.builtin.modinfo" "$root/lib/modules/$kver/"
 depmod -b "$root" "$kver"
-rm -rf "$deps"
+rm -rf "$mods_root"
 
 # The slot's kernel and initramfs (U-Boot loads both from the slot it boots).
 ird=$out/initramfs

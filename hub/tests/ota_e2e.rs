@@ -398,6 +398,19 @@ fn release_metadata_from_the_hub_binds_size_version_and_keys() {
     assert_eq!(current(&agent_dir), "3.0");
 }
 
+/// An agent under `dir/agent` that takes OS bundles through `rauc` (its reboot a no-op),
+/// reaching the hub at `port`, with `ota` added to its `[ota]`; activated.
+fn os_agent(dir: &Path, port: u16, rauc: &Path, ota: &str) -> (Agent, PathBuf) {
+    let agent_dir = dir.join("agent");
+    let agent = Agent::start(
+        &agent_dir,
+        &format!("http://localhost:{port}"),
+        &format!("[ota]\n{ota}os_updates = true\nrauc = \"{}\"\nreboot_command = [\"true\"]\n", rauc.display()),
+    );
+    wait_for("activation", 20, || agent_dir.join("state/state/cloud_token").exists());
+    (agent, agent_dir)
+}
+
 /// A stand-in `rauc` with RAUC's answers (docs/os-updates.md): the running system is
 /// compatible "c1" in slot A; every bundle's manifest says c1, version 2. Installs are
 /// written to `installs`.
@@ -432,18 +445,9 @@ fn os_bundles_are_checked_against_release_metadata_before_their_bytes_are_spent(
         std::fs::write(&p, b).unwrap();
         p
     };
-    let rauc = fake_rauc(dir.path());
     let relay = Relay::start(hub.port);
-    let agent_dir = dir.path().join("agent");
-    let _agent = Agent::start(
-        &agent_dir,
-        &format!("http://localhost:{}", relay.port),
-        &format!(
-            "[ota]\nroot_keys = [\"{root_public}\"]\nos_updates = true\nrauc = \"{}\"\nreboot_command = [\"true\"]\n",
-            rauc.display()
-        ),
-    );
-    wait_for("activation", 20, || agent_dir.join("state/state/cloud_token").exists());
+    let (_agent, agent_dir) =
+        os_agent(dir.path(), relay.port, &fake_rauc(dir.path()), &format!("root_keys = [\"{root_public}\"]\n"));
     let installs = || std::fs::read_to_string(dir.path().join("installs")).unwrap_or_default();
 
     // Signed for another board: refused from its metadata, before the download.
@@ -530,18 +534,8 @@ fn an_os_bundle_streams_through_the_agent_with_no_credential_given_to_rauc() {
     getrandom::fill(&mut bytes).unwrap();
     std::fs::write(&bundle, &bytes).unwrap();
     upload(&c, &bundle);
-    let rauc = streaming_rauc(dir.path());
     let relay = Relay::start(hub.port);
-    let agent_dir = dir.path().join("agent");
-    let _agent = Agent::start(
-        &agent_dir,
-        &format!("http://localhost:{}", relay.port),
-        &format!(
-            "[ota]\nallow_unsigned = true\nos_updates = true\nrauc = \"{}\"\nreboot_command = [\"true\"]\n",
-            rauc.display()
-        ),
-    );
-    wait_for("activation", 20, || agent_dir.join("state/state/cloud_token").exists());
+    let (_agent, agent_dir) = os_agent(dir.path(), relay.port, &streaming_rauc(dir.path()), "allow_unsigned = true\n");
     let token = std::fs::read_to_string(agent_dir.join("state/state/cloud_token")).unwrap();
     relay.take();
     command(&c, dev, r#"{"os":{"name":"gw-os.v2.raucb","stream":true,"reboot":"manual"}}"#);
