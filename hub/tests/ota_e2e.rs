@@ -296,16 +296,30 @@ fn sign_release(pkg: &Path, key: &Path, extra: &[&str]) -> PathBuf {
     PathBuf::from(format!("{}.meta", pkg.display()))
 }
 
+/// An offline root key and a keys document it signed that trusts `key`, uploaded to the hub.
+struct Trust {
+    root: PathBuf,
+    root_public: String,
+    keys: PathBuf,
+    /// `key`'s public half.
+    pubfile: String,
+}
+
+fn trust(dir: &Path, c: &Client, key: &Path) -> Trust {
+    let root = dir.join("root.key");
+    let root_public = gwe(&["pkg", "keygen", root.to_str().unwrap()]);
+    let keys = dir.join("keys.json");
+    let pubfile = format!("{}.pub", key.display());
+    gwe(&["pkg", "keys", "--root-key", root.to_str().unwrap(), "--add", &pubfile, "--out", keys.to_str().unwrap()]);
+    upload(c, &keys);
+    Trust { root, root_public, keys, pubfile }
+}
+
 #[test]
 fn release_metadata_from_the_hub_binds_size_version_and_keys() {
     let Setup { dir, hub, c, dev, key, public: _ } = setup();
-    let root = dir.path().join("root.key");
-    let root_public = gwe(&["pkg", "keygen", root.to_str().unwrap()]);
-    let keys = dir.path().join("keys.json");
-    let pubfile = format!("{}.pub", key.display());
-    gwe(&["pkg", "keys", "--root-key", root.to_str().unwrap(), "--add", &pubfile, "--out", keys.to_str().unwrap()]);
     // The keys document lives on the hub beside the packages; the firmware has the root key only.
-    upload(&c, &keys);
+    let Trust { root, root_public, keys, pubfile } = trust(dir.path(), &c, &key);
     let good = "#!/bin/sh\necho running\nexec sleep 300\n";
     let v1 = package(dir.path(), "1.0", good, 2000, &key);
     upload(&c, &v1);
@@ -430,12 +444,7 @@ fn fake_rauc(dir: &Path) -> PathBuf {
 #[test]
 fn os_bundles_are_checked_against_release_metadata_before_their_bytes_are_spent() {
     let Setup { dir, hub, c, dev, key, public: _ } = setup();
-    let root = dir.path().join("root.key");
-    let root_public = gwe(&["pkg", "keygen", root.to_str().unwrap()]);
-    let keys = dir.path().join("keys.json");
-    let pubfile = format!("{}.pub", key.display());
-    gwe(&["pkg", "keys", "--root-key", root.to_str().unwrap(), "--add", &pubfile, "--out", keys.to_str().unwrap()]);
-    upload(&c, &keys);
+    let Trust { root_public, .. } = trust(dir.path(), &c, &key);
     let bundles = dir.path().join("bundles");
     std::fs::create_dir_all(&bundles).unwrap();
     let bundle = |name: &str| {
