@@ -77,10 +77,14 @@ step "hub CPU and p99 of a gateway's client certificate vs its token, smoke run,
 cargo test --manifest-path hub/Cargo.toml --locked --bench mtls -- --gateways 200
 
 step "benchmark smoke run: queue vs SQLite (full size: cargo bench --bench queue_vs_sqlite)"
-cargo bench --locked --bench queue_vs_sqlite -- --messages 4000 --reopen-mb 64
+# The smoke runs build without link-time optimization (minutes of CI's budget); the full
+# runs by hand use the release profile as shipped.
+smoke_profile=(CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
+  CARGO_PROFILE_BENCH_LTO=false CARGO_PROFILE_BENCH_CODEGEN_UNITS=16)
+env "${smoke_profile[@]}" cargo bench --locked --bench queue_vs_sqlite -- --messages 4000 --reopen-mb 64
 
 step "benchmark smoke run: gwe vs supervisord, 20 programs (full size: --idle-seconds 60)"
-scripts/bench-supervisor.sh --idle-seconds 10
+env "${smoke_profile[@]}" scripts/bench-supervisor.sh --idle-seconds 10
 
 step "cross toolchain; the whole test suite on aarch64 and armv7 (32-bit) under qemu-user"
 scripts/setup-cross.sh
