@@ -14,6 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 upstream=${GWE_UPSTREAM:-$root/../shared/upstream}
+# --deps: install what the check needs, then stop (as check-yocto.sh --deps).
+deps_only=0
+if [ "${1:-}" = --deps ]; then deps_only=1; shift; fi
 versions=("$@")
 [ ${#versions[@]} -gt 0 ] || versions=(2025.02.16 2026.02.3)
 fw=$root/target/fw
@@ -38,6 +41,7 @@ if ! "$venv/bin/python" -c 'import magic, flake8' 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet python-magic flake8
 fi
+[ $deps_only = 0 ] || exit 0
 
 version=$(sed -n 's/^GWE_VERSION = //p' buildroot/package/gwe/gwe.mk)
 srcrev=$(sed -n 's/^SRCREV = "\(.*\)"/\1/p' yocto-layer/meta-gwe/recipes-gwe/gwe/gwe_0.1.0.bb)
@@ -120,7 +124,10 @@ EOF
       grep -q '^UBOOT_KCONFIG_DEFCONFIG=qemu_arm64_defconfig$' <<<"$vars" || { echo "$vars"; fail "$cfg: U-Boot is not qemu_arm64"; }
       grep -qx 'BR2_PACKAGE_UBOOT_TOOLS_FWPRINTENV=y' "$o/.config" || fail "$cfg: no fw_printenv/fw_setenv for RAUC"
       grep -qx 'BR2_PACKAGE_RAUC=y' "$o/.config" || fail "$cfg: no RAUC"
-      mk printvars VARS=GWE_INSTALL_CONFIG 2>&1 | grep -q 'os_updates = true' || fail "$cfg: gwe.toml does not turn OS updates on"
+      # Read whole, then searched: grep -q would stop reading early, and make's SIGPIPE fail
+      # the pipeline (pipefail).
+      vars=$(mk printvars VARS=GWE_INSTALL_CONFIG 2>&1)
+      grep -q 'os_updates = true' <<<"$vars" || fail "$cfg: gwe.toml does not turn OS updates on"
     fi
     echo "check-buildroot $v: $cfg: defconfig, gwe-show-info, printvars, no dead lines"
   done
