@@ -7,6 +7,8 @@
 set -uo pipefail
 qemu=$1 sysroot=$2
 shift 2
+# The target's libraries, for this binary and for the ARM programs it starts (binfmt_misc).
+export QEMU_LD_PREFIX=$sysroot
 limit=${GWE_QEMU_TIMEOUT:-600}
 for attempt in 1 2; do
   timeout --kill-after=10 "$limit" "$qemu" -L "$sysroot" "$@"

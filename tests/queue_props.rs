@@ -1,5 +1,6 @@
 //! Property tests: record encode/decode, and the queue against a `VecDeque` model across
-//! appends, polls, acks, rewinds and reopens.
+//! appends, polls, acks, rewinds and reopens. Cases: as below, divided by GWE_PROPTEST_DIV
+//! when set (CI's runs under qemu-user divide by 4).
 
 use std::collections::VecDeque;
 use std::io::Cursor;
@@ -20,8 +21,14 @@ fn read_all(bytes: &[u8], first: u64) -> (Vec<(u64, Vec<u8>)>, EndKind) {
     }
 }
 
+/// `cases`, or a share of them for slow runners (GWE_PROPTEST_DIV).
+fn config(cases: u32) -> ProptestConfig {
+    let div: u32 = std::env::var("GWE_PROPTEST_DIV").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    ProptestConfig::with_cases((cases / div.max(1)).max(16))
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(config(256))]
 
     #[test]
     fn encode_then_decode_gives_the_records_back(first in 1u64..u64::MAX / 2, payloads in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 0..40)) {
@@ -74,7 +81,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(config(64))]
 
     #[test]
     fn queue_behaves_like_a_deque(ops in prop::collection::vec(op(), 1..120)) {
