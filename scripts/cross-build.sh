@@ -4,6 +4,10 @@
 #   TARGET: aarch64-unknown-linux-musl, armv7-unknown-linux-musleabihf (static, what the
 #           QEMU boards run), aarch64-unknown-linux-gnu, armv7-unknown-linux-gnueabihf
 #           (glibc, dynamically linked); aarch64 and armv7 are short for the gnu ones.
+#   scripts/cross-build.sh TARGET --variant FEATURES
+#           a test variant with those cargo features, as target/variant-FEATURES/TARGET/release/gwe;
+#           built in the same target dir as the real agent (the standard library and every
+#           crate but gwe are shared: a minute, not three), which cargo then puts back.
 # Prints the path of the stripped release binary and its size. Its software bill of
 # materials (scripts/sbom.py) is written beside it: gwe.cdx.json.
 set -euo pipefail
@@ -17,7 +21,15 @@ case "${1:-}" in
   *) echo "usage: $0 aarch64|armv7|TRIPLE [cargo args]" >&2; exit 2 ;;
 esac
 shift
+variant=""
+if [ "${1:-}" = --variant ]; then variant=$2; shift 2; fi
 scripts/setup-cross.sh >/dev/null
+# Cargo builds in target/cross, apart from the native builds (CI runs cross builds in its
+# background lane, beside native release builds that would otherwise wait on the same
+# build-directory lock), and the stripped binary is placed in target/TARGET/release. With
+# CARGO_TARGET_DIR set, both are there.
+out_root=${CARGO_TARGET_DIR:-target}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cross}
 t_env=${target//-/_}
 T_ENV=${t_env^^}
 # No unwind tables in the C code the agent compiles in (ring's): with panic = "abort"
@@ -40,7 +52,7 @@ else
   # dl_iterate_phdr, which musl has).
   specs=/usr/lib/$musl/musl-gcc.specs
   cflags+=" -specs=$specs"
-  unw=${CARGO_TARGET_DIR:-target}/$target/unwind
+  unw=$CARGO_TARGET_DIR/$target/unwind
   mkdir -p "$unw"
   printf 'int _dl_find_object(void *pc, void *result) { (void)pc; (void)result; return -1; }\n' > "$unw/dlfo.c"
   "$gcc-gcc" -O2 -c "$unw/dlfo.c" -o "$unw/dlfo.o"
@@ -57,14 +69,30 @@ export "CFLAGS_$t_env=$cflags" "$rustflags_var=$rustflags"
 # and location). -654 KB on aarch64. -Z build-std is unstable, so this build sets
 # RUSTC_BOOTSTRAP=1 for that one compiler. GWE_PREBUILT_STD=1 links Debian's precompiled std
 # instead (gnu targets only), as the Yocto and Buildroot recipes do.
-if [ "${GWE_PREBUILT_STD:-0}" = 1 ]; then
-  RUSTC=/usr/bin/rustc cargo build --locked --release --target "$target" --bin gwe "$@"
-else
-  RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 /usr/bin/cargo build --locked --release \
-    --target "$target" --bin gwe -Z build-std=std,panic_abort -Z build-std-features= "$@"
+build() {
+  if [ "${GWE_PREBUILT_STD:-0}" = 1 ]; then
+    RUSTC=/usr/bin/rustc cargo build --locked --release --target "$target" --bin gwe "$@"
+  else
+    RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 /usr/bin/cargo build --locked --release \
+      --target "$target" --bin gwe -Z build-std=std,panic_abort -Z build-std-features= "$@"
+  fi
+}
+built=$CARGO_TARGET_DIR/$target/release/gwe
+# place FILE: the stripped binary as FILE, its software bill of materials (CycloneDX: every
+# crate linked in) beside it.
+place() {
+  mkdir -p "$(dirname "$1")"
+  "$gcc-strip" -o "$1.tmp" "$built"
+  mv "$1.tmp" "$1"
+  python3 scripts/sbom.py --target "$target" --out "$1.cdx.json" >/dev/null
+}
+bin=$out_root/$target/release/gwe
+if [ -n "$variant" ]; then
+  build --features "$variant" "$@"
+  place "$out_root/variant-$variant/$target/release/gwe"
+  # The real agent's build is still fresh: cargo only puts it back in place.
 fi
-bin="${CARGO_TARGET_DIR:-target}/$target/release/gwe"
-"$gcc-strip" "$bin" 2>/dev/null || true
-# Its software bill of materials (CycloneDX), beside it: every crate linked in.
-python3 scripts/sbom.py --target "$target" --out "$bin.cdx.json" >/dev/null
+build "$@"
+place "$bin"
+if [ -n "$variant" ]; then bin=$out_root/variant-$variant/$target/release/gwe; fi
 echo "$bin $(stat -c %s "$bin") bytes"

@@ -83,8 +83,8 @@ release_keys "$out" "$gwe"
 if [ "$resume" = 1 ]; then
   : # the agent image the campaign started with, in $out
 elif [ -n "$features" ]; then
-  # A separate target dir, so the variant never replaces the real build.
-  CARGO_TARGET_DIR=target/variant-$features scripts/cross-build.sh "$RUST_TARGET" --features "$features" > /dev/null
+  # Beside the real build, never in its place (cross-build.sh --variant).
+  scripts/cross-build.sh "$RUST_TARGET" --variant "$features" > /dev/null
   agent_bin=target/variant-$features/$RUST_TARGET/release/gwe
 else
   scripts/cross-build.sh "$RUST_TARGET" > /dev/null
