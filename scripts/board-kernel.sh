@@ -6,10 +6,13 @@
 # KERNEL_PACKAGE_GLOB and busybox-static for DEB_ARCH, unpacked; sets kpkg, x (the unpacked
 # tree) and kdir (its modules' kernel/ folder).
 kernel_and_busybox() {
-  local cache=target/boards/cache/$DEB_ARCH pkg deb
+  local cache=target/boards/cache/$DEB_ARCH pkg deb lock
   mkdir -p "$cache"
   kpkg=$(apt-cache search --names-only "$KERNEL_PACKAGE_GLOB" | awk '{print $1}' | sort -V | tail -1)
   [ -n "$kpkg" ] || { echo "no kernel package matches $KERNEL_PACKAGE_GLOB" >&2; exit 1; }
+  # Boards of one architecture share the cache, and CI builds two of them at once.
+  exec {lock}>"$cache/.lock"
+  flock "$lock"
   for pkg in "$kpkg" busybox-static; do
     ls "$cache/${pkg}_"*.deb >/dev/null 2>&1 || (cd "$cache" && apt-get download "$pkg:$DEB_ARCH" 2>/dev/null)
   done
@@ -17,6 +20,7 @@ kernel_and_busybox() {
   if [ ! -d "$x/bin" ]; then
     for deb in "$cache"/*.deb; do dpkg-deb -x "$deb" "$x"; done
   fi
+  exec {lock}>&-
   kdir=$(find "$x/lib/modules" -mindepth 2 -maxdepth 2 -name kernel -type d | head -1)
 }
 

@@ -13,7 +13,7 @@
 #                                     RAUC_KEYRING, RAUC_CERT and RAUC_KEY give your own)
 # Each slot holds its kernel (/boot/Image) and a BusyBox initramfs (/boot/initrd.gz) that
 # loads the virtio modules, mounts the root= slot and hands over to systemd (switch_root).
-#   scripts/build-debian-image.sh qemu-aarch64-debian
+#   scripts/build-debian-image.sh qemu-aarch64-debian [--deps]     (--deps: the host tools only)
 # GWE_ROOT_KEY (64 hex digits) and GWE_KEYS_FILE (a keys document it signed) bake the OTA
 # trust in, as build-image.sh does; GWE_EXTRA_FILES (a directory) is copied to /root.
 # The Debian root is cached in target/boards/cache (it takes about 2 minutes to make).
@@ -35,6 +35,8 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# --deps: only those (CI installs them first, then builds in its background lane).
+[ "${2:-}" != --deps ] || exit 0
 export PATH=$PATH:/usr/sbin:/sbin
 
 scripts/cross-build.sh "$RUST_TARGET" >/dev/null

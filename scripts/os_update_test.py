@@ -30,7 +30,9 @@ Throughout, the data partition (/data: the agent's queue, state and identity) su
 It reports the install time, the bytes the board downloaded, and the agent's memory with
 the update path idle. The emulator and the hub run in a network namespace the test makes
 and deletes; the board reaches only the hub (QEMU's restricted user network, one forward).
-  scripts/os_update_test.py [--board qemu-aarch64-debian]
+  scripts/os_update_test.py [--board qemu-aarch64-debian] [--prepare | --prepared]
+--prepare builds the board's image and the bundles, then stops; --prepared then uses them
+(CI prepares them in its background lane while other steps run).
 """
 import argparse
 import json
@@ -190,6 +192,8 @@ def slot_state(b):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--board", default="qemu-aarch64-debian")
+    ap.add_argument("--prepare", action="store_true", help="build the image and the bundles, then stop")
+    ap.add_argument("--prepared", action="store_true", help="use the image and bundles --prepare built")
     args = ap.parse_args()
     os.chdir(ROOT)
     env = sbt.board_env(args.board)
@@ -197,13 +201,15 @@ def main():
     os.makedirs(out, exist_ok=True)
     model = args.board
     serial = env["NET_MAC"].upper()
+    build = not args.prepared
 
-    subprocess.run(["cargo", "build", "-q", "--manifest-path", "hub/Cargo.toml"], check=True)
     pkg, image_env = sbt.signed_sample_app(args.board, out)
     apps = ["logger", "idler"]
     t = time.monotonic()
-    subprocess.run(["scripts/build-debian-image.sh", args.board], check=True, env={**os.environ, **image_env})
-    print(f"image built in {time.monotonic() - t:.0f} s")
+    if build:
+        subprocess.run(["scripts/build-debian-image.sh", args.board], check=True,
+                       env={**os.environ, **image_env})
+        print(f"image built in {time.monotonic() - t:.0f} s")
 
     # The bundles: a good one, a bad system, a kernel that panics, and three a board must refuse.
     bdir = f"{out}/bundles"
@@ -226,53 +232,57 @@ def main():
     }
     # Each is named NAME.vVERSION.raucb with the version of its signed manifest (the agent
     # refuses a name that says another); the truncated one cannot be read at all.
-    for name, (path, version, tweak, extra) in bundles.items():
-        subprocess.run(["scripts/build-os-bundle.sh", args.board, version, path, tweak], check=True,
-                       env={**os.environ, **extra}, stdout=subprocess.DEVNULL)
-    # Signed by a CA the board does not trust.
-    pki = f"{bdir}/stranger"
-    if not os.path.exists(f"{pki}/signing.pem"):
-        os.makedirs(pki, exist_ok=True)
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                        "-nodes", "-days", "3650", "-subj", "/CN=stranger", "-keyout", f"{pki}/signing.key",
-                        "-out", f"{pki}/signing.pem"], check=True, capture_output=True)
     stranger = f"{bdir}/gw-os.v6-stranger.raucb"
-    subprocess.run(["scripts/build-os-bundle.sh", args.board, "6-stranger", stranger, empty], check=True,
-                   stdout=subprocess.DEVNULL,
-                   env={**os.environ, "RAUC_CERT": f"{pki}/signing.pem", "RAUC_KEY": f"{pki}/signing.key",
-                        "RAUC_KEYRING": f"{pki}/signing.pem", "BUNDLE_IMAGE_SIZE": "4M"})
     truncated = f"{bdir}/gw-os.v7-truncated.raucb"
-    with open(bundles["panic"][0], "rb") as f, open(truncated, "wb") as g:
-        g.write(f.read(os.path.getsize(bundles["panic"][0]) // 2))
     # Streamed, adaptive: the same system with another build of the agent (the power-cut
     # campaign's, with a feature of its own; built once for both), and nothing else changed.
     # Only where the board's RAUC can stream (Debian 13: DEBIAN_SUITE=trixie).
     streaming = env.get("RAUC_STREAMING") == "1"
     variant = "target/variant-test-skip-queue-fsync/aarch64-unknown-linux-musl/release/gwe"
     agent_only = f"{bdir}/gw-os.v2.1.raucb"
-    if streaming:
-        subprocess.run(["scripts/cross-build.sh", "aarch64-unknown-linux-musl", "--features", "test-skip-queue-fsync"],
-                       check=True, stdout=subprocess.DEVNULL,
-                       env={**os.environ, "CARGO_TARGET_DIR": "target/variant-test-skip-queue-fsync"})
-        subprocess.run(["scripts/build-os-bundle.sh", args.board, "2.1", agent_only,
-                        f"install -m 0755 {os.path.abspath(variant)} $ROOT/usr/bin/gwe"], check=True,
-                       stdout=subprocess.DEVNULL)
     # For another board, but its release metadata (wrongly) signed for this one: gwe's check
     # passes, RAUC's compatible check refuses it.
     missigned = f"{bdir}/gw-os.v8-other.raucb"
-    subprocess.run(["scripts/build-os-bundle.sh", args.board, "8-other", missigned, empty], check=True,
-                   env={**os.environ, "BUNDLE_COMPATIBLE": "another-board", "BUNDLE_IMAGE_SIZE": "4M"},
-                   stdout=subprocess.DEVNULL)
-    # Release metadata (docs/ota-format.md), as a release signer writes it: the board has
-    # root keys, so it takes no bundle without. Each is signed for the compatible string its
-    # image says, but for the one above.
     extra = [agent_only] if streaming else []
-    for path in [b[0] for b in bundles.values()] + [stranger, truncated, missigned] + extra:
-        compatible = "another-board" if path == bundles["other"][0] else env["RAUC_COMPATIBLE"]
-        subprocess.run(["target/debug/gwe", "pkg", "sign", path, "--key", f"{out}/release.key", "--vendor", "gwe",
-                        "--model", model, "--compatible", compatible], check=True, capture_output=True)
+    if build:
+        for path, version, tweak, benv in bundles.values():
+            subprocess.run(["scripts/build-os-bundle.sh", args.board, version, path, tweak], check=True,
+                           env={**os.environ, **benv}, stdout=subprocess.DEVNULL)
+        # Signed by a CA the board does not trust.
+        pki = f"{bdir}/stranger"
+        if not os.path.exists(f"{pki}/signing.pem"):
+            os.makedirs(pki, exist_ok=True)
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                            "-nodes", "-days", "3650", "-subj", "/CN=stranger", "-keyout", f"{pki}/signing.key",
+                            "-out", f"{pki}/signing.pem"], check=True, capture_output=True)
+        subprocess.run(["scripts/build-os-bundle.sh", args.board, "6-stranger", stranger, empty], check=True,
+                       stdout=subprocess.DEVNULL,
+                       env={**os.environ, "RAUC_CERT": f"{pki}/signing.pem", "RAUC_KEY": f"{pki}/signing.key",
+                            "RAUC_KEYRING": f"{pki}/signing.pem", "BUNDLE_IMAGE_SIZE": "4M"})
+        with open(bundles["panic"][0], "rb") as f, open(truncated, "wb") as g:
+            g.write(f.read(os.path.getsize(bundles["panic"][0]) // 2))
+        if streaming:
+            subprocess.run(["scripts/cross-build.sh", "aarch64-unknown-linux-musl",
+                            "--variant", "test-skip-queue-fsync"], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(["scripts/build-os-bundle.sh", args.board, "2.1", agent_only,
+                            f"install -m 0755 {os.path.abspath(variant)} $ROOT/usr/bin/gwe"], check=True,
+                           stdout=subprocess.DEVNULL)
+        subprocess.run(["scripts/build-os-bundle.sh", args.board, "8-other", missigned, empty], check=True,
+                       env={**os.environ, "BUNDLE_COMPATIBLE": "another-board", "BUNDLE_IMAGE_SIZE": "4M"},
+                       stdout=subprocess.DEVNULL)
+        # Release metadata (docs/ota-format.md), as a release signer writes it: the board has
+        # root keys, so it takes no bundle without. Each is signed for the compatible string its
+        # image says, but for the one above.
+        for path in [b[0] for b in bundles.values()] + [stranger, truncated, missigned] + extra:
+            compatible = "another-board" if path == bundles["other"][0] else env["RAUC_COMPATIBLE"]
+            subprocess.run(["target/debug/gwe", "pkg", "sign", path, "--key", f"{out}/release.key", "--vendor", "gwe",
+                            "--model", model, "--compatible", compatible], check=True, capture_output=True)
+        print(f"bundles built in {time.monotonic() - t:.0f} s")
+    if args.prepare:
+        return
     size = os.path.getsize(bundles["good"][0])
-    print(f"bundles built in {time.monotonic() - t:.0f} s; a full bundle is {size:,} bytes")
+    print(f"a full bundle is {size:,} bytes")
+    subprocess.run(["cargo", "build", "-q", "--manifest-path", "hub/Cargo.toml"], check=True)
 
     ns = f"gwe-os-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -413,13 +423,18 @@ def main():
         assert "did not come up" in v, v
         print(f"{failed} boots of slot A panicked; U-Boot went back to slot B: {v}")
 
-        if not streaming:
-            print("--- power cut (the emulator killed)")
+        def power_cut(slot):
+            """Kill the emulator, boot again: back in `slot`, agent and apps as before. Returns Pss."""
+            nonlocal board
             time.sleep(5)
             board.power_cut()
             board, failed = boot_until_login(env, out, ns, f"{out}/os-boot6")
-            assert failed == 0 and slot_state(board)[0] == "B", "the board did not come back in slot B"
-            pss = sbt.after_power_cut_checks(board, apps)
+            assert failed == 0 and slot_state(board)[0] == slot, f"the board did not come back in slot {slot}"
+            return sbt.after_power_cut_checks(board, apps)
+
+        if not streaming:
+            print("--- power cut (the emulator killed)")
+            pss = power_cut("B")
             print(f"OS update test passed: install {install_secs:.0f} s, {rx:,} bytes received for a "
                   f"{size:,}-byte bundle, agent Pss {pss} kB with the update path idle ({len(apps)} apps); "
                   f"streaming not tried: Debian {env['DEBIAN_SUITE']}'s RAUC cannot stream (DEBIAN_SUITE=trixie)")
@@ -445,11 +460,7 @@ def main():
         assert rx_agent <= full // 10, f"{rx_agent:,} bytes received: over 10 % of the bundle"
 
         print("--- power cut (the emulator killed) with 2.1 installed, its reboot not yet done")
-        time.sleep(5)
-        board.power_cut()
-        board, failed = boot_until_login(env, out, ns, f"{out}/os-boot6")
-        assert failed == 0 and slot_state(board)[0] == "A", "the board did not boot 2.1 in slot A"
-        pss = sbt.after_power_cut_checks(board, apps)
+        pss = power_cut("A")
         v = hub.wait_status(r"marked good|failed its check", 300, seen)
         assert "2.1 running in slot A and marked good" in v, v
 
