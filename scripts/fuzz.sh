@@ -33,7 +33,8 @@ else
   export RUSTC_BOOTSTRAP=1
 fi
 mkdir -p fuzz/corpus/segment_reader
-cargo run --quiet --example make-fuzz-seed -- fuzz/corpus/segment_reader/seed 2>/dev/null || true
+# Built in fuzz/target, not target/: CI fuzzes in its background lane, beside native builds.
+CARGO_TARGET_DIR=fuzz/target cargo run --quiet --example make-fuzz-seed -- fuzz/corpus/segment_reader/seed 2>/dev/null || true
 # Seeds: a real package, real requests and bodies, so the fuzzer starts deep.
 mkdir -p fuzz/corpus/package_extract fuzz/corpus/http_request fuzz/corpus/form fuzz/corpus/edge_command fuzz/corpus/batch \
   fuzz/corpus/release_metadata

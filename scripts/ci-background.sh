@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# CI's background lane (scripts/test.sh): runs jobs one after another at a lower CPU and I/O
+# priority, so they take the cores the foreground steps leave idle (tests waiting on
+# timers, a board booting on one core) and little else.
+#   scripts/ci-background.sh DIR NAME COMMAND [NAME COMMAND]...
+# Each job's output goes to DIR/NAME.log; when it ends, DIR/NAME.rc holds "STATUS START END"
+# (seconds since this lane started). A job that fails does not stop the ones after it:
+# test.sh reports every failure when it joins the job. Run it with setsid, so the caller can
+# stop the whole lane (and what its jobs started) at once.
+set -uo pipefail
+dir=$1
+shift
+started=$SECONDS
+while [ $# -ge 2 ]; do
+  name=$1 cmd=$2
+  shift 2
+  start=$((SECONDS - started))
+  nice -n 10 ionice -c 2 -n 7 bash -c "$cmd" </dev/null >"$dir/$name.log" 2>&1
+  rc=$?
+  echo "$rc $start $((SECONDS - started))" >"$dir/$name.rc.tmp"
+  mv "$dir/$name.rc.tmp" "$dir/$name.rc"
+done
