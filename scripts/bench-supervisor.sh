@@ -21,4 +21,5 @@ fi
 # GWE_FEATURES= (empty) measures the default build.
 # shellcheck disable=SC2086
 cargo build --release --locked --bin gwe ${GWE_FEATURES---no-default-features}
-python3 scripts/bench_supervisor.py --gwe target/release/gwe --supervisord "$venv/bin/supervisord" --idle-seconds "$idle"
+python3 scripts/bench_supervisor.py --gwe "${CARGO_TARGET_DIR:-target}/release/gwe" --supervisord "$venv/bin/supervisord" \
+  --idle-seconds "$idle"

@@ -31,14 +31,19 @@ scripts/build-debian-image.sh qemu-aarch64-debian --deps
 # The background lane (scripts/ci-background.sh): CPU-heavy work no timer depends on runs
 # beside the foreground steps at a lower priority, on the cores they leave idle. Each job
 # is joined (waited for, its output shown) where its result is due. First what the
-# foreground needs halfway: the ARM test builds, the boards' agents (static musl, and the
-# power-cut campaign's variant without the queue's fsync), the Debian board's image and OS
-# bundles; then the build systems' checks and the fuzz run, joined at the end.
+# foreground needs halfway: the ARM test builds, the supervisor benchmark's agent, the
+# boards' agents (static musl, and the power-cut campaign's variant without the queue's
+# fsync), the Debian board's image and OS bundles; then the build systems' checks and the
+# fuzz run, joined at the end. The supervisor benchmark's agent (no default features, as
+# bench-supervisor.sh builds it) is built without link-time optimization, in a target dir
+# of its own.
+bench_agent=(CARGO_TARGET_DIR=target/bench CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16)
 bg=target/ci-bg
 rm -rf "$bg"
 mkdir -p "$bg"
 setsid scripts/ci-background.sh "$bg" \
   arm-build "scripts/test-arm.sh --no-run" \
+  bench-agent "env ${bench_agent[*]} cargo build --release --locked --bin gwe --no-default-features" \
   board-agents "scripts/cross-build.sh aarch64-unknown-linux-musl --variant test-skip-queue-fsync &&
                 scripts/cross-build.sh armv7-unknown-linux-musleabihf" \
   debian-board "python3 scripts/os_update_test.py --prepare" \
@@ -108,15 +113,14 @@ cargo test --manifest-path hub/Cargo.toml --locked --bench edge -- --points 5000
 step "hub CPU and p99 of a gateway's client certificate vs its token, smoke run, 200 gateways (full size: cargo bench --manifest-path hub/Cargo.toml --bench mtls)"
 cargo test --manifest-path hub/Cargo.toml --locked --bench mtls -- --gateways 200
 
-step "benchmark smoke run: queue vs SQLite (full size: cargo bench --bench queue_vs_sqlite)"
-# The smoke runs build without link-time optimization (minutes of CI's budget); the full
-# runs by hand use the release profile as shipped.
-smoke_profile=(CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
-  CARGO_PROFILE_BENCH_LTO=false CARGO_PROFILE_BENCH_CODEGEN_UNITS=16)
-env "${smoke_profile[@]}" cargo bench --locked --bench queue_vs_sqlite -- --messages 4000 --reopen-mb 64
+step "benchmark smoke run: queue vs SQLite, in the test profile (full size, optimized: cargo bench --bench queue_vs_sqlite)"
+# The queue's smoke run builds on the test build's crates, as the hub's smoke runs above do;
+# the full runs by hand use the release profile as shipped.
+cargo test --locked --bench queue_vs_sqlite -- --messages 4000 --reopen-mb 64
 
-step "benchmark smoke run: gwe vs supervisord, 20 programs (full size: --idle-seconds 60)"
-env "${smoke_profile[@]}" scripts/bench-supervisor.sh --idle-seconds 10
+step "benchmark smoke run: gwe vs supervisord, 20 programs (full size: --idle-seconds 60; the agent built in the background lane)"
+joined bench-agent
+env "${bench_agent[@]}" scripts/bench-supervisor.sh --idle-seconds 10
 
 step "the whole test suite on aarch64 and armv7 (32-bit) under qemu-user; its campaigns smaller than natively: 5 SIGKILL cycles, a quarter of the property cases (built in the background lane)"
 joined arm-build
