@@ -87,12 +87,13 @@ place() {
   python3 scripts/sbom.py --target "$target" --out "$1.cdx.json" >/dev/null
 }
 bin=$out_root/$target/release/gwe
+shown=$bin
 if [ -n "$variant" ]; then
+  shown=$out_root/variant-$variant/$target/release/gwe
   build --features "$variant" "$@"
-  place "$out_root/variant-$variant/$target/release/gwe"
+  place "$shown"
   # The real agent's build is still fresh: cargo only puts it back in place.
 fi
 build "$@"
 place "$bin"
-if [ -n "$variant" ]; then bin=$out_root/variant-$variant/$target/release/gwe; fi
-echo "$bin $(stat -c %s "$bin") bytes"
+echo "$shown $(stat -c %s "$shown") bytes"
