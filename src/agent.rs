@@ -192,6 +192,10 @@ pub fn run(cfg: &Config) -> Result<Ended, StartError> {
                 max_bundle: cfg.ota.max_os_bundle_bytes,
             }),
         };
+        if cfg.ota.os_updates {
+            // A pending OS install waits for the os-check thread's judgement of this boot.
+            crate::ota::os::judging_boot();
+        }
         // Not joined at shutdown: it may sit in a long-poll of minutes, and what it must keep
         // (the pending command) is already on disk, replaced atomically.
         fetcher.start(stop.clone()).map_err(|e| StartError::Thread("ota fetch", e))?;
@@ -403,12 +407,15 @@ impl OsCheck {
             Ok(b) => b,
             Err(e) => {
                 log::error!("os update: which slot booted: {e}");
+                crate::ota::os::boot_judged();
                 return;
             }
         };
         // Once a boot: what RAUC says of the other slot, for the reports.
         self.rauc.refresh_slots_or_log();
-        let u = match self.rauc.after_boot(&booted) {
+        let judged = self.rauc.after_boot(&booted);
+        crate::ota::os::boot_judged();
+        let u = match judged {
             Ok(AfterBoot::Idle) => return,
             Ok(AfterBoot::Waiting(u)) => {
                 log::info!("os update: {} waits in slot {} for its reboot ({})", u.version, u.to, u.reboot);
@@ -422,6 +429,12 @@ impl OsCheck {
                     &booted,
                 );
                 log::error!("{msg}");
+                self.say(&msg);
+                return;
+            }
+            Ok(AfterBoot::Interrupted(u)) => {
+                let msg = gwe_wire::os::interrupted_line(&u.version, &booted);
+                log::warn!("{msg}");
                 self.say(&msg);
                 return;
             }

@@ -389,6 +389,11 @@ impl Fetcher {
                 self.status(&format!("installing {bundle}: {line}"));
             }
         };
+        // A command a cut interrupted runs again at boot: after the judgement of the update
+        // it interrupted, which writes the same record.
+        if !super::os::wait_boot_judged(Duration::from_secs(300)) {
+            log::warn!("os update: the boot check has not judged this boot in 300 s; installing anyway");
+        }
         let r = if order.stream {
             self.status(&format!("streaming {bundle}"));
             // The metadata binds name, version, target and size; the bytes RAUC reads are
@@ -449,7 +454,17 @@ impl Fetcher {
         let dir = self.downloads();
         fsio::create_dir_all_durable(&dir).map_err(|e| DownloadError::Io(dir.clone(), e))?;
         let (size, signed) = self.checked_bundle(os, file, stop)?;
-        let path = self.fetch_whole(&dir, file, size, size, stop)?;
+        // One command runs at a time: another bundle here is what a cut left of an earlier
+        // one, and only takes the space this one needs.
+        clear_other_bundles(&dir, file);
+        let whole = dir.join(file);
+        let path = if std::fs::metadata(&whole).is_ok_and(|m| m.len() == size) {
+            // Downloaded whole before a cut (during its install): not fetched again; the
+            // checks below and RAUC's own see it as they would a fresh one.
+            whole
+        } else {
+            self.fetch_whole(&dir, file, size, size, stop)?
+        };
         if let Some(v) = &signed {
             if let Err(e) = self.apps.check_bundle(&path, v) {
                 let _ = std::fs::remove_file(&path);
@@ -672,6 +687,22 @@ fn hub(what: Option<String>) -> impl FnOnce(CloudError) -> DownloadError {
     move |error| DownloadError::Hub { what, error }
 }
 
+/// Removes the OS bundles in `dir` (whole or `.part`) other than `keep`'s.
+fn clear_other_bundles(dir: &Path, keep: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let bundle = name.ends_with(".raucb") || name.ends_with(".raucb.part");
+        if bundle && name != keep && name.strip_suffix(".part") != Some(keep) {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => log::info!("os update: removed {name}, left by an earlier command"),
+                Err(err) => log::warn!("os update: removing {name}: {err}"),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -707,5 +738,18 @@ mod tests {
             assert_eq!(kind(&e), kind(&want), "{bad}: {e:?}");
             assert!(e.to_string().starts_with("engine_fetch"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_new_bundle_clears_what_cuts_left_of_others_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["os.v1.raucb", "os.v1.raucb.part", "os.v2.raucb", "os.v2.raucb.part", "sensor.v1.tar.gz"] {
+            std::fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        clear_other_bundles(dir.path(), "os.v2.raucb");
+        let mut left: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, ["os.v2.raucb", "os.v2.raucb.part", "sensor.v1.tar.gz"]);
     }
 }

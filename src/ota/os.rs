@@ -18,6 +18,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +33,30 @@ pub const STATE_FILE: &str = "os-update.json";
 /// every `engine_report` without running RAUC, written when it changes (at the boot check,
 /// after an install, after marking a slot).
 pub const SLOTS_FILE: &str = "os-slots.json";
+
+/// Whether this boot's judgement of the last update ([`Rauc::after_boot`]) is done. At boot,
+/// a command a power cut interrupted is carried out again at once; its install waits for
+/// the judgement, so the two never write the record at the same time. Open unless the agent
+/// closed it at its start ([`judging_boot`]).
+static JUDGED: (Mutex<bool>, Condvar) = (Mutex::new(true), Condvar::new());
+
+/// Closes the gate: installs wait until [`boot_judged`].
+pub fn judging_boot() {
+    *JUDGED.0.lock().unwrap_or_else(|e| e.into_inner()) = false;
+}
+
+/// Opens the gate: this boot's judgement is done.
+pub fn boot_judged() {
+    *JUDGED.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    JUDGED.1.notify_all();
+}
+
+/// Waits until this boot was judged, at most `limit`; false if it never was.
+pub fn wait_boot_judged(limit: Duration) -> bool {
+    let guard = JUDGED.0.lock().unwrap_or_else(|e| e.into_inner());
+    let (guard, _) = JUDGED.1.wait_timeout_while(guard, limit, |judged| !*judged).unwrap_or_else(|e| e.into_inner());
+    *guard
+}
 
 /// RAUC's view of the slots, as the fleet needs it: the system's compatible string and the
 /// slot not booted (what an update wrote there, and whether the bootloader would take it).
@@ -160,6 +186,9 @@ pub enum AfterBoot {
     Check(Update),
     /// The board is back in the old system: report it.
     RolledBack(Update),
+    /// A restart (a power cut) cut RAUC's install short: the old system runs, the slot
+    /// written is not the one to boot; the pending command installs it again.
+    Interrupted(Update),
 }
 
 /// RAUC, as the agent drives it.
@@ -265,8 +294,10 @@ impl Rauc {
             let status = child.wait().map_err(|e| OsError::Spawn(what.clone(), e))?;
             return Ok((status.success(), out, err_reader.join().unwrap_or_default()));
         };
-        // Through the supervisor: stdout and stderr together in one file, read as it grows.
-        let log = self.run_dir.join("rauc.log");
+        // Through the supervisor: stdout and stderr together in one file, read as it grows;
+        // a file of its own for each run (the boot check and an install may run RAUC at once).
+        static RUNS: AtomicU64 = AtomicU64::new(0);
+        let log = self.run_dir.join(format!("rauc-{}.log", RUNS.fetch_add(1, Ordering::Relaxed)));
         let job = crate::supervisor::OneOff {
             command: std::iter::once(self.program.to_string_lossy().into_owned())
                 .chain(args.iter().map(|a| a.to_string()))
@@ -467,7 +498,7 @@ impl Rauc {
             Phase::Installing => {
                 let why =
                     format!("the install of {} was cut short by a restart; slot {booted} runs as before", u.version);
-                AfterBoot::RolledBack(self.set(u, Phase::RolledBack, Some(why))?)
+                AfterBoot::Interrupted(self.set(u, Phase::RolledBack, Some(why))?)
             }
             Phase::Rebooting | Phase::Trial if booted == u.to => {
                 let u = if u.phase == Phase::Rebooting { self.set(u, Phase::Trial, None)? } else { u };
@@ -763,5 +794,40 @@ mod tests {
         );
         assert_eq!(booted_slot("console=ttyAMA0 root=/dev/vda4 rauc.slot=B"), Some("B".into()));
         assert_eq!(booted_slot("root=/dev/vda"), None);
+    }
+
+    #[test]
+    fn an_install_a_cut_interrupted_is_no_rollback() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = fake_rauc(dir.path(), "A", "rootfs.0");
+        let u = Update {
+            version: "2".into(),
+            compatible: "c".into(),
+            from: "A".into(),
+            to: String::new(),
+            phase: Phase::Installing,
+            reason: None,
+            reboot: RebootAt::Now,
+            boot: "a boot before the cut".into(),
+            since: 0,
+        };
+        r.save(&u).unwrap();
+        let AfterBoot::Interrupted(u) = r.after_boot("A").unwrap() else { panic!("not an interruption") };
+        assert!(u.reason.as_deref().unwrap().contains("cut short by a restart"), "{u:?}");
+        // Said once; the pending command's install starts a record of its own.
+        assert_eq!(r.after_boot("A").unwrap(), AfterBoot::Idle);
+        r.install("/x.raucb", RebootAt::Now, &mut |_| {}).unwrap();
+    }
+
+    #[test]
+    fn an_install_waits_for_the_judgement_of_the_boot() {
+        judging_boot();
+        let t = std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_millis(50));
+            boot_judged();
+        });
+        assert!(wait_boot_judged(Duration::from_secs(30)), "the judgement never came");
+        t.join().unwrap();
+        assert!(wait_boot_judged(Duration::ZERO), "open again for everyone after it");
     }
 }

@@ -108,6 +108,12 @@ pub fn rolled_back_line(version: &str, why: &str, running: &str) -> String {
     format!("OS update to {version} rolled back: {why}; running slot {running}")
 }
 
+/// The `fetch_status` line of an OS install a restart (a power cut) interrupted: the slot it
+/// wrote is not the one to boot, and the command, kept until done, runs again. Nothing final.
+pub fn interrupted_line(version: &str, running: &str) -> String {
+    format!("OS update to {version} interrupted: its install was cut short by a restart; slot {running} runs as before, and the install starts again")
+}
+
 /// What a `fetch_status` says of the OS bundle `bundle` (`NAME.vVERSION.raucb`): it runs
 /// and was marked good (`Some(true)`); it was refused, failed its check or rolled back
 /// (`Some(false)`); nothing final yet (downloading, installing, waiting for its reboot,
@@ -160,6 +166,7 @@ mod tests {
         assert_eq!(outcome(&failed_check_line("2", "broken is FATAL 20 s after the boot", "A"), b), Some(false));
         assert_eq!(outcome(&rolled_back_line("2", "the new system did not come up", "A"), b), Some(false));
         assert_eq!(outcome(&rolled_back_line("21", "x", "A"), b), None);
+        assert_eq!(outcome(&interrupted_line("2", "A"), b), None, "an interrupted install runs again");
         assert_eq!(outcome("gw-os.v2.raucb: Compatible mismatch", b), Some(false));
         assert_eq!(outcome("gw-os.v2.raucbx: Compatible mismatch", b), None);
         assert_eq!(outcome("installed gwe-qemu 2 into slot B (running slot A); rebooting into it now", b), None);
