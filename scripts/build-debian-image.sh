@@ -219,8 +219,11 @@ put() {
 }
 put 1 "$parts/boot.img"
 put 2 "$parts/bootstate.img"
+# The factory system in both slots, as a factory image of an A/B product has it: slot B is in
+# BOOT_ORDER from the start, so U-Boot's fallback from A must find a whole system there.
 put 3 "$out/rootfs.ext4"
+put 4 "$out/rootfs.ext4"
 put 5 "$parts/data.img"
 rm -rf "$parts"
 echo "$out: U-Boot $UBOOT, kernel $kpkg, Debian $DEBIAN_SUITE root $(du -sm "$root" | cut -f1) MB with systemd" \
-  "and RAUC in slot A of $(mib "$disk") MB, agent $(stat -c %s "$bin") bytes"
+  "and RAUC in slots A and B of $(mib "$disk") MB, agent $(stat -c %s "$bin") bytes"
