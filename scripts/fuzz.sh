@@ -25,7 +25,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ ${#targets[@]} -gt 0 ] || targets=(segment_reader package_extract http_request form edge_command batch release_metadata)
-command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+# A debug build: it only drives cargo and libFuzzer, and CI builds it on every run.
+command -v cargo-fuzz >/dev/null || cargo install --locked --debug cargo-fuzz
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   toolchain=(+nightly)
 else

@@ -18,6 +18,12 @@
 #                                 [--window SECONDS] [--seed S] [--out DIR] [--no-faults]
 #                                 [--expect-fail]
 #   scripts/power-cut-campaign.sh --resume --out DIR
+#   scripts/power-cut-campaign.sh --os-update [--cycles N] [--disk plain|drop|tear] [--seed S]
+#                                 [--prepare | --prepared]
+#
+# --os-update    cuts during whole-image updates instead, on the Debian board with U-Boot, two
+#                root slots and RAUC (scripts/os_power_cut.py: download, install, reboot, first
+#                boot before mark-good; its checks are in that script)
 #
 # --disk plain   the guest's writes all reach the disk image (killing QEMU drops only the
 #                guest's own caches)
@@ -40,6 +46,10 @@
 # can be spread over several sittings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = --os-update ]; then
+  shift
+  exec python3 scripts/os_power_cut.py "$@"
+fi
 cycles=20 board=qemu-aarch64-virt disk=plain window=12 seed=$RANDOM expect_fail=0 out="" faults=1 resume=0
 while [ $# -gt 0 ]; do
   case "$1" in

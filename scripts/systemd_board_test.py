@@ -41,7 +41,7 @@ def board_env(board):
 class Board:
     """One boot of the board: QEMU with its serial console on our stdin/stdout."""
 
-    def __init__(self, env, out, ns, log, hub_port=None):
+    def __init__(self, env, out, ns, log, hub_port=None, drive=None):
         self.env, self.out = env, out
         self.log = open(log, "wb")
         self.buf = b""
@@ -50,12 +50,13 @@ class Board:
         # Debian's U-Boot as the firmware: it boots a slot of the disk (boot/boot.cmd). A reset
         # ends this QEMU (-no-reboot); the next Board is the board coming up again.
         # With a hub (hub_port), the board reaches the namespace's loopback as 10.0.2.2; the
-        # namespace has no other network, so nothing leaves it either way.
+        # namespace has no other network, so nothing leaves it either way. `drive` is QEMU's
+        # -drive for the disk, when it is not OUT/disk.img (the power-cut campaign's lossy disk).
         net = "user,id=n0" + ("" if hub_port else ",restrict=on")
         cmd = ["ip", "netns", "exec", ns, env["QEMU"], *env["QEMU_ARGS"].split(),
                "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
                "-bios", f"{out}/u-boot.bin",
-               "-drive", f"file={out}/disk.img,format=raw,if=virtio",
+               "-drive", drive or f"file={out}/disk.img,format=raw,if=virtio",
                "-netdev", net,
                "-device", f"virtio-net-pci,netdev=n0,mac={env['NET_MAC']},romfile="]
         self.qemu = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
