@@ -98,6 +98,7 @@ class Campaign:
         self.last_cut = 0.0      # host time of the last cut: fetch_status older than it is stale
         self.est = {"download": 15.0, "install": 120.0, "reboot": 25.0, "first boot": 80.0}
         self.record = {}         # the agent's os-update.json, as the last check read it
+        self.pss = "?"           # the agent's Pss (kB), as the last check read it
         self.first_boot_cut_at = 0.0
         self.problems = []
 
@@ -199,6 +200,9 @@ class Campaign:
             time.sleep(1)
         else:
             found.append(f"apps: not every app RUNNING 90 s after the login: {' | '.join(lines)[:300]}")
+        pid = b.ok("systemctl show gwe -p MainPID --value").split()[-1]
+        m = re.search(r"Pss:\s+(\d+) kB", b.sh(f"grep ^Pss: /proc/{pid}/smaps_rollup")[1])
+        self.pss = m.group(1) if m else "?"
         rc, text = b.sh("gwe check", 180)
         if rc != 0:
             found.append(f"files: gwe check: {text.strip()[-300:]}")
@@ -430,7 +434,8 @@ class Campaign:
         good = sum(1 for _, o in self.outcomes if o == "good")
         print(f"summary: {args.cycles} power cuts during OS updates on {self.model} (disk: {args.disk}, seed "
               f"{args.seed}): {self.boots} boots, {len(self.acked)} values acknowledged, {len(self.outcomes)} "
-              f"updates ended ({good} marked good, {len(self.outcomes) - good} reported failed)")
+              f"updates ended ({good} marked good, {len(self.outcomes) - good} reported failed); the agent's Pss "
+              f"at the end, the update path idle: {self.pss} kB")
         for v, o in self.outcomes:
             if o != "good":
                 print(f"  {v}: {o[:200]}")

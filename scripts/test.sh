@@ -46,7 +46,7 @@ setsid scripts/ci-background.sh "$bg" \
   bench-agent "env ${bench_agent[*]} cargo build --release --locked --bin gwe --no-default-features" \
   board-agents "scripts/cross-build.sh aarch64-unknown-linux-musl --variant test-skip-queue-fsync &&
                 scripts/cross-build.sh armv7-unknown-linux-musleabihf" \
-  debian-board "python3 scripts/os_power_cut.py --prepare" \
+  debian-board "python3 scripts/os_update_test.py --prepare" \
   yocto "scripts/check-yocto.sh scarthgap wrynose" \
   buildroot "scripts/check-buildroot.sh 2025.02.16 2026.02.3" \
   fuzz "scripts/fuzz.sh --seconds 4" &
@@ -134,8 +134,6 @@ scripts/boot-test.sh qemu-armv7-virt
 step "a Debian arm64 board with U-Boot, A/B slots and RAUC: the agent under systemd (notify, watchdog, restarts, reboot, power cut); OS bundles from a hub: good, bad, kernel panic, refused (image and bundles built in the background lane)"
 joined debian-board
 python3 scripts/os_update_test.py --prepared
-step "power cuts during OS updates on the Debian board: 4 cycles (download, install, reboot, first boot) on a disk that tears unflushed writes (full size: --cycles 300)"
-scripts/power-cut-campaign.sh --os-update --prepared --cycles 4
 
 step "the lossy disk's self-test: what a cut leaves on the image (drop, tear)"
 python3 scripts/lossy_disk.py --self-test
