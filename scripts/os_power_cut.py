@@ -123,7 +123,8 @@ class Campaign:
     def harvest(self):
         """The values this boot's console says were acknowledged (once per boot: a board that
         went down by itself is harvested when the next one starts)."""
-        for m in re.findall(rb"GWE-ACKED w1 (\d+\.\d+)", self.board.buf):
+        # Whole lines only: a line the cut broke off may end in a shorter number.
+        for m in re.findall(rb"GWE-ACKED w1 (\d+\.\d+)\r?\n", self.board.buf):
             if m.decode() not in self.acked_set:
                 self.acked_set.add(m.decode())
                 self.acked.append(m.decode())
