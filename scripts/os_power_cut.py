@@ -161,7 +161,7 @@ class Campaign:
         # The system booted, and every slot RAUC would have U-Boot fall back to (good), is a
         # whole known version: the digest of its files is that version's.
         text = b.ok("rauc status --detailed --output-format=json")
-        st = json.loads(text[text.index("{"):])
+        st = json.JSONDecoder().raw_decode(text[text.index("{"):])[0]
         for slot in st["slots"]:
             for s in slot.values():
                 name = s.get("bootname")
@@ -416,8 +416,11 @@ class Campaign:
                 self.problems.append(f"update: the update to {self.update['version']} never ended")
             if not rebooted:
                 # The same boot: the writer stops, and the checks run on the board as it is.
-                self.board.send("kill %1")
+                self.board.sh("kill %1; wait")
+                # The shell's note of the job's end comes before its next prompt: into a
+                # command whose output nobody reads.
                 time.sleep(2)
+                self.board.sh("true")
                 self.harvest()
             ok = self.check(args.cycles + 1, running=not rebooted)
             self.report(args.cycles + 1, "(final check, no cut)", ok)

@@ -184,7 +184,8 @@ def number(b, command):
 
 def slot_state(b):
     text = b.ok("rauc status --output-format=json")
-    st = json.loads(text[text.index("{"):])
+    # The JSON object, and nothing the console printed after it.
+    st = json.JSONDecoder().raw_decode(text[text.index("{"):])[0]
     env = dict(line.split("=", 1) for line in b.ok("fw_printenv").split("\n") if "=" in line)
     return st["booted"], env
 
