@@ -50,7 +50,7 @@ import systemd_board_test as sbt  # noqa: E402
 PHASES = ["download", "install", "reboot", "first boot"]
 VERSIONS = ["5.1", "5.2"]
 DIGEST_PATHS = ["boot", "usr/bin", "usr/sbin"]
-DIGEST_CMD = ("(cd {root} && {{ find boot usr/bin usr/sbin -type f; echo etc/os-release; }} | LC_ALL=C sort | "
+DIGEST_CMD = (f"(cd {{root}} && {{{{ find {' '.join(DIGEST_PATHS)} -type f; echo etc/os-release; }}}} | LC_ALL=C sort | "
               "xargs sha256sum | sha256sum)")
 
 
@@ -92,7 +92,7 @@ class Campaign:
         self.boots = 0
         self.acked = []          # every value acknowledged so far
         self.acked_set = set()
-        self.update = None       # the update under way: {"name", "version", "started"}
+        self.update = None       # the update under way: {"name", "version", "installed"}
         self.stale = None        # the status when it was sent
         self.outcomes = []       # (version, outcome) of every update that ended
         self.last_cut = 0.0      # host time of the last cut: fetch_status older than it is stale
@@ -235,7 +235,7 @@ class Campaign:
         self.stale = s
         v = VERSIONS[0] if self.running != VERSIONS[0] else VERSIONS[1]
         name = f"gw-os.v{v}.raucb"
-        self.update = {"name": name, "version": v, "started": time.monotonic()}
+        self.update = {"name": name, "version": v}
         self.hub.command({"os": {"name": name}})
 
     def ended(self, s):
