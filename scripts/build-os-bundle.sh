@@ -8,7 +8,9 @@
 # shell command; $ROOT is the copy of the files) to make a variant, and signs the bundle with
 # the board's PKI (target/boards/BOARD/rauc, or RAUC_CERT, RAUC_KEY and RAUC_KEYRING).
 # BUNDLE_COMPATIBLE names another compatible string than the board's (a test of refusal);
-# BUNDLE_IMAGE_SIZE makes the image smaller than the slot (a variant with less in it).
+# BUNDLE_IMAGE_SIZE makes the image smaller than the slot (a variant with less in it);
+# BUNDLE_ADAPTIVE=0 leaves the block-hash-index out (RAUC then copies the image whole: on a
+# slot it has no index of yet, it need not read and hash both slots first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 board=${1:?usage: $0 BOARD VERSION OUT.raucb [TWEAK]}
@@ -47,8 +49,8 @@ format=verity
 
 [image.rootfs]
 filename=rootfs.ext4
-adaptive=block-hash-index
 MANIFEST
+[ "${BUNDLE_ADAPTIVE:-1}" = 0 ] || echo "adaptive=block-hash-index" >> "$work/bundle/manifest.raucm"
 rm -f "$bundle"
 rauc bundle --cert="$cert" --key="$key" --keyring="$keyring" "$work/bundle" "$bundle" >/dev/null
 echo "$bundle: ${BUNDLE_COMPATIBLE:-$RAUC_COMPATIBLE} $version, $(stat -c %s "$bundle") bytes"
