@@ -33,7 +33,8 @@ scripts/build-debian-image.sh qemu-aarch64-debian --deps
 # is joined (waited for, its output shown) where its result is due. First what the
 # foreground needs halfway: the ARM test builds, the boards' agents (static musl, and the
 # power-cut campaign's variant without the queue's fsync), the Debian board's image and OS
-# bundles; then the build systems' checks and the fuzz run, joined at the end.
+# bundles (os_update_test.py's and the update power-cut campaign's); then the build systems'
+# checks and the fuzz run, joined at the end.
 bg=target/ci-bg
 rm -rf "$bg"
 mkdir -p "$bg"
@@ -41,7 +42,7 @@ setsid scripts/ci-background.sh "$bg" \
   arm-build "scripts/test-arm.sh --no-run" \
   board-agents "scripts/cross-build.sh aarch64-unknown-linux-musl --variant test-skip-queue-fsync &&
                 scripts/cross-build.sh armv7-unknown-linux-musleabihf" \
-  debian-board "python3 scripts/os_update_test.py --prepare" \
+  debian-board "python3 scripts/os_power_cut.py --prepare" \
   yocto "scripts/check-yocto.sh scarthgap wrynose" \
   buildroot "scripts/check-buildroot.sh 2025.02.16 2026.02.3" \
   fuzz "scripts/fuzz.sh --seconds 4" &
@@ -128,9 +129,11 @@ step "the emulated aarch64 and armv7 boards: boot, clean reboot, power cut (thei
 joined board-agents
 scripts/boot-test.sh qemu-aarch64-virt
 scripts/boot-test.sh qemu-armv7-virt
-step "a Debian arm64 board with U-Boot, A/B slots and RAUC: the agent under systemd (notify, watchdog, restarts, reboot, power cut); OS bundles from a hub: good, bad, kernel panic, refused (image and bundles built in the background lane)"
+step "a Debian arm64 board with U-Boot, A/B slots and RAUC: the agent under systemd (notify, watchdog, restarts, reboot); OS bundles from a hub: good, bad, kernel panic, refused (image and bundles built in the background lane)"
 joined debian-board
 python3 scripts/os_update_test.py --prepared
+step "power cuts during OS updates on the Debian board: 4 cycles (download, install, reboot, first boot) on a disk that tears unflushed writes (full size: --cycles 300)"
+scripts/power-cut-campaign.sh --os-update --prepared --cycles 4
 
 step "the lossy disk's self-test: what a cut leaves on the image (drop, tear)"
 python3 scripts/lossy_disk.py --self-test
