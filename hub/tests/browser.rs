@@ -293,14 +293,20 @@ async fn rows_on_screen(b: &Browser) -> Vec<String> {
     for r in rows {
         let sn = r["sn"].as_str().unwrap().to_string();
         assert!(r["height"].as_i64().unwrap() >= 20, "row {sn} is {} px tall", r["height"]);
-        assert!(tops.insert(r["top"].as_i64().unwrap()), "row {sn} is drawn at the height of another: {rows:?}");
+        let top = r["top"].as_i64().unwrap();
+        assert!(tops.insert(top), "row {sn} is drawn at the height of another: {rows:?}");
         if r["inside"] == true {
             assert_eq!(r["hit"].as_str(), Some(sn.as_str()), "at row {sn}'s place the screen shows {}", r["hit"]);
             assert_eq!(r["visible"], true, "row {sn}'s text is not visible");
-            sns.push(sn);
+            sns.push((top, sn));
         }
     }
-    sns
+    // Top to bottom as the screen shows them, which is also the order a screen reader reads.
+    let read: Vec<String> = sns.iter().map(|(_, sn)| sn.clone()).collect();
+    sns.sort();
+    let seen: Vec<String> = sns.into_iter().map(|(_, sn)| sn).collect();
+    assert_eq!(read, seen, "the document's order of the rows is not the screen's");
+    seen
 }
 
 /// The rows of a table (`css` selects them) a person sees: each at its own height, the
@@ -452,6 +458,10 @@ fn operator_finds_a_gateway_sees_its_charts_and_commands_it() {
         let edge_row = "#fleet-rows .row[data-sn='EDGE1'] .c-last_seen_ms";
         let before = text_of(&b, edge_row).await;
         wait_text(&b, "#fleet-fresh", "Updated", 5, false).await;
+        // A keyboard user on the gateway's link: the refreshes keep it (and its focus).
+        let link = "#fleet-rows .row[data-sn='EDGE1'] a.sn";
+        b.execute(&format!("document.querySelector(\"{link}\").focus()"), vec![]).await.unwrap();
+        let held = b.find(Locator::Css(link)).await.unwrap();
         let until = Instant::now() + Duration::from_secs(25);
         loop {
             let now = text_of(&b, edge_row).await;
@@ -461,6 +471,12 @@ fn operator_finds_a_gateway_sees_its_charts_and_commands_it() {
             assert!(Instant::now() < until, "'last seen' stayed {before:?}");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        assert_eq!(held.text().await.expect("the link a refresh must keep"), "EDGE1");
+        let focused = b
+            .execute(&format!("return document.activeElement === document.querySelector(\"{link}\")"), vec![])
+            .await
+            .unwrap();
+        assert_eq!(focused, serde_json::json!(true), "the refresh took the focus off the gateway's link");
         seen(&b, &driver, "fleet", true).await;
         // Sorting by keyboard: Enter on a column's button.
         let sort = b.find(Locator::Css(".row.head button[data-key='sn']")).await.unwrap();

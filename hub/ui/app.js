@@ -311,7 +311,28 @@ async function fleetPage() {
       if (!painted) r.firstChild.nextSibling.setAttribute("elementtiming", "fleet-row");
       out.push(r);
     }
-    rows.replaceChildren(...out);
+    // A row still shown keeps its element, and each cell whose content is the same keeps
+    // its own: the refresh every few seconds must not take away the link a person is
+    // clicking, the checkbox they tabbed to, or a screen reader's place.
+    const old = new Map([...rows.children].map(r => [r.dataset.sn, r]));
+    const final = out.map(r => {
+      const o = old.get(r.dataset.sn);
+      if (!o || o.children.length !== r.children.length) return r;
+      o.style.top = r.style.top;
+      o.setAttribute("aria-rowindex", r.getAttribute("aria-rowindex"));
+      o.querySelector(".c-select input").checked = r.querySelector(".c-select input").checked;
+      for (let j = 1; j < r.children.length; j++) {
+        const a = o.children[j], b = r.children[j];
+        if (a.hasAttribute("elementtiming")) b.setAttribute("elementtiming", a.getAttribute("elementtiming"));
+        if (a.outerHTML !== b.outerHTML) a.replaceWith(b);
+      }
+      return o;
+    });
+    const keep = new Set(final);
+    for (const r of [...rows.children]) if (!keep.has(r)) r.remove();
+    // The document's order is the screen's (a screen reader reads the former); a row moves
+    // only when the order changed.
+    final.forEach((r, i) => { if (rows.children[i] !== r) rows.insertBefore(r, rows.children[i] || null); });
     table.setAttribute("aria-rowcount", shown.length + 1);
     empty.textContent = all.length === 0 ? "No gateways yet. Whitelist one below: it appears here once it activates."
       : shown.length === 0 ? "No gateway matches the filter." : "";
