@@ -11,8 +11,11 @@
 #                                     RAUC bundles of it)
 #   target/boards/BOARD/rauc/         the signing PKI of the bundles (made once, a test PKI:
 #                                     RAUC_KEYRING, RAUC_CERT and RAUC_KEY give your own)
-# Each slot holds its kernel (/boot/Image) and a BusyBox initramfs (/boot/initrd.gz) that
-# loads the virtio modules, mounts the root= slot and hands over to systemd (switch_root).
+# Each slot holds its kernel (/boot/Image on arm64, /boot/zImage on armv7) and a BusyBox
+# initramfs (/boot/initrd.gz) that loads the virtio modules (and ext4, where it is one),
+# mounts the root= slot and hands over to systemd (switch_root). A board whose board.env
+# names COMMON_ROOTFS takes that board's rootfs/ overlay, then its own, with its compatible
+# string and model written into RAUC's system.conf and the agent's gwe.toml.
 #   scripts/build-debian-image.sh qemu-aarch64-debian [--deps]     (--deps: the host tools only)
 # GWE_ROOT_KEY (64 hex digits) and GWE_KEYS_FILE (a keys document it signed) bake the OTA
 # trust in, as build-image.sh does; GWE_EXTRA_FILES (a directory) is copied to /root.
@@ -97,7 +100,10 @@ root=$out/rootfs
 rm -rf "$root"
 mkdir -p "$root"
 tar -C "$root" -xf "$tarball"
-cp -a "$cfg/rootfs/." "$root/"
+[ -z "${COMMON_ROOTFS:-}" ] || cp -a "board-configs/$COMMON_ROOTFS/rootfs/." "$root/"
+[ ! -d "$cfg/rootfs" ] || cp -a "$cfg/rootfs/." "$root/"
+sed -i "s/^compatible=.*/compatible=$RAUC_COMPATIBLE/" "$root/etc/rauc/system.conf"
+sed -i "s/^model = .*/model = \"$board\"/" "$root/etc/gwe/gwe.toml"
 echo "$board" > "$root/etc/hostname"
 install -m 0644 "$keyring" "$root/etc/rauc/keyring.pem"
 mkdir -p "$root/data"
@@ -176,8 +182,9 @@ sed -i "s|DATA_DEVICE|$DATA_DEVICE|" "$ird/init"
 chmod 0755 "$ird/init"
 mkdir -p "$root/boot"
 (cd "$ird" && find . | cpio -o -H newc --quiet | gzip -1) > "$root/boot/initrd.gz"
-# Debian's arm64 cloud kernel is an uncompressed Image, as U-Boot's booti takes it.
-cp "$(find "$x/boot" -name 'vmlinuz-*' | head -1)" "$root/boot/Image"
+# Debian's arm64 cloud kernel is an uncompressed Image, as U-Boot's booti takes it; its armhf
+# kernels are a zImage, for bootz (the boot script takes whichever the slot has).
+cp "$(find "$x/boot" -name 'vmlinuz-*' | head -1)" "$root/boot/${KERNEL_IMAGE:-Image}"
 
 # The slot image, as the factory writes it into slot A and a bundle carries it.
 rm -f "$out/rootfs.ext4"
@@ -187,7 +194,7 @@ mkfs.ext4 -q -F -L rootfs -d "$root" "$out/rootfs.ext4"
 # Partition 1: U-Boot's boot script. Partition 2: its environment, both copies saying "A B".
 parts=$(mktemp -d)
 mkdir -p "$parts/boot"
-mkimage -A arm64 -O linux -T script -C none -n "gwe A/B boot" -d "$cfg/boot/boot.cmd" "$parts/boot/boot.scr" >/dev/null
+mkimage -A "${MKIMAGE_ARCH:-arm64}" -O linux -T script -C none -n "gwe A/B boot" -d "$cfg/boot/boot.cmd" "$parts/boot/boot.scr" >/dev/null
 truncate -s 8M "$parts/boot.img"
 mkfs.ext4 -q -F -L boot -d "$parts/boot" "$parts/boot.img"
 truncate -s 1M "$parts/bootstate.img"
@@ -195,7 +202,7 @@ printf '%s 0x0 0x4000\n%s 0x4000 0x4000\n' "$parts/bootstate.img" "$parts/bootst
 # Twice: each write goes to the older copy. The defaults are the board's, which libubootenv
 # also falls back to on the board should both copies be unreadable.
 for _ in 1 2; do
-  printf 'BOOT_ORDER A B\n' | fw_setenv -c "$parts/fw_env.config" -f "$cfg/rootfs/etc/u-boot-initial-env" -s - >/dev/null 2>&1
+  printf 'BOOT_ORDER A B\n' | fw_setenv -c "$parts/fw_env.config" -f "$root/etc/u-boot-initial-env" -s - >/dev/null 2>&1
 done
 # Partition 5: the data partition, with the folders the agent, RAUC and journald use.
 mkdir -p "$parts/data/gwe" "$parts/data/log/gwe" "$parts/data/rauc" "$parts/data/journal"

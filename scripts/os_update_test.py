@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Whole-image updates on an emulated ARM board: U-Boot, two root slots, RAUC, the agent, a hub.
 
-Boots the qemu-aarch64-debian board (Debian's U-Boot picks slot A or B and counts tries;
-RAUC from Debian on the board) with a real hub beside it, and sends it operating-system
-bundles through the hub, as an operator would (rollouts from the dashboard's API, and
-`engine_fetch` with an `os` item). On its
-first boot it runs the systemd checks of systemd_board_test.py (Type=notify, an app
-installed, a crash and a hang each restarted); the update's reboot is the clean reboot
-those checks want. (Power cuts are scripts/os_power_cut.py's, which CI runs next.) It shows:
+Boots the qemu-aarch64-debian board, or the 32-bit qemu-armv7-debian (Debian's U-Boot picks
+slot A or B and counts tries; RAUC from Debian on the board) with a real hub beside it, and
+sends it operating-system bundles through the hub, as an operator would (rollouts from the
+dashboard's API, and `engine_fetch` with an `os` item). On its first boot it runs the
+systemd checks of systemd_board_test.py (Type=notify, an app installed, a crash and a hang
+each restarted); the update's reboot is the clean reboot those checks want. (Power cuts are
+scripts/os_power_cut.py's, which CI runs next.) It shows:
 
   1. a good bundle: downloaded from the hub, installed by RAUC into the other slot, the board
      restarts into it, the agent finds it healthy and RAUC marks it good; the hub's
@@ -30,7 +30,7 @@ Throughout, the data partition (/data: the agent's queue, state and identity) su
 It reports the install time, the bytes the board downloaded, and the agent's memory with
 the update path idle. The emulator and the hub run in a network namespace the test makes
 and deletes; the board reaches only the hub (QEMU's restricted user network, one forward).
-  scripts/os_update_test.py [--board qemu-aarch64-debian] [--prepare | --prepared]
+  scripts/os_update_test.py [--board qemu-aarch64-debian|qemu-armv7-debian] [--prepare | --prepared]
 --prepare builds the board's image and the bundles, then stops; --prepared then uses them
 (CI prepares them in its background lane while other steps run).
 """
@@ -242,7 +242,7 @@ def main():
     # campaign's, with a feature of its own; built once for both), and nothing else changed.
     # Only where the board's RAUC can stream (Debian 13: DEBIAN_SUITE=trixie).
     streaming = env.get("RAUC_STREAMING") == "1"
-    variant = "target/variant-test-skip-queue-fsync/aarch64-unknown-linux-musl/release/gwe"
+    variant = f"target/variant-test-skip-queue-fsync/{env['RUST_TARGET']}/release/gwe"
     agent_only = f"{bdir}/gw-os.v2.1.raucb"
     # For another board, but its release metadata (wrongly) signed for this one: gwe's check
     # passes, RAUC's compatible check refuses it.
@@ -266,7 +266,7 @@ def main():
         with open(bundles["panic"][0], "rb") as f, open(truncated, "wb") as g:
             g.write(f.read(os.path.getsize(bundles["panic"][0]) // 2))
         if streaming:
-            subprocess.run(["scripts/cross-build.sh", "aarch64-unknown-linux-musl",
+            subprocess.run(["scripts/cross-build.sh", env["RUST_TARGET"],
                             "--variant", "test-skip-queue-fsync"], check=True, stdout=subprocess.DEVNULL)
             subprocess.run(["scripts/build-os-bundle.sh", args.board, "2.1", agent_only,
                             f"install -m 0755 {os.path.abspath(variant)} $ROOT/usr/bin/gwe"], check=True,
@@ -369,7 +369,7 @@ def main():
         assert report["os"]["slot"] == "B" and report["os"]["version"] == "2", report.get("os")
         # The slot to fall back to, as RAUC says after mark-good: A, the factory image, good.
         other = report["os"].get("other") or {}
-        assert report["os"].get("compatible") == "gwe-qemu-aarch64-debian", report["os"]
+        assert report["os"].get("compatible") == env["RAUC_COMPATIBLE"], report["os"]
         assert (other.get("slot"), other.get("boot_status")) == ("A", "good"), report["os"]
         seq_after = board.ok("gwe queue stats --json")
         seq_after = seq_after[seq_after.index("{"):]

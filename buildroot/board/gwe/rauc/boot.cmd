@@ -1,7 +1,7 @@
-# The A/B boot selection of the QEMU virt arm64 boards: Buildroot's
-# qemu_aarch64_virt_gwe_rauc_defconfig, and board-configs/qemu-aarch64-debian (a link to
-# this file) run by Debian's U-Boot. U-Boot's distro boot finds this script, compiled to
-# boot.scr, on partition 1. The disk: 1 boot, 2 bootstate, 3 slot A, 4 slot B, 5 data.
+# The A/B boot selection of the QEMU virt boards: Buildroot's
+# qemu_aarch64_virt_gwe_rauc_defconfig, and board-configs/qemu-aarch64-debian and
+# qemu-armv7-debian (links to this file) run by Debian's U-Boot. U-Boot's distro boot finds
+# this script, compiled to boot.scr, on partition 1. The disk: 1 boot, 2 bootstate, 3 slot A, 4 slot B, 5 data.
 #
 # State: RAUC's U-Boot variables BOOT_ORDER ("A B": try A first), BOOT_A_LEFT, BOOT_B_LEFT
 # (tries left), kept on partition 2 as a redundant U-Boot environment: two copies of
@@ -98,17 +98,28 @@ virtio write ${e1} ${dst} ${env_blocks}
 test -z "${reset_after}" || reset
 
 echo "gwe-boot: slot ${slot} (order ${BOOT_ORDER}, tries left A ${BOOT_A_LEFT} B ${BOOT_B_LEFT})"
-ext4load virtio 0:${rootpart} ${kernel_addr_r} /boot/Image
+# The slot's kernel: a zImage on 32-bit ARM (bootz), an Image on arm64 (booti).
+setenv zimage 0
+if ext4load virtio 0:${rootpart} ${kernel_addr_r} /boot/zImage; then
+  setenv zimage 1
+else
+  ext4load virtio 0:${rootpart} ${kernel_addr_r} /boot/Image
+fi
+setenv initrd -
 setenv bootargs "console=ttyAMA0 quiet net.ifnames=0 panic=5 root=/dev/vda${rootpart} rauc.slot=${slot}"
 # A slot with an initramfs (the Debian board's) boots through it; one without (Buildroot's,
 # its disk driver built in) has the kernel mount the slot itself. Not "rootwait" with an
 # initramfs: should the initramfs be broken, a kernel whose disk driver is a module would
 # wait for the root forever instead of panicking, and never give the boot counter its turn.
 if ext4load virtio 0:${rootpart} ${ramdisk_addr_r} /boot/initrd.gz; then
-  booti ${kernel_addr_r} ${ramdisk_addr_r}:${filesize} ${fdt_addr}
+  setenv initrd ${ramdisk_addr_r}:${filesize}
 else
   setenv bootargs "${bootargs} rootwait"
-  booti ${kernel_addr_r} - ${fdt_addr}
+fi
+if test ${zimage} = 1; then
+  bootz ${kernel_addr_r} ${initrd} ${fdt_addr}
+else
+  booti ${kernel_addr_r} ${initrd} ${fdt_addr}
 fi
 echo "gwe-boot: slot ${slot} did not boot"
 reset

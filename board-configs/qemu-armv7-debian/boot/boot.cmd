@@ -1,0 +1,1 @@
+../../../buildroot/board/gwe/rauc/boot.cmd
