@@ -11,6 +11,9 @@
     reason = "a measured count of connections, small and positive"
 )]
 
+#[path = "support/cargo_env.rs"]
+mod cargo_env;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -33,7 +36,8 @@ fn free_port() -> u16 {
 /// The agent as shipped: the release build (cargo builds it once; CI's benches reuse it).
 fn release_bin() -> std::path::PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let ok = Command::new(env!("CARGO"))
+    // As a plain `cargo build --release` makes it: CI's supervisor benchmark reuses it.
+    let ok = cargo_env::cargo()
         .args(["build", "--quiet", "--release", "--locked", "--bin", "gwe", "--manifest-path"])
         .arg(root.join("Cargo.toml"))
         .status()

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use super::{Client, FORM};
 
+#[path = "../../../tests/support/cargo_env.rs"]
+mod cargo_env;
+
 /// The agent binary, built from the root workspace (already built when CI ran its tests):
 /// the debug build for tests, the release build (as shipped) for `cargo bench`.
 pub fn agent_bin() -> &'static Path {
@@ -15,7 +18,8 @@ pub fn agent_bin() -> &'static Path {
     BIN.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let release = !cfg!(debug_assertions);
-        let mut cmd = Command::new(env!("CARGO"));
+        // As a plain `cargo build` in the root makes it (not with gwe-hub's package variables).
+        let mut cmd = cargo_env::cargo();
         cmd.args(["build", "--quiet", "--bin", "gwe", "--manifest-path"]).arg(root.join("Cargo.toml"));
         if release {
             cmd.arg("--release");
