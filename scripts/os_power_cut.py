@@ -27,7 +27,9 @@ and the boot after the cut checks (the same checks before the first cut):
   update     every update ends: after power returns, the agent finishes it (installs again,
              checks and marks good) or reports it failed, in fetch_status
 
-  scripts/os_power_cut.py [--cycles N] [--seed S] [--disk plain|drop|tear] [--prepare | --prepared]
+  scripts/os_power_cut.py [--cycles N] [--seed S] [--disk plain|drop|tear] [--phases LIST]
+                          [--prepare | --prepared]
+--phases takes the moments in turn from LIST (comma-separated; all four by default).
 --prepare builds the image and the bundles (scripts/os_update_test.py --prepare, and the
 campaign's two versions) and a copy of the factory disk, then stops; --prepared uses them.
 scripts/power-cut-campaign.sh --os-update [ARGS] runs this.
@@ -391,8 +393,9 @@ class Campaign:
                 if self.version == "?":
                     raise SystemExit("os-power-cut: the board did not come up; the campaign stops")
                 self.writer(k)
-                cuts = [(k, self.drive(PHASES[(k - 1) % len(PHASES)], k))]
-                if k < args.cycles and PHASES[k % len(PHASES)] == "first boot" and (self.update or {}).get("installed"):
+                phases = args.phases
+                cuts = [(k, self.drive(phases[(k - 1) % len(phases)], k))]
+                if k < args.cycles and phases[k % len(phases)] == "first boot" and (self.update or {}).get("installed"):
                     # The next boot is the new system's first: the next cycle's cut comes in it,
                     # before its check, and the boot after checks both.
                     k += 1
@@ -477,9 +480,13 @@ def main():
     ap.add_argument("--cycles", type=int, default=20)
     ap.add_argument("--seed", type=int, default=random.randrange(1 << 16))
     ap.add_argument("--disk", choices=["plain", "drop", "tear"], default="tear")
+    ap.add_argument("--phases", default=",".join(PHASES), help="the moments to cut at, in turn (comma-separated)")
     ap.add_argument("--prepare", action="store_true", help="build the image and bundles, then stop")
     ap.add_argument("--prepared", action="store_true", help="use what --prepare built")
     args = ap.parse_args()
+    args.phases = args.phases.split(",")
+    if not args.phases or any(p not in PHASES for p in args.phases):
+        ap.error(f"--phases: a comma-separated list of {', '.join(PHASES)}")
     os.chdir(sbt.ROOT)
     env = sbt.board_env(args.board)
     cdir = os.path.abspath(f"target/campaign/os-{args.board}")

@@ -19,7 +19,7 @@
 #                                 [--expect-fail]
 #   scripts/power-cut-campaign.sh --resume --out DIR
 #   scripts/power-cut-campaign.sh --os-update [--cycles N] [--disk plain|drop|tear] [--seed S]
-#                                 [--prepare | --prepared]
+#                                 [--phases LIST] [--prepare | --prepared]
 #
 # --os-update    cuts during whole-image updates instead, on the Debian board with U-Boot, two
 #                root slots and RAUC (scripts/os_power_cut.py: download, install, reboot, first

@@ -132,8 +132,10 @@ scripts/boot-test.sh qemu-armv7-virt
 step "a Debian arm64 board with U-Boot, A/B slots and RAUC: the agent under systemd (notify, watchdog, restarts, reboot); OS bundles from a hub: good, bad, kernel panic, refused (image and bundles built in the background lane)"
 joined debian-board
 python3 scripts/os_update_test.py --prepared
-step "power cuts during OS updates on the Debian board: 4 cycles (download, install, reboot, first boot) on a disk that tears unflushed writes (full size: --cycles 300)"
-scripts/power-cut-campaign.sh --os-update --prepared --cycles 4
+# Two cuts, RAUC's install and the reboot into the new slot (the U-Boot environment's write):
+# with all four moments the run takes 4 minutes more than CI's 60 minutes hold.
+step "power cuts during OS updates on the Debian board: 2 cycles (install, reboot) on a disk that tears unflushed writes (full size: --cycles 300, all four moments)"
+scripts/power-cut-campaign.sh --os-update --prepared --cycles 2 --phases install,reboot
 
 step "the lossy disk's self-test: what a cut leaves on the image (drop, tear)"
 python3 scripts/lossy_disk.py --self-test
