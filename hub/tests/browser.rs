@@ -462,6 +462,9 @@ fn operator_finds_a_gateway_sees_its_charts_and_commands_it() {
         let link = "#fleet-rows .row[data-sn='EDGE1'] a.sn";
         b.execute(&format!("document.querySelector(\"{link}\").focus()"), vec![]).await.unwrap();
         let held = b.find(Locator::Css(link)).await.unwrap();
+        // What the row says besides 'last seen', which the refresh must leave as it was.
+        let cells = "return [...document.querySelectorAll(\"#fleet-rows .row[data-sn='EDGE1'] [role=cell]:not(.c-last_seen_ms)\")].map(c => c.innerText)";
+        let cells_before = b.execute(cells, vec![]).await.unwrap();
         let until = Instant::now() + Duration::from_secs(25);
         loop {
             let now = text_of(&b, edge_row).await;
@@ -472,6 +475,7 @@ fn operator_finds_a_gateway_sees_its_charts_and_commands_it() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         assert_eq!(held.text().await.expect("the link a refresh must keep"), "EDGE1");
+        assert_eq!(b.execute(cells, vec![]).await.unwrap(), cells_before, "a refresh changed EDGE1's other cells");
         let focused = b
             .execute(&format!("return document.activeElement === document.querySelector(\"{link}\")"), vec![])
             .await

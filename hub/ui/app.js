@@ -321,8 +321,10 @@ async function fleetPage() {
       o.style.top = r.style.top;
       o.setAttribute("aria-rowindex", r.getAttribute("aria-rowindex"));
       o.querySelector(".c-select input").checked = r.querySelector(".c-select input").checked;
-      for (let j = 1; j < r.children.length; j++) {
-        const a = o.children[j], b = r.children[j];
+      // Copies: a cell moved into the kept row leaves the new row's live list of children.
+      const oc = [...o.children], rc = [...r.children];
+      for (let j = 1; j < rc.length; j++) {
+        const a = oc[j], b = rc[j];
         if (a.hasAttribute("elementtiming")) b.setAttribute("elementtiming", a.getAttribute("elementtiming"));
         if (a.outerHTML !== b.outerHTML) a.replaceWith(b);
       }
