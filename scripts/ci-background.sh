@@ -3,20 +3,30 @@
 # priority, so they take the cores the foreground steps leave idle (tests waiting on
 # timers, a board booting on one core) and little else.
 #   scripts/ci-background.sh DIR NAME COMMAND [NAME COMMAND]...
-# Each job's output goes to DIR/NAME.log; when it ends, DIR/NAME.rc holds "STATUS START END"
-# (seconds since this lane started). A job that fails does not stop the ones after it:
+# Each job's output goes to DIR/NAME.log; when it ends, DIR/NAME.rc holds "STATUS START END
+# CPU" (seconds since this lane started; the CPU seconds, user and system, its processes
+# used). A job that fails does not stop the ones after it:
 # test.sh reports every failure when it joins the job. Run it with setsid, so the caller can
 # stop the whole lane (and what its jobs started) at once.
 set -uo pipefail
 dir=$1
 shift
 started=$SECONDS
+# The CPU seconds (user and system) of the jobs this lane has waited for so far, in $cpu
+# (the builtin writes to a file: in a pipe or $(...) it would report a subshell's).
+children_cpu() {
+  times >"$dir/.times"
+  cpu=$(awk 'NR == 2 { split($1, u, "m"); split($2, s, "m"); printf "%d", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$dir/.times")
+}
 while [ $# -ge 2 ]; do
   name=$1 cmd=$2
   shift 2
   start=$((SECONDS - started))
+  children_cpu
+  before=$cpu
   nice -n 10 ionice -c 2 -n 7 bash -c "$cmd" </dev/null >"$dir/$name.log" 2>&1
   rc=$?
-  echo "$rc $start $((SECONDS - started))" >"$dir/$name.rc.tmp"
+  children_cpu
+  echo "$rc $start $((SECONDS - started)) $((cpu - before))" >"$dir/$name.rc.tmp"
   mv "$dir/$name.rc.tmp" "$dir/$name.rc"
 done

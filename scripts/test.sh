@@ -5,8 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Each step says how far into the run it starts, so a slow run shows where its minutes went.
+# Each step says how far into the run it starts, and how busy the machine's cores were during
+# the step before (both lanes, from /proc/stat), so a slow run shows where its minutes went and
+# where cores stood idle.
+cpu_busy=0 cpu_total=0
 step() {
+  local busy total
+  read -r busy total < <(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
+  [ "$cpu_total" = 0 ] || [ "$total" = "$cpu_total" ] ||
+    printf '(cores busy %d %% of that step)\n' $(((busy - cpu_busy) * 100 / (total - cpu_total)))
+  cpu_busy=$busy cpu_total=$total
   printf '\n=== [%dm%02ds] %s (disk: %s free)\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*" \
     "$(df -h --output=avail . | tail -1 | tr -d ' ')"
 }
@@ -53,11 +61,11 @@ joined() {
     kill -0 "$bg_pid" 2>/dev/null || [ -f "$bg/$1.rc" ] || { echo "the background lane ended before $1 did" >&2; exit 1; }
     sleep 2
   done
-  local rc start end
-  read -r rc start end <"$bg/$1.rc"
+  local rc start end cpu
+  read -r rc start end cpu <"$bg/$1.rc"
   cat "$bg/$1.log"
-  printf '(background lane: %s ran from %dm%02ds to %dm%02ds)\n' "$1" $((start / 60)) $((start % 60)) \
-    $((end / 60)) $((end % 60))
+  printf '(background lane: %s ran from %dm%02ds to %dm%02ds, %s s of CPU)\n' "$1" $((start / 60)) $((start % 60)) \
+    $((end / 60)) $((end % 60)) "$cpu"
   [ "$rc" = 0 ] || { echo "$1 failed (exit status $rc): its output is above" >&2; exit 1; }
 }
 
