@@ -76,7 +76,7 @@ dataport() { op GET "/api/v1/devices/$dev/dataports/$1" | json 'v["value"]'; }
 wait_for() {
   local i
   for ((i = 0; i < $3 * 10; i++)); do
-    grep -aq "$2" "$1" && return 0
+    grep -aqs "$2" "$1" && return 0
     if [ -n "${qemu_pid:-}" ] && ! kill -0 "$qemu_pid" 2>/dev/null; then
       grep -aq "$2" "$1" && return 0
       break
