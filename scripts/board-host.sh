@@ -78,7 +78,7 @@ wait_for() {
   for ((i = 0; i < $3 * 10; i++)); do
     grep -aqs "$2" "$1" && return 0
     if [ -n "${qemu_pid:-}" ] && ! kill -0 "$qemu_pid" 2>/dev/null; then
-      grep -aq "$2" "$1" && return 0
+      grep -aqs "$2" "$1" && return 0
       break
     fi
     sleep 0.1

@@ -4,8 +4,8 @@
 # timers, a board booting on one core) and little else.
 #   scripts/ci-background.sh DIR NAME COMMAND [NAME COMMAND]...
 # Each job's output goes to DIR/NAME.log; when it ends, DIR/NAME.rc holds "STATUS START END
-# CPU" (seconds since this lane started; the CPU seconds, user and system, its processes
-# used). A job that fails does not stop the ones after it:
+# CPU" (seconds since this lane started; the CPU seconds, user and system, of the processes
+# it waited for: a daemon, such as bitbake's server, is not counted). A job that fails does not stop the ones after it:
 # test.sh reports every failure when it joins the job. Run it with setsid, so the caller can
 # stop the whole lane (and what its jobs started) at once.
 set -uo pipefail
