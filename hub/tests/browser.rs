@@ -381,28 +381,44 @@ async fn next_frames(b: &Browser) {
 /// Waits (reloading when asked) until `css` matches an element whose text has `want`.
 /// Without reloads the page itself watches, frame by frame, so the test waits on the change
 /// and not on a timer; a page that must be reloaded is asked again every 500 ms.
+///
+/// A click may send the page elsewhere (Start goes to the new rollout's page) while the
+/// watching script runs: its document is gone and chromedriver answers with an error
+/// (a "script timeout" long before the timeout, in the CI run that failed on it). The
+/// watch then starts again on the new page, with the time that is left.
 async fn wait_text(b: &Browser, css: &str, want: &str, secs: u64, reload: bool) -> String {
-    if !reload {
-        let r = b
-            .execute_async(
-                "const [css, want, ms, done] = arguments;
-                 const t0 = performance.now();
-                 (function look() {
-                     const e = document.querySelector(css);
-                     const t = e ? e.innerText : null;
-                     if (t !== null && t.includes(want)) return done({ok: true, text: t});
-                     if (performance.now() - t0 > ms) return done({ok: false, text: t});
-                     requestAnimationFrame(look);
-                 })();",
-                vec![json!(css), json!(want), json!(secs * 1000)],
-            )
-            .await
-            .unwrap();
-        let text = r["text"].as_str().map(str::to_string);
-        assert!(r["ok"] == true, "{css}: {want:?} did not show in {secs} s; it says {text:?}");
-        return text.unwrap_or_default();
-    }
     let until = Instant::now() + Duration::from_secs(secs);
+    if !reload {
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let r = b
+                .execute_async(
+                    "const [css, want, ms, done] = arguments;
+                     const t0 = performance.now();
+                     (function look() {
+                         const e = document.querySelector(css);
+                         const t = e ? e.innerText : null;
+                         if (t !== null && t.includes(want)) return done({ok: true, text: t});
+                         if (performance.now() - t0 > ms) return done({ok: false, text: t});
+                         requestAnimationFrame(look);
+                     })();",
+                    vec![json!(css), json!(want), json!(left.as_millis() as u64)],
+                )
+                .await;
+            let r = match r {
+                Ok(r) => r,
+                Err(e) if Instant::now() < until => {
+                    eprintln!("{css}: the page went away under the watch ({e}); watching the next");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(e) => panic!("{css}: watching for {want:?}: {e}"),
+            };
+            let text = r["text"].as_str().map(str::to_string);
+            assert!(r["ok"] == true, "{css}: {want:?} did not show in {secs} s; it says {text:?}");
+            return text.unwrap_or_default();
+        }
+    }
     loop {
         if let Ok(e) = b.find(Locator::Css(css)).await {
             let t = e.text().await.unwrap_or_default();
@@ -924,6 +940,16 @@ fn a_rollout_pauses_on_failures_and_is_aborted() {
         wait_text(&b, "#rollout-start_at-error", "a year away", 5, false).await;
         b.execute("document.querySelector(\"input[name='start_at']\").value = ''", vec![]).await.unwrap();
         b.find(Locator::Css("#start-rollout")).await.unwrap().click().await.unwrap();
+        // Start opens the new rollout's own page.
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let path = b.current_url().await.unwrap().path().to_string();
+            if path.strip_prefix("/ui/rollouts/").is_some_and(|id| !id.is_empty()) {
+                break;
+            }
+            assert!(Instant::now() < until, "Start did not open the rollout's page: still at {path}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         // The first stage (one gateway) fails: the rollout pauses by itself and says why.
         wait_text(&b, "#rollout-state", "paused", 30, false).await;
         let reason = text_of(&b, "#rollout-reason").await;
