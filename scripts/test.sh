@@ -128,9 +128,9 @@ cargo test --locked --bench queue_vs_sqlite -- --messages 4000 --reopen-mb 64
 step "benchmark smoke run: gwe vs supervisord, 20 programs (full size: --idle-seconds 60)"
 GWE_FEATURES='' scripts/bench-supervisor.sh --idle-seconds 10
 
-step "the whole test suite on aarch64 and armv7 (32-bit) under qemu-user; its campaigns smaller than natively: 5 SIGKILL cycles, a quarter of the property cases (built in the background lane)"
+step "the whole test suite on aarch64 and armv7 (32-bit) under qemu-user; its campaigns smaller than natively: 3 SIGKILL cycles, an eighth of the property cases (built in the background lane)"
 joined arm-build
-GWE_OTA_CRASH_CYCLES=5 GWE_CRASH_CYCLES=5 GWE_PROPTEST_DIV=4 scripts/test-arm.sh
+GWE_OTA_CRASH_CYCLES=3 GWE_CRASH_CYCLES=3 GWE_PROPTEST_DIV=8 scripts/test-arm.sh
 rm -rf target/arm
 
 step "the emulated aarch64 and armv7 boards: boot, clean reboot, power cut (their agents built in the background lane)"
