@@ -140,8 +140,6 @@ scripts/boot-test.sh qemu-armv7-virt
 step "a Debian arm64 board with U-Boot, A/B slots and RAUC: the agent under systemd (notify, watchdog, restarts, reboot); OS bundles from a hub: good, bad, kernel panic, refused (image and bundles built in the background lane)"
 joined debian-board
 python3 scripts/os_update_test.py --prepared
-# Two cuts, RAUC's install and the reboot into the new slot (the U-Boot environment's write):
-# with all four moments the run takes 4 minutes more than CI's 60 minutes hold.
 # The aarch64 board's campaigns run beside the update campaign, at the same priority: alone,
 # the update campaign left a tenth of the cores idle, and the aarch64 board's campaigns (one
 # emulated CPU) half of them for the run's last 4 minutes. Their output is shown when they end.
@@ -157,6 +155,8 @@ setsid bash -c 'set -e
 cuts_pid=$!
 trap 'kill -TERM -- -$bg_pid -$cuts_pid 2>/dev/null || true' EXIT
 
+# Two cuts, RAUC's install and the reboot into the new slot (the U-Boot environment's write):
+# with all four moments the run takes 4 minutes more than CI's 60 minutes hold.
 step "power cuts during OS updates on the Debian board: 2 cycles (install, reboot) on a disk that tears unflushed writes (full size: --cycles 300, all four moments); beside it, the aarch64 board's campaigns"
 scripts/power-cut-campaign.sh --os-update --prepared --cycles 2 --phases install,reboot
 
