@@ -55,16 +55,23 @@ setsid scripts/ci-background.sh "$bg" \
   buildroot "scripts/check-buildroot.sh 2025.02.16 2026.02.3" \
   fuzz "scripts/fuzz.sh --seconds 4" &
 bg_pid=$!
-trap 'kill -TERM -- -$bg_pid 2>/dev/null || true' EXIT
+# Every lane's process group is stopped when this script ends, whichever way.
+lanes="-$bg_pid"
+trap 'kill -TERM -- $lanes 2>/dev/null || true' EXIT
+# joined NAME [LANE]: waits for the job NAME of the lane whose pid is LANE (default: the
+# background lane), shows its output and when it ran, and stops here if it failed.
+run_started=$((EPOCHSECONDS - SECONDS))
 joined() {
+  local lane=${2:-$bg_pid}
   while [ ! -f "$bg/$1.rc" ]; do
-    kill -0 "$bg_pid" 2>/dev/null || [ -f "$bg/$1.rc" ] || { echo "the background lane ended before $1 did" >&2; exit 1; }
+    kill -0 "$lane" 2>/dev/null || [ -f "$bg/$1.rc" ] || { echo "the lane of $1 ended before $1 did" >&2; exit 1; }
     sleep 2
   done
   local rc start end cpu
   read -r rc start end cpu <"$bg/$1.rc"
+  start=$((start - run_started)) end=$((end - run_started))
   cat "$bg/$1.log"
-  printf '(background lane: %s ran from %dm%02ds to %dm%02ds, %s s of CPU)\n' "$1" $((start / 60)) $((start % 60)) \
+  printf '(%s ran from %dm%02ds to %dm%02ds, %s s of CPU)\n' "$1" $((start / 60)) $((start % 60)) \
     $((end / 60)) $((end % 60)) "$cpu"
   [ "$rc" = 0 ] || { echo "$1 failed (exit status $rc): its output is above" >&2; exit 1; }
 }
@@ -140,31 +147,27 @@ scripts/boot-test.sh qemu-armv7-virt
 step "a Debian arm64 board with U-Boot, A/B slots and RAUC: the agent under systemd (notify, watchdog, restarts, reboot); OS bundles from a hub: good, bad, kernel panic, refused (image and bundles built in the background lane)"
 joined debian-board
 python3 scripts/os_update_test.py --prepared
-# The aarch64 board's campaigns run beside the update campaign, at the same priority: alone,
-# the update campaign left a tenth of the cores idle, and the aarch64 board's campaigns (one
-# emulated CPU) half of them for the run's last 4 minutes. Their output is shown when they end.
-cuts=$bg/aarch64-cuts.log
-setsid bash -c 'set -e
-  echo "=== the lossy disk'"'"'s self-test: what a cut leaves on the image (drop, tear)"
-  python3 scripts/lossy_disk.py --self-test
-  echo "=== power-cut campaign on the aarch64 board, 5 cycles, a disk that tears unflushed writes (full size: power-cut-full.sh)"
-  scripts/power-cut-campaign.sh --cycles 5 --disk tear
-  echo "=== the campaign'"'"'s self-test: an agent without the queue'"'"'s fsync must fail it"
-  GWE_AGENT_FEATURES=test-skip-queue-fsync scripts/power-cut-campaign.sh --cycles 3 --disk drop --expect-fail' \
-  </dev/null >"$cuts" 2>&1 &
+# The aarch64 board's campaigns run beside the update campaign, in a lane of their own at
+# the same priority: alone, the update campaign left a tenth of the cores idle, and the
+# aarch64 board's campaigns (one emulated CPU) half of them for the run's last 4 minutes.
+setsid scripts/ci-background.sh --nice 0 "$bg" \
+  lossy-self-test "python3 scripts/lossy_disk.py --self-test" \
+  aarch64-cuts "scripts/power-cut-campaign.sh --cycles 5 --disk tear" \
+  fsync-self-test "GWE_AGENT_FEATURES=test-skip-queue-fsync scripts/power-cut-campaign.sh --cycles 3 --disk drop --expect-fail" &
 cuts_pid=$!
-trap 'kill -TERM -- -$bg_pid -$cuts_pid 2>/dev/null || true' EXIT
+lanes="$lanes -$cuts_pid"
 
 # Two cuts, RAUC's install and the reboot into the new slot (the U-Boot environment's write):
 # with all four moments the run takes 4 minutes more than CI's 60 minutes hold.
 step "power cuts during OS updates on the Debian board: 2 cycles (install, reboot) on a disk that tears unflushed writes (full size: --cycles 300, all four moments); beside it, the aarch64 board's campaigns"
 scripts/power-cut-campaign.sh --os-update --prepared --cycles 2 --phases install,reboot
 
-step "the aarch64 board, run beside the update campaign: the lossy disk's self-test, a 5-cycle power-cut campaign on a disk that tears unflushed writes, the campaign's self-test (an agent without the queue's fsync must fail it)"
-cuts_rc=0
-wait "$cuts_pid" || cuts_rc=$?
-cat "$cuts"
-[ "$cuts_rc" = 0 ] || { echo "the aarch64 board's campaigns failed (exit status $cuts_rc): their output is above" >&2; exit 1; }
+step "the lossy disk's self-test: what a cut leaves on the image (drop, tear) (run beside the update campaign)"
+joined lossy-self-test "$cuts_pid"
+step "power-cut campaign on the aarch64 board, 5 cycles, a disk that tears unflushed writes (full size: power-cut-full.sh) (run beside the update campaign)"
+joined aarch64-cuts "$cuts_pid"
+step "the campaign's self-test: an agent without the queue's fsync must fail it (run beside the update campaign)"
+joined fsync-self-test "$cuts_pid"
 
 step "the Yocto layer in real bitbake and OpenEmbedded-Core (and meta-rauc), scarthgap and wrynose, offline (../shared/upstream)"
 joined yocto
